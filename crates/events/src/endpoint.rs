@@ -1,0 +1,404 @@
+//! The Core API's endpoints and the scope each one needs.
+//!
+//! The catalog is Front's OpenAPI specification boiled down to one line per
+//! operation (`front-core-api-scopes.tsv`, compiled into the crate). A
+//! request path such as `/conversations/cnv_123/messages` resolves to its
+//! template and requirement; anything not in the catalog is an error, so an
+//! endpoint nobody listed can never be allowed by accident.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use crate::id::quote_input;
+use crate::scope::{Scope, ScopeError};
+use crate::token::Feature;
+
+const CATALOG_TSV: &str = include_str!("front-core-api-scopes.tsv");
+
+/// The longest path considered; anything longer is refused before matching.
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// An HTTP method of the Core API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PATCH
+    Patch,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// The method in upper case.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = EndpointError;
+
+    fn from_str(input: &str) -> Result<Method, EndpointError> {
+        [
+            Method::Get,
+            Method::Post,
+            Method::Patch,
+            Method::Put,
+            Method::Delete,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(input))
+        .ok_or_else(|| EndpointError::UnknownMethod {
+            found: quote_input(input),
+        })
+    }
+}
+
+/// What a request needs of a token, beyond being live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Requirement {
+    /// A permission on a resource kind (implies the resources feature).
+    Scope(Scope),
+    /// A feature with no per-resource permission (application triggers).
+    Feature(Feature),
+    /// Nothing but a live token (`GET /me`, the token's own details).
+    LiveToken,
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Scope(scope) => fmt::Display::fmt(scope, f),
+            Requirement::Feature(Feature::AppTriggers) => f.write_str("feature:app_trigger"),
+            Requirement::Feature(feature) => write!(f, "feature:{feature}"),
+            Requirement::LiveToken => f.write_str("-"),
+        }
+    }
+}
+
+/// One operation of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template, such as `/conversations/{conversation_id}/messages`.
+    pub template: &'static str,
+    /// Front's operation id, such as `list-conversation-messages`.
+    pub operation: &'static str,
+    /// What the operation needs.
+    pub requirement: Requirement,
+}
+
+/// Why a method and path do not name an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointError {
+    /// The method is not one the Core API uses.
+    UnknownMethod {
+        /// The method, made printable.
+        found: String,
+    },
+    /// The path is not absolute, has an empty segment, or is too long.
+    MalformedPath {
+        /// The path, made printable and shortened.
+        found: String,
+    },
+    /// No operation of the catalog has this method and path.
+    UnknownEndpoint {
+        /// The method.
+        method: Method,
+        /// The path, made printable and shortened.
+        path: String,
+    },
+    /// The compiled-in catalog is damaged (a build problem, caught by tests).
+    Catalog {
+        /// The line of the catalog.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointError::UnknownMethod { found } => write!(
+                f,
+                "`{found}` is not a method of the Core API; expected GET, POST, PATCH, PUT or DELETE"
+            ),
+            EndpointError::MalformedPath { found } => write!(
+                f,
+                "`{found}` is not an endpoint path: expected `/`-separated, non-empty segments, at most {MAX_PATH_BYTES} bytes"
+            ),
+            EndpointError::UnknownEndpoint { method, path } => {
+                write!(f, "`{method} {path}` is not an endpoint of the Core API")
+            }
+            EndpointError::Catalog { line, problem } => {
+                write!(
+                    f,
+                    "the endpoint catalog is damaged at line {line}: {problem}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Literal(&'static str),
+    Parameter,
+}
+
+#[derive(Debug)]
+struct Route {
+    endpoint: Endpoint,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug)]
+struct Catalog {
+    routes: Vec<Route>,
+}
+
+fn parse_requirement(text: &str) -> Result<Requirement, ScopeError> {
+    match text {
+        "-" => Ok(Requirement::LiveToken),
+        "feature:app_trigger" => Ok(Requirement::Feature(Feature::AppTriggers)),
+        scope => scope.parse().map(Requirement::Scope),
+    }
+}
+
+impl Catalog {
+    fn parse(tsv: &'static str) -> Result<Catalog, EndpointError> {
+        let mut routes = Vec::new();
+        // The first line holds the column names.
+        for (index, line) in tsv.lines().enumerate().skip(1) {
+            let line_number = index + 1;
+            let damaged = |problem: String| EndpointError::Catalog {
+                line: line_number,
+                problem,
+            };
+            let fields: Vec<&'static str> = line.split('\t').collect();
+            let &[method, template, requirement, operation] = fields.as_slice() else {
+                return Err(damaged(format!(
+                    "expected 4 fields, found {}",
+                    fields.len()
+                )));
+            };
+            let method: Method = method
+                .parse()
+                .map_err(|e: EndpointError| damaged(e.to_string()))?;
+            let requirement = parse_requirement(requirement).map_err(|e| damaged(e.to_string()))?;
+            // Two templates of the specification end in `/`; a trailing slash
+            // is not significant on either side.
+            let segments = template
+                .strip_prefix('/')
+                .ok_or_else(|| damaged(format!("`{template}` does not start with `/`")))?
+                .trim_end_matches('/')
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') && segment.ends_with('}') {
+                        Segment::Parameter
+                    } else {
+                        Segment::Literal(segment)
+                    }
+                })
+                .collect();
+            routes.push(Route {
+                endpoint: Endpoint {
+                    method,
+                    template,
+                    operation,
+                    requirement,
+                },
+                segments,
+            });
+        }
+        Ok(Catalog { routes })
+    }
+
+    /// Finds the route for `path`. Where a literal segment and a parameter
+    /// both match (`/accounts/custom_fields` and `/accounts/{account_id}`),
+    /// the literal wins, segment by segment from the left, as in Front's API.
+    fn find(&self, method: Method, path: &str) -> Option<&Endpoint> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.routes
+            .iter()
+            .filter(|route| {
+                route.endpoint.method == method && route.segments.len() == segments.len()
+            })
+            .filter(|route| {
+                route
+                    .segments
+                    .iter()
+                    .zip(&segments)
+                    .all(|(pattern, given)| match pattern {
+                        Segment::Literal(literal) => literal == given,
+                        Segment::Parameter => true,
+                    })
+            })
+            .max_by_key(|route| {
+                route
+                    .segments
+                    .iter()
+                    .map(|s| matches!(s, Segment::Literal(_)))
+                    .collect::<Vec<bool>>()
+            })
+            .map(|route| &route.endpoint)
+    }
+}
+
+static CATALOG: LazyLock<Result<Catalog, EndpointError>> =
+    LazyLock::new(|| Catalog::parse(CATALOG_TSV));
+
+/// Every operation of the catalog, in the catalog's order.
+pub fn endpoints() -> Result<impl Iterator<Item = &'static Endpoint>, EndpointError> {
+    match &*CATALOG {
+        Ok(catalog) => Ok(catalog.routes.iter().map(|route| &route.endpoint)),
+        Err(error) => Err(error.clone()),
+    }
+}
+
+/// Resolves a method and a request path to the operation it names.
+///
+/// A query string and one trailing `/` are ignored. The path must start with
+/// `/` and have no empty segment.
+///
+/// ```
+/// use tokenledger_events::{resolve_endpoint, Method, Requirement};
+///
+/// let endpoint = resolve_endpoint(Method::Get, "/conversations/cnv_123/messages").unwrap();
+/// assert_eq!(endpoint.template, "/conversations/{conversation_id}/messages");
+/// assert_eq!(endpoint.requirement, Requirement::Scope("messages:read".parse().unwrap()));
+/// assert!(resolve_endpoint(Method::Delete, "/conversations/cnv_123/messages").is_err());
+/// ```
+pub fn resolve_endpoint(method: Method, path: &str) -> Result<&'static Endpoint, EndpointError> {
+    let catalog = match &*CATALOG {
+        Ok(catalog) => catalog,
+        Err(error) => return Err(error.clone()),
+    };
+    let malformed = || EndpointError::MalformedPath {
+        found: quote_input(path),
+    };
+    if path.len() > MAX_PATH_BYTES {
+        return Err(malformed());
+    }
+    let without_query = path.split_once('?').map_or(path, |(before, _)| before);
+    let relative = without_query.strip_prefix('/').ok_or_else(malformed)?;
+    let relative = relative.strip_suffix('/').unwrap_or(relative);
+    if relative
+        .split('/')
+        .any(|segment| segment.is_empty() || segment.chars().any(char::is_control))
+    {
+        return Err(malformed());
+    }
+    catalog
+        .find(method, relative)
+        .ok_or_else(|| EndpointError::UnknownEndpoint {
+            method,
+            path: quote_input(path),
+        })
+}
+
+/// Parses `"GET /conversations/cnv_123"`, a method and a path separated by
+/// one space, as the command line takes it.
+pub fn resolve_endpoint_line(line: &str) -> Result<&'static Endpoint, EndpointError> {
+    let (method, path) =
+        line.trim()
+            .split_once(' ')
+            .ok_or_else(|| EndpointError::MalformedPath {
+                found: quote_input(line),
+            })?;
+    resolve_endpoint(method.parse()?, path.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_catalog_compiles_in() {
+        let endpoints: Vec<_> = endpoints().unwrap().collect();
+        assert_eq!(endpoints.len(), 244);
+        for endpoint in endpoints {
+            let path = endpoint
+                .template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x_1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let found = resolve_endpoint(endpoint.method, &path).unwrap();
+            assert_eq!(found, endpoint, "{} {path}", endpoint.method);
+        }
+    }
+
+    #[test]
+    fn nested_lists_need_the_scope_of_what_they_return() {
+        let e = resolve_endpoint(Method::Get, "/conversations/cnv_123/messages").unwrap();
+        assert_eq!(e.requirement.to_string(), "messages:read");
+        let e = resolve_endpoint_line("POST /conversations/cnv_1/messages").unwrap();
+        assert_eq!(e.requirement.to_string(), "messages:send");
+    }
+
+    #[test]
+    fn literal_segments_win_over_parameters() {
+        let e = resolve_endpoint(Method::Get, "/accounts/custom_fields").unwrap();
+        assert_eq!(e.requirement.to_string(), "custom_fields:read");
+        let e = resolve_endpoint(Method::Get, "/accounts/acc_1").unwrap();
+        assert_eq!(e.requirement.to_string(), "accounts:read");
+    }
+
+    #[test]
+    fn features_and_live_token_requirements() {
+        let e = resolve_endpoint(Method::Post, "/applications/app_1/events").unwrap();
+        assert_eq!(e.requirement, Requirement::Feature(Feature::AppTriggers));
+        let e = resolve_endpoint(Method::Get, "/me").unwrap();
+        assert_eq!(e.requirement, Requirement::LiveToken);
+    }
+
+    #[test]
+    fn query_strings_are_ignored_and_unknown_endpoints_refused() {
+        assert!(resolve_endpoint(Method::Get, "/conversations?limit=5").is_ok());
+        assert!(resolve_endpoint(Method::Get, "/conversations/").is_ok());
+        assert!(resolve_endpoint(Method::Patch, "/comments/com_1").is_ok());
+        for (method, path) in [
+            (Method::Put, "/conversations"),
+            (Method::Get, "/nowhere"),
+            (Method::Get, "conversations"),
+            (Method::Get, "/conversations//"),
+            (Method::Get, "/"),
+            (Method::Get, "//conversations"),
+            (Method::Get, ""),
+        ] {
+            assert!(resolve_endpoint(method, path).is_err(), "{method} {path}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        assert!(matches!(
+            resolve_endpoint(Method::Get, &long),
+            Err(EndpointError::MalformedPath { .. })
+        ));
+        assert!(matches!(
+            "FETCH".parse::<Method>(),
+            Err(EndpointError::UnknownMethod { .. })
+        ));
+    }
+}

@@ -1,0 +1,404 @@
+//! Events: every change tokenledger records, in the past tense.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{CompanyId, EventId, IdError, TeammateId, TokenId, WorkspaceId, quote_input};
+use crate::name::Name;
+use crate::secret::SecretDigest;
+use crate::token::{TokenKind, TokenScope};
+
+/// A moment, in microseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Timestamp(u64);
+
+/// Why a string is not an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampError {
+    found: String,
+}
+
+impl fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not an RFC 3339 time in UTC, such as `2026-11-22T17:00:00Z`",
+            self.found
+        )
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    /// The moment `micros` microseconds after the Unix epoch.
+    pub const fn from_micros(micros: u64) -> Timestamp {
+        Timestamp(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// Converts a system time, saturating before the epoch and after year 586 912.
+    pub fn from_system_time(time: SystemTime) -> Timestamp {
+        let micros = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Timestamp(micros)
+    }
+
+    /// The same moment as a system time.
+    pub fn to_system_time(self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(self.0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_micros(self.to_system_time())
+        )
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+
+    fn from_str(input: &str) -> Result<Timestamp, TimestampError> {
+        humantime::parse_rfc3339(input)
+            .map(Timestamp::from_system_time)
+            .map_err(|_| TimestampError {
+                found: quote_input(input),
+            })
+    }
+}
+
+/// A teammate's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// May manage tokens, teammates and workspaces.
+    Admin,
+    /// May manage their own preferences only.
+    Member,
+}
+
+impl Role {
+    /// The role's name (`admin`, `member`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who did something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Actor {
+    /// tokenledger itself or the operator bootstrapping a company.
+    System,
+    /// A teammate.
+    Teammate(TeammateId),
+    /// An API token.
+    Token(TokenId),
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::System => f.write_str("system"),
+            Actor::Teammate(id) => fmt::Display::fmt(id, f),
+            Actor::Token(id) => fmt::Display::fmt(id, f),
+        }
+    }
+}
+
+impl FromStr for Actor {
+    type Err = IdError;
+
+    /// Parses `system`, a `tea_…` id or a `tok_…` id.
+    fn from_str(input: &str) -> Result<Actor, IdError> {
+        if input == "system" {
+            Ok(Actor::System)
+        } else if input.starts_with(TokenId::PREFIX) {
+            input.parse().map(Actor::Token)
+        } else {
+            input.parse().map(Actor::Teammate)
+        }
+    }
+}
+
+/// A token secret encrypted under a key the embedding service holds, so it
+/// can be revealed again; the log never holds the plain secret.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
+pub struct SealedSecret(Vec<u8>);
+
+/// Why bytes are not a sealed secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecretError {
+    len: usize,
+}
+
+impl fmt::Display for SealedSecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a sealed secret is at most {} bytes, this one has {}",
+            SealedSecret::MAX_BYTES,
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for SealedSecretError {}
+
+impl SealedSecret {
+    /// The largest sealed secret accepted, in bytes (nonce, ciphertext, tag and room to spare).
+    pub const MAX_BYTES: usize = 256;
+
+    /// The sealed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<u8>> for SealedSecret {
+    type Error = SealedSecretError;
+
+    fn try_from(bytes: Vec<u8>) -> Result<SealedSecret, SealedSecretError> {
+        if bytes.len() > SealedSecret::MAX_BYTES {
+            Err(SealedSecretError { len: bytes.len() })
+        } else {
+            Ok(SealedSecret(bytes))
+        }
+    }
+}
+
+impl From<SealedSecret> for Vec<u8> {
+    fn from(sealed: SealedSecret) -> Vec<u8> {
+        sealed.0
+    }
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.0.len())
+    }
+}
+
+/// Everything that can happen, in the past tense.
+///
+/// The company an event belongs to is in its [`Envelope`], not repeated here.
+/// Each variant has a schema version ([`Event::schema_version`]) that the
+/// codec writes beside it; changing a variant's fields means a new version
+/// and a migration, and the golden-bytes tests fail until both exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A company (tenant) came into being.
+    CompanyCreated {
+        /// Its id.
+        company: CompanyId,
+        /// Its name.
+        name: Name,
+    },
+    /// A teammate joined the company.
+    TeammateAdded {
+        /// Their id.
+        teammate: TeammateId,
+        /// Their name.
+        name: Name,
+        /// Their role.
+        role: Role,
+    },
+    /// A teammate's role changed.
+    TeammateRoleChanged {
+        /// The teammate.
+        teammate: TeammateId,
+        /// The new role.
+        role: Role,
+    },
+    /// A teammate was deactivated; they can no longer act.
+    TeammateDeactivated {
+        /// The teammate.
+        teammate: TeammateId,
+    },
+    /// A workspace was created.
+    WorkspaceCreated {
+        /// Its id.
+        workspace: WorkspaceId,
+        /// Its name.
+        name: Name,
+    },
+    /// A workspace was deleted; its resources are no longer reachable.
+    WorkspaceDeleted {
+        /// The workspace.
+        workspace: WorkspaceId,
+    },
+    /// An admin created a token.
+    TokenCreated {
+        /// Its public id.
+        token: TokenId,
+        /// Its descriptive name.
+        name: Name,
+        /// API token or OAuth grant.
+        kind: TokenKind,
+        /// What it may do, fixed for its lifetime.
+        scope: TokenScope,
+        /// The digest of its secret.
+        secret_digest: SecretDigest,
+        /// The secret sealed under the service's key, when it has one.
+        sealed_secret: Option<SealedSecret>,
+        /// When it stops working, if ever.
+        expires_at: Option<Timestamp>,
+    },
+    /// An admin was shown a token's secret again.
+    TokenRevealed {
+        /// The token.
+        token: TokenId,
+    },
+    /// A token was deleted, immediately and for good.
+    TokenDeleted {
+        /// The token.
+        token: TokenId,
+    },
+    /// A teammate's *Allow access to my individual resources via the API* changed.
+    PrivateApiAccessChanged {
+        /// The teammate whose preference it is.
+        teammate: TeammateId,
+        /// Whether tokens may now reach their private resources.
+        allowed: bool,
+    },
+    /// An admin set every current teammate's preference at once.
+    PrivateApiAccessSetForAll {
+        /// Whether tokens may now reach each teammate's private resources.
+        allowed: bool,
+    },
+}
+
+impl Event {
+    /// The event's type, as investigators read it (`TokenCreated`).
+    pub const fn type_name(&self) -> &'static str {
+        match self {
+            Event::CompanyCreated { .. } => "CompanyCreated",
+            Event::TeammateAdded { .. } => "TeammateAdded",
+            Event::TeammateRoleChanged { .. } => "TeammateRoleChanged",
+            Event::TeammateDeactivated { .. } => "TeammateDeactivated",
+            Event::WorkspaceCreated { .. } => "WorkspaceCreated",
+            Event::WorkspaceDeleted { .. } => "WorkspaceDeleted",
+            Event::TokenCreated { .. } => "TokenCreated",
+            Event::TokenRevealed { .. } => "TokenRevealed",
+            Event::TokenDeleted { .. } => "TokenDeleted",
+            Event::PrivateApiAccessChanged { .. } => "PrivateApiAccessChanged",
+            Event::PrivateApiAccessSetForAll { .. } => "PrivateApiAccessSetForAll",
+        }
+    }
+
+    /// The schema version of this event's fields.
+    pub const fn schema_version(&self) -> u16 {
+        match self {
+            Event::CompanyCreated { .. }
+            | Event::TeammateAdded { .. }
+            | Event::TeammateRoleChanged { .. }
+            | Event::TeammateDeactivated { .. }
+            | Event::WorkspaceCreated { .. }
+            | Event::WorkspaceDeleted { .. }
+            | Event::TokenCreated { .. }
+            | Event::TokenRevealed { .. }
+            | Event::TokenDeleted { .. }
+            | Event::PrivateApiAccessChanged { .. }
+            | Event::PrivateApiAccessSetForAll { .. } => 1,
+        }
+    }
+
+    /// The token the event is about, if any.
+    pub const fn token(&self) -> Option<TokenId> {
+        match self {
+            Event::TokenCreated { token, .. }
+            | Event::TokenRevealed { token }
+            | Event::TokenDeleted { token } => Some(*token),
+            _ => None,
+        }
+    }
+
+    /// The teammate the event is about, if any.
+    pub const fn teammate(&self) -> Option<TeammateId> {
+        match self {
+            Event::TeammateAdded { teammate, .. }
+            | Event::TeammateRoleChanged { teammate, .. }
+            | Event::TeammateDeactivated { teammate }
+            | Event::PrivateApiAccessChanged { teammate, .. } => Some(*teammate),
+            _ => None,
+        }
+    }
+}
+
+/// An event as it stands in the log: where, when, by whom, for which company.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Its position in the log, contiguous from 1.
+    pub position: u64,
+    /// Its id, so that a retried append is recognised.
+    pub event_id: EventId,
+    /// When it was recorded; never earlier than the event before it.
+    pub recorded_at: Timestamp,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The company it belongs to.
+    pub company: CompanyId,
+    /// What happened.
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_and_parse_as_rfc3339() {
+        let t = Timestamp::from_micros(1_669_000_000_123_456);
+        assert_eq!(t.to_string(), "2022-11-21T03:06:40.123456Z");
+        assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
+        assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn actors_parse_from_the_command_line_forms() {
+        assert_eq!("system".parse::<Actor>(), Ok(Actor::System));
+        let tea = TeammateId::from_u128(1);
+        assert_eq!(tea.to_string().parse::<Actor>(), Ok(Actor::Teammate(tea)));
+        assert!(
+            "tim_00000000000000000000000000000001"
+                .parse::<Actor>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn sealed_secrets_are_bounded() {
+        assert!(SealedSecret::try_from(vec![0; 256]).is_ok());
+        assert!(SealedSecret::try_from(vec![0; 257]).is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! Token secrets: their text form, checksum and digest.
+//!
+//! A secret is `tlk_` followed by 58 characters of lowercase base32 that
+//! carry 256 random bits and a 32-bit checksum, in the manner of GitHub's
+//! tokens: the fixed prefix lets secret scanners recognise a leaked token,
+//! and the checksum rejects a typo or garbage before any lookup. Only the
+//! SHA-256 digest of the random bits is ever stored; SHA-256 is enough for
+//! 256-bit random secrets, which no one can guess or brute-force, so no
+//! slow password hash is needed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The prefix of every secret.
+pub const SECRET_PREFIX: &str = "tlk_";
+const RANDOM_BYTES: usize = 32;
+const CHECKSUM_BYTES: usize = 4;
+const PAYLOAD_BYTES: usize = RANDOM_BYTES + CHECKSUM_BYTES;
+/// 36 bytes are 288 bits, which is 58 base32 characters (the last one carries 3 bits).
+const BODY_CHARS: usize = (PAYLOAD_BYTES * 8).div_ceil(5);
+/// The length of every well-formed secret, in bytes.
+pub const SECRET_LEN: usize = SECRET_PREFIX.len() + BODY_CHARS;
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const CHECKSUM_DOMAIN: &[u8] = b"tokenledger secret checksum v1";
+const DIGEST_DOMAIN: &[u8] = b"tokenledger secret digest v1";
+
+/// A token secret in plain text.
+///
+/// It is never written to the log, never printed by `Debug`, and is wiped
+/// from memory only as well as `String` allows (not at all); keep it as
+/// briefly as possible.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// Why a presented string is not a well-formed secret. Messages never echo
+/// the input: it may be a real secret with a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretError {
+    /// Not exactly [`SECRET_LEN`] bytes (checked before anything else).
+    Length {
+        /// The length that was presented.
+        found: usize,
+    },
+    /// Does not start with [`SECRET_PREFIX`].
+    Prefix,
+    /// A character outside the secret alphabet.
+    Alphabet,
+    /// The checksum does not match: a typo, or not a tokenledger secret.
+    Checksum,
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretError::Length { found } => write!(
+                f,
+                "a secret is {SECRET_LEN} characters long, this one has {found}"
+            ),
+            SecretError::Prefix => write!(f, "a secret starts with `{SECRET_PREFIX}`"),
+            SecretError::Alphabet => f.write_str(
+                "a secret has only lowercase letters and the digits 2 to 7 after its prefix",
+            ),
+            SecretError::Checksum => f.write_str("the secret's checksum does not match"),
+        }
+    }
+}
+
+impl std::error::Error for SecretError {}
+
+fn checksum(random: &[u8; RANDOM_BYTES]) -> [u8; CHECKSUM_BYTES] {
+    let hash: [u8; 32] = Sha256::new()
+        .chain_update(CHECKSUM_DOMAIN)
+        .chain_update(random)
+        .finalize()
+        .into();
+    let [a, b, c, d, ..] = hash;
+    [a, b, c, d]
+}
+
+#[expect(
+    clippy::indexing_slicing,
+    reason = "every index is masked to 0..32, the alphabet's length"
+)]
+fn encode_base32(bytes: &[u8; PAYLOAD_BYTES]) -> String {
+    let mut out = String::with_capacity(BODY_CHARS);
+    let mut buffer: u16 = 0;
+    let mut bits: u32 = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u16::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[usize::from((buffer >> bits) & 31)]));
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(
+            ALPHABET[usize::from((buffer << (5 - bits)) & 31)],
+        ));
+    }
+    out
+}
+
+fn decode_base32(body: &[u8]) -> Result<[u8; PAYLOAD_BYTES], SecretError> {
+    let mut out = [0u8; PAYLOAD_BYTES];
+    let mut filled = 0;
+    let mut buffer: u16 = 0;
+    let mut bits: u32 = 0;
+    for &c in body {
+        let value = match c {
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return Err(SecretError::Alphabet),
+        };
+        buffer = (buffer << 5) | u16::from(value);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            let slot = out.get_mut(filled).ok_or(SecretError::Alphabet)?;
+            *slot = (buffer >> bits) as u8;
+            filled += 1;
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    // The 3 bits left over after 288 must be zero, so each secret has exactly
+    // one spelling.
+    if filled != PAYLOAD_BYTES || buffer != 0 {
+        return Err(SecretError::Alphabet);
+    }
+    Ok(out)
+}
+
+impl Secret {
+    /// Builds the secret that carries `random`, which must come from a
+    /// cryptographically secure source (the OS).
+    pub fn from_random(random: [u8; RANDOM_BYTES]) -> Secret {
+        let mut payload = [0u8; PAYLOAD_BYTES];
+        let (head, tail) = payload.split_at_mut(RANDOM_BYTES);
+        head.copy_from_slice(&random);
+        tail.copy_from_slice(&checksum(&random));
+        Secret(format!("{SECRET_PREFIX}{}", encode_base32(&payload)))
+    }
+
+    /// Checks a presented secret's length, prefix, alphabet and checksum,
+    /// in that order, and returns its digest.
+    ///
+    /// Over-long input is rejected by its length before any work is done.
+    ///
+    /// ```
+    /// use tokenledger_events::{Secret, SecretError};
+    ///
+    /// let secret = Secret::from_random([7; 32]);
+    /// let digest = Secret::digest_of(secret.expose()).unwrap();
+    /// assert_eq!(digest, secret.digest());
+    /// assert_eq!(Secret::digest_of("tlk_short"), Err(SecretError::Length { found: 9 }));
+    /// ```
+    pub fn digest_of(presented: &str) -> Result<SecretDigest, SecretError> {
+        Self::parse(presented).map(|secret| secret.digest())
+    }
+
+    /// Checks a presented secret as [`Secret::digest_of`] does and keeps it.
+    pub fn parse(presented: &str) -> Result<Secret, SecretError> {
+        if presented.len() != SECRET_LEN {
+            return Err(SecretError::Length {
+                found: presented.len(),
+            });
+        }
+        let body = presented
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(SecretError::Prefix)?;
+        let payload = decode_base32(body.as_bytes())?;
+        let (random, sum) = payload.split_at(RANDOM_BYTES);
+        let random: &[u8; RANDOM_BYTES] = random.try_into().map_err(|_| SecretError::Alphabet)?;
+        if bool::from(checksum(random).ct_eq(sum)) {
+            Ok(Secret(presented.to_owned()))
+        } else {
+            Err(SecretError::Checksum)
+        }
+    }
+
+    /// The digest kept in the log in place of the secret.
+    pub fn digest(&self) -> SecretDigest {
+        SecretDigest(
+            Sha256::new()
+                .chain_update(DIGEST_DOMAIN)
+                .chain_update(self.0.as_bytes())
+                .finalize()
+                .into(),
+        )
+    }
+
+    /// The secret in plain text, to hand to the admin who asked for it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The SHA-256 digest of a secret, which is all the log keeps of it.
+///
+/// Equality is constant-time, so comparing a presented digest with a stored
+/// one leaks nothing through timing.
+#[derive(Clone, Copy, Eq, Serialize, Deserialize)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// The digest's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Wraps digest bytes read from elsewhere (a checkpoint, an index).
+    pub const fn from_bytes(bytes: [u8; 32]) -> SecretDigest {
+        SecretDigest(bytes)
+    }
+}
+
+impl PartialEq for SecretDigest {
+    fn eq(&self, other: &SecretDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::hash::Hash for SecretDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretDigest(")?;
+        for byte in self.0.iter().take(4) {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_secret_has_its_prefix_and_length() {
+        let secret = Secret::from_random([0xab; 32]);
+        assert_eq!(secret.expose().len(), SECRET_LEN);
+        assert!(secret.expose().starts_with("tlk_"));
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn every_single_character_typo_is_caught() {
+        let secret = Secret::from_random([0x5a; 32]);
+        let text = secret.expose();
+        for index in SECRET_PREFIX.len()..text.len() {
+            for &replacement in ALPHABET {
+                let mut bytes = text.as_bytes().to_vec();
+                if bytes[index] == replacement {
+                    continue;
+                }
+                bytes[index] = replacement;
+                let typo = String::from_utf8(bytes).unwrap();
+                assert!(Secret::parse(&typo).is_err(), "{index}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_first_check_that_failed() {
+        let good = Secret::from_random([1; 32]).expose().to_owned();
+        assert_eq!(
+            Secret::parse(&"x".repeat(10_000)),
+            Err(SecretError::Length { found: 10_000 })
+        );
+        assert_eq!(
+            Secret::parse(&good.replacen("tlk_", "ghp_", 1)),
+            Err(SecretError::Prefix)
+        );
+        let mut upper = good.clone().into_bytes();
+        upper[4] = b'A';
+        assert_eq!(
+            Secret::parse(&String::from_utf8(upper).unwrap()),
+            Err(SecretError::Alphabet)
+        );
+        let mut wrong_sum = good.into_bytes();
+        let last = wrong_sum.len() - 2;
+        wrong_sum[last] = if wrong_sum[last] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            Secret::parse(&String::from_utf8(wrong_sum).unwrap()),
+            Err(SecretError::Checksum)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn secrets_round_trip(random in any::<[u8; 32]>()) {
+            let secret = Secret::from_random(random);
+            let parsed = Secret::parse(secret.expose()).unwrap();
+            prop_assert_eq!(parsed.digest(), secret.digest());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,80}") {
+            let _ = Secret::parse(&text);
+        }
+    }
+}
