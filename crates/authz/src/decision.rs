@@ -1,0 +1,498 @@
+//! The decision: may this token do this to that resource?
+//!
+//! Eight rules, checked in DOMAIN.md's order; the first that fails decides,
+//! and the refusal says which, what scope would have been needed, and which
+//! event put things in the state that caused it. The hot path returns a
+//! [`Decision`], never a `Result`, and refuses unless every rule passes.
+
+use std::fmt;
+
+use tokenledger_events::{
+    CompanyId, Feature, Requirement, ResourceId, Secret, SecretError, TeammateId, Timestamp,
+    TokenId, WorkspaceId,
+};
+
+use crate::state::{Provenance, State};
+
+/// Where a resource lives, as the caller says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// Company-level.
+    Global(CompanyId),
+    /// In a workspace.
+    Shared(WorkspaceId),
+    /// A teammate's own.
+    Private(TeammateId),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Global(company) => write!(f, "the global namespace of {company}"),
+            Location::Shared(workspace) => write!(f, "shared workspace {workspace}"),
+            Location::Private(teammate) => write!(f, "the private resources of {teammate}"),
+        }
+    }
+}
+
+/// What is being asked, apart from who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What the operation needs (a scope, usually from the endpoint catalog).
+    pub requirement: Requirement,
+    /// The resource.
+    pub resource: ResourceId,
+    /// Where it lives.
+    pub location: Location,
+    /// When the request is made (for expiry).
+    pub at: Timestamp,
+}
+
+/// The rules, in the order they are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// 1. The presented secret is well formed.
+    SecretWellFormed = 1,
+    /// 2. It names a live token: known, not deleted, not expired.
+    TokenLive = 2,
+    /// 3. The resource belongs to the token's company.
+    SameCompany = 3,
+    /// 4. The token has the feature the request needs.
+    Feature = 4,
+    /// 5. The token has the permission on the resource kind.
+    Permission = 5,
+    /// 6. The token's namespaces cover where the resource lives.
+    Namespace = 6,
+    /// 7. The owner of a private resource allows API access to it.
+    OwnerAllowsPrivateAccess = 7,
+}
+
+impl Rule {
+    /// The rule's number in DOMAIN.md.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// A stable name for the rule, for JSON and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Rule::SecretWellFormed => "secret_well_formed",
+            Rule::TokenLive => "token_live",
+            Rule::SameCompany => "same_company",
+            Rule::Feature => "feature",
+            Rule::Permission => "permission",
+            Rule::Namespace => "namespace",
+            Rule::OwnerAllowsPrivateAccess => "owner_allows_private_access",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was refused, in detail, with the event behind it where
+/// there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Rule 1: the secret is malformed.
+    MalformedSecret(SecretError),
+    /// Rule 2: no token has this secret.
+    UnknownToken,
+    /// Rule 2: the token was deleted.
+    TokenDeleted {
+        /// The deletion.
+        deleted: Provenance,
+    },
+    /// Rule 2: the token has expired.
+    TokenExpired {
+        /// When it expired.
+        expired_at: Timestamp,
+    },
+    /// Rule 3: the resource's namespace belongs to another company, or to none.
+    OtherCompany {
+        /// The token's company.
+        token_company: CompanyId,
+    },
+    /// Rule 4: the token lacks a feature.
+    MissingFeature {
+        /// The feature needed.
+        feature: Feature,
+        /// The token's creation: its features have not changed since.
+        created: Provenance,
+    },
+    /// Rule 5: the token lacks the scope.
+    MissingPermission {
+        /// The token's creation: its permissions have not changed since.
+        created: Provenance,
+    },
+    /// Rule 6: the token's namespaces do not cover the location.
+    NamespaceNotCovered {
+        /// The token's creation: its namespaces have not changed since.
+        created: Provenance,
+    },
+    /// Rule 6: the resource's workspace was deleted.
+    WorkspaceDeleted {
+        /// The deletion.
+        deleted: Provenance,
+    },
+    /// Rule 7: the owner's private API access is off.
+    PrivateAccessOff {
+        /// The owner.
+        owner: TeammateId,
+        /// The event that left it off: the owner's or an admin's change,
+        /// or the owner's addition (it starts off).
+        set: Provenance,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::MalformedSecret(error) => write!(f, "the secret is malformed: {error}"),
+            Reason::UnknownToken => f.write_str("no token has this secret"),
+            Reason::TokenDeleted { deleted } => write!(f, "the token was deleted ({deleted})"),
+            Reason::TokenExpired { expired_at } => {
+                write!(f, "the token expired at {expired_at}")
+            }
+            Reason::OtherCompany { token_company } => write!(
+                f,
+                "the resource does not belong to the token's company {token_company}"
+            ),
+            Reason::MissingFeature { feature, created } => write!(
+                f,
+                "the token does not have the `{feature}` feature, and has not since its creation ({created})"
+            ),
+            Reason::MissingPermission { created } => write!(
+                f,
+                "the token does not have this permission, and has not since its creation ({created})"
+            ),
+            Reason::NamespaceNotCovered { created } => write!(
+                f,
+                "the token's namespaces do not cover where the resource lives, and have not since its creation ({created})"
+            ),
+            Reason::WorkspaceDeleted { deleted } => {
+                write!(f, "the resource's workspace was deleted ({deleted})")
+            }
+            Reason::PrivateAccessOff { owner, set } => write!(
+                f,
+                "the owner's private API access is off: {owner}'s \"Allow access to my individual resources via the API\" is off (last set {set})"
+            ),
+        }
+    }
+}
+
+/// Front's error body: the same shape for every refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// 401 or 403.
+    pub status: u16,
+    /// `Unauthenticated` or `Forbidden`.
+    pub title: &'static str,
+    /// Front's message, which does not say why.
+    pub message: String,
+}
+
+impl ErrorBody {
+    fn unauthenticated() -> ErrorBody {
+        ErrorBody {
+            status: 401,
+            title: "Unauthenticated",
+            message: "Invalid token".to_owned(),
+        }
+    }
+
+    fn forbidden(request: &Request) -> ErrorBody {
+        let (verb, kind) = match request.requirement {
+            Requirement::Scope(scope) => (scope.permission().as_str(), scope.kind().singular()),
+            Requirement::Feature(Feature::AppTriggers) => ("trigger", "application"),
+            Requirement::Feature(_) | Requirement::LiveToken => ("use", "resource"),
+        };
+        let resource_type = request.resource.resource_type().unwrap_or(kind);
+        ErrorBody {
+            status: 403,
+            title: "Forbidden",
+            message: format!(
+                "This agent is not allowed to {verb} the \"{resource_type}\" with ID: \"{}\"",
+                request.resource
+            ),
+        }
+    }
+
+    /// The body as Front sends it:
+    /// `{"_error":{"status":403,"title":"Forbidden","message":"…"}}`.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"_error\":{{\"status\":{},\"title\":{},\"message\":{}}}}}",
+            self.status,
+            json_string(self.title),
+            json_string(&self.message)
+        )
+    }
+}
+
+/// Quotes `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A refusal: the rule, why, and what was needed. Small and `Copy`, so a
+/// refusal costs no allocation; Front's body is built by [`Refusal::body`]
+/// when it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The first rule that failed.
+    pub rule: Rule,
+    /// Why, with the event behind it.
+    pub reason: Reason,
+    /// The requirement that would have been needed, when one was known.
+    pub needed: Option<Requirement>,
+}
+
+impl Refusal {
+    /// 401 for rules 1 and 2 (no live token), 403 for the rest.
+    pub fn status(&self) -> u16 {
+        if self.rule <= Rule::TokenLive {
+            401
+        } else {
+            403
+        }
+    }
+
+    /// Front's error body for `request`, ready to send.
+    pub fn body(&self, request: &Request) -> ErrorBody {
+        if self.status() == 401 {
+            ErrorBody::unauthenticated()
+        } else {
+            ErrorBody::forbidden(request)
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: rule {} ({}) failed: {}",
+            self.status(),
+            self.rule.number(),
+            self.rule,
+            self.reason
+        )?;
+        if let Some(needed) = self.needed {
+            write!(f, "; needed: {needed}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer to one request, made against the state at `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The log position of the state the decision was made against, so an
+    /// investigation can replay that exact state.
+    pub position: u64,
+    /// The token, once the secret named one.
+    pub token: Option<TokenId>,
+    /// `None` when allowed; otherwise why not.
+    pub refusal: Option<Refusal>,
+}
+
+impl Decision {
+    /// Whether the request is allowed.
+    pub fn is_allowed(&self) -> bool {
+        self.refusal.is_none()
+    }
+
+    /// 200 when allowed, else the refusal's status.
+    pub fn status(&self) -> u16 {
+        self.refusal.as_ref().map_or(200, Refusal::status)
+    }
+}
+
+/// Rules 1 and 2 (as far as the secret goes): checks the presented secret
+/// and finds its token. Whether the token is deleted or expired is checked by
+/// [`authorize`], so a handle kept across a deletion is refused too.
+pub fn authenticate(state: &State, presented: &str) -> Result<TokenId, Refusal> {
+    let unauthenticated = |rule, reason| Refusal {
+        rule,
+        reason,
+        needed: None,
+    };
+    let digest = Secret::digest_of(presented)
+        .map_err(|error| unauthenticated(Rule::SecretWellFormed, Reason::MalformedSecret(error)))?;
+    state
+        .token_by_digest(&digest)
+        .ok_or_else(|| unauthenticated(Rule::TokenLive, Reason::UnknownToken))
+}
+
+/// Rules 2 to 8 for a token already authenticated.
+pub fn authorize(state: &State, token: TokenId, request: &Request) -> Decision {
+    Decision {
+        position: state.position(),
+        token: Some(token),
+        refusal: refusal(state, token, request).err(),
+    }
+}
+
+/// Rules 1 to 8: authenticates the secret and authorizes the request.
+///
+/// ```
+/// use tokenledger_authz::{decide_request, Location, Request, Rule, State};
+/// use tokenledger_events::{CompanyId, Requirement};
+///
+/// let request = Request {
+///     requirement: Requirement::Scope("conversations:read".parse().unwrap()),
+///     resource: "cnv_1".parse().unwrap(),
+///     location: Location::Global(CompanyId::from_u128(1)),
+///     at: tokenledger_events::Timestamp::EPOCH,
+/// };
+/// let decision = decide_request(&State::new(), "not a secret", &request);
+/// assert_eq!(decision.status(), 401);
+/// assert_eq!(decision.refusal.unwrap().rule, Rule::SecretWellFormed);
+/// ```
+pub fn decide_request(state: &State, presented: &str, request: &Request) -> Decision {
+    match authenticate(state, presented) {
+        Ok(token) => authorize(state, token, request),
+        Err(refusal) => Decision {
+            position: state.position(),
+            token: None,
+            refusal: Some(refusal),
+        },
+    }
+}
+
+fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal> {
+    let needed = Some(request.requirement);
+    let refuse = |rule, reason| Refusal {
+        rule,
+        reason,
+        needed,
+    };
+
+    // Rule 2.
+    let token = state
+        .token(id)
+        .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
+    if let Some(deleted) = token.deleted {
+        return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
+    }
+    if let Some(expired_at) = token.expires_at.filter(|_| token.is_expired_at(request.at)) {
+        return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
+    }
+
+    // Rule 3. A workspace or teammate the state does not know belongs to no
+    // company, so it is refused here without saying whose it might be.
+    let location_company = match request.location {
+        Location::Global(company) => Some(company),
+        Location::Shared(workspace) => state.workspace(workspace).map(|w| w.company),
+        Location::Private(teammate) => state.teammate(teammate).map(|t| t.company),
+    };
+    if location_company != Some(token.company) {
+        return Err(refuse(
+            Rule::SameCompany,
+            Reason::OtherCompany {
+                token_company: token.company,
+            },
+        ));
+    }
+
+    // Rule 4.
+    let feature = match request.requirement {
+        Requirement::Scope(_) => Some(Feature::Resources),
+        Requirement::Feature(feature) => Some(feature),
+        Requirement::LiveToken => None,
+    };
+    if let Some(feature) = feature
+        && !token.scope.features.contains(&feature)
+    {
+        return Err(refuse(
+            Rule::Feature,
+            Reason::MissingFeature {
+                feature,
+                created: token.created,
+            },
+        ));
+    }
+
+    // Rules 5 to 7 concern resources reached through a scope; a feature
+    // such as application triggers, or a live token for `GET /me`, has no
+    // per-resource permission or namespace.
+    let Requirement::Scope(scope) = request.requirement else {
+        return Ok(());
+    };
+
+    // Rule 5.
+    if !token.scope.grants.contains(scope) {
+        return Err(refuse(
+            Rule::Permission,
+            Reason::MissingPermission {
+                created: token.created,
+            },
+        ));
+    }
+
+    // Rule 6.
+    let namespaces = &token.scope.namespaces;
+    let covered = match request.location {
+        Location::Global(_) => namespaces.global,
+        Location::Shared(workspace) => {
+            if let Some(deleted) = state.workspace(workspace).and_then(|w| w.deleted) {
+                return Err(refuse(
+                    Rule::Namespace,
+                    Reason::WorkspaceDeleted { deleted },
+                ));
+            }
+            namespaces.shared.covers(workspace)
+        }
+        Location::Private(_) => namespaces.private,
+    };
+    if !covered {
+        return Err(refuse(
+            Rule::Namespace,
+            Reason::NamespaceNotCovered {
+                created: token.created,
+            },
+        ));
+    }
+
+    // Rule 7.
+    if let Location::Private(owner) = request.location {
+        match state.private_access(owner) {
+            Some(setting) if setting.value => {}
+            Some(setting) => {
+                return Err(refuse(
+                    Rule::OwnerAllowsPrivateAccess,
+                    Reason::PrivateAccessOff {
+                        owner,
+                        set: setting.set,
+                    },
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    Rule::SameCompany,
+                    Reason::OtherCompany {
+                        token_company: token.company,
+                    },
+                ));
+            }
+        }
+    }
+
+    // Rule 8.
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! tokenledger's rules: who may change what ([`decide`]), how a change is
+//! folded into the state ([`State::apply`]), and whether a token may do
+//! something to a resource ([`decide_request`], [`authorize`]).
+//!
+//! Everything here is pure except [`fresh`], which draws new ids and secrets
+//! from the OS random source. The log, the projection and the public
+//! `Ledger` facade come in later crates and issues.
+//!
+//! The forum thread's case, end to end:
+//!
+//! ```
+//! use tokenledger_authz::{decide, decide_request, fresh, Command, Location, Request, Rule, State};
+//! use tokenledger_events::*;
+//!
+//! let mut state = State::new();
+//! let mut position = 0;
+//! let mut run = |state: &mut State, actor, command: Command| {
+//!     let now = Timestamp::from_micros(1_000);
+//!     let decided = decide(state, actor, now, &command).unwrap();
+//!     for event in decided.events {
+//!         position += 1;
+//!         state.apply(&Envelope { position, event_id: fresh::event_id().unwrap(),
+//!             recorded_at: now, actor, company: decided.company, event });
+//!     }
+//! };
+//! let company = fresh::company_id().unwrap();
+//! let admin = fresh::teammate_id().unwrap();
+//! let token = fresh::token_id().unwrap();
+//! let secret = fresh::secret().unwrap();
+//! run(&mut state, Actor::System, Command::CreateCompany { company, name: Name::new("Acme").unwrap() });
+//! run(&mut state, Actor::System, Command::AddTeammate { company, teammate: admin,
+//!     name: Name::new("Ada").unwrap(), role: Role::Admin });
+//! run(&mut state, Actor::Teammate(admin), Command::CreateToken { company, token,
+//!     name: Name::new("Plugin").unwrap(), kind: TokenKind::ApiToken,
+//!     scope: TokenScope {
+//!         features: [Feature::Resources].into(),
+//!         namespaces: Namespaces { private: true, ..Namespaces::none() },
+//!         grants: ["conversations:read".parse().unwrap()].into_iter().collect(),
+//!     },
+//!     secret_digest: secret.digest(), sealed_secret: None, expires_at: None });
+//!
+//! let request = Request {
+//!     requirement: Requirement::Scope("conversations:read".parse().unwrap()),
+//!     resource: "cnv_X".parse().unwrap(),
+//!     location: Location::Private(admin),
+//!     at: Timestamp::from_micros(2_000),
+//! };
+//! let decision = decide_request(&state, secret.expose(), &request);
+//! let refusal = decision.refusal.unwrap();
+//! assert_eq!(refusal.rule, Rule::OwnerAllowsPrivateAccess);
+//! assert_eq!(refusal.body(&request).message,
+//!     r#"This agent is not allowed to read the "conversation" with ID: "cnv_X""#);
+//! ```
+
+mod command;
+mod decision;
+pub mod fresh;
+mod state;
+
+pub use command::{Command, CommandError, Decided, decide};
+pub use decision::{
+    Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
+    decide_request,
+};
+pub use state::{Company, Provenance, Setting, State, Teammate, Token, Workspace};

@@ -1,0 +1,362 @@
+//! The state the command rules and the decision read, and the total,
+//! I/O-free `apply` that folds one event into it.
+
+use std::collections::HashMap;
+
+use tokenledger_events::{
+    Actor, CompanyId, Envelope, Event, Name, Role, SealedSecret, SecretDigest, TeammateId,
+    Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+};
+
+/// The event that put something in its current state: who, when, and where
+/// in the log. Every explanation of a refusal points at one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance {
+    /// The event's position in the log.
+    pub position: u64,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// Who caused it.
+    pub actor: Actor,
+}
+
+impl Provenance {
+    fn of(envelope: &Envelope) -> Provenance {
+        Provenance {
+            position: envelope.position,
+            at: envelope.recorded_at,
+            actor: envelope.actor,
+        }
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "by {} at {}, log position {}",
+            self.actor, self.at, self.position
+        )
+    }
+}
+
+/// A setting and the event that last set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value.
+    pub value: T,
+    /// The event that set it.
+    pub set: Provenance,
+}
+
+/// A company (tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Company {
+    /// Its name.
+    pub name: Name,
+    /// When and by whom it was created.
+    pub created: Provenance,
+    /// How many of its teammates are active admins.
+    ///
+    /// INVARIANT (admin-count): kept by `apply` on every role change,
+    /// addition and deactivation; `decide` relies on it to refuse removing
+    /// the last active admin.
+    pub active_admins: u32,
+    /// The last "for all teammates" setting of private API access, if any.
+    pub private_access_for_all: Option<Setting<bool>>,
+}
+
+/// A teammate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Teammate {
+    /// Their company.
+    pub company: CompanyId,
+    /// Their name.
+    pub name: Name,
+    /// Their role, and the event that gave it.
+    pub role: Setting<Role>,
+    /// When they were deactivated, if they were.
+    pub deactivated: Option<Provenance>,
+    /// Their own private API access preference. It starts off, set by the
+    /// event that added them.
+    pub private_access: Setting<bool>,
+}
+
+impl Teammate {
+    /// Whether they are an admin who has not been deactivated.
+    pub fn is_active_admin(&self) -> bool {
+        self.deactivated.is_none() && self.role.value == Role::Admin
+    }
+}
+
+/// A workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Its company.
+    pub company: CompanyId,
+    /// Its name.
+    pub name: Name,
+    /// When and by whom it was created.
+    pub created: Provenance,
+    /// When and by whom it was deleted, if it was.
+    pub deleted: Option<Provenance>,
+}
+
+/// A token and everything recorded about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Its company.
+    pub company: CompanyId,
+    /// Its descriptive name.
+    pub name: Name,
+    /// API token or OAuth grant.
+    pub kind: TokenKind,
+    /// What it may do.
+    pub scope: TokenScope,
+    /// The digest of its secret.
+    pub digest: SecretDigest,
+    /// Its sealed secret, when the service has a sealing key.
+    pub sealed_secret: Option<SealedSecret>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When and by whom it was created.
+    pub created: Provenance,
+    /// Every reveal of its secret, oldest first.
+    pub reveals: Vec<Provenance>,
+    /// When and by whom it was deleted, if it was.
+    pub deleted: Option<Provenance>,
+}
+
+impl Token {
+    /// Whether the token has expired at `now`.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|expiry| now >= expiry)
+    }
+}
+
+/// Everything the rules read, folded from the log.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    position: u64,
+    companies: HashMap<CompanyId, Company>,
+    teammates: HashMap<TeammateId, Teammate>,
+    workspaces: HashMap<WorkspaceId, Workspace>,
+    tokens: HashMap<TokenId, Token>,
+    by_digest: HashMap<SecretDigest, TokenId>,
+}
+
+impl State {
+    /// The empty state, before the first event.
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// The position of the last event applied (0 before any).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// A company by id.
+    pub fn company(&self, id: CompanyId) -> Option<&Company> {
+        self.companies.get(&id)
+    }
+
+    /// A teammate by id.
+    pub fn teammate(&self, id: TeammateId) -> Option<&Teammate> {
+        self.teammates.get(&id)
+    }
+
+    /// A workspace by id.
+    pub fn workspace(&self, id: WorkspaceId) -> Option<&Workspace> {
+        self.workspaces.get(&id)
+    }
+
+    /// A token by id.
+    pub fn token(&self, id: TokenId) -> Option<&Token> {
+        self.tokens.get(&id)
+    }
+
+    /// The token whose secret has this digest.
+    pub fn token_by_digest(&self, digest: &SecretDigest) -> Option<TokenId> {
+        self.by_digest.get(digest).copied()
+    }
+
+    /// The tokens of a company, in no particular order.
+    pub fn tokens_of(&self, company: CompanyId) -> impl Iterator<Item = (TokenId, &Token)> {
+        self.tokens
+            .iter()
+            .filter(move |(_, token)| token.company == company)
+            .map(|(id, token)| (*id, token))
+    }
+
+    /// Whether `teammate`'s private resources may be reached by tokens, and
+    /// the event that decided it: their own last change, or the company's
+    /// last "for all" setting, whichever came later.
+    pub fn private_access(&self, teammate: TeammateId) -> Option<Setting<bool>> {
+        let mate = self.teammates.get(&teammate)?;
+        let own = mate.private_access;
+        let for_all = self
+            .companies
+            .get(&mate.company)
+            .and_then(|company| company.private_access_for_all);
+        Some(match for_all {
+            Some(all) if all.set.position > own.set.position => all,
+            _ => own,
+        })
+    }
+
+    /// Folds one event into the state. Total: it never fails. Events that
+    /// name unknown things cannot come from `decide`, and are ignored rather
+    /// than trusted, so a damaged history cannot corrupt the state.
+    pub fn apply(&mut self, envelope: &Envelope) {
+        self.position = envelope.position;
+        let by = Provenance::of(envelope);
+        let company = envelope.company;
+        match &envelope.event {
+            Event::CompanyCreated { company, name } => {
+                self.companies.entry(*company).or_insert_with(|| Company {
+                    name: name.clone(),
+                    created: by,
+                    active_admins: 0,
+                    private_access_for_all: None,
+                });
+            }
+            Event::TeammateAdded {
+                teammate,
+                name,
+                role,
+            } => {
+                if self.teammates.contains_key(teammate) {
+                    return;
+                }
+                let Some(owner) = self.companies.get_mut(&company) else {
+                    return;
+                };
+                if *role == Role::Admin {
+                    owner.active_admins += 1;
+                }
+                self.teammates.insert(
+                    *teammate,
+                    Teammate {
+                        company,
+                        name: name.clone(),
+                        role: Setting {
+                            value: *role,
+                            set: by,
+                        },
+                        deactivated: None,
+                        private_access: Setting {
+                            value: false,
+                            set: by,
+                        },
+                    },
+                );
+            }
+            Event::TeammateRoleChanged { teammate, role } => {
+                let Some(mate) = self.teammates.get_mut(teammate) else {
+                    return;
+                };
+                let was_active_admin = mate.is_active_admin();
+                mate.role = Setting {
+                    value: *role,
+                    set: by,
+                };
+                let is_active_admin = mate.is_active_admin();
+                let of = mate.company;
+                self.adjust_admins(of, was_active_admin, is_active_admin);
+            }
+            Event::TeammateDeactivated { teammate } => {
+                let Some(mate) = self.teammates.get_mut(teammate) else {
+                    return;
+                };
+                let was_active_admin = mate.is_active_admin();
+                mate.deactivated.get_or_insert(by);
+                let of = mate.company;
+                self.adjust_admins(of, was_active_admin, false);
+            }
+            Event::WorkspaceCreated { workspace, name } => {
+                self.workspaces
+                    .entry(*workspace)
+                    .or_insert_with(|| Workspace {
+                        company,
+                        name: name.clone(),
+                        created: by,
+                        deleted: None,
+                    });
+            }
+            Event::WorkspaceDeleted { workspace } => {
+                if let Some(space) = self.workspaces.get_mut(workspace) {
+                    space.deleted.get_or_insert(by);
+                }
+            }
+            Event::TokenCreated {
+                token,
+                name,
+                kind,
+                scope,
+                secret_digest,
+                sealed_secret,
+                expires_at,
+            } => {
+                // INVARIANT (digest-unique): a digest maps to one token, the
+                // first that claimed it; a second claim is not trusted.
+                if self.tokens.contains_key(token) || self.by_digest.contains_key(secret_digest) {
+                    return;
+                }
+                self.by_digest.insert(*secret_digest, *token);
+                self.tokens.insert(
+                    *token,
+                    Token {
+                        company,
+                        name: name.clone(),
+                        kind: *kind,
+                        scope: scope.clone(),
+                        digest: *secret_digest,
+                        sealed_secret: sealed_secret.clone(),
+                        expires_at: *expires_at,
+                        created: by,
+                        reveals: Vec::new(),
+                        deleted: None,
+                    },
+                );
+            }
+            Event::TokenRevealed { token } => {
+                if let Some(token) = self.tokens.get_mut(token) {
+                    token.reveals.push(by);
+                }
+            }
+            Event::TokenDeleted { token } => {
+                if let Some(token) = self.tokens.get_mut(token) {
+                    token.deleted.get_or_insert(by);
+                }
+            }
+            Event::PrivateApiAccessChanged { teammate, allowed } => {
+                if let Some(mate) = self.teammates.get_mut(teammate) {
+                    mate.private_access = Setting {
+                        value: *allowed,
+                        set: by,
+                    };
+                }
+            }
+            Event::PrivateApiAccessSetForAll { allowed } => {
+                if let Some(owner) = self.companies.get_mut(&company) {
+                    owner.private_access_for_all = Some(Setting {
+                        value: *allowed,
+                        set: by,
+                    });
+                }
+            }
+        }
+    }
+
+    fn adjust_admins(&mut self, company: CompanyId, was: bool, is: bool) {
+        let Some(owner) = self.companies.get_mut(&company) else {
+            return;
+        };
+        match (was, is) {
+            (true, false) => owner.active_admins = owner.active_admins.saturating_sub(1),
+            (false, true) => owner.active_admins += 1,
+            _ => {}
+        }
+    }
+}
