@@ -30,7 +30,12 @@ fn every_rust_file_is_tidy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    assert!(files.len() > 10, "found only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 10,
+        "found only {} files under {}",
+        files.len(),
+        root.display()
+    );
     // Spelled in pieces so this file does not trip its own check.
     let forbidden = [
         ["#[", "ignore"].concat(),
@@ -42,7 +47,10 @@ fn every_rust_file_is_tidy() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         if !text.starts_with("//!") {
-            problems.push(format!("{}: does not start with a `//!` line", file.display()));
+            problems.push(format!(
+                "{}: does not start with a `//!` line",
+                file.display()
+            ));
         }
         for pattern in &forbidden {
             if text.contains(pattern.as_str()) {
