@@ -1,0 +1,60 @@
+//! tokenledger's event log: durable, ordered, tamper-evident appends.
+//!
+//! [`EventLog`] is the log as the rest of tokenledger sees it; [`SledLog`]
+//! keeps it in sled, and this is the only crate that knows sled.
+//!
+//! # The durability promise
+//!
+//! [`EventLog::append`] returns `Ok` only after its events are committed to
+//! sled, sled has flushed them, and `fsync` has returned for the database
+//! file (and any blob files and their directory). sled 0.34's own `flush()`
+//! uses `sync_file_range` on Linux, which neither flushes the drive's write
+//! cache nor the file's metadata (sled issues #1351 and #1452), so the log
+//! calls `fsync` itself after every flush.
+//!
+//! That makes an acknowledged event survive a process crash and, on a drive
+//! that honours `fsync` (flushes its cache, or has power-loss protection), a
+//! power loss. It cannot survive a drive that acknowledges `fsync` and then
+//! loses its cache, nor the loss of the disk itself. If `fsync` fails the
+//! log is poisoned: every later append fails until the log is reopened and
+//! verified, because after a failed `fsync` the state on disk is unknown.
+//!
+//! # Tamper evidence
+//!
+//! Each record holds the SHA-256 hash of its predecessor and its own hash
+//! over its bytes ([`EventLog::verify`] walks the chain). Anyone who can
+//! rewrite the whole directory can rebuild a consistent chain; a keyed
+//! checkpoint ([`Checkpoint`]), whose key is kept away from the data, and a
+//! known head passed to [`SledLog::open`] detect that, and a truncation or
+//! rollback behind the known head.
+//!
+//! ```
+//! use tokenledger_events::{Actor, CompanyId, Event, EventId, Name};
+//! use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = SledLog::open(dir.path(), Options::default()).unwrap();
+//! let company = CompanyId::from_u128(1);
+//! let event = NewEvent {
+//!     event_id: EventId::from_u128(7),
+//!     actor: Actor::System,
+//!     company,
+//!     event: Event::CompanyCreated { company, name: Name::new("Acme").unwrap() },
+//! };
+//! assert_eq!(log.append(vec![event.clone()], Expectation::Head(0)).unwrap(), vec![1]);
+//! // A retry of the same event is recognised, and nothing is appended.
+//! assert_eq!(log.append(vec![event], Expectation::Head(0)).unwrap(), vec![1]);
+//! assert_eq!(log.verify().unwrap().records, 1);
+//! ```
+
+mod checkpoint;
+mod log;
+mod record;
+mod sled_log;
+
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
+pub use log::{
+    AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
+    StoredEvent, Stream, Subscription, Verified,
+};
+pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};

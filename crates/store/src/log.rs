@@ -1,0 +1,376 @@
+//! The event log as a trait, and the types every implementation shares.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokenledger_events::{
+    Actor, CodecError, CompanyId, Envelope, Event, EventId, TeammateId, TokenId,
+};
+
+/// A SHA-256 hash in the chain.
+pub type Hash = [u8; 32];
+
+/// The hash "before" position 1.
+pub const GENESIS: Hash = [0; 32];
+
+/// Prints a hash as lowercase hex.
+pub(crate) fn hex(hash: &Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last durable record: its position (0 for an empty log) and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The position of the last record.
+    pub position: u64,
+    /// Its hash ([`GENESIS`] for an empty log).
+    pub hash: Hash,
+}
+
+impl Head {
+    /// The head of an empty log.
+    pub const EMPTY: Head = Head {
+        position: 0,
+        hash: GENESIS,
+    };
+}
+
+/// An event to append: the log assigns its position and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Its id; appending an id already in the log appends nothing.
+    pub event_id: EventId,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The company it belongs to.
+    pub company: CompanyId,
+    /// What happened.
+    pub event: Event,
+}
+
+/// A sequence of events that can be read on its own and versioned for
+/// optimistic concurrency: every event of a company, about a token, about a
+/// teammate, or caused by a teammate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    /// Every event of a company.
+    Company(CompanyId),
+    /// The events about a token.
+    Token(TokenId),
+    /// The events about a teammate.
+    Teammate(TeammateId),
+    /// The events a teammate caused.
+    Actor(TeammateId),
+}
+
+impl Stream {
+    /// The streams an event belongs to.
+    pub fn of(event: &NewEvent) -> impl Iterator<Item = Stream> {
+        let actor = match event.actor {
+            Actor::Teammate(teammate) => Some(Stream::Actor(teammate)),
+            Actor::System | Actor::Token(_) => None,
+        };
+        [
+            Some(Stream::Company(event.company)),
+            event.event.token().map(Stream::Token),
+            event.event.teammate().map(Stream::Teammate),
+            actor,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stream::Company(id) => write!(f, "the stream of {id}"),
+            Stream::Token(id) => write!(f, "the stream of {id}"),
+            Stream::Teammate(id) => write!(f, "the stream of {id}"),
+            Stream::Actor(id) => write!(f, "the stream of events by {id}"),
+        }
+    }
+}
+
+/// What an append expects of the log; when it does not hold, nothing is
+/// written and the conflict says what was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// Append whatever the log holds.
+    Any,
+    /// The log's head is at this position.
+    Head(u64),
+    /// This stream holds exactly this many events.
+    Stream(Stream, u64),
+}
+
+/// An event as read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event with its position, id, time, actor and company.
+    pub envelope: Envelope,
+    /// Its hash in the chain.
+    pub hash: Hash,
+    /// Whether the clock was behind the previous event's time when this one
+    /// was recorded, so that time was used instead.
+    pub clock_clamped: bool,
+}
+
+/// What is wrong with a stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The storage engine failed to read it.
+    Storage(String),
+    /// A key is not an 8-byte position.
+    BadKey {
+        /// The key's length.
+        len: usize,
+    },
+    /// Positions are not contiguous.
+    Gap {
+        /// The position that was expected next.
+        expected: u64,
+    },
+    /// The record's layout is damaged.
+    Layout(&'static str),
+    /// The record's layout version is not one this build reads.
+    UnknownLayout(u8),
+    /// The hash stored in the record does not match its bytes.
+    HashMismatch {
+        /// The stored hash.
+        stored: Hash,
+        /// The hash of the bytes.
+        computed: Hash,
+    },
+    /// The record does not point at its predecessor.
+    ChainBroken {
+        /// The predecessor's hash.
+        expected: Hash,
+        /// The hash the record points at.
+        found: Hash,
+    },
+    /// The envelope does not decode.
+    Decode(CodecError),
+    /// The envelope's position is not the key it is stored under.
+    PositionMismatch {
+        /// The position inside the envelope.
+        found: u64,
+    },
+    /// The recorded time is before the previous record's.
+    TimeWentBackwards,
+    /// The log ends before the head it is expected to reach.
+    Missing,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Storage(e) => write!(f, "the storage engine failed: {e}"),
+            Problem::BadKey { len } => write!(f, "a key is {len} bytes, not an 8-byte position"),
+            Problem::Gap { expected } => {
+                write!(f, "positions are not contiguous: expected {expected}")
+            }
+            Problem::Layout(what) => write!(f, "the record is damaged: {what}"),
+            Problem::UnknownLayout(v) => write!(f, "the record has layout {v}, this build reads 1"),
+            Problem::HashMismatch { stored, computed } => write!(
+                f,
+                "the record's bytes hash to {}, but it says {}",
+                hex(computed),
+                hex(stored)
+            ),
+            Problem::ChainBroken { expected, found } => write!(
+                f,
+                "the chain is broken: the previous record's hash is {}, this record points at {}",
+                hex(expected),
+                hex(found)
+            ),
+            Problem::Decode(e) => write!(f, "the event does not decode: {e}"),
+            Problem::PositionMismatch { found } => {
+                write!(f, "the event inside says it is at position {found}")
+            }
+            Problem::TimeWentBackwards => {
+                f.write_str("its time is earlier than the previous record's")
+            }
+            Problem::Missing => f.write_str("the record is missing"),
+        }
+    }
+}
+
+/// A damaged or unreadable record, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The position of the first record found wrong.
+    pub position: u64,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "log position {}: {}", self.position, self.problem)
+    }
+}
+
+impl std::error::Error for Damage {}
+
+/// Why an append wrote nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The expectation did not hold.
+    Conflict {
+        /// What was expected.
+        expected: Expectation,
+        /// The head position or stream version found.
+        found: u64,
+    },
+    /// The batch is empty.
+    Empty,
+    /// The batch has more events than [`MAX_BATCH`].
+    TooManyEvents {
+        /// How many.
+        events: usize,
+    },
+    /// The same event id appears twice in the batch.
+    DuplicateEventId(EventId),
+    /// Some of the batch's event ids are in the log and some are not: not a
+    /// retry of one earlier append.
+    PartialRetry(EventId),
+    /// An event could not be encoded.
+    Encode(CodecError),
+    /// Storage failed before the batch was committed; nothing was written.
+    Io(String),
+    /// Storage failed after a commit, while making it durable. Whether the
+    /// batch survives a crash is unknown, so the log refuses every append
+    /// until it is reopened and verified.
+    Poisoned(String),
+    /// The log is closed.
+    Closed,
+}
+
+/// The most events in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::Conflict { expected, found } => match expected {
+                Expectation::Any => write!(f, "conflict: found {found}"),
+                Expectation::Head(n) => {
+                    write!(f, "conflict: expected the head at {n}, found it at {found}")
+                }
+                Expectation::Stream(stream, n) => write!(
+                    f,
+                    "conflict: expected {stream} to hold {n} events, it holds {found}"
+                ),
+            },
+            AppendError::Empty => f.write_str("nothing to append"),
+            AppendError::TooManyEvents { events } => {
+                write!(
+                    f,
+                    "a batch holds at most {MAX_BATCH} events, this one has {events}"
+                )
+            }
+            AppendError::DuplicateEventId(id) => {
+                write!(f, "event id `{id}` appears twice in the batch")
+            }
+            AppendError::PartialRetry(id) => write!(
+                f,
+                "event id `{id}` is already in the log but others of the batch are not"
+            ),
+            AppendError::Encode(e) => write!(f, "an event could not be encoded: {e}"),
+            AppendError::Io(e) => write!(f, "storage failed, nothing was written: {e}"),
+            AppendError::Poisoned(e) => write!(
+                f,
+                "storage failed while making a commit durable ({e}); reopen the log and verify it"
+            ),
+            AppendError::Closed => f.write_str("the log is closed"),
+        }
+    }
+}
+
+impl std::error::Error for AppendError {}
+
+/// What `verify` found in an intact log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// How many records were checked.
+    pub records: u64,
+    /// The head they lead to.
+    pub head: Head,
+    /// How many records had their time clamped.
+    pub clamped: u64,
+}
+
+/// An append-only, hash-chained log of events.
+///
+/// Implementations are shared between threads. Reads see only durable
+/// records: an event is readable once the append that wrote it could have
+/// returned.
+pub trait EventLog: Send + Sync {
+    /// Appends `batch` atomically if `expectation` holds, and returns the
+    /// positions of its events, contiguous and in order. Returns only once
+    /// the events are durable. A batch whose event ids are all in the log
+    /// already is not appended again: its original positions come back.
+    fn append(
+        &self,
+        batch: Vec<NewEvent>,
+        expectation: Expectation,
+    ) -> Result<Vec<u64>, AppendError>;
+
+    /// The last durable record.
+    fn head(&self) -> Head;
+
+    /// Up to `limit` events from position `from` (1 is the first), in order.
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage>;
+
+    /// Up to `limit` events of `stream` at positions from `from`, in order.
+    fn read_stream(
+        &self,
+        stream: Stream,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Damage>;
+
+    /// How many events `stream` holds.
+    fn stream_version(&self, stream: Stream) -> Result<u64, Damage>;
+
+    /// Waits until the head reaches `position` or `timeout` passes; returns
+    /// the head position then.
+    fn wait_for(&self, position: u64, timeout: Duration) -> u64;
+
+    /// Walks the whole log and checks contiguity, each record's hash, the
+    /// chain, the encoding, positions and times. Reports the first damage.
+    fn verify(&self) -> Result<Verified, Damage>;
+}
+
+/// Follows a log from a position, delivering events as they become durable.
+pub struct Subscription<'a> {
+    log: &'a dyn EventLog,
+    next: u64,
+}
+
+impl<'a> Subscription<'a> {
+    /// Starts at position `from` (1 for the beginning).
+    pub fn new(log: &'a dyn EventLog, from: u64) -> Subscription<'a> {
+        Subscription {
+            log,
+            next: from.max(1),
+        }
+    }
+
+    /// The position of the next event to deliver.
+    pub fn next_position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next events, at most `max`; waits up to `wait` when there are
+    /// none yet, and returns an empty batch if none arrived.
+    pub fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<StoredEvent>, Damage> {
+        let mut batch = self.log.read(self.next, max)?;
+        if batch.is_empty() && self.log.wait_for(self.next, wait) >= self.next {
+            batch = self.log.read(self.next, max)?;
+        }
+        self.next += batch.len() as u64;
+        Ok(batch)
+    }
+}

@@ -1,0 +1,861 @@
+//! The event log on sled.
+//!
+//! Trees, all written in one sled transaction per group commit:
+//! - `log`: position (u64, big-endian) → record (see `record.rs`);
+//! - `event_ids`: event id (u128, big-endian) → position, for idempotent retries;
+//! - `streams`: stream key ‖ position → nothing, for reads by stream;
+//! - `stream_versions`: stream key → number of events in the stream.
+//!
+//! A stream key is one tag byte (company 1, token 2, teammate 3, actor 4)
+//! followed by the id as a big-endian u128.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionResult;
+use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
+
+use crate::log::{
+    AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
+    StoredEvent, Stream, Verified, hex,
+};
+use crate::record::{self, FLAG_CLOCK_CLAMPED};
+
+/// A place in an append where a test can make I/O fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Just before the group's transaction is committed to sled (a full
+    /// disk, say). Nothing has been written yet.
+    Commit,
+    /// After the commit, before it is flushed and synced to disk.
+    Sync,
+}
+
+/// Decides whether I/O fails at a [`FaultPoint`]; for tests.
+pub type FaultInjector = Arc<dyn Fn(FaultPoint) -> io::Result<()> + Send + Sync>;
+
+/// The clock the log reads for recorded-at times; for tests.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// How to open a log.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// A head recorded earlier outside the data directory: opening refuses
+    /// a log that does not contain it (truncated, rolled back, or forked).
+    pub known_head: Option<Head>,
+    /// Fault injection, for tests.
+    pub faults: Option<FaultInjector>,
+    /// The clock, for tests; the system clock by default.
+    pub clock: Option<Clock>,
+}
+
+/// Why a log could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process (or another handle in this one) has the directory open.
+    Locked(PathBuf),
+    /// The path exists and is not a directory.
+    NotADirectory(PathBuf),
+    /// The directory could not be created or read.
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        error: io::Error,
+    },
+    /// sled refused to open the database.
+    Storage(String),
+    /// The last record is damaged.
+    Damaged(Damage),
+    /// The log does not contain the known head: it was truncated, rolled back
+    /// or replaced.
+    RolledBack {
+        /// The head that was known.
+        known: Head,
+        /// The head found.
+        found: Head,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Locked(path) => write!(
+                f,
+                "`{}` is in use by another process; only one process may open a data directory",
+                path.display()
+            ),
+            OpenError::NotADirectory(path) => {
+                write!(f, "`{}` is not a directory", path.display())
+            }
+            OpenError::Io { path, error } => write!(f, "`{}`: {error}", path.display()),
+            OpenError::Storage(e) => write!(f, "the database could not be opened: {e}"),
+            OpenError::Damaged(damage) => write!(f, "the log is damaged at {damage}"),
+            OpenError::RolledBack { known, found } => write!(
+                f,
+                "the log does not contain the known head (position {}, hash {}); its head is at position {} (hash {}): it was truncated, rolled back or replaced",
+                known.position,
+                hex(&known.hash),
+                found.position,
+                hex(&found.hash)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+struct Trees {
+    db: sled::Db,
+    log: sled::Tree,
+    event_ids: sled::Tree,
+    streams: sled::Tree,
+    stream_versions: sled::Tree,
+}
+
+struct Shared {
+    trees: Trees,
+    durable: Mutex<Head>,
+    grew: Condvar,
+    poisoned: AtomicBool,
+}
+
+/// One append waiting for the writer.
+struct Request {
+    batch: Vec<NewEvent>,
+    expectation: Expectation,
+    reply: Sender<Result<Vec<u64>, AppendError>>,
+}
+
+/// The event log on sled; see the crate docs for its durability promise.
+pub struct SledLog {
+    shared: Arc<Shared>,
+    requests: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    // Held for the life of the log: the directory's exclusive lock.
+    _lock: File,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |error| OpenError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+fn storage(error: sled::Error) -> Problem {
+    Problem::Storage(error.to_string())
+}
+
+fn stream_key(stream: Stream) -> [u8; 17] {
+    let (tag, id) = match stream {
+        Stream::Company(id) => (1, id.as_u128()),
+        Stream::Token(id) => (2, id.as_u128()),
+        Stream::Teammate(id) => (3, id.as_u128()),
+        Stream::Actor(id) => (4, id.as_u128()),
+    };
+    let mut key = [0u8; 17];
+    let (head, tail) = key.split_at_mut(1);
+    head.copy_from_slice(&[tag]);
+    tail.copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn position_of(key: &[u8]) -> Result<u64, Problem> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Problem::BadKey { len: key.len() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn u64_value(value: &[u8]) -> Option<u64> {
+    value.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Decodes and checks one record read at `position`: its own hash, its
+/// layout and its envelope's position. Checked after every read, as it was
+/// before the write.
+fn stored_event(position: u64, bytes: &[u8]) -> Result<(StoredEvent, Hash), Damage> {
+    let damage = |problem| Damage { position, problem };
+    let opened = record::open(bytes).map_err(damage)?;
+    let envelope = decode_envelope(opened.envelope).map_err(|e| damage(Problem::Decode(e)))?;
+    if envelope.position != position {
+        return Err(damage(Problem::PositionMismatch {
+            found: envelope.position,
+        }));
+    }
+    Ok((
+        StoredEvent {
+            envelope,
+            hash: opened.hash,
+            clock_clamped: opened.flags & FLAG_CLOCK_CLAMPED != 0,
+        },
+        opened.previous,
+    ))
+}
+
+impl SledLog {
+    /// Opens (creating if needed) the log in `dir`.
+    pub fn open(dir: &Path, options: Options) -> Result<SledLog, OpenError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(OpenError::NotADirectory(dir.to_owned()));
+        }
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_owned())),
+            Err(fs::TryLockError::Error(error)) => {
+                return Err(OpenError::Io {
+                    path: lock_path,
+                    error,
+                });
+            }
+        }
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .open()
+            .map_err(|e| OpenError::Storage(e.to_string()))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| OpenError::Storage(e.to_string()))
+        };
+        let trees = Trees {
+            log: tree("log")?,
+            event_ids: tree("event_ids")?,
+            streams: tree("streams")?,
+            stream_versions: tree("stream_versions")?,
+            db,
+        };
+        let durable_files = DurableFiles::open(&sled_dir)?;
+        let (head, last_time) = last_record(&trees.log).map_err(OpenError::Damaged)?;
+        if let Some(known) = options.known_head {
+            check_known_head(&trees.log, known, head)?;
+        }
+        let shared = Arc::new(Shared {
+            trees,
+            durable: Mutex::new(head),
+            grew: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+        });
+        let (requests, inbox) = crossbeam_channel::unbounded();
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            files: durable_files,
+            head,
+            last_time,
+            faults: options.faults,
+            clock: options.clock,
+        };
+        let writer = std::thread::Builder::new()
+            .name("tokenledger-log-writer".to_owned())
+            .spawn(move || writer.run(&inbox))
+            .map_err(io_error(dir))?;
+        Ok(SledLog {
+            shared,
+            requests: Some(requests),
+            writer: Some(writer),
+            _lock: lock,
+        })
+    }
+
+    /// The hash of the record at `position`, if the log has one there.
+    pub fn hash_at(&self, position: u64) -> Result<Option<Hash>, Damage> {
+        hash_at(&self.shared.trees.log, position)
+    }
+}
+
+fn hash_at(log: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
+    let damage = |problem| Damage { position, problem };
+    match log
+        .get(position.to_be_bytes())
+        .map_err(|e| damage(storage(e)))?
+    {
+        None => Ok(None),
+        Some(bytes) => record::open(&bytes).map(|r| Some(r.hash)).map_err(damage),
+    }
+}
+
+fn check_known_head(log: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
+    if known.position == 0 {
+        return Ok(());
+    }
+    let at = hash_at(log, known.position).map_err(OpenError::Damaged)?;
+    if found.position < known.position || at != Some(known.hash) {
+        return Err(OpenError::RolledBack { known, found });
+    }
+    Ok(())
+}
+
+/// The head and the last recorded time, from the last record, checked.
+fn last_record(log: &sled::Tree) -> Result<(Head, Timestamp), Damage> {
+    let Some(entry) = log.last().map_err(|e| Damage {
+        position: 0,
+        problem: storage(e),
+    })?
+    else {
+        return Ok((Head::EMPTY, Timestamp::EPOCH));
+    };
+    let (key, bytes) = entry;
+    let position = position_of(&key).map_err(|problem| Damage {
+        position: 0,
+        problem,
+    })?;
+    let (event, _) = stored_event(position, &bytes)?;
+    Ok((
+        Head {
+            position,
+            hash: event.hash,
+        },
+        event.envelope.recorded_at,
+    ))
+}
+
+/// The files whose contents must reach the disk for a commit to be durable.
+///
+/// sled 0.34's `flush()` writes its buffers and calls `sync_file_range`,
+/// which does not flush the drive's cache or the file's metadata. So after
+/// every flush the writer calls `fsync` on the database file, on any blob
+/// files, and on the directories that hold them.
+struct DurableFiles {
+    dir: PathBuf,
+    db: File,
+}
+
+impl DurableFiles {
+    fn open(sled_dir: &Path) -> Result<DurableFiles, OpenError> {
+        let db_path = sled_dir.join("db");
+        let db = File::open(&db_path).map_err(io_error(&db_path))?;
+        let files = DurableFiles {
+            dir: sled_dir.to_owned(),
+            db,
+        };
+        // New files sled created on open must be reachable after a crash.
+        files.sync_dir(sled_dir).map_err(io_error(sled_dir))?;
+        if let Some(parent) = sled_dir.parent() {
+            files.sync_dir(parent).map_err(io_error(parent))?;
+        }
+        Ok(files)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.db.sync_all()?;
+        // Values over sled's blob threshold (far above the record limit)
+        // would live in their own files; sync them too rather than rely on
+        // the threshold.
+        let blobs = self.dir.join("blobs");
+        if let Ok(entries) = fs::read_dir(&blobs) {
+            let mut any = false;
+            for entry in entries {
+                File::open(entry?.path())?.sync_all()?;
+                any = true;
+            }
+            if any {
+                self.sync_dir(&blobs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The single thread that writes: it takes every append waiting, checks
+/// them in order against the head it keeps, commits them in one sled
+/// transaction and makes that durable with one flush: group commit.
+struct Writer {
+    shared: Arc<Shared>,
+    files: DurableFiles,
+    head: Head,
+    last_time: Timestamp,
+    faults: Option<FaultInjector>,
+    clock: Option<Clock>,
+}
+
+/// The most appends committed together.
+const MAX_GROUP: usize = 256;
+
+/// One event ready to be written.
+struct Planned {
+    position: u64,
+    event_id: EventId,
+    record: Vec<u8>,
+    streams: Vec<[u8; 17]>,
+}
+
+/// What the group has changed so far, before it is committed.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Planned>,
+    stream_versions: HashMap<[u8; 17], u64>,
+    event_ids: HashMap<EventId, u64>,
+}
+
+impl Writer {
+    fn run(mut self, inbox: &Receiver<Request>) {
+        while let Ok(first) = inbox.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match inbox.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        match &self.clock {
+            Some(clock) => clock(),
+            None => Timestamp::from_system_time(SystemTime::now()),
+        }
+    }
+
+    fn fault(&self, point: FaultPoint) -> io::Result<()> {
+        match &self.faults {
+            Some(inject) => inject(point),
+            None => Ok(()),
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Request>) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            for request in group {
+                let _ = request.reply.send(Err(AppendError::Poisoned(
+                    "an earlier commit could not be made durable".to_owned(),
+                )));
+            }
+            return;
+        }
+        let mut pending = Pending::default();
+        let mut head = self.head;
+        let mut last_time = self.last_time;
+        let mut waiting = Vec::new();
+        for request in group {
+            match self.plan(&request, &mut pending, &mut head, &mut last_time) {
+                Ok(positions) => waiting.push((request.reply, Ok(positions))),
+                Err(error) => {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+        }
+        if pending.events.is_empty() {
+            for (reply, result) in waiting {
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        let outcome = self.write(&pending);
+        let failed = match outcome {
+            Ok(()) => {
+                self.head = head;
+                self.last_time = last_time;
+                *self.shared.durable.lock() = head;
+                self.shared.grew.notify_all();
+                None
+            }
+            Err(error) => Some(error),
+        };
+        for (reply, result) in waiting {
+            let _ = reply.send(match &failed {
+                None => result,
+                Some(error) => Err(error.clone()),
+            });
+        }
+    }
+
+    /// Writes the group: one transaction, then flush and fsync. A failure
+    /// before the commit leaves the log as it was; a failure after it
+    /// poisons the log, since the commit may or may not survive a crash.
+    fn write(&self, pending: &Pending) -> Result<(), AppendError> {
+        let trees = &self.shared.trees;
+        self.fault(FaultPoint::Commit)
+            .map_err(|e| AppendError::Io(e.to_string()))?;
+        (
+            &trees.log,
+            &trees.event_ids,
+            &trees.streams,
+            &trees.stream_versions,
+        )
+            .transaction(
+                |(log, event_ids, streams, versions)| -> ConflictableTransactionResult<(), ()> {
+                    for event in &pending.events {
+                        let position = event.position.to_be_bytes();
+                        log.insert(&position[..], event.record.as_slice())?;
+                        event_ids
+                            .insert(&event.event_id.as_u128().to_be_bytes()[..], &position[..])?;
+                        for stream in &event.streams {
+                            let mut key = stream.to_vec();
+                            key.extend_from_slice(&position);
+                            streams.insert(key, &[][..])?;
+                        }
+                    }
+                    for (stream, version) in &pending.stream_versions {
+                        versions.insert(&stream[..], &version.to_be_bytes()[..])?;
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| AppendError::Io(format!("{e:?}")))?;
+        let durable = self
+            .fault(FaultPoint::Sync)
+            .and_then(|()| trees.db.flush().map_err(io::Error::other))
+            .and_then(|_| self.files.sync());
+        durable.map_err(|e| {
+            self.shared.poisoned.store(true, Ordering::Release);
+            AppendError::Poisoned(e.to_string())
+        })
+    }
+
+    fn stream_version(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
+        if let Some(version) = pending.stream_versions.get(key) {
+            return Ok(*version);
+        }
+        let stored = self
+            .shared
+            .trees
+            .stream_versions
+            .get(key)
+            .map_err(|e| AppendError::Io(e.to_string()))?;
+        Ok(stored.as_deref().and_then(u64_value).unwrap_or(0))
+    }
+
+    fn existing_position(
+        &self,
+        id: EventId,
+        pending: &Pending,
+    ) -> Result<Option<u64>, AppendError> {
+        if let Some(position) = pending.event_ids.get(&id) {
+            return Ok(Some(*position));
+        }
+        let stored = self
+            .shared
+            .trees
+            .event_ids
+            .get(id.as_u128().to_be_bytes())
+            .map_err(|e| AppendError::Io(e.to_string()))?;
+        Ok(stored.as_deref().and_then(u64_value))
+    }
+
+    /// Checks one append against the state the group has reached and, if it
+    /// holds, adds its records to the group. Returns its positions.
+    fn plan(
+        &self,
+        request: &Request,
+        pending: &mut Pending,
+        head: &mut Head,
+        last_time: &mut Timestamp,
+    ) -> Result<Vec<u64>, AppendError> {
+        let batch = &request.batch;
+        if batch.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if batch.len() > MAX_BATCH {
+            return Err(AppendError::TooManyEvents {
+                events: batch.len(),
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        for event in batch {
+            if !seen.insert(event.event_id) {
+                return Err(AppendError::DuplicateEventId(event.event_id));
+            }
+        }
+        // A retry: every id is in the log already.
+        let mut existing = Vec::with_capacity(batch.len());
+        for event in batch {
+            existing.push((
+                event.event_id,
+                self.existing_position(event.event_id, pending)?,
+            ));
+        }
+        if existing.iter().all(|(_, position)| position.is_some()) {
+            return Ok(existing.iter().filter_map(|(_, p)| *p).collect());
+        }
+        if let Some((id, _)) = existing.iter().find(|(_, position)| position.is_some()) {
+            return Err(AppendError::PartialRetry(*id));
+        }
+        match request.expectation {
+            Expectation::Any => {}
+            Expectation::Head(expected) => {
+                if head.position != expected {
+                    return Err(AppendError::Conflict {
+                        expected: request.expectation,
+                        found: head.position,
+                    });
+                }
+            }
+            Expectation::Stream(stream, expected) => {
+                let found = self.stream_version(&stream_key(stream), pending)?;
+                if found != expected {
+                    return Err(AppendError::Conflict {
+                        expected: request.expectation,
+                        found,
+                    });
+                }
+            }
+        }
+        // Encode everything before touching the group, so a failure leaves it as it was.
+        let now = self.now();
+        let (recorded_at, flags) = if now < *last_time {
+            (*last_time, FLAG_CLOCK_CLAMPED)
+        } else {
+            (now, 0)
+        };
+        let mut planned = Vec::with_capacity(batch.len());
+        let mut chain = *head;
+        for event in batch {
+            let envelope = Envelope {
+                position: chain.position + 1,
+                event_id: event.event_id,
+                recorded_at,
+                actor: event.actor,
+                company: event.company,
+                event: event.event.clone(),
+            };
+            let bytes = encode_envelope(&envelope).map_err(AppendError::Encode)?;
+            // Pair assertion: what is written must read back as what was meant.
+            if decode_envelope(&bytes).as_ref() != Ok(&envelope) {
+                return Err(AppendError::Encode(
+                    tokenledger_events::CodecError::Encode {
+                        detail: "the record does not decode to the event it encodes".to_owned(),
+                    },
+                ));
+            }
+            let (record, hash) = record::seal(&chain.hash, flags, &bytes);
+            chain = Head {
+                position: envelope.position,
+                hash,
+            };
+            planned.push(Planned {
+                position: envelope.position,
+                event_id: event.event_id,
+                record,
+                streams: Stream::of(event).map(stream_key).collect(),
+            });
+        }
+        let positions: Vec<u64> = planned.iter().map(|p| p.position).collect();
+        for event in planned {
+            for key in &event.streams {
+                let version = self.stream_version(key, pending)? + 1;
+                pending.stream_versions.insert(*key, version);
+            }
+            pending.event_ids.insert(event.event_id, event.position);
+            pending.events.push(event);
+        }
+        *head = chain;
+        *last_time = recorded_at;
+        Ok(positions)
+    }
+}
+
+impl EventLog for SledLog {
+    fn append(
+        &self,
+        batch: Vec<NewEvent>,
+        expectation: Expectation,
+    ) -> Result<Vec<u64>, AppendError> {
+        let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        requests
+            .send(Request {
+                batch,
+                expectation,
+                reply,
+            })
+            .map_err(|_| AppendError::Closed)?;
+        answer.recv().map_err(|_| AppendError::Closed)?
+    }
+
+    fn head(&self) -> Head {
+        *self.shared.durable.lock()
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
+        let from = from.max(1);
+        let head = self.head().position;
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let mut events = Vec::with_capacity((last - from + 1) as usize);
+        let mut expected = from;
+        for entry in self
+            .shared
+            .trees
+            .log
+            .range(from.to_be_bytes()..=last.to_be_bytes())
+        {
+            let (key, bytes) = entry.map_err(|e| Damage {
+                position: expected,
+                problem: storage(e),
+            })?;
+            let position = position_of(&key).map_err(|problem| Damage {
+                position: expected,
+                problem,
+            })?;
+            if position != expected {
+                return Err(Damage {
+                    position: expected,
+                    problem: Problem::Gap { expected },
+                });
+            }
+            events.push(stored_event(position, &bytes)?.0);
+            expected += 1;
+        }
+        if expected <= last {
+            return Err(Damage {
+                position: expected,
+                problem: Problem::Missing,
+            });
+        }
+        Ok(events)
+    }
+
+    fn read_stream(
+        &self,
+        stream: Stream,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Damage> {
+        let head = self.head().position;
+        let prefix = stream_key(stream);
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&head.to_be_bytes());
+        let mut events = Vec::new();
+        for entry in self.shared.trees.streams.range(start..=end) {
+            if events.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(|e| Damage {
+                position: from,
+                problem: storage(e),
+            })?;
+            let position = key
+                .get(prefix.len()..)
+                .ok_or(Problem::BadKey { len: key.len() })
+                .and_then(position_of)
+                .map_err(|problem| Damage {
+                    position: from,
+                    problem,
+                })?;
+            let bytes = self
+                .shared
+                .trees
+                .log
+                .get(position.to_be_bytes())
+                .map_err(|e| Damage {
+                    position,
+                    problem: storage(e),
+                })?
+                .ok_or(Damage {
+                    position,
+                    problem: Problem::Missing,
+                })?;
+            events.push(stored_event(position, &bytes)?.0);
+        }
+        Ok(events)
+    }
+
+    fn stream_version(&self, stream: Stream) -> Result<u64, Damage> {
+        let stored = self
+            .shared
+            .trees
+            .stream_versions
+            .get(stream_key(stream))
+            .map_err(|e| Damage {
+                position: 0,
+                problem: storage(e),
+            })?;
+        Ok(stored.as_deref().and_then(u64_value).unwrap_or(0))
+    }
+
+    fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
+        let mut head = self.shared.durable.lock();
+        if head.position < position {
+            let _ = self
+                .shared
+                .grew
+                .wait_while_for(&mut head, |h| h.position < position, timeout);
+        }
+        head.position
+    }
+
+    fn verify(&self) -> Result<Verified, Damage> {
+        let mut previous = Head::EMPTY;
+        let mut last_time = Timestamp::EPOCH;
+        let mut clamped = 0;
+        for entry in self.shared.trees.log.iter() {
+            let expected = previous.position + 1;
+            let damage = |problem| Damage {
+                position: expected,
+                problem,
+            };
+            let (key, bytes) = entry.map_err(|e| damage(storage(e)))?;
+            let position = position_of(&key).map_err(damage)?;
+            if position != expected {
+                return Err(damage(Problem::Gap { expected }));
+            }
+            let (event, points_at) = stored_event(position, &bytes)?;
+            if points_at != previous.hash {
+                return Err(damage(Problem::ChainBroken {
+                    expected: previous.hash,
+                    found: points_at,
+                }));
+            }
+            if event.envelope.recorded_at < last_time {
+                return Err(damage(Problem::TimeWentBackwards));
+            }
+            last_time = event.envelope.recorded_at;
+            clamped += u64::from(event.clock_clamped);
+            previous = Head {
+                position,
+                hash: event.hash,
+            };
+        }
+        let head = self.head();
+        if previous.position < head.position {
+            return Err(Damage {
+                position: previous.position + 1,
+                problem: Problem::Missing,
+            });
+        }
+        Ok(Verified {
+            records: previous.position,
+            head: previous,
+            clamped,
+        })
+    }
+}
+
+impl Drop for SledLog {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered every
+        // append already sent.
+        self.requests = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The log's contract: positions, atomic batches, expectations, retries,
+//! streams, subscriptions, time, locking, checkpoints, faults.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokenledger_events::*;
+use tokenledger_store::*;
+
+const COMPANY: CompanyId = CompanyId::from_u128(1);
+
+fn event(id: u128) -> NewEvent {
+    NewEvent {
+        event_id: EventId::from_u128(id),
+        actor: Actor::System,
+        company: COMPANY,
+        event: Event::TeammateAdded {
+            teammate: TeammateId::from_u128(id),
+            name: Name::new("Someone").unwrap(),
+            role: Role::Member,
+        },
+    }
+}
+
+fn token_event(id: u128, token: TokenId) -> NewEvent {
+    NewEvent {
+        event_id: EventId::from_u128(id),
+        actor: Actor::Teammate(TeammateId::from_u128(99)),
+        company: COMPANY,
+        event: Event::TokenRevealed { token },
+    }
+}
+
+fn open(dir: &std::path::Path) -> SledLog {
+    SledLog::open(dir, Options::default()).unwrap()
+}
+
+#[test]
+fn positions_are_contiguous_from_one_and_batches_stay_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.head(), Head::EMPTY);
+    assert_eq!(
+        log.append(vec![event(1)], Expectation::Any).unwrap(),
+        vec![1]
+    );
+    assert_eq!(
+        log.append(vec![event(2), event(3), event(4)], Expectation::Any)
+            .unwrap(),
+        vec![2, 3, 4]
+    );
+    let all = log.read(1, 100).unwrap();
+    let positions: Vec<u64> = all.iter().map(|e| e.envelope.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 4]);
+    assert_eq!(all[0].envelope.event_id, EventId::from_u128(1));
+    assert_eq!(log.read(3, 1).unwrap().len(), 1);
+    assert!(log.read(5, 10).unwrap().is_empty());
+    assert_eq!(log.verify().unwrap().records, 4);
+}
+
+#[test]
+fn the_log_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        let log = open(dir.path());
+        log.append(vec![event(1), event(2)], Expectation::Any)
+            .unwrap();
+        log.head()
+    };
+    let log = open(dir.path());
+    assert_eq!(log.head(), head);
+    assert_eq!(
+        log.append(vec![event(3)], Expectation::Head(2)).unwrap(),
+        vec![3]
+    );
+    assert_eq!(log.verify().unwrap().records, 3);
+}
+
+#[test]
+fn a_failed_expectation_writes_nothing_and_says_what_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    let error = log
+        .append(vec![event(2)], Expectation::Head(0))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AppendError::Conflict {
+            expected: Expectation::Head(0),
+            found: 1
+        }
+    );
+    assert!(error.to_string().contains("found it at 1"), "{error}");
+
+    let token = TokenId::from_u128(5);
+    let stream = Stream::Token(token);
+    log.append(vec![token_event(10, token)], Expectation::Stream(stream, 0))
+        .unwrap();
+    let error = log
+        .append(vec![token_event(11, token)], Expectation::Stream(stream, 0))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AppendError::Conflict {
+            expected: Expectation::Stream(stream, 0),
+            found: 1
+        }
+    );
+    assert_eq!(log.head().position, 2);
+    assert_eq!(log.stream_version(stream).unwrap(), 1);
+}
+
+#[test]
+fn a_retried_append_returns_its_original_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let batch = vec![event(1), event(2)];
+    assert_eq!(
+        log.append(batch.clone(), Expectation::Head(0)).unwrap(),
+        vec![1, 2]
+    );
+    log.append(vec![event(3)], Expectation::Any).unwrap();
+    assert_eq!(log.append(batch, Expectation::Head(0)).unwrap(), vec![1, 2]);
+    assert_eq!(log.head().position, 3);
+    assert_eq!(
+        log.append(vec![event(3), event(4)], Expectation::Any),
+        Err(AppendError::PartialRetry(EventId::from_u128(3)))
+    );
+    assert_eq!(
+        log.append(vec![event(5), event(5)], Expectation::Any),
+        Err(AppendError::DuplicateEventId(EventId::from_u128(5)))
+    );
+    assert_eq!(
+        log.append(vec![], Expectation::Any),
+        Err(AppendError::Empty)
+    );
+    assert_eq!(log.head().position, 3);
+}
+
+#[test]
+fn streams_hold_the_events_of_one_token_teammate_company_or_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let a = TokenId::from_u128(1);
+    let b = TokenId::from_u128(2);
+    log.append(
+        vec![
+            token_event(1, a),
+            token_event(2, b),
+            event(3),
+            token_event(4, a),
+        ],
+        Expectation::Any,
+    )
+    .unwrap();
+    let of_a: Vec<u64> = log
+        .read_stream(Stream::Token(a), 1, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope.position)
+        .collect();
+    assert_eq!(of_a, vec![1, 4]);
+    assert_eq!(log.read_stream(Stream::Token(a), 2, 100).unwrap().len(), 1);
+    assert_eq!(
+        log.read_stream(Stream::Company(COMPANY), 1, 100)
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        log.read_stream(Stream::Teammate(TeammateId::from_u128(3)), 1, 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        log.read_stream(Stream::Actor(TeammateId::from_u128(99)), 1, 100)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(log.stream_version(Stream::Token(b)).unwrap(), 1);
+}
+
+#[test]
+fn a_subscription_delivers_events_as_they_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    let writer = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for id in 2..=20 {
+                log.append(vec![event(id)], Expectation::Any).unwrap();
+            }
+        })
+    };
+    let mut subscription = Subscription::new(log.as_ref(), 1);
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let batch = subscription.poll(7, Duration::from_secs(5)).unwrap();
+        assert!(!batch.is_empty(), "no event within 5 s after {seen:?}");
+        seen.extend(batch.iter().map(|e| e.envelope.position));
+    }
+    writer.join().unwrap();
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+    assert!(
+        subscription
+            .poll(5, Duration::from_millis(10))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn recorded_time_never_goes_backwards_and_clamping_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let clock = {
+        let now = Arc::clone(&now);
+        Arc::new(move || Timestamp::from_micros(now.load(Ordering::SeqCst))) as Clock
+    };
+    let log = SledLog::open(
+        dir.path(),
+        Options {
+            clock: Some(clock),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    now.store(500_000, Ordering::SeqCst);
+    log.append(vec![event(2)], Expectation::Any).unwrap();
+    now.store(2_000_000, Ordering::SeqCst);
+    log.append(vec![event(3)], Expectation::Any).unwrap();
+    let events = log.read(1, 10).unwrap();
+    let times: Vec<u64> = events
+        .iter()
+        .map(|e| e.envelope.recorded_at.as_micros())
+        .collect();
+    assert_eq!(times, vec![1_000_000, 1_000_000, 2_000_000]);
+    let clamped: Vec<bool> = events.iter().map(|e| e.clock_clamped).collect();
+    assert_eq!(clamped, vec![false, true, false]);
+    assert_eq!(log.verify().unwrap().clamped, 1);
+}
+
+#[test]
+fn one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = open(dir.path());
+    let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
+    assert!(matches!(error, OpenError::Locked(_)), "{error}");
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_is_not_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let error = SledLog::open(&file, Options::default()).err().unwrap();
+    assert!(matches!(error, OpenError::NotADirectory(_)), "{error}");
+}
+
+#[test]
+fn opening_with_a_known_head_refuses_a_rolled_back_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let early = tempfile::tempdir().unwrap();
+    let known = {
+        let log = open(dir.path());
+        log.append(vec![event(1), event(2)], Expectation::Any)
+            .unwrap();
+        let other = open(early.path());
+        other.append(vec![event(1)], Expectation::Any).unwrap();
+        log.head()
+    };
+    let options = Options {
+        known_head: Some(known),
+        ..Options::default()
+    };
+    assert!(SledLog::open(dir.path(), options.clone()).is_ok());
+    // A copy of an older directory, or another history, does not contain it.
+    let error = SledLog::open(early.path(), options).err().unwrap();
+    assert!(matches!(error, OpenError::RolledBack { .. }), "{error}");
+}
+
+#[test]
+fn checkpoints_vouch_for_the_head_under_their_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(vec![event(1), event(2)], Expectation::Any)
+        .unwrap();
+    let key = CheckpointKey::from_bytes([3; 32]);
+    let checkpoint = Checkpoint::sign(log.head(), &key);
+    checkpoint.check(&key, &log).unwrap();
+    log.append(vec![event(3)], Expectation::Any).unwrap();
+    checkpoint.check(&key, &log).unwrap();
+
+    let wrong_key = CheckpointKey::from_bytes([4; 32]);
+    assert_eq!(
+        checkpoint.check(&wrong_key, &log),
+        Err(CheckpointError::BadMac)
+    );
+    let mut forged = checkpoint;
+    forged.head.position = 3;
+    assert_eq!(forged.check(&key, &log), Err(CheckpointError::BadMac));
+
+    let ahead = Checkpoint::sign(
+        Head {
+            position: 9,
+            hash: [0; 32],
+        },
+        &key,
+    );
+    assert!(matches!(
+        ahead.check(&key, &log),
+        Err(CheckpointError::Truncated { .. })
+    ));
+    let other = Checkpoint::sign(
+        Head {
+            position: 2,
+            hash: [1; 32],
+        },
+        &key,
+    );
+    assert!(matches!(
+        other.check(&key, &log),
+        Err(CheckpointError::Rewritten { .. })
+    ));
+}
+
+fn failing_at(point: FaultPoint, armed: Arc<AtomicBool>) -> FaultInjector {
+    Arc::new(move |at| {
+        if at == point && armed.load(Ordering::SeqCst) {
+            Err(io::Error::other("injected: no space left on device"))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+#[test]
+fn a_failure_before_the_commit_leaves_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let options = Options {
+        faults: Some(failing_at(FaultPoint::Commit, Arc::clone(&armed))),
+        ..Options::default()
+    };
+    let log = SledLog::open(dir.path(), options).unwrap();
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    let before = log.head();
+    armed.store(true, Ordering::SeqCst);
+    let error = log
+        .append(vec![event(2), event(3)], Expectation::Any)
+        .unwrap_err();
+    assert!(matches!(error, AppendError::Io(_)), "{error}");
+    assert!(error.to_string().contains("no space left"), "{error}");
+    assert_eq!(log.head(), before);
+    assert_eq!(log.read(1, 10).unwrap().len(), 1);
+    // The same events go in once the fault clears.
+    armed.store(false, Ordering::SeqCst);
+    assert_eq!(
+        log.append(vec![event(2), event(3)], Expectation::Head(1))
+            .unwrap(),
+        vec![2, 3]
+    );
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.verify().unwrap().records, 3);
+}
+
+#[test]
+fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let options = Options {
+        faults: Some(failing_at(FaultPoint::Sync, Arc::clone(&armed))),
+        ..Options::default()
+    };
+    let log = SledLog::open(dir.path(), options).unwrap();
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(vec![event(2)], Expectation::Any),
+        Err(AppendError::Poisoned(_))
+    ));
+    armed.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(vec![event(3)], Expectation::Any),
+        Err(AppendError::Poisoned(_))
+    ));
+    assert_eq!(
+        log.head().position,
+        1,
+        "an unacknowledged event is not readable"
+    );
+    drop(log);
+    let log = open(dir.path());
+    let verified = log.verify().unwrap();
+    assert!(verified.records <= 2, "{verified:?}");
+}
+
+#[test]
+fn concurrent_appenders_with_expectations_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    let next_id = Arc::new(AtomicU64::new(1));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            let next_id = Arc::clone(&next_id);
+            std::thread::spawn(move || {
+                let (mut won, mut lost) = (0u64, 0u64);
+                for _ in 0..40 {
+                    let head = log.head().position;
+                    let id = u128::from(next_id.fetch_add(1, Ordering::SeqCst));
+                    match log.append(vec![event(id)], Expectation::Head(head)) {
+                        Ok(positions) => {
+                            assert_eq!(positions, vec![head + 1]);
+                            won += 1;
+                        }
+                        Err(AppendError::Conflict { found, .. }) => {
+                            assert!(found > head);
+                            lost += 1;
+                        }
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                (won, lost)
+            })
+        })
+        .collect();
+    let (mut won, mut lost) = (0, 0);
+    for thread in threads {
+        let (w, l) = thread.join().unwrap();
+        won += w;
+        lost += l;
+    }
+    assert_eq!(won + lost, 320);
+    assert!(lost > 0, "8 threads racing on the head never conflicted");
+    assert_eq!(log.head().position, won);
+    assert_eq!(log.verify().unwrap().records, won);
+}
