@@ -28,6 +28,12 @@
 //! known head passed to [`SledLog::open`] detect that, and a truncation or
 //! rollback behind the known head.
 //!
+//! Keep a known head outside the data directory: sled treats a damaged
+//! entry in its file as a torn write and recovers only what came before it,
+//! so a flipped byte in the database file silently shortens the log to a
+//! prefix that still verifies. Opening with the known head refuses it
+//! (`tests/tamper.rs` flips bytes across the file to show it).
+//!
 //! ```
 //! use tokenledger_events::{Actor, CompanyId, Event, EventId, Name};
 //! use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
