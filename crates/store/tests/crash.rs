@@ -1,0 +1,193 @@
+//! The crash test: the log survives being killed at any moment.
+//!
+//! The test binary runs itself as a child that appends batches of three
+//! events from four threads and prints each acknowledgement. The parent
+//! kills it with SIGKILL after a random delay, reopens the log, and checks
+//! that every acknowledged event is at its acknowledged position, that no
+//! batch is partly there, and that the chain verifies; then starts the
+//! child again on the same directory. 50 kill points by default;
+//! `TOKENLEDGER_CRASH_ITERATIONS` asks for more, `TOKENLEDGER_CRASH_SEED`
+//! repeats a run.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokenledger_events::*;
+use tokenledger_store::*;
+
+const CHILD: &str = "TOKENLEDGER_CRASH_CHILD";
+const THREADS: u128 = 4;
+const BATCH: u128 = 3;
+
+fn main() {
+    match std::env::var_os(CHILD) {
+        Some(dir) => child(Path::new(&dir)),
+        None => parent(),
+    }
+}
+
+/// An event id: the run's nonce, the thread, the batch, the index in the batch.
+fn event_id(nonce: u128, thread: u128, batch: u128, index: u128) -> u128 {
+    (nonce << 64) | (thread << 48) | (batch << 2) | index
+}
+
+fn batch_of(id: u128) -> u128 {
+    id >> 2
+}
+
+fn child(dir: &Path) {
+    let log = SledLog::open(dir, Options::default()).unwrap();
+    let nonce = u128::from(std::process::id()) << 32
+        | u128::from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let log = &log;
+            scope.spawn(move || {
+                for batch in 0.. {
+                    let events: Vec<NewEvent> = (0..BATCH)
+                        .map(|index| {
+                            let id = event_id(nonce, thread, batch, index);
+                            NewEvent {
+                                event_id: EventId::from_u128(id),
+                                actor: Actor::System,
+                                company: CompanyId::from_u128(1),
+                                event: Event::WorkspaceCreated {
+                                    workspace: WorkspaceId::from_u128(id),
+                                    name: Name::new("crash").unwrap(),
+                                },
+                            }
+                        })
+                        .collect();
+                    let first = events[0].event_id;
+                    let positions = log.append(events, Expectation::Any).unwrap();
+                    // One line per acknowledged batch: `ack <first event id> <first position>`.
+                    println!("ack {} {}", first.as_u128(), positions[0]);
+                }
+            });
+        }
+    });
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn parent() {
+    let iterations: usize = std::env::var("TOKENLEDGER_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("TOKENLEDGER_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("crash test: {iterations} kill points, seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // Every batch ever acknowledged: first event id → first position.
+    let mut acknowledged: BTreeMap<u128, u64> = BTreeMap::new();
+    let started = Instant::now();
+    for iteration in 0..iterations {
+        let mut child = Command::new(&exe)
+            .env(CHILD, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let parts: Vec<&str> = line.split(' ').collect();
+                // A line cut by the kill does not parse, and is no acknowledgement.
+                if let ["ack", id, position] = parts[..]
+                    && let (Ok(id), Ok(position)) = (id.parse::<u128>(), position.parse::<u64>())
+                {
+                    acks.push((id, position));
+                }
+            }
+            acks
+        });
+        let delay = 5 + rng.next() % 120;
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the child ended on its own: {status}");
+        let acks = reader.join().unwrap();
+        acknowledged.extend(acks);
+        check(dir.path(), &acknowledged, iteration);
+    }
+    println!(
+        "crash test: {iterations} kill points, {} acknowledged batches, all present and whole, in {:.1} s",
+        acknowledged.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
+    let log = SledLog::open(dir, Options::default())
+        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not reopen: {e}"));
+    let verified = log
+        .verify()
+        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not verify: {e}"));
+    let events = log.read(1, usize::MAX).unwrap();
+    assert_eq!(events.len() as u64, verified.records);
+    let by_position: BTreeMap<u64, u128> = events
+        .iter()
+        .map(|e| (e.envelope.position, e.envelope.event_id.as_u128()))
+        .collect();
+    for (id, position) in acknowledged {
+        assert_eq!(
+            by_position.get(position),
+            Some(id),
+            "kill point {iteration}: acknowledged event {id} is not at position {position}"
+        );
+    }
+    // All of a batch or none of it, in consecutive positions.
+    let mut batches: BTreeMap<u128, Vec<u64>> = BTreeMap::new();
+    for event in &events {
+        batches
+            .entry(batch_of(event.envelope.event_id.as_u128()))
+            .or_default()
+            .push(event.envelope.position);
+    }
+    for (batch, positions) in batches {
+        let first = positions[0];
+        assert_eq!(
+            positions,
+            (first..first + BATCH as u64).collect::<Vec<_>>(),
+            "kill point {iteration}: batch {batch} is partly there"
+        );
+    }
+}
