@@ -1,13 +1,19 @@
 //! The event log on sled.
 //!
-//! Trees, all written in one sled transaction per group commit:
-//! - `log`: position (u64, big-endian) → record (see `record.rs`);
-//! - `event_ids`: event id (u128, big-endian) → position, for idempotent retries;
-//! - `streams`: stream key ‖ position → nothing, for reads by stream;
-//! - `stream_versions`: stream key → number of events in the stream.
+//! Everything lives in one sled tree, `events`, under four key prefixes,
+//! and each group commit is one atomic `sled::Batch` on it, so an event and
+//! its index entries are written together or not at all:
+//! - `L` ‖ position (u64, big-endian) → record (see `record.rs`);
+//! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
+//! - `S` ‖ stream key ‖ position → nothing, for reads by stream;
+//! - `V` ‖ stream key → number of events in the stream.
 //!
 //! A stream key is one tag byte (company 1, token 2, teammate 3, actor 4)
 //! followed by the id as a big-endian u128.
+//!
+//! One tree and a batch rather than four trees and a sled transaction:
+//! measured here, the transaction cost about 14 µs per event, more than the
+//! flush and the fsync together.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -20,8 +26,6 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionResult;
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
 use crate::log::{
@@ -114,12 +118,43 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+const LOG: u8 = b'L';
+const EVENT_IDS: u8 = b'I';
+const STREAMS: u8 = b'S';
+const STREAM_VERSIONS: u8 = b'V';
+
+fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [LOG; 9];
+    let (_, tail) = key.split_at_mut(1);
+    tail.copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+fn event_id_key(id: EventId) -> [u8; 17] {
+    let mut key = [EVENT_IDS; 17];
+    let (_, tail) = key.split_at_mut(1);
+    tail.copy_from_slice(&id.as_u128().to_be_bytes());
+    key
+}
+
+fn stream_entry_key(stream: &[u8; 17], position: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(26);
+    key.push(STREAMS);
+    key.extend_from_slice(stream);
+    key.extend_from_slice(&position.to_be_bytes());
+    key
+}
+
+fn stream_version_key(stream: &[u8; 17]) -> [u8; 18] {
+    let mut key = [STREAM_VERSIONS; 18];
+    let (_, tail) = key.split_at_mut(1);
+    tail.copy_from_slice(stream);
+    key
+}
+
 struct Trees {
     db: sled::Db,
-    log: sled::Tree,
-    event_ids: sled::Tree,
-    streams: sled::Tree,
-    stream_versions: sled::Tree,
+    events: sled::Tree,
 }
 
 struct Shared {
@@ -170,10 +205,12 @@ fn stream_key(stream: Stream) -> [u8; 17] {
     key
 }
 
+/// The position in a log key (`L` ‖ position).
 fn position_of(key: &[u8]) -> Result<u64, Problem> {
     let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| Problem::BadKey { len: key.len() })?;
+        .strip_prefix(&[LOG])
+        .and_then(|rest| rest.try_into().ok())
+        .ok_or(Problem::BadKey { len: key.len() })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -237,16 +274,13 @@ impl SledLog {
                 .map_err(|e| OpenError::Storage(e.to_string()))
         };
         let trees = Trees {
-            log: tree("log")?,
-            event_ids: tree("event_ids")?,
-            streams: tree("streams")?,
-            stream_versions: tree("stream_versions")?,
+            events: tree("events")?,
             db,
         };
         let durable_files = DurableFiles::open(&sled_dir)?;
-        let (head, last_time) = last_record(&trees.log).map_err(OpenError::Damaged)?;
+        let (head, last_time) = last_record(&trees.events).map_err(OpenError::Damaged)?;
         if let Some(known) = options.known_head {
-            check_known_head(&trees.log, known, head)?;
+            check_known_head(&trees.events, known, head)?;
         }
         let shared = Arc::new(Shared {
             trees,
@@ -277,14 +311,14 @@ impl SledLog {
 
     /// The hash of the record at `position`, if the log has one there.
     pub fn hash_at(&self, position: u64) -> Result<Option<Hash>, Damage> {
-        hash_at(&self.shared.trees.log, position)
+        hash_at(&self.shared.trees.events, position)
     }
 }
 
-fn hash_at(log: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
+fn hash_at(events: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
     let damage = |problem| Damage { position, problem };
-    match log
-        .get(position.to_be_bytes())
+    match events
+        .get(log_key(position))
         .map_err(|e| damage(storage(e)))?
     {
         None => Ok(None),
@@ -292,11 +326,11 @@ fn hash_at(log: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
     }
 }
 
-fn check_known_head(log: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
+fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
     if known.position == 0 {
         return Ok(());
     }
-    let at = hash_at(log, known.position).map_err(OpenError::Damaged)?;
+    let at = hash_at(events, known.position).map_err(OpenError::Damaged)?;
     if found.position < known.position || at != Some(known.hash) {
         return Err(OpenError::RolledBack { known, found });
     }
@@ -304,11 +338,15 @@ fn check_known_head(log: &sled::Tree, known: Head, found: Head) -> Result<(), Op
 }
 
 /// The head and the last recorded time, from the last record, checked.
-fn last_record(log: &sled::Tree) -> Result<(Head, Timestamp), Damage> {
-    let Some(entry) = log.last().map_err(|e| Damage {
-        position: 0,
-        problem: storage(e),
-    })?
+fn last_record(events: &sled::Tree) -> Result<(Head, Timestamp), Damage> {
+    let Some(entry) = events
+        .scan_prefix([LOG])
+        .next_back()
+        .transpose()
+        .map_err(|e| Damage {
+            position: 0,
+            problem: storage(e),
+        })?
     else {
         return Ok((Head::EMPTY, Timestamp::EPOCH));
     };
@@ -490,32 +528,24 @@ impl Writer {
         let trees = &self.shared.trees;
         self.fault(FaultPoint::Commit)
             .map_err(|e| AppendError::Io(e.to_string()))?;
-        (
-            &trees.log,
-            &trees.event_ids,
-            &trees.streams,
-            &trees.stream_versions,
-        )
-            .transaction(
-                |(log, event_ids, streams, versions)| -> ConflictableTransactionResult<(), ()> {
-                    for event in &pending.events {
-                        let position = event.position.to_be_bytes();
-                        log.insert(&position[..], event.record.as_slice())?;
-                        event_ids
-                            .insert(&event.event_id.as_u128().to_be_bytes()[..], &position[..])?;
-                        for stream in &event.streams {
-                            let mut key = stream.to_vec();
-                            key.extend_from_slice(&position);
-                            streams.insert(key, &[][..])?;
-                        }
-                    }
-                    for (stream, version) in &pending.stream_versions {
-                        versions.insert(&stream[..], &version.to_be_bytes()[..])?;
-                    }
-                    Ok(())
-                },
-            )
-            .map_err(|e| AppendError::Io(format!("{e:?}")))?;
+        let mut batch = sled::Batch::default();
+        for event in &pending.events {
+            batch.insert(&log_key(event.position)[..], event.record.as_slice());
+            batch.insert(
+                &event_id_key(event.event_id)[..],
+                &event.position.to_be_bytes()[..],
+            );
+            for stream in &event.streams {
+                batch.insert(stream_entry_key(stream, event.position), &[][..]);
+            }
+        }
+        for (stream, version) in &pending.stream_versions {
+            batch.insert(&stream_version_key(stream)[..], &version.to_be_bytes()[..]);
+        }
+        trees
+            .events
+            .apply_batch(batch)
+            .map_err(|e| AppendError::Io(e.to_string()))?;
         let durable = self
             .fault(FaultPoint::Sync)
             .and_then(|()| trees.db.flush().map_err(io::Error::other))
@@ -533,8 +563,8 @@ impl Writer {
         let stored = self
             .shared
             .trees
-            .stream_versions
-            .get(key)
+            .events
+            .get(stream_version_key(key))
             .map_err(|e| AppendError::Io(e.to_string()))?;
         Ok(stored.as_deref().and_then(u64_value).unwrap_or(0))
     }
@@ -550,8 +580,8 @@ impl Writer {
         let stored = self
             .shared
             .trees
-            .event_ids
-            .get(id.as_u128().to_be_bytes())
+            .events
+            .get(event_id_key(id))
             .map_err(|e| AppendError::Io(e.to_string()))?;
         Ok(stored.as_deref().and_then(u64_value))
     }
@@ -702,8 +732,8 @@ impl EventLog for SledLog {
         for entry in self
             .shared
             .trees
-            .log
-            .range(from.to_be_bytes()..=last.to_be_bytes())
+            .events
+            .range(log_key(from)..=log_key(last))
         {
             let (key, bytes) = entry.map_err(|e| Damage {
                 position: expected,
@@ -738,13 +768,11 @@ impl EventLog for SledLog {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Damage> {
         let head = self.head().position;
-        let prefix = stream_key(stream);
-        let mut start = prefix.to_vec();
-        start.extend_from_slice(&from.to_be_bytes());
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&head.to_be_bytes());
+        let stream = stream_key(stream);
+        let prefix_len = 1 + stream.len();
         let mut events = Vec::new();
-        for entry in self.shared.trees.streams.range(start..=end) {
+        let range = stream_entry_key(&stream, from)..=stream_entry_key(&stream, head);
+        for entry in self.shared.trees.events.range(range) {
             if events.len() >= limit {
                 break;
             }
@@ -753,18 +781,18 @@ impl EventLog for SledLog {
                 problem: storage(e),
             })?;
             let position = key
-                .get(prefix.len()..)
-                .ok_or(Problem::BadKey { len: key.len() })
-                .and_then(position_of)
-                .map_err(|problem| Damage {
+                .get(prefix_len..)
+                .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+                .map(u64::from_be_bytes)
+                .ok_or(Damage {
                     position: from,
-                    problem,
+                    problem: Problem::BadKey { len: key.len() },
                 })?;
             let bytes = self
                 .shared
                 .trees
-                .log
-                .get(position.to_be_bytes())
+                .events
+                .get(log_key(position))
                 .map_err(|e| Damage {
                     position,
                     problem: storage(e),
@@ -782,8 +810,8 @@ impl EventLog for SledLog {
         let stored = self
             .shared
             .trees
-            .stream_versions
-            .get(stream_key(stream))
+            .events
+            .get(stream_version_key(&stream_key(stream)))
             .map_err(|e| Damage {
                 position: 0,
                 problem: storage(e),
@@ -806,7 +834,7 @@ impl EventLog for SledLog {
         let mut previous = Head::EMPTY;
         let mut last_time = Timestamp::EPOCH;
         let mut clamped = 0;
-        for entry in self.shared.trees.log.iter() {
+        for entry in self.shared.trees.events.scan_prefix([LOG]) {
             let expected = previous.position + 1;
             let damage = |problem| Damage {
                 position: expected,

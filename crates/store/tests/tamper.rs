@@ -43,12 +43,19 @@ fn given_a_log(dir: &Path) -> (Head, Vec<StoredEvent>) {
     (log.head(), log.read(1, 1000).unwrap())
 }
 
-/// When the log tree is edited directly through sled.
+/// When the records are edited directly through sled.
 fn edit_through_sled(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
     let db = sled::open(dir.join("sled")).unwrap();
-    let log = db.open_tree("log").unwrap();
-    edit(&log);
+    let events = db.open_tree("events").unwrap();
+    edit(&events);
     db.flush().unwrap();
+}
+
+/// The key of the record at `position`, as `crates/store/src/sled_log.rs` lays it out.
+fn key(position: u64) -> Vec<u8> {
+    let mut key = vec![b'L'];
+    key.extend_from_slice(&position.to_be_bytes());
+    key
 }
 
 fn damage_reported(dir: &Path) -> Damage {
@@ -61,11 +68,10 @@ fn one_changed_byte_in_a_record_is_found_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     edit_through_sled(dir.path(), |log| {
-        let key = 17u64.to_be_bytes();
-        let mut value = log.get(key).unwrap().unwrap().to_vec();
+        let mut value = log.get(key(17)).unwrap().unwrap().to_vec();
         let last = value.len() - 1;
         value[last] ^= 0x20;
-        log.insert(key, value).unwrap();
+        log.insert(key(17), value).unwrap();
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, 17);
@@ -87,7 +93,7 @@ fn a_deleted_record_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     edit_through_sled(dir.path(), |log| {
-        log.remove(9u64.to_be_bytes()).unwrap();
+        log.remove(key(9)).unwrap();
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, 9);
@@ -99,8 +105,8 @@ fn a_record_moved_to_another_position_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     edit_through_sled(dir.path(), |log| {
-        let fourth = log.get(4u64.to_be_bytes()).unwrap().unwrap();
-        log.insert(5u64.to_be_bytes(), fourth).unwrap();
+        let fourth = log.get(key(4)).unwrap().unwrap();
+        log.insert(key(5), fourth).unwrap();
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, 5);
@@ -113,7 +119,7 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
     let (head, _) = given_a_log(dir.path());
     edit_through_sled(dir.path(), |log| {
         for position in 30..=EVENTS {
-            log.remove(position.to_be_bytes()).unwrap();
+            log.remove(key(position)).unwrap();
         }
     });
     // Without the known head, a shorter log is a consistent log.
