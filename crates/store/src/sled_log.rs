@@ -37,10 +37,10 @@ use crate::record::{self, FLAG_CLOCK_CLAMPED};
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {
-    /// Just before the group's transaction is committed to sled (a full
-    /// disk, say). Nothing has been written yet.
+    /// Just before a group is applied to sled (a full disk, say). Nothing
+    /// has been written yet.
     Commit,
-    /// After the commit, before it is flushed and synced to disk.
+    /// After groups are applied, before they are flushed and synced to disk.
     Sync,
 }
 
@@ -175,7 +175,8 @@ struct Request {
 pub struct SledLog {
     shared: Arc<Shared>,
     requests: Option<Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
+    /// The writer, then the syncer: joined in that order on drop.
+    threads: Vec<JoinHandle<()>>,
     // Held for the life of the log: the directory's exclusive lock.
     _lock: File,
 }
@@ -288,14 +289,24 @@ impl SledLog {
             grew: Condvar::new(),
             poisoned: AtomicBool::new(false),
         });
+        let (to_syncer, syncer_inbox) = crossbeam_channel::unbounded();
+        let syncer = Syncer {
+            shared: Arc::clone(&shared),
+            files: durable_files,
+            faults: options.faults.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("tokenledger-log-syncer".to_owned())
+            .spawn(move || syncer.run(&syncer_inbox))
+            .map_err(io_error(dir))?;
         let (requests, inbox) = crossbeam_channel::unbounded();
         let writer = Writer {
             shared: Arc::clone(&shared),
-            files: durable_files,
             head,
             last_time,
             faults: options.faults,
             clock: options.clock,
+            syncer: to_syncer,
         };
         let writer = std::thread::Builder::new()
             .name("tokenledger-log-writer".to_owned())
@@ -304,7 +315,7 @@ impl SledLog {
         Ok(SledLog {
             shared,
             requests: Some(requests),
-            writer: Some(writer),
+            threads: vec![writer, syncer],
             _lock: lock,
         })
     }
@@ -416,16 +427,86 @@ impl DurableFiles {
     }
 }
 
-/// The single thread that writes: it takes every append waiting, checks
-/// them in order against the head it keeps, commits them in one sled
-/// transaction and makes that durable with one flush: group commit.
+/// The thread that writes: it takes every append waiting, checks them in
+/// order against the head it keeps, and applies them to sled in one batch.
+/// It does not wait for the disk: it hands the group to the [`Syncer`] and
+/// goes on with the next, so the appends that arrive during one fsync are
+/// made durable together by the next (group commit).
 struct Writer {
     shared: Arc<Shared>,
-    files: DurableFiles,
     head: Head,
     last_time: Timestamp,
     faults: Option<FaultInjector>,
     clock: Option<Clock>,
+    syncer: Sender<Applied>,
+}
+
+type Reply = Sender<Result<Vec<u64>, AppendError>>;
+
+/// A group applied to sled, waiting for the flush that makes it durable.
+struct Applied {
+    /// The head once this group is durable.
+    head: Head,
+    /// Each append of the group with its positions.
+    replies: Vec<(Reply, Vec<u64>)>,
+}
+
+/// The thread that makes applied groups durable: one flush and fsync for
+/// every group waiting, then it publishes the new head and answers them.
+///
+/// INVARIANT (ack-after-sync): an append is answered `Ok` only here, after
+/// the fsync that covers it returned, and readers see a record only once
+/// the durable head, published here, reaches it.
+struct Syncer {
+    shared: Arc<Shared>,
+    files: DurableFiles,
+    faults: Option<FaultInjector>,
+}
+
+impl Syncer {
+    fn run(self, inbox: &Receiver<Applied>) {
+        while let Ok(first) = inbox.recv() {
+            let mut groups = vec![first];
+            groups.extend(inbox.try_iter());
+            let synced = if self.shared.poisoned.load(Ordering::Acquire) {
+                Err(io::Error::other(
+                    "an earlier commit could not be made durable",
+                ))
+            } else {
+                inject(&self.faults, FaultPoint::Sync)
+                    .and_then(|()| self.shared.trees.db.flush().map_err(io::Error::other))
+                    .and_then(|_| self.files.sync())
+            };
+            match synced {
+                Ok(()) => {
+                    let head = groups.iter().map(|g| g.head).max_by_key(|h| h.position);
+                    if let Some(head) = head {
+                        let mut durable = self.shared.durable.lock();
+                        if head.position > durable.position {
+                            *durable = head;
+                        }
+                    }
+                    self.shared.grew.notify_all();
+                    for (reply, positions) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(Ok(positions));
+                    }
+                }
+                Err(error) => {
+                    self.shared.poisoned.store(true, Ordering::Release);
+                    for (reply, _) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(Err(AppendError::Poisoned(error.to_string())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
+    match faults {
+        Some(inject) => inject(point),
+        None => Ok(()),
+    }
 }
 
 /// The most appends committed together.
@@ -468,13 +549,6 @@ impl Writer {
         }
     }
 
-    fn fault(&self, point: FaultPoint) -> io::Result<()> {
-        match &self.faults {
-            Some(inject) => inject(point),
-            None => Ok(()),
-        }
-    }
-
     fn commit(&mut self, group: Vec<Request>) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             for request in group {
@@ -487,47 +561,44 @@ impl Writer {
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
-        let mut waiting = Vec::new();
+        let mut replies = Vec::new();
         for request in group {
             match self.plan(&request, &mut pending, &mut head, &mut last_time) {
-                Ok(positions) => waiting.push((request.reply, Ok(positions))),
+                Ok(positions) => replies.push((request.reply, positions)),
                 Err(error) => {
                     let _ = request.reply.send(Err(error));
                 }
             }
         }
-        if pending.events.is_empty() {
-            for (reply, result) in waiting {
-                let _ = reply.send(result);
+        if !pending.events.is_empty()
+            && let Err(error) = self.apply(&pending)
+        {
+            // Nothing of this group was applied: the appends that needed it
+            // fail, retries of earlier appends still wait for durability.
+            let applied = self.head.position;
+            let (failed, kept): (Vec<_>, Vec<_>) = replies
+                .into_iter()
+                .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
+            for (reply, _) in failed {
+                let _ = reply.send(Err(error.clone()));
             }
-            return;
+            replies = kept;
+            head = self.head;
+            last_time = self.last_time;
         }
-        let outcome = self.write(&pending);
-        let failed = match outcome {
-            Ok(()) => {
-                self.head = head;
-                self.last_time = last_time;
-                *self.shared.durable.lock() = head;
-                self.shared.grew.notify_all();
-                None
-            }
-            Err(error) => Some(error),
-        };
-        for (reply, result) in waiting {
-            let _ = reply.send(match &failed {
-                None => result,
-                Some(error) => Err(error.clone()),
-            });
+        self.head = head;
+        self.last_time = last_time;
+        if !replies.is_empty() {
+            // If the syncer has gone, the replies are dropped and the
+            // appenders see the log closed.
+            let _ = self.syncer.send(Applied { head, replies });
         }
     }
 
-    /// Writes the group: one transaction, then flush and fsync. A failure
-    /// before the commit leaves the log as it was; a failure after it
-    /// poisons the log, since the commit may or may not survive a crash.
-    fn write(&self, pending: &Pending) -> Result<(), AppendError> {
-        let trees = &self.shared.trees;
-        self.fault(FaultPoint::Commit)
-            .map_err(|e| AppendError::Io(e.to_string()))?;
+    /// Applies the group to sled in one atomic batch. A failure leaves the
+    /// log as it was.
+    fn apply(&self, pending: &Pending) -> Result<(), AppendError> {
+        inject(&self.faults, FaultPoint::Commit).map_err(|e| AppendError::Io(e.to_string()))?;
         let mut batch = sled::Batch::default();
         for event in &pending.events {
             batch.insert(&log_key(event.position)[..], event.record.as_slice());
@@ -542,18 +613,11 @@ impl Writer {
         for (stream, version) in &pending.stream_versions {
             batch.insert(&stream_version_key(stream)[..], &version.to_be_bytes()[..]);
         }
-        trees
+        self.shared
+            .trees
             .events
             .apply_batch(batch)
-            .map_err(|e| AppendError::Io(e.to_string()))?;
-        let durable = self
-            .fault(FaultPoint::Sync)
-            .and_then(|()| trees.db.flush().map_err(io::Error::other))
-            .and_then(|_| self.files.sync());
-        durable.map_err(|e| {
-            self.shared.poisoned.store(true, Ordering::Release);
-            AppendError::Poisoned(e.to_string())
-        })
+            .map_err(|e| AppendError::Io(e.to_string()))
     }
 
     fn stream_version(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
@@ -879,11 +943,12 @@ impl EventLog for SledLog {
 
 impl Drop for SledLog {
     fn drop(&mut self) {
-        // Closing the channel ends the writer once it has answered every
-        // append already sent.
+        // Closing the channel ends the writer once it has handled every
+        // append already sent; its end closes the syncer's channel, and the
+        // syncer ends once it has made every applied group durable.
         self.requests = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
