@@ -335,6 +335,21 @@ fn require_admin(
     }
 }
 
+/// The company exists, and the actor may administer it.
+fn administer(
+    state: &State,
+    acting: &Acting,
+    actor: Actor,
+    company: CompanyId,
+    command: &Command,
+    system_may: bool,
+) -> Result<(), CommandError> {
+    state
+        .company(company)
+        .ok_or(CommandError::UnknownCompany(company))?;
+    require_admin(acting, actor, company, command, system_may)
+}
+
 fn live_token(state: &State, token: TokenId) -> Result<&Token, CommandError> {
     let found = state
         .token(token)
@@ -391,10 +406,7 @@ pub fn decide(
             name,
             role,
         } => {
-            state
-                .company(*company)
-                .ok_or(CommandError::UnknownCompany(*company))?;
-            require_admin(&who, actor, *company, command, true)?;
+            administer(state, &who, actor, *company, command, true)?;
             if state.teammate(*teammate).is_some() {
                 return Err(CommandError::AlreadyExists {
                     id: teammate.to_string(),
@@ -457,10 +469,7 @@ pub fn decide(
             workspace,
             name,
         } => {
-            state
-                .company(*company)
-                .ok_or(CommandError::UnknownCompany(*company))?;
-            require_admin(&who, actor, *company, command, true)?;
+            administer(state, &who, actor, *company, command, true)?;
             if state.workspace(*workspace).is_some() {
                 return Err(CommandError::AlreadyExists {
                     id: workspace.to_string(),
@@ -499,10 +508,7 @@ pub fn decide(
             sealed_secret,
             expires_at,
         } => {
-            state
-                .company(*company)
-                .ok_or(CommandError::UnknownCompany(*company))?;
-            require_admin(&who, actor, *company, command, false)?;
+            administer(state, &who, actor, *company, command, false)?;
             if state.token(*token).is_some() {
                 return Err(CommandError::AlreadyExists {
                     id: token.to_string(),
@@ -585,10 +591,7 @@ pub fn decide(
             )
         }
         Command::SetPrivateApiAccessForAll { company, allowed } => {
-            state
-                .company(*company)
-                .ok_or(CommandError::UnknownCompany(*company))?;
-            require_admin(&who, actor, *company, command, true)?;
+            administer(state, &who, actor, *company, command, true)?;
             one(
                 *company,
                 Event::PrivateApiAccessSetForAll { allowed: *allowed },
