@@ -48,9 +48,9 @@ pub struct NewEvent {
     pub event: Event,
 }
 
-/// A sequence of events that can be read on its own and versioned for
-/// optimistic concurrency: every event of a company, about a token, about a
-/// teammate, or caused by a teammate.
+/// A sequence of events that can be read on its own, and expected at a
+/// head for optimistic concurrency: every event of a company, about a
+/// token, about a teammate, or caused by a teammate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {
     /// Every event of a company.
@@ -100,7 +100,7 @@ pub enum Expectation {
     Any,
     /// The log's head is at this position.
     Head(u64),
-    /// This stream holds exactly this many events.
+    /// This stream's last event is at this log position (0: it has none).
     Stream(Stream, u64),
 }
 
@@ -220,7 +220,7 @@ pub enum AppendError {
     Conflict {
         /// What was expected.
         expected: Expectation,
-        /// The head position or stream version found.
+        /// The head position found: the log's, or the stream's.
         found: u64,
     },
     /// The batch is empty.
@@ -260,7 +260,7 @@ impl fmt::Display for AppendError {
                 }
                 Expectation::Stream(stream, n) => write!(
                     f,
-                    "conflict: expected {stream} to hold {n} events, it holds {found}"
+                    "conflict: expected the last event of {stream} at position {n}, found it at {found}"
                 ),
             },
             AppendError::Empty => f.write_str("nothing to append"),
@@ -331,8 +331,8 @@ pub trait EventLog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Damage>;
 
-    /// How many events `stream` holds.
-    fn stream_version(&self, stream: Stream) -> Result<u64, Damage>;
+    /// The log position of `stream`'s last event, 0 if it has none.
+    fn stream_head(&self, stream: Stream) -> Result<u64, Damage>;
 
     /// Waits until the head reaches `position` or `timeout` passes; returns
     /// the head position then.

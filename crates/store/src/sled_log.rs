@@ -1,12 +1,12 @@
 //! The event log on sled.
 //!
-//! Everything lives in one sled tree, `events`, under four key prefixes,
+//! Everything lives in one sled tree, `events`, under three key prefixes,
 //! and each group commit is one atomic `sled::Batch` on it, so an event and
 //! its index entries are written together or not at all:
 //! - `L` ‖ position (u64, big-endian) → record (see `record.rs`);
 //! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
-//! - `S` ‖ stream key ‖ position → nothing, for reads by stream;
-//! - `V` ‖ stream key → number of events in the stream.
+//! - `S` ‖ stream key ‖ position → nothing, for reads by stream; a
+//!   stream's head is its last entry, found with one reverse seek.
 //!
 //! A stream key is one tag byte (company 1, token 2, teammate 3, actor 4)
 //! followed by the id as a big-endian u128.
@@ -121,7 +121,6 @@ impl std::error::Error for OpenError {}
 const LOG: u8 = b'L';
 const EVENT_IDS: u8 = b'I';
 const STREAMS: u8 = b'S';
-const STREAM_VERSIONS: u8 = b'V';
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -142,13 +141,6 @@ fn stream_entry_key(stream: &[u8; 17], position: u64) -> Vec<u8> {
     key.push(STREAMS);
     key.extend_from_slice(stream);
     key.extend_from_slice(&position.to_be_bytes());
-    key
-}
-
-fn stream_version_key(stream: &[u8; 17]) -> [u8; 18] {
-    let mut key = [STREAM_VERSIONS; 18];
-    let (_, tail) = key.split_at_mut(1);
-    tail.copy_from_slice(stream);
     key
 }
 
@@ -207,6 +199,19 @@ fn stream_key(stream: Stream) -> [u8; 17] {
 }
 
 /// The position in a log key (`L` ‖ position).
+/// The position of the last event of a stream, 0 if it has none.
+fn stream_head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, sled::Error> {
+    let mut prefix = [STREAMS; 18];
+    let (_, tail) = prefix.split_at_mut(1);
+    tail.copy_from_slice(stream);
+    let last = events.scan_prefix(prefix).keys().next_back().transpose()?;
+    Ok(last
+        .as_deref()
+        .and_then(|key| key.get(prefix.len()..))
+        .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
 fn position_of(key: &[u8]) -> Result<u64, Problem> {
     let bytes: [u8; 8] = key
         .strip_prefix(&[LOG])
@@ -524,7 +529,8 @@ struct Planned {
 #[derive(Default)]
 struct Pending {
     events: Vec<Planned>,
-    stream_versions: HashMap<[u8; 17], u64>,
+    /// The last position of each stream the group touches.
+    stream_heads: HashMap<[u8; 17], u64>,
     event_ids: HashMap<EventId, u64>,
 }
 
@@ -610,9 +616,6 @@ impl Writer {
                 batch.insert(stream_entry_key(stream, event.position), &[][..]);
             }
         }
-        for (stream, version) in &pending.stream_versions {
-            batch.insert(&stream_version_key(stream)[..], &version.to_be_bytes()[..]);
-        }
         self.shared
             .trees
             .events
@@ -620,17 +623,11 @@ impl Writer {
             .map_err(|e| AppendError::Io(e.to_string()))
     }
 
-    fn stream_version(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
-        if let Some(version) = pending.stream_versions.get(key) {
-            return Ok(*version);
+    fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
+        if let Some(head) = pending.stream_heads.get(key) {
+            return Ok(*head);
         }
-        let stored = self
-            .shared
-            .trees
-            .events
-            .get(stream_version_key(key))
-            .map_err(|e| AppendError::Io(e.to_string()))?;
-        Ok(stored.as_deref().and_then(u64_value).unwrap_or(0))
+        stream_head(&self.shared.trees.events, key).map_err(|e| AppendError::Io(e.to_string()))
     }
 
     fn existing_position(
@@ -699,7 +696,7 @@ impl Writer {
                 }
             }
             Expectation::Stream(stream, expected) => {
-                let found = self.stream_version(&stream_key(stream), pending)?;
+                let found = self.stream_head(&stream_key(stream), pending)?;
                 if found != expected {
                     return Err(AppendError::Conflict {
                         expected: request.expectation,
@@ -750,8 +747,7 @@ impl Writer {
         let positions: Vec<u64> = planned.iter().map(|p| p.position).collect();
         for event in planned {
             for key in &event.streams {
-                let version = self.stream_version(key, pending)? + 1;
-                pending.stream_versions.insert(*key, version);
+                pending.stream_heads.insert(*key, event.position);
             }
             pending.event_ids.insert(event.event_id, event.position);
             pending.events.push(event);
@@ -870,17 +866,11 @@ impl EventLog for SledLog {
         Ok(events)
     }
 
-    fn stream_version(&self, stream: Stream) -> Result<u64, Damage> {
-        let stored = self
-            .shared
-            .trees
-            .events
-            .get(stream_version_key(&stream_key(stream)))
-            .map_err(|e| Damage {
-                position: 0,
-                problem: storage(e),
-            })?;
-        Ok(stored.as_deref().and_then(u64_value).unwrap_or(0))
+    fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {
+        stream_head(&self.shared.trees.events, &stream_key(stream)).map_err(|e| Damage {
+            position: 0,
+            problem: storage(e),
+        })
     }
 
     fn wait_for(&self, position: u64, timeout: Duration) -> u64 {

@@ -114,11 +114,13 @@ fn a_failed_expectation_writes_nothing_and_says_what_it_found() {
         error,
         AppendError::Conflict {
             expected: Expectation::Stream(stream, 0),
-            found: 1
+            found: 2
         }
     );
     assert_eq!(log.head().position, 2);
-    assert_eq!(log.stream_version(stream).unwrap(), 1);
+    assert_eq!(log.stream_head(stream).unwrap(), 2);
+    log.append(vec![token_event(11, token)], Expectation::Stream(stream, 2))
+        .unwrap();
 }
 
 #[test]
@@ -190,7 +192,12 @@ fn streams_hold_the_events_of_one_token_teammate_company_or_actor() {
             .len(),
         3
     );
-    assert_eq!(log.stream_version(Stream::Token(b)).unwrap(), 1);
+    assert_eq!(log.stream_head(Stream::Token(b)).unwrap(), 2);
+    assert_eq!(
+        log.stream_head(Stream::Token(TokenId::from_u128(77)))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
