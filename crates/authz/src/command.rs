@@ -8,7 +8,7 @@ use tokenledger_events::{
     Timestamp, TokenId, TokenKind, TokenScope, TokenScopeError, WorkspaceId,
 };
 
-use crate::state::{Provenance, State, Token};
+use tokenledger_projection::{Provenance, State, Token};
 
 /// A request to change something. New things carry their ids, drawn at
 /// random by the caller (see [`crate::fresh`]), so `decide` stays pure.

@@ -12,7 +12,7 @@ use tokenledger_events::{
     TokenId, WorkspaceId,
 };
 
-use crate::state::{Provenance, State};
+use tokenledger_projection::{Provenance, State};
 
 /// Where a resource lives, as the caller says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

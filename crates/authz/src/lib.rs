@@ -55,11 +55,10 @@
 mod command;
 mod decision;
 pub mod fresh;
-mod state;
 
 pub use command::{Command, CommandError, Decided, decide};
 pub use decision::{
     Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
     decide_request,
 };
-pub use state::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
+pub use tokenledger_projection::{Company, Provenance, Setting, State, Teammate, Token, Workspace};

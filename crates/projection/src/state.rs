@@ -1,8 +1,7 @@
 //! The state the command rules and the decision read, and the total,
 //! I/O-free `apply` that folds one event into it.
 
-use std::collections::HashMap;
-
+use crate::hash::RandomKeyMap;
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Name, Role, SealedSecret, SecretDigest, TeammateId,
     Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
@@ -138,11 +137,11 @@ impl Token {
 #[derive(Debug, Clone, Default)]
 pub struct State {
     position: u64,
-    companies: HashMap<CompanyId, Company>,
-    teammates: HashMap<TeammateId, Teammate>,
-    workspaces: HashMap<WorkspaceId, Workspace>,
-    tokens: HashMap<TokenId, Token>,
-    by_digest: HashMap<SecretDigest, TokenId>,
+    companies: RandomKeyMap<CompanyId, Company>,
+    teammates: RandomKeyMap<TeammateId, Teammate>,
+    workspaces: RandomKeyMap<WorkspaceId, Workspace>,
+    tokens: RandomKeyMap<TokenId, Token>,
+    by_digest: RandomKeyMap<SecretDigest, TokenId>,
 }
 
 impl State {

@@ -1,0 +1,14 @@
+//! tokenledger's projection: the state every rule reads, folded from the
+//! log's events ([`State::apply`]) and published ([`Projection`]) so that
+//! readers never take a lock and never wait for the writer.
+//!
+//! It never writes to the log and knows nothing of sled: it is handed
+//! events and folds them.
+
+mod hash;
+mod publish;
+mod state;
+
+pub use hash::{RandomKeyHasher, RandomKeyMap};
+pub use publish::{Projection, Reader, Readers};
+pub use state::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
