@@ -138,6 +138,8 @@ pub enum Reason {
         /// The deletion.
         deleted: Provenance,
     },
+    /// The ledger has been closed: nothing is allowed.
+    LedgerClosed,
     /// Rule 7: the owner's private API access is off.
     PrivateAccessOff {
         /// The owner.
@@ -173,6 +175,7 @@ impl fmt::Display for Reason {
                 f,
                 "the token's namespaces do not cover where the resource lives, and have not since its creation ({created})"
             ),
+            Reason::LedgerClosed => f.write_str("the ledger is closed, so nothing is allowed"),
             Reason::WorkspaceDeleted { deleted } => {
                 write!(f, "the resource's workspace was deleted ({deleted})")
             }
@@ -263,9 +266,12 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// 401 for rules 1 and 2 (no live token), 403 for the rest.
+    /// 401 for rules 1 and 2 (no live token), 403 for the rest, and 503
+    /// when the ledger is closed (which says nothing about the token).
     pub fn status(&self) -> u16 {
-        if self.rule <= Rule::TokenLive {
+        if self.reason == Reason::LedgerClosed {
+            503
+        } else if self.rule <= Rule::TokenLive {
             401
         } else {
             403
@@ -274,10 +280,14 @@ impl Refusal {
 
     /// Front's error body for `request`, ready to send.
     pub fn body(&self, request: &Request) -> ErrorBody {
-        if self.status() == 401 {
-            ErrorBody::unauthenticated()
-        } else {
-            ErrorBody::forbidden(request)
+        match self.status() {
+            503 => ErrorBody {
+                status: 503,
+                title: "Service Unavailable",
+                message: "The service is unavailable".to_owned(),
+            },
+            401 => ErrorBody::unauthenticated(),
+            _ => ErrorBody::forbidden(request),
         }
     }
 }

@@ -19,7 +19,7 @@ impl fmt::Display for RandomError {
 
 impl std::error::Error for RandomError {}
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| RandomError(e.to_string()))?;
     Ok(bytes)

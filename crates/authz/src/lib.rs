@@ -2,9 +2,11 @@
 //! folded into the state ([`State::apply`]), and whether a token may do
 //! something to a resource ([`decide_request`], [`authorize`]).
 //!
-//! Everything here is pure except [`fresh`], which draws new ids and secrets
-//! from the OS random source. The log, the projection and the public
-//! `Ledger` facade come in later crates and issues.
+//! [`Ledger`] is the facade a service embeds: commands are decided, made
+//! durable in the log and applied to the projection before they return;
+//! [`Authorizer`] answers requests on the hot path without a lock. Below
+//! it, the rules are pure functions of the state, and [`fresh`] draws new
+//! ids and secrets from the OS random source.
 //!
 //! The forum thread's case, end to end:
 //!
@@ -52,13 +54,19 @@
 //!     r#"This agent is not allowed to read the "conversation" with ID: "cnv_X""#);
 //! ```
 
+mod authorizer;
 mod command;
 mod decision;
 pub mod fresh;
+mod ledger;
+mod sealing;
 
+pub use authorizer::Authorizer;
 pub use command::{Command, CommandError, Decided, decide};
 pub use decision::{
     Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
     decide_request,
 };
+pub use ledger::{CreatedToken, Ledger, LedgerError, LedgerOptions, NewToken, Receipt};
+pub use sealing::{SealingError, SealingKey};
 pub use tokenledger_projection::{Company, Provenance, Setting, State, Teammate, Token, Workspace};

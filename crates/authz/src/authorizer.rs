@@ -1,0 +1,84 @@
+//! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
+//! "may this token do this to that resource?" without taking a lock.
+
+use std::cell::RefCell;
+
+use tokenledger_events::TokenId;
+use tokenledger_projection::{Reader, Readers, State};
+
+use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
+
+thread_local! {
+    /// Each thread's readers, one per ledger it has asked: a left-right
+    /// reader is `Send` but not `Sync`, so threads cannot share one.
+    static READERS: RefCell<Vec<(u64, Reader)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Answers authorization questions against the ledger's published state.
+/// Clone it freely and share it between threads.
+///
+/// A decision never waits for a writer, sees one consistent state, and
+/// carries that state's log position. Once a command that deletes a token
+/// has returned, no decision on any thread allows that token.
+#[derive(Clone)]
+pub struct Authorizer {
+    readers: Readers,
+    ledger: u64,
+}
+
+impl Authorizer {
+    pub(crate) fn new(readers: Readers, ledger: u64) -> Authorizer {
+        Authorizer { readers, ledger }
+    }
+
+    /// Runs `f` on the published state; `None` once the ledger is closed.
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
+        READERS.with(|cell| {
+            let mut readers = cell.borrow_mut();
+            if let Some((_, reader)) = readers.iter().find(|(id, _)| *id == self.ledger) {
+                return reader.read(f);
+            }
+            // Forget readers of ledgers that have been closed.
+            readers.retain(|(_, reader)| reader.read(|_| ()).is_some());
+            let reader = self.readers.reader();
+            let answer = reader.read(f);
+            readers.push((self.ledger, reader));
+            answer
+        })
+    }
+
+    /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
+    pub fn authenticate(&self, secret: &str) -> Result<TokenId, Refusal> {
+        self.read(|state| decision::authenticate(state, secret))
+            .unwrap_or(Err(closed()))
+    }
+
+    /// Rules 2 to 8 for a token already authenticated.
+    pub fn authorize(&self, token: TokenId, request: &Request) -> Decision {
+        self.read(|state| decision::authorize(state, token, request))
+            .unwrap_or_else(|| refused(Some(token)))
+    }
+
+    /// Rules 1 to 8: authenticates the secret and authorizes the request,
+    /// against one state.
+    pub fn check(&self, secret: &str, request: &Request) -> Decision {
+        self.read(|state| decision::decide_request(state, secret, request))
+            .unwrap_or_else(|| refused(None))
+    }
+}
+
+fn closed() -> Refusal {
+    Refusal {
+        rule: Rule::TokenLive,
+        reason: Reason::LedgerClosed,
+        needed: None,
+    }
+}
+
+fn refused(token: Option<TokenId>) -> Decision {
+    Decision {
+        position: 0,
+        token,
+        refusal: Some(closed()),
+    }
+}
