@@ -1,4 +1,4 @@
-//! The forum thread's 403 and its fix, replayed through the rules in memory.
+//! The forum thread's 403 and its fix, replayed through a real ledger.
 //!
 //! A plugin's token has the Private namespace and `conversations:read`, yet
 //! reading a conversation in a teammate's private inbox is refused: the
@@ -6,53 +6,24 @@
 //! An admin turns it on for everyone, the request is allowed; the token is
 //! deleted, and the very next request is refused.
 //!
-//! Run it with `cargo run -p tokenledger-authz --example forum`.
+//! Run it with `cargo run -p tokenledger-authz --example forum`. It keeps
+//! its data in a temporary directory, verified and removed at the end.
 
 use std::error::Error;
 use std::time::SystemTime;
 
-use tokenledger_authz::{Command, Location, Request, State, decide, decide_request, fresh};
+use tokenledger_authz::{Authorizer, Command, Ledger, Location, NewToken, Request, fresh};
 use tokenledger_events::{
-    Actor, Envelope, Feature, Method, Name, Namespaces, ResourceId, Role, SharedNamespace,
-    Timestamp, TokenKind, TokenScope, resolve_endpoint,
+    Actor, Feature, Method, Name, Namespaces, ResourceId, Role, Secret, SharedNamespace, Timestamp,
+    TokenKind, TokenScope, resolve_endpoint,
 };
 
-/// The log, in memory: the store crate will keep it on disk.
-struct Ledger {
-    state: State,
-    log: Vec<Envelope>,
-}
-
-impl Ledger {
-    fn execute(&mut self, actor: Actor, command: Command) -> Result<(), Box<dyn Error>> {
-        let now = Timestamp::from_system_time(SystemTime::now());
-        let decided = decide(&self.state, actor, now, &command)?;
-        for event in decided.events {
-            let envelope = Envelope {
-                position: self.state.position() + 1,
-                event_id: fresh::event_id()?,
-                recorded_at: now,
-                actor,
-                company: decided.company,
-                event,
-            };
-            self.state.apply(&envelope);
-            self.log.push(envelope);
-        }
-        Ok(())
-    }
-}
-
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut ledger = Ledger {
-        state: State::new(),
-        log: Vec::new(),
-    };
+    let dir = tempfile::tempdir()?;
+    let ledger = Ledger::open(dir.path())?;
     let company = fresh::company_id()?;
     let admin = fresh::teammate_id()?;
     let owner = fresh::teammate_id()?;
-    let token = fresh::token_id()?;
-    let secret = fresh::secret()?;
 
     ledger.execute(
         Actor::System,
@@ -75,11 +46,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             },
         )?;
     }
-    ledger.execute(
+    let created = ledger.create_token(
         Actor::Teammate(admin),
-        Command::CreateToken {
+        NewToken {
             company,
-            token,
             name: Name::new("Helpdesk plugin: reads conversations the agent selects")?,
             kind: TokenKind::ApiToken,
             scope: TokenScope {
@@ -91,41 +61,22 @@ fn main() -> Result<(), Box<dyn Error>> {
                 },
                 grants: ["conversations:read".parse()?].into_iter().collect(),
             },
-            secret_digest: secret.digest(),
-            sealed_secret: None,
             expires_at: None,
         },
     )?;
 
-    let endpoint = resolve_endpoint(Method::Get, "/conversations/cnv_X")?;
-    let resource: ResourceId = "cnv_X".parse()?;
-    let show = |title: &str, state: &State| {
-        let request = Request {
-            requirement: endpoint.requirement,
-            resource: resource.clone(),
-            location: Location::Private(owner),
-            at: Timestamp::from_system_time(SystemTime::now()),
-        };
-        let decision = decide_request(state, secret.expose(), &request);
-        println!("\n{title}");
-        println!("  GET /conversations/cnv_X  ({})", request.location);
-        match decision.refusal {
-            None => println!(
-                "  -> {} allowed, at log position {}",
-                decision.status(),
-                decision.position
-            ),
-            Some(refusal) => {
-                println!("  -> {}", refusal.body(&request).to_json());
-                println!("     why: {refusal}");
-                println!("     at log position {}", decision.position);
-            }
-        }
+    let authorizer = ledger.authorizer();
+    let request = Request {
+        requirement: resolve_endpoint(Method::Get, "/conversations/cnv_X")?.requirement,
+        resource: "cnv_X".parse::<ResourceId>()?,
+        location: Location::Private(owner),
+        at: Timestamp::from_system_time(SystemTime::now()),
     };
-
     show(
         "1. The teammate's private API access is off (the default):",
-        &ledger.state,
+        &authorizer,
+        &created.secret,
+        &request,
     );
     ledger.execute(
         Actor::Teammate(admin),
@@ -134,22 +85,46 @@ fn main() -> Result<(), Box<dyn Error>> {
             allowed: true,
         },
     )?;
-    show("2. An admin turns it on for all teammates:", &ledger.state);
-    ledger.execute(Actor::Teammate(admin), Command::DeleteToken { token })?;
+    show(
+        "2. An admin turns it on for all teammates:",
+        &authorizer,
+        &created.secret,
+        &request,
+    );
+    ledger.execute(
+        Actor::Teammate(admin),
+        Command::DeleteToken {
+            token: created.token,
+        },
+    )?;
     show(
         "3. The admin deletes the token; the next request:",
-        &ledger.state,
+        &authorizer,
+        &created.secret,
+        &request,
     );
-
-    println!("\nThe audit trail:");
-    for envelope in &ledger.log {
-        println!(
-            "  {:>3}  {}  {:<36}  {}",
-            envelope.position,
-            envelope.recorded_at,
-            envelope.actor.to_string(),
-            envelope.event.type_name()
-        );
-    }
+    let verified = ledger.verify()?;
+    println!(
+        "\nThe log: {} events, hash chain intact up to position {}.",
+        verified.records, verified.head.position
+    );
     Ok(())
+}
+
+fn show(title: &str, authorizer: &Authorizer, secret: &Secret, request: &Request) {
+    let decision = authorizer.check(secret.expose(), request);
+    println!("\n{title}");
+    println!("  GET /conversations/cnv_X  ({})", request.location);
+    match decision.refusal {
+        None => println!(
+            "  -> {} allowed, at log position {}",
+            decision.status(),
+            decision.position
+        ),
+        Some(refusal) => {
+            println!("  -> {}", refusal.body(request).to_json());
+            println!("     why: {refusal}");
+            println!("     at log position {}", decision.position);
+        }
+    }
 }

@@ -13,6 +13,7 @@ use tokenledger_events::{
 use tokenledger_projection::{Projection, Readers, State};
 use tokenledger_store::{
     AppendError, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options, SledLog,
+    Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -178,6 +179,12 @@ impl Ledger {
     /// The log's durable head.
     pub fn head(&self) -> Head {
         self.log.head()
+    }
+
+    /// Walks the whole log and checks its hash chain (see
+    /// [`tokenledger_store::EventLog::verify`]).
+    pub fn verify(&self) -> Result<Verified, Damage> {
+        self.log.verify()
     }
 
     /// Reads the current state.
