@@ -3,10 +3,18 @@
 //! Run them with `cargo bench -p tokenledger-benches`; each group measures
 //! its baseline in the same run, so ratios are comparable on a noisy machine.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indices into generated data are in range by construction"
+)]
+
+use tokenledger_authz::{Ledger, Location, Request};
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, EventId, TeammateId, Timestamp, TokenId, encode_envelope,
+    Actor, CompanyId, Envelope, Event, EventId, Feature, Method, Name, Namespaces, Requirement,
+    Role, Scope, Secret, SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope,
+    WorkspaceId, encode_envelope,
 };
-use tokenledger_store::NewEvent;
+use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
 
 /// A typical small event (an admin revealing a token), with a distinct id.
 pub fn reveal(id: u128) -> NewEvent {
@@ -33,4 +41,179 @@ pub fn record_len() -> usize {
         event: event.event,
     };
     66 + encode_envelope(&envelope).map_or(0, |bytes| bytes.len())
+}
+
+/// A generated company world behind a real [`Ledger`], and requests to ask
+/// of it, about half of them allowed.
+pub struct World {
+    /// The ledger, opened on a log written straight to the store.
+    pub ledger: Ledger,
+    /// Requests with the token and secret that make them.
+    pub cases: Vec<Case>,
+    /// The companies, with their first admin and first teammate.
+    pub companies: Vec<(CompanyId, TeammateId, TeammateId)>,
+    // Removed when the world is dropped.
+    _dir: tempfile::TempDir,
+}
+
+/// One request to decide.
+pub struct Case {
+    /// The token, as an authenticated handle.
+    pub token: TokenId,
+    /// Its secret.
+    pub secret: Secret,
+    /// The request.
+    pub request: Request,
+    /// The endpoint the request stands for: method and path.
+    pub endpoint: (Method, String),
+}
+
+/// The scopes generated tokens draw from, with an endpoint needing each.
+const SCOPES: [(&str, Method, &str); 4] = [
+    ("conversations:read", Method::Get, "/conversations/cnv_1"),
+    (
+        "messages:send",
+        Method::Post,
+        "/conversations/cnv_1/messages",
+    ),
+    ("tags:read", Method::Get, "/tags/tag_1"),
+    ("contacts:write", Method::Patch, "/contacts/crd_1"),
+];
+
+fn secret_of(token: u128) -> Secret {
+    let mut random = [0u8; 32];
+    let (head, _) = random.split_at_mut(16);
+    head.copy_from_slice(&token.to_be_bytes());
+    Secret::from_random(random)
+}
+
+/// Builds a world of `tokens` tokens and `teammates` teammates over
+/// `companies` companies, half of the teammates allowing private access.
+pub fn world(
+    companies: u128,
+    teammates: u128,
+    tokens: u128,
+) -> Result<World, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut events = Vec::new();
+    let mut id = 0u128;
+    let mut next = || {
+        id += 1;
+        id
+    };
+    let per_company = teammates / companies;
+    let mut roster = Vec::new();
+    for c in 0..companies {
+        let company = CompanyId::from_u128(0x1_0000 + c);
+        let mut push = |event: Event| {
+            events.push(NewEvent {
+                event_id: EventId::from_u128(0),
+                actor: Actor::System,
+                company,
+                event,
+            })
+        };
+        push(Event::CompanyCreated {
+            company,
+            name: Name::new("Company")?,
+        });
+        let workspace = WorkspaceId::from_u128(0x2_0000 + c);
+        push(Event::WorkspaceCreated {
+            workspace,
+            name: Name::new("Support")?,
+        });
+        let mut mates = Vec::new();
+        for t in 0..per_company {
+            let teammate = TeammateId::from_u128(0x3_0000 + c * per_company + t);
+            push(Event::TeammateAdded {
+                teammate,
+                name: Name::new("Teammate")?,
+                role: if t == 0 { Role::Admin } else { Role::Member },
+            });
+            if t % 2 == 0 {
+                push(Event::PrivateApiAccessChanged {
+                    teammate,
+                    allowed: true,
+                });
+            }
+            mates.push(teammate);
+        }
+        roster.push((company, workspace, mates));
+    }
+    let mut cases = Vec::new();
+    for k in 0..tokens {
+        let (company, workspace, mates) = &roster[(k % companies) as usize];
+        let token = TokenId::from_u128(0x10_0000 + k);
+        let secret = secret_of(token.as_u128());
+        let granted = &SCOPES[(k % 4) as usize];
+        let scope = TokenScope {
+            features: [Feature::Resources].into(),
+            namespaces: Namespaces {
+                global: k % 3 == 0,
+                shared: if k % 2 == 0 {
+                    SharedNamespace::All
+                } else {
+                    SharedNamespace::Workspaces([*workspace].into())
+                },
+                private: k % 5 != 0,
+            },
+            grants: [granted.0.parse::<Scope>()?].into_iter().collect(),
+        };
+        events.push(NewEvent {
+            event_id: EventId::from_u128(0),
+            actor: Actor::Teammate(mates[0]),
+            company: *company,
+            event: Event::TokenCreated {
+                token,
+                name: Name::new("Integration")?,
+                kind: TokenKind::ApiToken,
+                scope,
+                secret_digest: secret.digest(),
+                sealed_secret: None,
+                expires_at: None,
+            },
+        });
+        if cases.len() < 4096 {
+            // Ask sometimes for the granted scope, sometimes another; in
+            // each namespace; private resources of teammates with the
+            // preference on and off.
+            let (scope, method, path) = &SCOPES[((k / 7) % 4) as usize];
+            let location = match k % 3 {
+                0 => Location::Global(*company),
+                1 => Location::Shared(*workspace),
+                _ => Location::Private(mates[(k as usize / 3) % mates.len()]),
+            };
+            cases.push(Case {
+                token,
+                secret,
+                request: Request {
+                    requirement: Requirement::Scope(scope.parse()?),
+                    resource: "cnv_1".parse()?,
+                    location,
+                    at: Timestamp::from_micros(1),
+                },
+                endpoint: (*method, (*path).to_owned()),
+            });
+        }
+    }
+    {
+        let log = SledLog::open(dir.path(), Options::default())?;
+        for chunk in events.chunks_mut(1000) {
+            for event in chunk.iter_mut() {
+                event.event_id = EventId::from_u128(next());
+            }
+            log.append(chunk.to_vec(), Expectation::Any)?;
+        }
+    }
+    let ledger = Ledger::open(dir.path())?;
+    let companies = roster
+        .iter()
+        .map(|(company, _, mates)| (*company, mates[0], mates[1]))
+        .collect();
+    Ok(World {
+        ledger,
+        cases,
+        companies,
+        _dir: dir,
+    })
 }
