@@ -426,8 +426,9 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         Requirement::Feature(feature) => Some(feature),
         Requirement::LiveToken => None,
     };
+    let compiled = &token.compiled;
     if let Some(feature) = feature
-        && !token.scope.features.contains(&feature)
+        && !compiled.has_feature(feature)
     {
         return Err(refuse(
             Rule::Feature,
@@ -446,7 +447,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     };
 
     // Rule 5.
-    if !token.scope.grants.contains(scope) {
+    if !compiled.grants().contains(scope) {
         return Err(refuse(
             Rule::Permission,
             Reason::MissingPermission {
@@ -456,9 +457,8 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     }
 
     // Rule 6.
-    let namespaces = &token.scope.namespaces;
     let covered = match request.location {
-        Location::Global(_) => namespaces.global,
+        Location::Global(_) => compiled.global(),
         Location::Shared(workspace) => {
             if let Some(deleted) = state.workspace(workspace).and_then(|w| w.deleted) {
                 return Err(refuse(
@@ -466,9 +466,9 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
                     Reason::WorkspaceDeleted { deleted },
                 ));
             }
-            namespaces.shared.covers(workspace)
+            compiled.covers_workspace(workspace)
         }
-        Location::Private(_) => namespaces.private,
+        Location::Private(_) => compiled.private(),
     };
     if !covered {
         return Err(refuse(

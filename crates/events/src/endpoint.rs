@@ -172,6 +172,9 @@ enum Segment {
 struct Route {
     endpoint: Endpoint,
     segments: Vec<Segment>,
+    /// Bit `31 - i` is set when segment `i` is literal: comparing masks as
+    /// numbers prefers literals from the left.
+    literal_mask: u32,
 }
 
 #[derive(Debug)]
@@ -223,6 +226,15 @@ impl Catalog {
                     }
                 })
                 .collect();
+            let segments: Vec<Segment> = segments;
+            if segments.len() > 32 {
+                return Err(damaged(format!("`{template}` has more than 32 segments")));
+            }
+            let literal_mask = segments
+                .iter()
+                .enumerate()
+                .filter(|(_, segment)| matches!(segment, Segment::Literal(_)))
+                .fold(0u32, |mask, (i, _)| mask | (1 << (31 - i)));
             routes.push(Route {
                 endpoint: Endpoint {
                     method,
@@ -231,6 +243,7 @@ impl Catalog {
                     requirement,
                 },
                 segments,
+                literal_mask,
             });
         }
         Ok(Catalog { routes })
@@ -240,29 +253,21 @@ impl Catalog {
     /// both match (`/accounts/custom_fields` and `/accounts/{account_id}`),
     /// the literal wins, segment by segment from the left, as in Front's API.
     fn find(&self, method: Method, path: &str) -> Option<&Endpoint> {
-        let segments: Vec<&str> = path.split('/').collect();
+        let count = path.split('/').count();
         self.routes
             .iter()
-            .filter(|route| {
-                route.endpoint.method == method && route.segments.len() == segments.len()
-            })
+            .filter(|route| route.endpoint.method == method && route.segments.len() == count)
             .filter(|route| {
                 route
                     .segments
                     .iter()
-                    .zip(&segments)
+                    .zip(path.split('/'))
                     .all(|(pattern, given)| match pattern {
-                        Segment::Literal(literal) => literal == given,
+                        Segment::Literal(literal) => *literal == given,
                         Segment::Parameter => true,
                     })
             })
-            .max_by_key(|route| {
-                route
-                    .segments
-                    .iter()
-                    .map(|s| matches!(s, Segment::Literal(_)))
-                    .collect::<Vec<bool>>()
-            })
+            .max_by_key(|route| route.literal_mask)
             .map(|route| &route.endpoint)
     }
 }

@@ -11,4 +11,4 @@ mod state;
 
 pub use hash::{RandomKeyHasher, RandomKeyMap};
 pub use publish::{Projection, Reader, Readers};
-pub use state::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
+pub use state::{Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace};

@@ -3,8 +3,8 @@
 
 use crate::hash::RandomKeyMap;
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Name, Role, SealedSecret, SecretDigest, TeammateId,
-    Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Role, SealedSecret, SecretDigest,
+    SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
 };
 
 /// The event that put something in its current state: who, when, and where
@@ -101,6 +101,82 @@ pub struct Workspace {
     pub deleted: Option<Provenance>,
 }
 
+/// A token's scope in the form a decision reads: a handful of loads and
+/// bit tests, and no pointer to chase unless the token names workspaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledScope {
+    features: u8,
+    grants: Grants,
+    global: bool,
+    private: bool,
+    shared: CompiledShared,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CompiledShared {
+    None,
+    All,
+    /// Sorted, for a binary search.
+    Some(Box<[WorkspaceId]>),
+}
+
+impl CompiledScope {
+    /// Compiles a token's scope.
+    pub fn compile(scope: &TokenScope) -> CompiledScope {
+        CompiledScope {
+            features: scope
+                .features
+                .iter()
+                .fold(0, |bits, feature| bits | feature_bit(*feature)),
+            grants: scope.grants,
+            global: scope.namespaces.global,
+            private: scope.namespaces.private,
+            shared: match &scope.namespaces.shared {
+                SharedNamespace::None => CompiledShared::None,
+                SharedNamespace::All => CompiledShared::All,
+                // A BTreeSet iterates in order, so the slice is sorted.
+                SharedNamespace::Workspaces(set) => {
+                    CompiledShared::Some(set.iter().copied().collect())
+                }
+            },
+        }
+    }
+
+    /// Whether the token has `feature`.
+    pub fn has_feature(&self, feature: Feature) -> bool {
+        self.features & feature_bit(feature) != 0
+    }
+
+    /// The token's permissions.
+    pub fn grants(&self) -> Grants {
+        self.grants
+    }
+
+    /// Whether the token reaches company-level resources.
+    pub fn global(&self) -> bool {
+        self.global
+    }
+
+    /// Whether the token reaches teammates' private resources (each owner
+    /// must also allow it).
+    pub fn private(&self) -> bool {
+        self.private
+    }
+
+    /// Whether the token reaches the resources of `workspace`.
+    pub fn covers_workspace(&self, workspace: WorkspaceId) -> bool {
+        match &self.shared {
+            CompiledShared::None => false,
+            CompiledShared::All => true,
+            CompiledShared::Some(sorted) => sorted.binary_search(&workspace).is_ok(),
+        }
+    }
+}
+
+const fn feature_bit(feature: Feature) -> u8 {
+    1 << (feature as u8)
+}
+
 /// A token and everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -110,8 +186,10 @@ pub struct Token {
     pub name: Name,
     /// API token or OAuth grant.
     pub kind: TokenKind,
-    /// What it may do.
+    /// What it may do, as it was chosen.
     pub scope: TokenScope,
+    /// The same, compiled for decisions.
+    pub compiled: CompiledScope,
     /// The digest of its secret.
     pub digest: SecretDigest,
     /// Its sealed secret, when the service has a sealing key.
@@ -310,6 +388,7 @@ impl State {
                         name: name.clone(),
                         kind: *kind,
                         scope: scope.clone(),
+                        compiled: CompiledScope::compile(scope),
                         digest: *secret_digest,
                         sealed_secret: sealed_secret.clone(),
                         expires_at: *expires_at,

@@ -271,10 +271,7 @@ impl SledLog {
             }
         }
         let sled_dir = dir.join("sled");
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .open()
-            .map_err(|e| OpenError::Storage(e.to_string()))?;
+        let db = open_sled(&sled_dir)?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| OpenError::Storage(e.to_string()))
@@ -328,6 +325,30 @@ impl SledLog {
     /// The hash of the record at `position`, if the log has one there.
     pub fn hash_at(&self, position: u64) -> Result<Option<Hash>, Damage> {
         hash_at(&self.shared.trees.events, position)
+    }
+}
+
+/// How long to wait for sled's own lock on its files.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens sled. Our `LOCK` is held already, so no other process has the
+/// directory; but a log of this process that was just dropped can still
+/// hold sled's lock on its `db` file for a moment, while sled's background
+/// threads finish (they own the file, not the handle). So a lock conflict
+/// is waited out, briefly, instead of reported.
+fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(sled_dir).open() {
+            Ok(db) => return Ok(db),
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < SLED_LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => return Err(OpenError::Storage(error.to_string())),
+        }
     }
 }
 
