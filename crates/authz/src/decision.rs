@@ -404,12 +404,21 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
     }
 
-    // Rule 3. A workspace or teammate the state does not know belongs to no
+    // Rule 3. Where the resource lives is looked up once, for rules 3, 6
+    // and 7. A workspace or teammate the state does not know belongs to no
     // company, so it is refused here without saying whose it might be.
+    let workspace = match request.location {
+        Location::Shared(workspace) => state.workspace(workspace),
+        Location::Global(_) | Location::Private(_) => None,
+    };
+    let owner = match request.location {
+        Location::Private(teammate) => state.teammate(teammate),
+        Location::Global(_) | Location::Shared(_) => None,
+    };
     let location_company = match request.location {
         Location::Global(company) => Some(company),
-        Location::Shared(workspace) => state.workspace(workspace).map(|w| w.company),
-        Location::Private(teammate) => state.teammate(teammate).map(|t| t.company),
+        Location::Shared(_) => workspace.map(|w| w.company),
+        Location::Private(_) => owner.map(|t| t.company),
     };
     if location_company != Some(token.company) {
         return Err(refuse(
@@ -479,28 +488,17 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         ));
     }
 
-    // Rule 7.
-    if let Location::Private(owner) = request.location {
-        match state.private_access(owner) {
-            Some(setting) if setting.value => {}
-            Some(setting) => {
-                return Err(refuse(
-                    Rule::OwnerAllowsPrivateAccess,
-                    Reason::PrivateAccessOff {
-                        owner,
-                        set: setting.set,
-                    },
-                ));
-            }
-            None => {
-                return Err(refuse(
-                    Rule::SameCompany,
-                    Reason::OtherCompany {
-                        token_company: token.company,
-                    },
-                ));
-            }
-        }
+    // Rule 7. Rule 3 found the owner, so `owner` is set for a private resource.
+    if let (Location::Private(id), Some(owner)) = (request.location, owner)
+        && !owner.private_access.value
+    {
+        return Err(refuse(
+            Rule::OwnerAllowsPrivateAccess,
+            Reason::PrivateAccessOff {
+                owner: id,
+                set: owner.private_access.set,
+            },
+        ));
     }
 
     // Rule 8.

@@ -162,6 +162,9 @@ impl fmt::Display for EndpointError {
 
 impl std::error::Error for EndpointError {}
 
+/// The most segments a catalogued path has room for (the longest has 6).
+const MAX_SEGMENTS: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment {
     Literal(&'static str),
@@ -227,8 +230,10 @@ impl Catalog {
                 })
                 .collect();
             let segments: Vec<Segment> = segments;
-            if segments.len() > 32 {
-                return Err(damaged(format!("`{template}` has more than 32 segments")));
+            if segments.len() > MAX_SEGMENTS {
+                return Err(damaged(format!(
+                    "`{template}` has more than {MAX_SEGMENTS} segments"
+                )));
             }
             let literal_mask = segments
                 .iter()
@@ -253,7 +258,14 @@ impl Catalog {
     /// both match (`/accounts/custom_fields` and `/accounts/{account_id}`),
     /// the literal wins, segment by segment from the left, as in Front's API.
     fn find(&self, method: Method, path: &str) -> Option<&Endpoint> {
-        let count = path.split('/').count();
+        // Split once, onto the stack; no route has more than MAX_SEGMENTS.
+        let mut given = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in path.split('/') {
+            *given.get_mut(count)? = segment;
+            count += 1;
+        }
+        let given = given.get(..count)?;
         self.routes
             .iter()
             .filter(|route| route.endpoint.method == method && route.segments.len() == count)
@@ -261,9 +273,9 @@ impl Catalog {
                 route
                     .segments
                     .iter()
-                    .zip(path.split('/'))
+                    .zip(given)
                     .all(|(pattern, given)| match pattern {
-                        Segment::Literal(literal) => *literal == given,
+                        Segment::Literal(literal) => literal == given,
                         Segment::Parameter => true,
                     })
             })

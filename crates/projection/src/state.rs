@@ -63,6 +63,8 @@ pub struct Company {
     pub active_admins: u32,
     /// The last "for all teammates" setting of private API access, if any.
     pub private_access_for_all: Option<Setting<bool>>,
+    /// Its teammates, in the order they were added.
+    pub members: Vec<TeammateId>,
 }
 
 /// A teammate.
@@ -76,7 +78,9 @@ pub struct Teammate {
     pub role: Setting<Role>,
     /// When they were deactivated, if they were.
     pub deactivated: Option<Provenance>,
-    /// Their own private API access preference. It starts off, set by the
+    /// Whether tokens may reach their private resources, and the event
+    /// that decided it: their own (or an admin's) change, or the company's
+    /// "for all" setting, whichever came later. It starts off, set by the
     /// event that added them.
     pub private_access: Setting<bool>,
 }
@@ -267,19 +271,11 @@ impl State {
     }
 
     /// Whether `teammate`'s private resources may be reached by tokens, and
-    /// the event that decided it: their own last change, or the company's
-    /// last "for all" setting, whichever came later.
+    /// the event that decided it (see [`Teammate::private_access`]).
     pub fn private_access(&self, teammate: TeammateId) -> Option<Setting<bool>> {
-        let mate = self.teammates.get(&teammate)?;
-        let own = mate.private_access;
-        let for_all = self
-            .companies
-            .get(&mate.company)
-            .and_then(|company| company.private_access_for_all);
-        Some(match for_all {
-            Some(all) if all.set.position > own.set.position => all,
-            _ => own,
-        })
+        self.teammates
+            .get(&teammate)
+            .map(|mate| mate.private_access)
     }
 
     /// Folds one event into the state. Total: it never fails. Events that
@@ -296,6 +292,7 @@ impl State {
                     created: by,
                     active_admins: 0,
                     private_access_for_all: None,
+                    members: Vec::new(),
                 });
             }
             Event::TeammateAdded {
@@ -312,6 +309,7 @@ impl State {
                 if *role == Role::Admin {
                     owner.active_admins += 1;
                 }
+                owner.members.push(*teammate);
                 self.teammates.insert(
                     *teammate,
                     Teammate {
@@ -417,11 +415,20 @@ impl State {
                 }
             }
             Event::PrivateApiAccessSetForAll { allowed } => {
-                if let Some(owner) = self.companies.get_mut(&company) {
-                    owner.private_access_for_all = Some(Setting {
-                        value: *allowed,
-                        set: by,
-                    });
+                let Some(owner) = self.companies.get_mut(&company) else {
+                    return;
+                };
+                let setting = Setting {
+                    value: *allowed,
+                    set: by,
+                };
+                owner.private_access_for_all = Some(setting);
+                // What the event changes is every teammate of the company,
+                // so that a decision reads one teammate, not two records.
+                for member in &owner.members {
+                    if let Some(mate) = self.teammates.get_mut(member) {
+                        mate.private_access = setting;
+                    }
                 }
             }
         }
