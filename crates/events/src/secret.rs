@@ -7,6 +7,11 @@
 //! SHA-256 digest of the random bits is ever stored; SHA-256 is enough for
 //! 256-bit random secrets, which no one can guess or brute-force, so no
 //! slow password hash is needed.
+//!
+//! The checksum is the digest's first four bytes, so checking a presented
+//! secret and finding its token cost one SHA-256 between them. The four
+//! bytes reveal nothing that holding the secret does not: the 256 random
+//! bits stay unknown to anyone who sees only the digest.
 
 use std::fmt;
 
@@ -24,8 +29,7 @@ const BODY_CHARS: usize = (PAYLOAD_BYTES * 8).div_ceil(5);
 /// The length of every well-formed secret, in bytes.
 pub const SECRET_LEN: usize = SECRET_PREFIX.len() + BODY_CHARS;
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-const CHECKSUM_DOMAIN: &[u8] = b"tokenledger secret checksum v1";
-const DIGEST_DOMAIN: &[u8] = b"tokenledger secret digest v1";
+const DIGEST_DOMAIN: &[u8] = b"tokenledger secret digest v2";
 
 /// A token secret in plain text.
 ///
@@ -33,7 +37,10 @@ const DIGEST_DOMAIN: &[u8] = b"tokenledger secret digest v1";
 /// from memory only as well as `String` allows (not at all); keep it as
 /// briefly as possible.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    text: String,
+    digest: SecretDigest,
+}
 
 /// Why a presented string is not a well-formed secret. Messages never echo
 /// the input: it may be a real secret with a typo.
@@ -70,13 +77,19 @@ impl fmt::Display for SecretError {
 
 impl std::error::Error for SecretError {}
 
-fn checksum(random: &[u8; RANDOM_BYTES]) -> [u8; CHECKSUM_BYTES] {
-    let hash: [u8; 32] = Sha256::new()
-        .chain_update(CHECKSUM_DOMAIN)
-        .chain_update(random)
-        .finalize()
-        .into();
-    let [a, b, c, d, ..] = hash;
+/// The digest of the random bits; its first bytes are the checksum.
+fn digest_of_random(random: &[u8]) -> SecretDigest {
+    SecretDigest(
+        Sha256::new()
+            .chain_update(DIGEST_DOMAIN)
+            .chain_update(random)
+            .finalize()
+            .into(),
+    )
+}
+
+fn checksum(digest: &SecretDigest) -> [u8; CHECKSUM_BYTES] {
+    let [a, b, c, d, ..] = digest.0;
     [a, b, c, d]
 }
 
@@ -138,11 +151,15 @@ impl Secret {
     /// Builds the secret that carries `random`, which must come from a
     /// cryptographically secure source (the OS).
     pub fn from_random(random: [u8; RANDOM_BYTES]) -> Secret {
+        let digest = digest_of_random(&random);
         let mut payload = [0u8; PAYLOAD_BYTES];
         let (head, tail) = payload.split_at_mut(RANDOM_BYTES);
         head.copy_from_slice(&random);
-        tail.copy_from_slice(&checksum(&random));
-        Secret(format!("{SECRET_PREFIX}{}", encode_base32(&payload)))
+        tail.copy_from_slice(&checksum(&digest));
+        Secret {
+            text: format!("{SECRET_PREFIX}{}", encode_base32(&payload)),
+            digest,
+        }
     }
 
     /// Checks a presented secret's length, prefix, alphabet and checksum,
@@ -159,11 +176,6 @@ impl Secret {
     /// assert_eq!(Secret::digest_of("tlk_short"), Err(SecretError::Length { found: 9 }));
     /// ```
     pub fn digest_of(presented: &str) -> Result<SecretDigest, SecretError> {
-        Self::parse(presented).map(|secret| secret.digest())
-    }
-
-    /// Checks a presented secret as [`Secret::digest_of`] does and keeps it.
-    pub fn parse(presented: &str) -> Result<Secret, SecretError> {
         if presented.len() != SECRET_LEN {
             return Err(SecretError::Length {
                 found: presented.len(),
@@ -174,28 +186,30 @@ impl Secret {
             .ok_or(SecretError::Prefix)?;
         let payload = decode_base32(body.as_bytes())?;
         let (random, sum) = payload.split_at(RANDOM_BYTES);
-        let random: &[u8; RANDOM_BYTES] = random.try_into().map_err(|_| SecretError::Alphabet)?;
-        if bool::from(checksum(random).ct_eq(sum)) {
-            Ok(Secret(presented.to_owned()))
+        let digest = digest_of_random(random);
+        if bool::from(checksum(&digest).ct_eq(sum)) {
+            Ok(digest)
         } else {
             Err(SecretError::Checksum)
         }
     }
 
+    /// Checks a presented secret as [`Secret::digest_of`] does and keeps it.
+    pub fn parse(presented: &str) -> Result<Secret, SecretError> {
+        Secret::digest_of(presented).map(|digest| Secret {
+            text: presented.to_owned(),
+            digest,
+        })
+    }
+
     /// The digest kept in the log in place of the secret.
     pub fn digest(&self) -> SecretDigest {
-        SecretDigest(
-            Sha256::new()
-                .chain_update(DIGEST_DOMAIN)
-                .chain_update(self.0.as_bytes())
-                .finalize()
-                .into(),
-        )
+        self.digest
     }
 
     /// The secret in plain text, to hand to the admin who asked for it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
