@@ -1,18 +1,10 @@
 //! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
 //! "may this token do this to that resource?" without taking a lock.
 
-use std::cell::RefCell;
-
 use tokenledger_events::TokenId;
-use tokenledger_projection::{Reader, Readers, State};
+use tokenledger_projection::{Readers, State};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
-
-thread_local! {
-    /// Each thread's readers, one per ledger it has asked: a left-right
-    /// reader is `Send` but not `Sync`, so threads cannot share one.
-    static READERS: RefCell<Vec<(u64, Reader)>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Answers authorization questions against the ledger's published state.
 /// Clone it freely and share it between threads.
@@ -23,28 +15,16 @@ thread_local! {
 #[derive(Clone)]
 pub struct Authorizer {
     readers: Readers,
-    ledger: u64,
 }
 
 impl Authorizer {
-    pub(crate) fn new(readers: Readers, ledger: u64) -> Authorizer {
-        Authorizer { readers, ledger }
+    pub(crate) fn new(readers: Readers) -> Authorizer {
+        Authorizer { readers }
     }
 
     /// Runs `f` on the published state; `None` once the ledger is closed.
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
-        READERS.with(|cell| {
-            let mut readers = cell.borrow_mut();
-            if let Some((_, reader)) = readers.iter().find(|(id, _)| *id == self.ledger) {
-                return reader.read(f);
-            }
-            // Forget readers of ledgers that have been closed.
-            readers.retain(|(_, reader)| reader.read(|_| ()).is_some());
-            let reader = self.readers.reader();
-            let answer = reader.read(f);
-            readers.push((self.ledger, reader));
-            answer
-        })
+        self.readers.read(f)
     }
 
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -131,10 +130,7 @@ pub struct Ledger {
     writer: Mutex<Projection>,
     readers: Readers,
     sealing_key: Option<SealingKey>,
-    id: u64,
 }
-
-static NEXT_LEDGER: AtomicU64 = AtomicU64::new(1);
 
 /// How many events are read at a time when replaying the log.
 const REPLAY_CHUNK: usize = 10_000;
@@ -167,13 +163,12 @@ impl Ledger {
             writer: Mutex::new(projection),
             readers,
             sealing_key: options.sealing_key,
-            id: NEXT_LEDGER.fetch_add(1, Ordering::Relaxed),
         })
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
     pub fn authorizer(&self) -> Authorizer {
-        Authorizer::new(self.readers.clone(), self.id)
+        Authorizer::new(self.readers.clone())
     }
 
     /// The log's durable head.
@@ -188,7 +183,7 @@ impl Ledger {
     }
 
     /// Reads the current state.
-    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.writer.lock().read(f)
     }
 
@@ -210,7 +205,6 @@ impl Ledger {
         let now = Timestamp::from_system_time(SystemTime::now());
         let decided = projection
             .read(|state| decide(state, actor, now, command).map(|d| (d, state.position())))
-            .ok_or(LedgerError::Append(AppendError::Closed))?
             .map_err(LedgerError::Refused)?;
         let (decided, seen) = decided;
         let mut batch = Vec::with_capacity(decided.events.len());
@@ -279,7 +273,6 @@ impl Ledger {
                 decide(state, actor, now, &command)
                     .map(|_| state.token(token).and_then(|t| t.sealed_secret.clone()))
             })
-            .ok_or(LedgerError::Append(AppendError::Closed))?
             .map_err(LedgerError::Refused)?;
         let (Some(key), Some(sealed)) = (&self.sealing_key, sealed) else {
             return Err(LedgerError::SecretNotKept(token));

@@ -10,5 +10,5 @@ mod publish;
 mod state;
 
 pub use hash::{RandomKeyHasher, RandomKeyMap};
-pub use publish::{Projection, Reader, Readers};
+pub use publish::{Projection, Readers};
 pub use state::{Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace};

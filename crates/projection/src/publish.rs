@@ -1,93 +1,112 @@
 //! Publishing the state to readers that never lock and never wait.
 //!
-//! The state is kept twice (the `left-right` crate): readers read one copy
-//! while the single writer applies events to the other; publishing swaps
-//! them, waits until no reader is still in the old copy, and applies the
-//! same events to it. Applying an event costs what the event changes (done
-//! twice), never a copy of the whole state; readers pay two atomic
-//! increments per read.
+//! The state is kept twice. Readers load the published copy through an
+//! `ArcSwap` (a few nanoseconds, no lock, no shared counter bumped on the
+//! fast path). The single writer applies events to its own copy and
+//! remembers them; publishing swaps the two copies, waits until no reader
+//! still holds the old one (`Arc::get_mut` succeeds only then: `ArcSwap`
+//! turns every reader's outstanding borrow of the old pointer into a
+//! counted reference before `swap` returns), and applies the remembered
+//! events to it, so it becomes the writer's copy again. An event costs what
+//! it changes, twice; nothing copies the whole state.
 //!
 //! INVARIANT (publish-before-return): once [`Projection::publish`] returns,
 //! every read that starts afterwards, on any thread, sees everything
 //! applied before it. The ledger relies on it for immediate revocation.
 
-use left_right::{Absorb, ReadHandle, ReadHandleFactory, WriteHandle};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use tokenledger_events::Envelope;
 
 use crate::state::State;
 
-impl Absorb<Envelope> for State {
-    fn absorb_first(&mut self, envelope: &mut Envelope, _: &Self) {
-        self.apply(envelope);
-    }
-
-    fn absorb_second(&mut self, envelope: Envelope, _: &Self) {
-        self.apply(&envelope);
-    }
-
-    fn sync_with(&mut self, first: &Self) {
-        self.clone_from(first);
-    }
-}
-
 /// The writing side of the projection; there is one.
 pub struct Projection {
-    handle: WriteHandle<State, Envelope>,
+    published: Arc<ArcSwap<State>>,
+    /// The writer's copy. INVARIANT (writer-unique): no reader holds it, so
+    /// `Arc::get_mut` on it succeeds.
+    writer: Arc<State>,
+    /// Events applied to the writer's copy and not yet to the published one.
+    unpublished: Vec<Envelope>,
 }
 
-/// What creates readers; cheap to clone, `Send` and `Sync`.
+/// Reads the published state; cheap to clone, `Send` and `Sync`.
 #[derive(Clone)]
 pub struct Readers {
-    factory: ReadHandleFactory<State>,
-}
-
-/// One thread's reader. `Send`, not `Sync`: each thread makes its own from
-/// [`Readers`].
-pub struct Reader {
-    handle: ReadHandle<State>,
+    published: Arc<ArcSwap<State>>,
 }
 
 impl Projection {
     /// An empty projection and the way to read it.
     pub fn new() -> (Projection, Readers) {
-        let (write, read) = left_right::new_from_empty::<State, Envelope>(State::new());
+        let published = Arc::new(ArcSwap::from_pointee(State::new()));
         let readers = Readers {
-            factory: read.factory(),
+            published: Arc::clone(&published),
         };
-        (Projection { handle: write }, readers)
+        let projection = Projection {
+            published,
+            writer: Arc::new(State::new()),
+            unpublished: Vec::new(),
+        };
+        (projection, readers)
     }
 
     /// Applies an event to the writer's copy; readers see it once published.
     pub fn apply(&mut self, envelope: Envelope) {
-        self.handle.append(envelope);
+        // By writer-unique this never clones; if it ever could not get the
+        // copy to itself, `make_mut` would clone rather than corrupt.
+        Arc::make_mut(&mut self.writer).apply(&envelope);
+        self.unpublished.push(envelope);
     }
 
     /// Makes everything applied so far visible to every read that starts
     /// after this returns.
     pub fn publish(&mut self) {
-        self.handle.publish();
+        if self.unpublished.is_empty() {
+            return;
+        }
+        let mut old = self.published.swap(Arc::clone(&self.writer));
+        // Wait for the readers still inside the old copy; a read is a
+        // decision, so this is a matter of nanoseconds.
+        let stale = loop {
+            if let Some(stale) = Arc::get_mut(&mut old) {
+                break stale;
+            }
+            std::thread::yield_now();
+        };
+        for envelope in self.unpublished.drain(..) {
+            stale.apply(&envelope);
+        }
+        // The published copy is now held by the ArcSwap and its readers
+        // only; the old one, brought up to date, is the writer's.
+        self.writer = old;
     }
 
-    /// Reads the published state.
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
-        self.handle.enter().map(|state| f(&state))
+    /// Reads the writer's copy: everything applied, published or not.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.writer)
+    }
+}
+
+impl Drop for Projection {
+    fn drop(&mut self) {
+        // Readers that outlive the projection see a closed state, and the
+        // decisions made against it refuse everything.
+        self.published.store(Arc::new(State::closed()));
     }
 }
 
 impl Readers {
-    /// A reader for the calling thread.
-    pub fn reader(&self) -> Reader {
-        Reader {
-            handle: self.factory.handle(),
-        }
-    }
-}
-
-impl Reader {
     /// Reads one consistent published state; `None` once the projection
     /// has been dropped.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
-        self.handle.enter().map(|state| f(&state))
+        let state = self.published.load();
+        if state.is_closed() {
+            None
+        } else {
+            Some(f(&state))
+        }
     }
 }
 
@@ -114,24 +133,60 @@ mod tests {
     #[test]
     fn readers_see_what_was_published_and_nothing_before() {
         let (mut projection, readers) = Projection::new();
-        let reader = readers.reader();
         projection.apply(company_created(1));
-        assert_eq!(reader.read(State::position), Some(0));
+        assert_eq!(readers.read(State::position), Some(0));
+        assert_eq!(projection.read(State::position), 1);
         projection.publish();
-        assert_eq!(reader.read(State::position), Some(1));
+        assert_eq!(readers.read(State::position), Some(1));
         projection.apply(company_created(2));
         projection.publish();
         projection.apply(company_created(3));
         projection.publish();
         // Both copies have every event, each applied once.
-        assert_eq!(reader.read(State::position), Some(3));
-        assert_eq!(projection.read(State::position), Some(3));
+        assert_eq!(readers.read(State::position), Some(3));
+        assert_eq!(projection.read(State::position), 3);
         assert!(
-            reader
+            readers
                 .read(|s| s.company(CompanyId::from_u128(2)).is_some())
                 .unwrap()
         );
+        assert!(projection.read(|s| s.company(CompanyId::from_u128(1)).is_some()));
         drop(projection);
-        assert_eq!(reader.read(State::position), None);
+        assert_eq!(readers.read(State::position), None);
+    }
+
+    #[test]
+    fn a_reader_inside_the_old_copy_delays_publish_but_never_sees_it_change() {
+        let (mut projection, readers) = Projection::new();
+        projection.apply(company_created(1));
+        projection.publish();
+        let (entered, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let projection = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                readers.read(|state| {
+                    let before = state.position();
+                    entered.wait();
+                    release.wait();
+                    // The writer has swapped and is waiting for this read
+                    // to end before it touches this copy.
+                    assert_eq!(state.position(), before);
+                    before
+                })
+            });
+            entered.wait();
+            projection.apply(company_created(2));
+            let publisher = scope.spawn(move || {
+                projection.publish();
+                projection
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            release.wait();
+            assert_eq!(reader.join().unwrap(), Some(1));
+            let projection = publisher.join().unwrap();
+            assert_eq!(projection.read(State::position), 2);
+            projection
+        });
+        assert_eq!(readers.read(State::position), Some(2));
+        drop(projection);
     }
 }

@@ -224,12 +224,27 @@ pub struct State {
     workspaces: RandomKeyMap<WorkspaceId, Workspace>,
     tokens: RandomKeyMap<TokenId, Token>,
     by_digest: RandomKeyMap<SecretDigest, TokenId>,
+    /// Set only on the state a dropped projection leaves for its readers.
+    closed: bool,
 }
 
 impl State {
     /// The empty state, before the first event.
     pub fn new() -> State {
         State::default()
+    }
+
+    /// The empty state readers see once the projection has been dropped.
+    pub(crate) fn closed() -> State {
+        State {
+            closed: true,
+            ..State::default()
+        }
+    }
+
+    /// Whether this is the state of a dropped projection.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// The position of the last event applied (0 before any).
