@@ -15,6 +15,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod cedar;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 use tokenledger_authz::{Command, Request};
@@ -33,6 +35,15 @@ fn authorize(c: &mut Criterion) {
         .filter(|case| authorizer.authorize(case.token, &case.request).is_allowed())
         .count();
     eprintln!("authorize: {allowed} of {CASES} requests are allowed");
+    let cedar = cedar::build(&world).expect("the Cedar entities and requests are built");
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(
+            cedar.allows(i),
+            authorizer.authorize(case.token, &case.request).is_allowed(),
+            "Cedar and tokenledger disagree on request {i}"
+        );
+    }
+    eprintln!("authorize: Cedar agrees on all {CASES} requests");
 
     let mut group = c.benchmark_group("authorize");
     group
@@ -62,6 +73,12 @@ fn authorize(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % CASES;
             black_box(authorizer.check(cases[i].secret.expose(), &cases[i].request))
+        })
+    });
+    group.bench_function("cedar_policy", |b| {
+        b.iter(|| {
+            i = (i + 1) % CASES;
+            black_box(cedar.allows(i))
         })
     });
     let mut requests: Vec<Request> = cases.iter().map(|case| case.request.clone()).collect();

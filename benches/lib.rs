@@ -52,6 +52,8 @@ pub struct World {
     pub cases: Vec<Case>,
     /// The companies, with their first admin and first teammate.
     pub companies: Vec<(CompanyId, TeammateId, TeammateId)>,
+    /// Each company with its workspace and teammates.
+    pub roster: Vec<(CompanyId, WorkspaceId, Vec<TeammateId>)>,
     // Removed when the world is dropped.
     _dir: tempfile::TempDir,
 }
@@ -214,6 +216,7 @@ pub fn world(
         ledger,
         cases,
         companies,
+        roster,
         _dir: dir,
     })
 }
