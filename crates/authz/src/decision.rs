@@ -397,8 +397,16 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     let token = state
         .token(id)
         .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
-    if let Some(deleted) = token.deleted {
-        return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
+    // The flag is what the hot path reads; the provenance, boxed, is read
+    // only to explain. A set flag refuses whatever the details say.
+    if token.deleted {
+        let reason = token
+            .details
+            .deleted
+            .map_or(Reason::UnknownToken, |deleted| Reason::TokenDeleted {
+                deleted,
+            });
+        return Err(refuse(Rule::TokenLive, reason));
     }
     if let Some(expired_at) = token.expires_at.filter(|_| token.is_expired_at(request.at)) {
         return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
@@ -443,7 +451,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
             Rule::Feature,
             Reason::MissingFeature {
                 feature,
-                created: token.created,
+                created: token.details.created,
             },
         ));
     }
@@ -460,7 +468,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         return Err(refuse(
             Rule::Permission,
             Reason::MissingPermission {
-                created: token.created,
+                created: token.details.created,
             },
         ));
     }
@@ -483,7 +491,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         return Err(refuse(
             Rule::Namespace,
             Reason::NamespaceNotCovered {
-                created: token.created,
+                created: token.details.created,
             },
         ));
     }
