@@ -76,7 +76,7 @@ pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
                 ));
             }
             for (id, token) in state.tokens_of(*company) {
-                let scope = &token.details.scope;
+                let scope = &token.scope;
                 let features: Vec<String> = scope
                     .features
                     .iter()
@@ -98,7 +98,7 @@ pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
                     attrs,
                     r#""company": {}, "deleted": {}, "features": [{}], "grants": [{}], "global": {}, "shared_all": {}, "workspaces": [{}], "private": {}"#,
                     uid("Company", company),
-                    token.deleted,
+                    token.deleted.is_some(),
                     features.join(", "),
                     grants.join(", "),
                     scope.namespaces.global,

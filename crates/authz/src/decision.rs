@@ -397,16 +397,8 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     let token = state
         .token(id)
         .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
-    // The flag is what the hot path reads; the provenance, boxed, is read
-    // only to explain. A set flag refuses whatever the details say.
-    if token.deleted {
-        let reason = token
-            .details
-            .deleted
-            .map_or(Reason::UnknownToken, |deleted| Reason::TokenDeleted {
-                deleted,
-            });
-        return Err(refuse(Rule::TokenLive, reason));
+    if let Some(deleted) = token.deleted {
+        return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
     }
     if let Some(expired_at) = token.expires_at.filter(|_| token.is_expired_at(request.at)) {
         return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
@@ -451,7 +443,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
             Rule::Feature,
             Reason::MissingFeature {
                 feature,
-                created: token.details.created,
+                created: token.created,
             },
         ));
     }
@@ -468,7 +460,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         return Err(refuse(
             Rule::Permission,
             Reason::MissingPermission {
-                created: token.details.created,
+                created: token.created,
             },
         ));
     }
@@ -491,7 +483,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
         return Err(refuse(
             Rule::Namespace,
             Reason::NamespaceNotCovered {
-                created: token.details.created,
+                created: token.created,
             },
         ));
     }

@@ -270,11 +270,8 @@ impl Ledger {
         // The rules first, so a member learns they may not, not whether a key exists.
         let sealed = projection
             .read(|state| {
-                decide(state, actor, now, &command).map(|_| {
-                    state
-                        .token(token)
-                        .and_then(|t| t.details.sealed_secret.clone())
-                })
+                decide(state, actor, now, &command)
+                    .map(|_| state.token(token).and_then(|t| t.sealed_secret.clone()))
             })
             .map_err(LedgerError::Refused)?;
         let (Some(key), Some(sealed)) = (&self.sealing_key, sealed) else {

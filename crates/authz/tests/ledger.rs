@@ -275,7 +275,7 @@ fn a_sealed_secret_is_revealed_after_the_reveal_is_recorded() {
     assert_eq!(g.ledger.head().position, before + 1);
     let reveals = g
         .ledger
-        .with_state(|state| state.token(created.token).unwrap().details.reveals.clone());
+        .with_state(|state| state.token(created.token).unwrap().reveals.clone());
     assert_eq!(reveals.len(), 1);
     assert_eq!(reveals[0].actor, Actor::Teammate(g.admin));
 
@@ -343,7 +343,7 @@ fn if_the_reveal_cannot_be_recorded_no_secret_is_returned() {
     failing.store(false, Ordering::SeqCst);
     let reveals = g
         .ledger
-        .with_state(|state| state.token(created.token).unwrap().details.reveals.len());
+        .with_state(|state| state.token(created.token).unwrap().reveals.len());
     assert_eq!(reveals, 0);
 }
 

@@ -183,39 +183,23 @@ const fn feature_bit(feature: Feature) -> u8 {
 
 /// A token and everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-///
-/// What every decision reads is kept inline, in the map; the rest is
-/// boxed in [`TokenDetails`], so the map's entries stay small and a
-/// decision touches few cache lines.
 pub struct Token {
     /// Its company.
     pub company: CompanyId,
-    /// What it may do, compiled for decisions.
-    pub compiled: CompiledScope,
-    /// When it stops working, if ever.
-    pub expires_at: Option<Timestamp>,
-    /// Whether it was deleted (when and by whom is in the details).
-    ///
-    /// INVARIANT (deleted-flag): `deleted == details.deleted.is_some()`;
-    /// `apply` sets both for `TokenDeleted`, and nothing else touches them.
-    pub deleted: bool,
-    /// Everything else recorded about it.
-    pub details: Box<TokenDetails>,
-}
-
-/// What is recorded about a token beyond what a decision reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenDetails {
     /// Its descriptive name.
     pub name: Name,
     /// API token or OAuth grant.
     pub kind: TokenKind,
     /// What it may do, as it was chosen.
     pub scope: TokenScope,
+    /// The same, compiled for decisions.
+    pub compiled: CompiledScope,
     /// The digest of its secret.
     pub digest: SecretDigest,
     /// Its sealed secret, when the service has a sealing key.
     pub sealed_secret: Option<SealedSecret>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
     /// When and by whom it was created.
     pub created: Provenance,
     /// Every reveal of its secret, oldest first.
@@ -414,31 +398,27 @@ impl State {
                     *token,
                     Token {
                         company,
+                        name: name.clone(),
+                        kind: *kind,
+                        scope: scope.clone(),
                         compiled: CompiledScope::compile(scope),
+                        digest: *secret_digest,
+                        sealed_secret: sealed_secret.clone(),
                         expires_at: *expires_at,
-                        deleted: false,
-                        details: Box::new(TokenDetails {
-                            name: name.clone(),
-                            kind: *kind,
-                            scope: scope.clone(),
-                            digest: *secret_digest,
-                            sealed_secret: sealed_secret.clone(),
-                            created: by,
-                            reveals: Vec::new(),
-                            deleted: None,
-                        }),
+                        created: by,
+                        reveals: Vec::new(),
+                        deleted: None,
                     },
                 );
             }
             Event::TokenRevealed { token } => {
                 if let Some(token) = self.tokens.get_mut(token) {
-                    token.details.reveals.push(by);
+                    token.reveals.push(by);
                 }
             }
             Event::TokenDeleted { token } => {
                 if let Some(token) = self.tokens.get_mut(token) {
-                    token.deleted = true;
-                    token.details.deleted.get_or_insert(by);
+                    token.deleted.get_or_insert(by);
                 }
             }
             Event::PrivateApiAccessChanged { teammate, allowed } => {
