@@ -97,8 +97,13 @@ fn parse_body(input: &str, prefix: &'static str, kind: &'static str) -> Result<u
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        pub struct $name(u128);
+        ///
+        /// Kept as 16 big-endian bytes rather than a `u128`: the same value,
+        /// the same encoding, and the same order, but aligned to 1 byte
+        /// instead of 16, so the structures and decisions that hold ids
+        /// carry no padding.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name([u8; 16]);
 
         impl $name {
             /// The prefix every id of this kind starts with.
@@ -106,18 +111,24 @@ macro_rules! typed_id {
 
             /// Wraps a 128-bit value. New ids should come from a random source.
             pub const fn from_u128(value: u128) -> Self {
-                Self(value)
+                Self(value.to_be_bytes())
             }
 
             /// The 128-bit value behind the id.
             pub const fn as_u128(self) -> u128 {
-                self.0
+                u128::from_be_bytes(self.0)
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                state.write_u128(self.as_u128());
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{:032x}", $prefix, self.0)
+                write!(f, "{}{:032x}", $prefix, self.as_u128())
             }
         }
 
@@ -131,7 +142,7 @@ macro_rules! typed_id {
             type Err = IdError;
 
             fn from_str(input: &str) -> Result<Self, IdError> {
-                parse_body(input, $prefix, $kind).map(Self)
+                parse_body(input, $prefix, $kind).map(Self::from_u128)
             }
         }
     };
