@@ -3,8 +3,8 @@
 //!
 //! SipHash, std's default, defends against keys chosen to collide; these
 //! keys are never chosen by a caller (ids are drawn by tokenledger, digests
-//! are hashes), so folding their bits is enough, and several times faster
-//! on the hot path.
+//! are hashes), so folding their bits is enough, and SipHash's rounds would
+//! buy nothing on the hot path.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

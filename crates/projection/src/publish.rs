@@ -1,8 +1,7 @@
 //! Publishing the state to readers that never lock and never wait.
 //!
 //! The state is kept twice. Readers load the published copy through an
-//! `ArcSwap` (a few nanoseconds, no lock, no shared counter bumped on the
-//! fast path). The single writer applies events to its own copy and
+//! `ArcSwap` (no lock, no shared counter bumped on its fast path). The single writer applies events to its own copy and
 //! remembers them; publishing swaps the two copies, waits until no reader
 //! still holds the old one (`Arc::get_mut` succeeds only then: `ArcSwap`
 //! turns every reader's outstanding borrow of the old pointer into a
@@ -67,8 +66,8 @@ impl Projection {
             return;
         }
         let mut old = self.published.swap(Arc::clone(&self.writer));
-        // Wait for the readers still inside the old copy; a read is a
-        // decision, so this is a matter of nanoseconds.
+        // Wait for the readers still inside the old copy; a read lasts one
+        // decision, so the wait is short.
         let stale = loop {
             if let Some(stale) = Arc::get_mut(&mut old) {
                 break stale;

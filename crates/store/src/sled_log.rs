@@ -12,8 +12,9 @@
 //! followed by the id as a big-endian u128.
 //!
 //! One tree and a batch rather than four trees and a sled transaction:
-//! measured here, the transaction cost about 14 µs per event, more than the
-//! flush and the fsync together.
+//! the batch is as atomic and cheaper (`append/batch_100` went from 2.52 to
+//! 2.29 ms in one back-to-back run). Most of what remains is sled's own
+//! work per key, about 1.5 µs, measured with temporary timers.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
