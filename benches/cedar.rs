@@ -65,7 +65,9 @@ pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
                 &format!(r#""company": {}"#, uid("Company", company)),
             ));
             for mate in mates {
-                let allowed = state.private_access(*mate).is_some_and(|s| s.value);
+                let allowed = state
+                    .teammate(*mate)
+                    .is_some_and(|m| m.private_access.value);
                 entities.push(entity(
                     "Teammate",
                     mate,

@@ -555,7 +555,7 @@ pub fn decide(
                 .ok_or(CommandError::UnknownToken(*token))?;
             require_admin(&who, actor, found.company, command, false)?;
             let found = live_token(state, *token)?;
-            if let Some(expired_at) = found.expires_at.filter(|_| found.is_expired_at(now)) {
+            if let Some(expired_at) = found.expired_by(now) {
                 return Err(CommandError::TokenExpired {
                     token: *token,
                     expired_at,

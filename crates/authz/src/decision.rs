@@ -400,25 +400,23 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     if let Some(deleted) = token.deleted {
         return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
     }
-    if let Some(expired_at) = token.expires_at.filter(|_| token.is_expired_at(request.at)) {
+    if let Some(expired_at) = token.expired_by(request.at) {
         return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
     }
 
     // Rule 3. Where the resource lives is looked up once, for rules 3, 6
     // and 7. A workspace or teammate the state does not know belongs to no
     // company, so it is refused here without saying whose it might be.
-    let workspace = match request.location {
-        Location::Shared(workspace) => state.workspace(workspace),
-        Location::Global(_) | Location::Private(_) => None,
-    };
-    let owner = match request.location {
-        Location::Private(teammate) => state.teammate(teammate),
-        Location::Global(_) | Location::Shared(_) => None,
-    };
-    let location_company = match request.location {
-        Location::Global(company) => Some(company),
-        Location::Shared(_) => workspace.map(|w| w.company),
-        Location::Private(_) => owner.map(|t| t.company),
+    let (location_company, workspace, owner) = match request.location {
+        Location::Global(company) => (Some(company), None, None),
+        Location::Shared(id) => {
+            let workspace = state.workspace(id);
+            (workspace.map(|w| w.company), workspace, None)
+        }
+        Location::Private(id) => {
+            let owner = state.teammate(id);
+            (owner.map(|t| t.company), None, owner)
+        }
     };
     if location_company != Some(token.company) {
         return Err(refuse(
@@ -468,14 +466,14 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
     // Rule 6.
     let covered = match request.location {
         Location::Global(_) => compiled.global(),
-        Location::Shared(workspace) => {
-            if let Some(deleted) = state.workspace(workspace).and_then(|w| w.deleted) {
+        Location::Shared(id) => {
+            if let Some(deleted) = workspace.and_then(|w| w.deleted) {
                 return Err(refuse(
                     Rule::Namespace,
                     Reason::WorkspaceDeleted { deleted },
                 ));
             }
-            compiled.covers_workspace(workspace)
+            compiled.covers_workspace(id)
         }
         Location::Private(_) => compiled.private(),
     };

@@ -61,8 +61,6 @@ pub struct Company {
     /// addition and deactivation; `decide` relies on it to refuse removing
     /// the last active admin.
     pub active_admins: u32,
-    /// The last "for all teammates" setting of private API access, if any.
-    pub private_access_for_all: Option<Setting<bool>>,
     /// Its teammates, in the order they were added.
     pub members: Vec<TeammateId>,
 }
@@ -209,9 +207,9 @@ pub struct Token {
 }
 
 impl Token {
-    /// Whether the token has expired at `now`.
-    pub fn is_expired_at(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|expiry| now >= expiry)
+    /// The token's expiry, if it has passed at `now`.
+    pub fn expired_by(&self, now: Timestamp) -> Option<Timestamp> {
+        self.expires_at.filter(|expiry| now >= *expiry)
     }
 }
 
@@ -285,14 +283,6 @@ impl State {
             .map(|(id, token)| (*id, token))
     }
 
-    /// Whether `teammate`'s private resources may be reached by tokens, and
-    /// the event that decided it (see [`Teammate::private_access`]).
-    pub fn private_access(&self, teammate: TeammateId) -> Option<Setting<bool>> {
-        self.teammates
-            .get(&teammate)
-            .map(|mate| mate.private_access)
-    }
-
     /// Folds one event into the state. Total: it never fails. Events that
     /// name unknown things cannot come from `decide`, and are ignored rather
     /// than trusted, so a damaged history cannot corrupt the state.
@@ -306,7 +296,6 @@ impl State {
                     name: name.clone(),
                     created: by,
                     active_admins: 0,
-                    private_access_for_all: None,
                     members: Vec::new(),
                 });
             }
@@ -437,7 +426,6 @@ impl State {
                     value: *allowed,
                     set: by,
                 };
-                owner.private_access_for_all = Some(setting);
                 // What the event changes is every teammate of the company,
                 // so that a decision reads one teammate, not two records.
                 for member in &owner.members {

@@ -358,11 +358,6 @@ impl<'a> Subscription<'a> {
         }
     }
 
-    /// The position of the next event to deliver.
-    pub fn next_position(&self) -> u64 {
-        self.next
-    }
-
     /// The next events, at most `max`; waits up to `wait` when there are
     /// none yet, and returns an empty batch if none arrived.
     pub fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<StoredEvent>, Damage> {

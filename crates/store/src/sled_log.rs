@@ -199,7 +199,6 @@ fn stream_key(stream: Stream) -> [u8; 17] {
     key
 }
 
-/// The position in a log key (`L` ‖ position).
 /// The position of the last event of a stream, 0 if it has none.
 fn stream_head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, sled::Error> {
     let mut prefix = [STREAMS; 18];
@@ -213,16 +212,13 @@ fn stream_head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, sled::Erro
         .map_or(0, u64::from_be_bytes))
 }
 
+/// The position in a log key (`L` ‖ position).
 fn position_of(key: &[u8]) -> Result<u64, Problem> {
     let bytes: [u8; 8] = key
         .strip_prefix(&[LOG])
         .and_then(|rest| rest.try_into().ok())
         .ok_or(Problem::BadKey { len: key.len() })?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-fn u64_value(value: &[u8]) -> Option<u64> {
-    value.try_into().ok().map(u64::from_be_bytes)
 }
 
 /// Decodes and checks one record read at `position`: its own hash, its
@@ -321,11 +317,6 @@ impl SledLog {
             threads: vec![writer, syncer],
             _lock: lock,
         })
-    }
-
-    /// The hash of the record at `position`, if the log has one there.
-    pub fn hash_at(&self, position: u64) -> Result<Option<Hash>, Damage> {
-        hash_at(&self.shared.trees.events, position)
     }
 }
 
@@ -666,7 +657,10 @@ impl Writer {
             .events
             .get(event_id_key(id))
             .map_err(|e| AppendError::Io(e.to_string()))?;
-        Ok(stored.as_deref().and_then(u64_value))
+        Ok(stored
+            .as_deref()
+            .and_then(|value| value.try_into().ok())
+            .map(u64::from_be_bytes))
     }
 
     /// Checks one append against the state the group has reached and, if it
