@@ -61,6 +61,6 @@ mod sled_log;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use log::{
     AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, Stream, Subscription, Verified,
+    StoredEvent, StoredRecord, Stream, Subscription, Verified,
 };
 pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};

@@ -245,6 +245,10 @@ pub enum AppendError {
     Poisoned(String),
     /// The log is closed.
     Closed,
+    /// A sealed record handed to [`EventLog::append_records`] does not
+    /// continue the log: its hash, encoding, position, predecessor or time
+    /// is wrong, or its event id is taken. Nothing of the batch was written.
+    Rejected(Damage),
 }
 
 /// The most events in one batch.
@@ -284,6 +288,7 @@ impl fmt::Display for AppendError {
                 "storage failed while making a commit durable ({e}); reopen the log and verify it"
             ),
             AppendError::Closed => f.write_str("the log is closed"),
+            AppendError::Rejected(damage) => write!(f, "record refused at {damage}"),
         }
     }
 }
@@ -340,7 +345,36 @@ pub trait EventLog: Send + Sync {
 
     /// Walks the whole log and checks contiguity, each record's hash, the
     /// chain, the encoding, positions and times. Reports the first damage.
-    fn verify(&self) -> Result<Verified, Damage>;
+    fn verify(&self) -> Result<Verified, Damage> {
+        self.verify_with(&mut |_| {})
+    }
+
+    /// As [`EventLog::verify`], calling `progress` with the position
+    /// reached, every so often, for long walks.
+    fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage>;
+
+    /// Up to `limit` records from position `from`, as stored: each checked
+    /// as [`EventLog::read`] checks it, and returned with its bytes, so that
+    /// a copy of the log can be made that verifies byte for byte.
+    fn read_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>, Damage>;
+
+    /// Appends records sealed by another copy of this log (an export), after
+    /// checking that each continues the chain at the head: its own hash, its
+    /// encoding, its position, its predecessor's hash, its time and its
+    /// event id. Atomic and durable as [`EventLog::append`] is; returns the
+    /// new head.
+    fn append_records(&self, records: Vec<Vec<u8>>) -> Result<Head, AppendError>;
+}
+
+/// A record as stored: the event, and the bytes whose hash the chain holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The event, decoded and checked.
+    pub event: StoredEvent,
+    /// The hash of the record before it.
+    pub previous: Hash,
+    /// The record's bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Follows a log from a position, delivering events as they become durable.

@@ -31,7 +31,7 @@ use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_e
 
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, Stream, Verified, hex,
+    StoredEvent, StoredRecord, Stream, Verified, hex,
 };
 use crate::record::{self, FLAG_CLOCK_CLAMPED};
 
@@ -159,9 +159,19 @@ struct Shared {
 
 /// One append waiting for the writer.
 struct Request {
-    batch: Vec<NewEvent>,
-    expectation: Expectation,
+    job: Job,
     reply: Sender<Result<Vec<u64>, AppendError>>,
+}
+
+/// What an append brings.
+enum Job {
+    /// New events, sealed by the writer.
+    Events {
+        batch: Vec<NewEvent>,
+        expectation: Expectation,
+    },
+    /// Records sealed elsewhere, to be checked against the head.
+    Records(Vec<Vec<u8>>),
 }
 
 /// The event log on sled; see the crate docs for its durability promise.
@@ -527,6 +537,9 @@ fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
     }
 }
 
+/// How many records `verify` walks between two progress reports.
+const PROGRESS_EVERY: u64 = 10_000;
+
 /// The most appends committed together.
 const MAX_GROUP: usize = 256;
 
@@ -582,7 +595,15 @@ impl Writer {
         let mut last_time = self.last_time;
         let mut replies = Vec::new();
         for request in group {
-            match self.plan(&request, &mut pending, &mut head, &mut last_time) {
+            let planned = match &request.job {
+                Job::Events { batch, expectation } => {
+                    self.plan(batch, *expectation, &mut pending, &mut head, &mut last_time)
+                }
+                Job::Records(records) => {
+                    self.plan_records(records, &mut pending, &mut head, &mut last_time)
+                }
+            };
+            match planned {
                 Ok(positions) => replies.push((request.reply, positions)),
                 Err(error) => {
                     let _ = request.reply.send(Err(error));
@@ -667,20 +688,13 @@ impl Writer {
     /// holds, adds its records to the group. Returns its positions.
     fn plan(
         &self,
-        request: &Request,
+        batch: &[NewEvent],
+        expectation: Expectation,
         pending: &mut Pending,
         head: &mut Head,
         last_time: &mut Timestamp,
     ) -> Result<Vec<u64>, AppendError> {
-        let batch = &request.batch;
-        if batch.is_empty() {
-            return Err(AppendError::Empty);
-        }
-        if batch.len() > MAX_BATCH {
-            return Err(AppendError::TooManyEvents {
-                events: batch.len(),
-            });
-        }
+        check_batch_size(batch.len())?;
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
         for event in batch {
             if !seen.insert(event.event_id) {
@@ -701,12 +715,12 @@ impl Writer {
         if let Some((id, _)) = existing.iter().find(|(_, position)| position.is_some()) {
             return Err(AppendError::PartialRetry(*id));
         }
-        match request.expectation {
+        match expectation {
             Expectation::Any => {}
             Expectation::Head(expected) => {
                 if head.position != expected {
                     return Err(AppendError::Conflict {
-                        expected: request.expectation,
+                        expected: expectation,
                         found: head.position,
                     });
                 }
@@ -715,7 +729,7 @@ impl Writer {
                 let found = self.stream_head(&stream_key(stream), pending)?;
                 if found != expected {
                     return Err(AppendError::Conflict {
-                        expected: request.expectation,
+                        expected: expectation,
                         found,
                     });
                 }
@@ -760,50 +774,112 @@ impl Writer {
                 streams: Stream::of(event).map(stream_key).collect(),
             });
         }
-        let positions: Vec<u64> = planned.iter().map(|p| p.position).collect();
-        for event in planned {
-            for key in &event.streams {
-                pending.stream_heads.insert(*key, event.position);
-            }
-            pending.event_ids.insert(event.event_id, event.position);
-            pending.events.push(event);
-        }
         *head = chain;
         *last_time = recorded_at;
-        Ok(positions)
+        Ok(pending.add(planned))
+    }
+
+    /// Checks records sealed elsewhere against the head the group has
+    /// reached, as `verify` checks stored ones, and adds them to the group.
+    fn plan_records(
+        &self,
+        records: &[Vec<u8>],
+        pending: &mut Pending,
+        head: &mut Head,
+        last_time: &mut Timestamp,
+    ) -> Result<Vec<u64>, AppendError> {
+        check_batch_size(records.len())?;
+        let mut planned = Vec::with_capacity(records.len());
+        let mut chain = *head;
+        let mut time = *last_time;
+        for bytes in records {
+            let position = chain.position + 1;
+            let rejected = |problem| AppendError::Rejected(Damage { position, problem });
+            let (stored, previous) =
+                stored_event(position, bytes).map_err(AppendError::Rejected)?;
+            if previous != chain.hash {
+                return Err(rejected(Problem::ChainBroken {
+                    expected: chain.hash,
+                    found: previous,
+                }));
+            }
+            let envelope = stored.envelope;
+            if envelope.recorded_at < time {
+                return Err(rejected(Problem::TimeWentBackwards));
+            }
+            let taken = self
+                .existing_position(envelope.event_id, pending)?
+                .is_some()
+                || planned
+                    .iter()
+                    .any(|p: &Planned| p.event_id == envelope.event_id);
+            if taken {
+                return Err(AppendError::DuplicateEventId(envelope.event_id));
+            }
+            let event = NewEvent {
+                event_id: envelope.event_id,
+                actor: envelope.actor,
+                company: envelope.company,
+                event: envelope.event,
+            };
+            planned.push(Planned {
+                position,
+                event_id: event.event_id,
+                record: bytes.clone(),
+                streams: Stream::of(&event).map(stream_key).collect(),
+            });
+            chain = Head {
+                position,
+                hash: stored.hash,
+            };
+            time = envelope.recorded_at;
+        }
+        *head = chain;
+        *last_time = time;
+        Ok(pending.add(planned))
     }
 }
 
-impl EventLog for SledLog {
-    fn append(
+fn check_batch_size(len: usize) -> Result<(), AppendError> {
+    if len == 0 {
+        Err(AppendError::Empty)
+    } else if len > MAX_BATCH {
+        Err(AppendError::TooManyEvents { events: len })
+    } else {
+        Ok(())
+    }
+}
+
+impl Pending {
+    /// Adds checked records to the group; returns their positions.
+    fn add(&mut self, planned: Vec<Planned>) -> Vec<u64> {
+        let positions = planned.iter().map(|p| p.position).collect();
+        for event in planned {
+            for key in &event.streams {
+                self.stream_heads.insert(*key, event.position);
+            }
+            self.event_ids.insert(event.event_id, event.position);
+            self.events.push(event);
+        }
+        positions
+    }
+}
+
+impl SledLog {
+    /// Reads records `from..from + limit` up to the durable head, checking
+    /// each, and hands each to `each` with its predecessor's hash and bytes.
+    fn read_each(
         &self,
-        batch: Vec<NewEvent>,
-        expectation: Expectation,
-    ) -> Result<Vec<u64>, AppendError> {
-        let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        requests
-            .send(Request {
-                batch,
-                expectation,
-                reply,
-            })
-            .map_err(|_| AppendError::Closed)?;
-        answer.recv().map_err(|_| AppendError::Closed)?
-    }
-
-    fn head(&self) -> Head {
-        *self.shared.durable.lock()
-    }
-
-    fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
+        from: u64,
+        limit: usize,
+        mut each: impl FnMut(StoredEvent, Hash, &[u8]),
+    ) -> Result<(), Damage> {
         let from = from.max(1);
         let head = self.head().position;
         if from > head || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let last = head.min(from.saturating_add(limit as u64 - 1));
-        let mut events = Vec::with_capacity((last - from + 1) as usize);
         let mut expected = from;
         for entry in self
             .shared
@@ -825,7 +901,8 @@ impl EventLog for SledLog {
                     problem: Problem::Gap { expected },
                 });
             }
-            events.push(stored_event(position, &bytes)?.0);
+            let (event, previous) = stored_event(position, &bytes)?;
+            each(event, previous, &bytes);
             expected += 1;
         }
         if expected <= last {
@@ -834,7 +911,60 @@ impl EventLog for SledLog {
                 problem: Problem::Missing,
             });
         }
+        Ok(())
+    }
+}
+
+impl EventLog for SledLog {
+    fn append(
+        &self,
+        batch: Vec<NewEvent>,
+        expectation: Expectation,
+    ) -> Result<Vec<u64>, AppendError> {
+        let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        requests
+            .send(Request {
+                job: Job::Events { batch, expectation },
+                reply,
+            })
+            .map_err(|_| AppendError::Closed)?;
+        answer.recv().map_err(|_| AppendError::Closed)?
+    }
+
+    fn append_records(&self, records: Vec<Vec<u8>>) -> Result<Head, AppendError> {
+        let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        requests
+            .send(Request {
+                job: Job::Records(records),
+                reply,
+            })
+            .map_err(|_| AppendError::Closed)?;
+        answer.recv().map_err(|_| AppendError::Closed)??;
+        Ok(self.head())
+    }
+
+    fn head(&self) -> Head {
+        *self.shared.durable.lock()
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
+        let mut events = Vec::new();
+        self.read_each(from, limit, |event, _, _| events.push(event))?;
         Ok(events)
+    }
+
+    fn read_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>, Damage> {
+        let mut records = Vec::new();
+        self.read_each(from, limit, |event, previous, bytes| {
+            records.push(StoredRecord {
+                event,
+                previous,
+                bytes: bytes.to_vec(),
+            });
+        })?;
+        Ok(records)
     }
 
     fn read_stream(
@@ -900,7 +1030,7 @@ impl EventLog for SledLog {
         head.position
     }
 
-    fn verify(&self) -> Result<Verified, Damage> {
+    fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage> {
         let mut previous = Head::EMPTY;
         let mut last_time = Timestamp::EPOCH;
         let mut clamped = 0;
@@ -931,6 +1061,9 @@ impl EventLog for SledLog {
                 position,
                 hash: event.hash,
             };
+            if position % PROGRESS_EVERY == 0 {
+                progress(position);
+            }
         }
         let head = self.head();
         if previous.position < head.position {

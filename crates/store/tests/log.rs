@@ -463,3 +463,61 @@ fn concurrent_appenders_with_expectations_lose_no_update() {
     assert_eq!(log.head().position, won);
     assert_eq!(log.verify().unwrap().records, won);
 }
+
+#[test]
+fn sealed_records_copy_a_log_byte_for_byte_and_a_wrong_one_is_refused() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = open(source_dir.path());
+    for id in 1..=5 {
+        source.append(vec![event(id)], Expectation::Any).unwrap();
+    }
+    let records = source.read_records(1, 100).unwrap();
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[0].previous, GENESIS);
+    assert_eq!(records[1].previous, records[0].event.hash);
+
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = open(copy_dir.path());
+    let bytes = |range: std::ops::Range<usize>| -> Vec<Vec<u8>> {
+        records[range].iter().map(|r| r.bytes.clone()).collect()
+    };
+    // Out of order: position 2 does not continue an empty log.
+    let refused = copy.append_records(bytes(1..3)).unwrap_err();
+    assert!(
+        matches!(&refused, AppendError::Rejected(Damage { position: 1, .. })),
+        "{refused}"
+    );
+    assert_eq!(copy.head(), Head::EMPTY);
+
+    copy.append_records(bytes(0..2)).unwrap();
+    // A flipped byte in the third record: refused at position 3, and the
+    // two before it stay.
+    let mut damaged = bytes(2..5);
+    damaged[0][80] ^= 1;
+    let refused = copy.append_records(damaged).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            AppendError::Rejected(Damage {
+                position: 3,
+                problem: Problem::HashMismatch { .. }
+            })
+        ),
+        "{refused}"
+    );
+    assert_eq!(copy.head().position, 2);
+    // A record already copied does not continue the copy.
+    assert!(matches!(
+        copy.append_records(bytes(0..1)),
+        Err(AppendError::Rejected(Damage { position: 3, .. }))
+    ));
+
+    assert_eq!(copy.append_records(bytes(2..5)).unwrap(), source.head());
+    assert_eq!(copy.verify().unwrap(), source.verify().unwrap());
+    assert_eq!(copy.read(1, 100).unwrap(), source.read(1, 100).unwrap());
+    let stream = Stream::Teammate(TeammateId::from_u128(4));
+    assert_eq!(
+        copy.read_stream(stream, 1, 10).unwrap(),
+        source.read_stream(stream, 1, 10).unwrap()
+    );
+}
