@@ -63,4 +63,5 @@ pub use log::{
     AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
     StoredEvent, StoredRecord, Stream, Subscription, Verified,
 };
+pub use record::ChainCheck;
 pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};

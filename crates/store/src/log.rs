@@ -160,6 +160,8 @@ pub enum Problem {
     TimeWentBackwards,
     /// The log ends before the head it is expected to reach.
     Missing,
+    /// The record's event id is in the log already.
+    DuplicateEventId(EventId),
 }
 
 impl fmt::Display for Problem {
@@ -192,6 +194,9 @@ impl fmt::Display for Problem {
                 f.write_str("its time is earlier than the previous record's")
             }
             Problem::Missing => f.write_str("the record is missing"),
+            Problem::DuplicateEventId(id) => {
+                write!(f, "its event id `{id}` is in the log already")
+            }
         }
     }
 }

@@ -13,8 +13,9 @@
 //! The envelope carries its own position, so the chain also pins the order.
 
 use sha2::{Digest, Sha256};
+use tokenledger_events::{Timestamp, decode_envelope};
 
-use crate::log::{Hash, Problem};
+use crate::log::{Damage, Hash, Head, Problem, StoredEvent};
 
 const LAYOUT_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 32 + 32 + 1;
@@ -84,6 +85,88 @@ pub(crate) fn open(record: &[u8]) -> Result<Opened<'_>, Problem> {
         flags,
         envelope,
     })
+}
+
+/// Decodes and checks one record read at `position`: its own hash, its
+/// layout and its envelope's position. Checked after every read, as it was
+/// before the write.
+pub(crate) fn stored_event(position: u64, bytes: &[u8]) -> Result<(StoredEvent, Hash), Damage> {
+    let damage = |problem| Damage { position, problem };
+    let opened = open(bytes).map_err(damage)?;
+    let envelope = decode_envelope(opened.envelope).map_err(|e| damage(Problem::Decode(e)))?;
+    if envelope.position != position {
+        return Err(damage(Problem::PositionMismatch {
+            found: envelope.position,
+        }));
+    }
+    Ok((
+        StoredEvent {
+            envelope,
+            hash: opened.hash,
+            clock_clamped: opened.flags & FLAG_CLOCK_CLAMPED != 0,
+        },
+        opened.previous,
+    ))
+}
+
+/// Checks sealed records one after another as `verify` checks a stored
+/// log: each record's own hash, its encoding, its position, its
+/// predecessor's hash and its time. It stores nothing, so a copy of a log
+/// can be checked whole before any of it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainCheck {
+    head: Head,
+    last_time: Timestamp,
+}
+
+impl ChainCheck {
+    /// Checks a log from its first record.
+    pub fn new() -> ChainCheck {
+        ChainCheck::after(Head::EMPTY, Timestamp::EPOCH)
+    }
+
+    /// Checks records that continue a log at `head`, whose last record
+    /// was recorded at `last_time`.
+    pub(crate) fn after(head: Head, last_time: Timestamp) -> ChainCheck {
+        ChainCheck { head, last_time }
+    }
+
+    /// Checks the next record; on success it becomes the head.
+    pub fn check(&mut self, bytes: &[u8]) -> Result<StoredEvent, Damage> {
+        let position = self.head.position + 1;
+        let damage = |problem| Damage { position, problem };
+        let (event, previous) = stored_event(position, bytes)?;
+        if previous != self.head.hash {
+            return Err(damage(Problem::ChainBroken {
+                expected: self.head.hash,
+                found: previous,
+            }));
+        }
+        if event.envelope.recorded_at < self.last_time {
+            return Err(damage(Problem::TimeWentBackwards));
+        }
+        self.head = Head {
+            position,
+            hash: event.hash,
+        };
+        self.last_time = event.envelope.recorded_at;
+        Ok(event)
+    }
+
+    /// The last record checked ([`Head::EMPTY`] before any).
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    pub(crate) fn last_time(&self) -> Timestamp {
+        self.last_time
+    }
+}
+
+impl Default for ChainCheck {
+    fn default() -> ChainCheck {
+        ChainCheck::new()
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
     StoredEvent, StoredRecord, Stream, Verified, hex,
 };
-use crate::record::{self, FLAG_CLOCK_CLAMPED};
+use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,28 +229,6 @@ fn position_of(key: &[u8]) -> Result<u64, Problem> {
         .and_then(|rest| rest.try_into().ok())
         .ok_or(Problem::BadKey { len: key.len() })?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-/// Decodes and checks one record read at `position`: its own hash, its
-/// layout and its envelope's position. Checked after every read, as it was
-/// before the write.
-fn stored_event(position: u64, bytes: &[u8]) -> Result<(StoredEvent, Hash), Damage> {
-    let damage = |problem| Damage { position, problem };
-    let opened = record::open(bytes).map_err(damage)?;
-    let envelope = decode_envelope(opened.envelope).map_err(|e| damage(Problem::Decode(e)))?;
-    if envelope.position != position {
-        return Err(damage(Problem::PositionMismatch {
-            found: envelope.position,
-        }));
-    }
-    Ok((
-        StoredEvent {
-            envelope,
-            hash: opened.hash,
-            clock_clamped: opened.flags & FLAG_CLOCK_CLAMPED != 0,
-        },
-        opened.previous,
-    ))
 }
 
 impl SledLog {
@@ -790,23 +768,9 @@ impl Writer {
     ) -> Result<Vec<u64>, AppendError> {
         check_batch_size(records.len())?;
         let mut planned = Vec::with_capacity(records.len());
-        let mut chain = *head;
-        let mut time = *last_time;
+        let mut chain = ChainCheck::after(*head, *last_time);
         for bytes in records {
-            let position = chain.position + 1;
-            let rejected = |problem| AppendError::Rejected(Damage { position, problem });
-            let (stored, previous) =
-                stored_event(position, bytes).map_err(AppendError::Rejected)?;
-            if previous != chain.hash {
-                return Err(rejected(Problem::ChainBroken {
-                    expected: chain.hash,
-                    found: previous,
-                }));
-            }
-            let envelope = stored.envelope;
-            if envelope.recorded_at < time {
-                return Err(rejected(Problem::TimeWentBackwards));
-            }
+            let envelope = chain.check(bytes).map_err(AppendError::Rejected)?.envelope;
             let taken = self
                 .existing_position(envelope.event_id, pending)?
                 .is_some()
@@ -814,7 +778,10 @@ impl Writer {
                     .iter()
                     .any(|p: &Planned| p.event_id == envelope.event_id);
             if taken {
-                return Err(AppendError::DuplicateEventId(envelope.event_id));
+                return Err(AppendError::Rejected(Damage {
+                    position: envelope.position,
+                    problem: Problem::DuplicateEventId(envelope.event_id),
+                }));
             }
             let event = NewEvent {
                 event_id: envelope.event_id,
@@ -823,19 +790,14 @@ impl Writer {
                 event: envelope.event,
             };
             planned.push(Planned {
-                position,
+                position: envelope.position,
                 event_id: event.event_id,
                 record: bytes.clone(),
                 streams: Stream::of(&event).map(stream_key).collect(),
             });
-            chain = Head {
-                position,
-                hash: stored.hash,
-            };
-            time = envelope.recorded_at;
         }
-        *head = chain;
-        *last_time = time;
+        *head = chain.head();
+        *last_time = chain.last_time();
         Ok(pending.add(planned))
     }
 }
@@ -1031,11 +993,10 @@ impl EventLog for SledLog {
     }
 
     fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage> {
-        let mut previous = Head::EMPTY;
-        let mut last_time = Timestamp::EPOCH;
+        let mut chain = ChainCheck::new();
         let mut clamped = 0;
         for entry in self.shared.trees.events.scan_prefix([LOG]) {
-            let expected = previous.position + 1;
+            let expected = chain.head().position + 1;
             let damage = |problem| Damage {
                 position: expected,
                 problem,
@@ -1045,26 +1006,12 @@ impl EventLog for SledLog {
             if position != expected {
                 return Err(damage(Problem::Gap { expected }));
             }
-            let (event, points_at) = stored_event(position, &bytes)?;
-            if points_at != previous.hash {
-                return Err(damage(Problem::ChainBroken {
-                    expected: previous.hash,
-                    found: points_at,
-                }));
-            }
-            if event.envelope.recorded_at < last_time {
-                return Err(damage(Problem::TimeWentBackwards));
-            }
-            last_time = event.envelope.recorded_at;
-            clamped += u64::from(event.clock_clamped);
-            previous = Head {
-                position,
-                hash: event.hash,
-            };
+            clamped += u64::from(chain.check(&bytes)?.clock_clamped);
             if position % PROGRESS_EVERY == 0 {
                 progress(position);
             }
         }
+        let previous = chain.head();
         let head = self.head();
         if previous.position < head.position {
             return Err(Damage {
