@@ -150,6 +150,27 @@ pub enum Reason {
     },
 }
 
+impl Reason {
+    /// The event that put the state in the condition that refused, when
+    /// one did: a deletion, the token's creation, or the preference change.
+    pub fn provenance(&self) -> Option<Provenance> {
+        match *self {
+            Reason::TokenDeleted { deleted } | Reason::WorkspaceDeleted { deleted } => {
+                Some(deleted)
+            }
+            Reason::MissingFeature { created, .. }
+            | Reason::MissingPermission { created }
+            | Reason::NamespaceNotCovered { created } => Some(created),
+            Reason::PrivateAccessOff { set, .. } => Some(set),
+            Reason::MalformedSecret(_)
+            | Reason::UnknownToken
+            | Reason::TokenExpired { .. }
+            | Reason::OtherCompany { .. }
+            | Reason::LedgerClosed => None,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -49,6 +49,16 @@ pub enum LedgerError {
     /// This ledger keeps no sealing key, so secrets are shown only once,
     /// at creation, and cannot be revealed.
     SecretNotKept(TokenId),
+    /// A position past the end of the log was asked for.
+    BeyondHead {
+        /// The position asked for.
+        position: u64,
+        /// The log's head.
+        head: u64,
+    },
+    /// A token, workspace or teammate that a question names does not exist
+    /// (at the time asked about).
+    NotFound(String),
 }
 
 impl fmt::Display for LedgerError {
@@ -60,6 +70,11 @@ impl fmt::Display for LedgerError {
             LedgerError::Append(e) => fmt::Display::fmt(e, f),
             LedgerError::Random(e) => fmt::Display::fmt(e, f),
             LedgerError::Sealing(e) => fmt::Display::fmt(e, f),
+            LedgerError::BeyondHead { position, head } => write!(
+                f,
+                "log position {position} is past the end of the log, which is at {head}"
+            ),
+            LedgerError::NotFound(what) => write!(f, "{what} does not exist"),
             LedgerError::SecretNotKept(token) => write!(
                 f,
                 "the secret of `{token}` cannot be revealed: this ledger has no sealing key, so secrets are shown once, at creation"
@@ -126,8 +141,8 @@ pub struct CreatedToken {
 /// assert_eq!(receipt.position(), 1);
 /// ```
 pub struct Ledger {
-    log: SledLog,
-    writer: Mutex<Projection>,
+    pub(crate) log: SledLog,
+    pub(crate) writer: Mutex<Projection>,
     readers: Readers,
     sealing_key: Option<SealingKey>,
 }

@@ -58,8 +58,12 @@ mod authorizer;
 mod command;
 mod decision;
 pub mod fresh;
+mod history;
+mod investigate;
+mod json;
 mod ledger;
 mod sealing;
+mod transfer;
 
 pub use authorizer::Authorizer;
 pub use command::{Command, CommandError, Decided, decide};
@@ -67,6 +71,13 @@ pub use decision::{
     Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
     decide_request,
 };
+pub use history::{HistoryQuery, describe, describe_event};
+pub use investigate::{
+    Allowed, Change, Explanation, Interval, Reach, Timeline, WhoCan, location_label, who,
+};
+pub use json::{event_json, scope_json};
 pub use ledger::{CreatedToken, Ledger, LedgerError, LedgerOptions, NewToken, Receipt};
 pub use sealing::{SealingError, SealingKey};
 pub use tokenledger_projection::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
+pub use tokenledger_store::{Damage, Head, StoredEvent, Verified};
+pub use transfer::TransferError;

@@ -1,5 +1,7 @@
 //! A ledger reopened from its log decides exactly as the live one did: the
-//! same answers, for the same reasons, at the same log positions.
+//! same answers, for the same reasons, at the same log positions; and the
+//! state rebuilt as of a past position or time decides as the live ledger
+//! did then.
 
 #![allow(
     clippy::unwrap_used,
@@ -37,11 +39,22 @@ const SCOPES: [&str; 4] = [
     "contacts:write",
 ];
 
-#[test]
-fn a_reopened_ledger_decides_as_the_live_one_did() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    let ledger = Ledger::open(dir.path()).unwrap();
+/// What a random history made, to ask questions about.
+struct Made {
+    company: CompanyId,
+    mates: Vec<TeammateId>,
+    workspaces: Vec<WorkspaceId>,
+    tokens: Vec<(TokenId, Secret)>,
+}
+
+/// Runs `steps` random commands on `ledger`, calling `after_each` after
+/// each one.
+fn random_history(
+    ledger: &Ledger,
+    rng: &mut Rng,
+    steps: usize,
+    mut after_each: impl FnMut(&Ledger, &mut Rng, &Made),
+) -> Made {
     let company = fresh::company_id().unwrap();
     let admin = fresh::teammate_id().unwrap();
     ledger
@@ -64,16 +77,19 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
             },
         )
         .unwrap();
-    let mut mates = vec![admin];
-    let mut workspaces = Vec::new();
-    let mut tokens: Vec<(TokenId, Secret)> = Vec::new();
+    let mut world = Made {
+        company,
+        mates: vec![admin],
+        workspaces: Vec::new(),
+        tokens: Vec::new(),
+    };
     let by = Actor::Teammate(admin);
-    for _ in 0..150 {
+    for _ in 0..steps {
         // Refused commands are part of a history too: they record nothing.
         let _ = match rng.below(6) {
             0 => {
                 let teammate = fresh::teammate_id().unwrap();
-                mates.push(teammate);
+                world.mates.push(teammate);
                 ledger.execute(
                     by,
                     Command::AddTeammate {
@@ -86,7 +102,7 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
             }
             1 => {
                 let workspace = fresh::workspace_id().unwrap();
-                workspaces.push(workspace);
+                world.workspaces.push(workspace);
                 ledger.execute(
                     by,
                     Command::CreateWorkspace {
@@ -97,7 +113,8 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
                 )
             }
             2 => {
-                let named: BTreeSet<WorkspaceId> = workspaces
+                let named: BTreeSet<WorkspaceId> = world
+                    .workspaces
                     .iter()
                     .filter(|_| rng.below(2) == 0)
                     .copied()
@@ -129,16 +146,16 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
                     },
                 );
                 created.map(|c| {
-                    tokens.push((c.token, c.secret));
+                    world.tokens.push((c.token, c.secret));
                     c.receipt
                 })
             }
-            3 if !tokens.is_empty() => {
-                let token = tokens[rng.below(tokens.len())].0;
+            3 if !world.tokens.is_empty() => {
+                let token = world.tokens[rng.below(world.tokens.len())].0;
                 ledger.execute(by, Command::DeleteToken { token })
             }
             4 => {
-                let teammate = mates[rng.below(mates.len())];
+                let teammate = world.mates[rng.below(world.mates.len())];
                 ledger.execute(
                     by,
                     Command::SetPrivateApiAccess {
@@ -154,31 +171,44 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
                     allowed: rng.below(2) == 0,
                 },
             ),
-            _ if !workspaces.is_empty() => {
-                let workspace = workspaces[rng.below(workspaces.len())];
+            _ if !world.workspaces.is_empty() => {
+                let workspace = world.workspaces[rng.below(world.workspaces.len())];
                 ledger.execute(by, Command::DeleteWorkspace { workspace })
             }
             _ => continue,
         };
+        after_each(ledger, rng, &world);
     }
-    let mut requests = Vec::new();
-    for _ in 0..2000 {
-        let location = match rng.below(3) {
-            0 => Location::Global(company),
-            1 if !workspaces.is_empty() => {
-                Location::Shared(workspaces[rng.below(workspaces.len())])
-            }
-            _ => Location::Private(mates[rng.below(mates.len())]),
-        };
-        let (_, secret) = &tokens[rng.below(tokens.len())];
-        let request = Request {
-            requirement: Requirement::Scope(SCOPES[rng.below(4)].parse().unwrap()),
-            resource: "cnv_1".parse().unwrap(),
-            location,
-            at: Timestamp::from_system_time(std::time::SystemTime::now()),
-        };
-        requests.push((secret.clone(), request));
-    }
+    world
+}
+
+/// A random request by one of the tokens made so far.
+fn random_request(rng: &mut Rng, made: &Made) -> (Secret, Request) {
+    let location = match rng.below(3) {
+        0 => Location::Global(made.company),
+        1 if !made.workspaces.is_empty() => {
+            Location::Shared(made.workspaces[rng.below(made.workspaces.len())])
+        }
+        _ => Location::Private(made.mates[rng.below(made.mates.len())]),
+    };
+    let (_, secret) = &made.tokens[rng.below(made.tokens.len())];
+    let request = Request {
+        requirement: Requirement::Scope(SCOPES[rng.below(4)].parse().unwrap()),
+        resource: "cnv_1".parse().unwrap(),
+        location,
+        at: Timestamp::from_system_time(std::time::SystemTime::now()),
+    };
+    (secret.clone(), request)
+}
+
+#[test]
+fn a_reopened_ledger_decides_as_the_live_one_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let made = random_history(&ledger, &mut rng, 150, |_, _, _| {});
+    let requests: Vec<(Secret, Request)> =
+        (0..2000).map(|_| random_request(&mut rng, &made)).collect();
     let live: Vec<Decision> = {
         let authorizer = ledger.authorizer();
         requests
@@ -199,5 +229,40 @@ fn a_reopened_ledger_decides_as_the_live_one_did() {
     let authorizer = reopened.authorizer();
     for ((secret, request), before) in requests.iter().zip(&live) {
         assert_eq!(&authorizer.check(secret.expose(), request), before);
+    }
+}
+
+#[test]
+fn decisions_taken_live_are_made_again_as_of_their_position_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0xa50f_7135);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut live = Vec::new();
+    random_history(&ledger, &mut rng, 120, |ledger, rng, made| {
+        if made.tokens.is_empty() {
+            return;
+        }
+        let authorizer = ledger.authorizer();
+        for _ in 0..5 {
+            let (secret, request) = random_request(rng, made);
+            let decision = authorizer.check(secret.expose(), &request);
+            live.push((secret, request, decision));
+        }
+    });
+    let allowed = live.iter().filter(|(_, _, d)| d.is_allowed()).count();
+    assert!(
+        allowed > 20 && allowed + 20 < live.len(),
+        "{allowed} of {} allowed: the history is too one-sided",
+        live.len()
+    );
+    let positions: BTreeSet<u64> = live.iter().map(|(_, _, d)| d.position).collect();
+    assert!(positions.len() > 50, "decisions at too few positions");
+    for (secret, request, decision) in &live {
+        let state = ledger.state_at(decision.position).unwrap();
+        assert_eq!(state.position(), decision.position);
+        assert_eq!(&decide_request(&state, secret.expose(), request), decision);
+        // Each decision was taken after its position's command returned
+        // and before the next began, so its time finds the same position.
+        assert_eq!(ledger.position_at(request.at).unwrap(), decision.position);
     }
 }

@@ -208,6 +208,12 @@ impl std::error::Error for ResourceIdError {}
 impl ResourceId {
     const MAX_BODY: usize = 64;
 
+    /// An id that stands for any resource, for questions about what a
+    /// token can reach rather than about one resource.
+    pub fn any() -> ResourceId {
+        ResourceId("res_any".to_owned())
+    }
+
     /// The part before the first `_`, such as `cnv`.
     pub fn prefix(&self) -> &str {
         self.0.split_once('_').map_or("", |(prefix, _)| prefix)

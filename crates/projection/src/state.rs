@@ -283,6 +283,17 @@ impl State {
             .map(|(id, token)| (*id, token))
     }
 
+    /// The workspaces of a company, in no particular order.
+    pub fn workspaces_of(
+        &self,
+        company: CompanyId,
+    ) -> impl Iterator<Item = (WorkspaceId, &Workspace)> {
+        self.workspaces
+            .iter()
+            .filter(move |(_, workspace)| workspace.company == company)
+            .map(|(id, workspace)| (*id, workspace))
+    }
+
     /// Folds one event into the state. Total: it never fails. Events that
     /// name unknown things cannot come from `decide`, and are ignored rather
     /// than trusted, so a damaged history cannot corrupt the state.

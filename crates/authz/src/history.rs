@@ -1,0 +1,200 @@
+//! Reading the past: the events that match a query, the position the log
+//! had reached at a time, and the state as it stood at a position.
+
+use tokenledger_events::{Actor, CompanyId, Envelope, Event, TeammateId, Timestamp, TokenId};
+use tokenledger_projection::State;
+use tokenledger_store::{EventLog, StoredEvent, Stream};
+
+use crate::ledger::{Ledger, LedgerError};
+
+/// Which events to read. Every filter given must hold; an empty query
+/// reads the whole log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Events about this token.
+    pub token: Option<TokenId>,
+    /// Events this actor caused.
+    pub actor: Option<Actor>,
+    /// Events about this teammate.
+    pub teammate: Option<TeammateId>,
+    /// Events of this company.
+    pub company: Option<CompanyId>,
+    /// Events recorded at or after this time.
+    pub since: Option<Timestamp>,
+    /// Events recorded at or before this time.
+    pub until: Option<Timestamp>,
+    /// Events at or after this log position.
+    pub from_position: Option<u64>,
+    /// Events at or before this log position.
+    pub to_position: Option<u64>,
+}
+
+impl HistoryQuery {
+    fn matches(&self, envelope: &Envelope) -> bool {
+        self.token.is_none_or(|t| envelope.event.token() == Some(t))
+            && self.actor.is_none_or(|a| envelope.actor == a)
+            && self
+                .teammate
+                .is_none_or(|t| envelope.event.teammate() == Some(t))
+            && self.company.is_none_or(|c| envelope.company == c)
+    }
+
+    /// The narrowest stream that holds every match, when there is one.
+    fn stream(&self) -> Option<Stream> {
+        self.token
+            .map(Stream::Token)
+            .or(self.teammate.map(Stream::Teammate))
+            .or(match self.actor {
+                Some(Actor::Teammate(id)) => Some(Stream::Actor(id)),
+                _ => None,
+            })
+            .or(self.company.map(Stream::Company))
+    }
+}
+
+/// How many events are read at a time.
+const CHUNK: usize = 10_000;
+
+impl Ledger {
+    /// The events that match `query`, oldest first, each with its position,
+    /// time, actor, company, hash, and whether its time was clamped.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredEvent>, LedgerError> {
+        let head = self.head().position;
+        let mut first = query.from_position.unwrap_or(1).max(1);
+        if let Some(since) = query.since {
+            // Times never go backwards in the log, so the events from `since`
+            // on start just after the last one before it.
+            let before = since.as_micros().checked_sub(1).map(Timestamp::from_micros);
+            let skip = match before {
+                Some(before) => self.position_at(before)?,
+                None => 0,
+            };
+            first = first.max(skip + 1);
+        }
+        let mut last = query.to_position.unwrap_or(head).min(head);
+        if let Some(until) = query.until {
+            last = last.min(self.position_at(until)?);
+        }
+        let mut found = Vec::new();
+        let mut next = first;
+        while next <= last {
+            let chunk = match query.stream() {
+                Some(stream) => self.log.read_stream(stream, next, CHUNK),
+                None => self.log.read(next, CHUNK),
+            }
+            .map_err(LedgerError::Damaged)?;
+            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
+                break;
+            };
+            next = end + 1;
+            found.extend(
+                chunk
+                    .into_iter()
+                    .take_while(|e| e.envelope.position <= last)
+                    .filter(|e| query.matches(&e.envelope)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The position of the last event recorded at or before `at` (0 if the
+    /// log had none then).
+    pub fn position_at(&self, at: Timestamp) -> Result<u64, LedgerError> {
+        // Times never go backwards in the log: a binary search over positions.
+        let (mut known, mut beyond) = (0, self.head().position + 1);
+        while beyond - known > 1 {
+            let middle = known + (beyond - known) / 2;
+            let event = self.log.read(middle, 1).map_err(LedgerError::Damaged)?;
+            let recorded_at = event.first().map(|e| e.envelope.recorded_at);
+            if recorded_at.is_some_and(|t| t <= at) {
+                known = middle;
+            } else {
+                beyond = middle;
+            }
+        }
+        Ok(known)
+    }
+
+    /// The state as it stood once the event at `position` was applied
+    /// (the empty state at 0), rebuilt from the log.
+    pub fn state_at(&self, position: u64) -> Result<State, LedgerError> {
+        let head = self.head().position;
+        if position > head {
+            return Err(LedgerError::BeyondHead { position, head });
+        }
+        let mut state = State::new();
+        self.replay(1, position, |event| state.apply(&event.envelope))?;
+        Ok(state)
+    }
+
+    /// Reads the events at positions `from..=to` in order and hands each
+    /// to `each`.
+    pub(crate) fn replay(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(&StoredEvent),
+    ) -> Result<(), LedgerError> {
+        let mut next = from.max(1);
+        while next <= to {
+            let limit = usize::try_from(to - next + 1).map_or(CHUNK, |n| n.min(CHUNK));
+            let chunk = self.log.read(next, limit).map_err(LedgerError::Damaged)?;
+            if chunk.is_empty() {
+                break;
+            }
+            next += chunk.len() as u64;
+            chunk.iter().for_each(&mut each);
+        }
+        Ok(())
+    }
+}
+
+/// One line about an event, for people: what happened, by whom and when.
+pub fn describe(event: &StoredEvent) -> String {
+    let envelope = &event.envelope;
+    format!(
+        "{} at {}, log position {}: {}",
+        envelope.actor,
+        envelope.recorded_at,
+        envelope.position,
+        describe_event(&envelope.event)
+    )
+}
+
+fn on_off(allowed: bool) -> &'static str {
+    if allowed { "on" } else { "off" }
+}
+
+/// What an event did, in a few words.
+pub fn describe_event(event: &Event) -> String {
+    match event {
+        Event::CompanyCreated { company, name } => format!("created company {company} \"{name}\""),
+        Event::TeammateAdded {
+            teammate,
+            name,
+            role,
+        } => format!("added teammate {teammate} \"{name}\" as {role}"),
+        Event::TeammateRoleChanged { teammate, role } => {
+            format!("made {teammate} {role}")
+        }
+        Event::TeammateDeactivated { teammate } => format!("deactivated {teammate}"),
+        Event::WorkspaceCreated { workspace, name } => {
+            format!("created workspace {workspace} \"{name}\"")
+        }
+        Event::WorkspaceDeleted { workspace } => format!("deleted workspace {workspace}"),
+        Event::TokenCreated {
+            token, name, kind, ..
+        } => format!("created {kind} {token} \"{name}\""),
+        Event::TokenRevealed { token } => format!("revealed the secret of {token}"),
+        Event::TokenDeleted { token } => format!("deleted {token}"),
+        Event::PrivateApiAccessChanged { teammate, allowed } => format!(
+            "turned {}'s private API access {}",
+            teammate,
+            on_off(*allowed)
+        ),
+        Event::PrivateApiAccessSetForAll { allowed } => format!(
+            "turned private API access {} for every teammate",
+            on_off(*allowed)
+        ),
+    }
+}
