@@ -13,7 +13,7 @@ use tokenledger_events::{
 use tokenledger_projection::{Provenance, State};
 use tokenledger_store::{EventLog, StoredEvent};
 
-use crate::decision::{self, Location, Refusal, Request};
+use crate::decision::{self, Location, Reason, Refusal, Request};
 use crate::history::describe_event;
 use crate::ledger::{Ledger, LedgerError};
 
@@ -62,7 +62,6 @@ impl Ledger {
     /// Explains `refusal`, naming people from `state` (the state it was
     /// made against, or any later one: names do not change).
     pub fn explain(&self, state: &State, refusal: &Refusal) -> Result<Explanation, LedgerError> {
-        let mut text = refusal.to_string();
         let event = match refusal.reason.provenance() {
             Some(Provenance { position, .. }) => self
                 .log
@@ -72,10 +71,41 @@ impl Ledger {
                 .next(),
             None => None,
         };
+        let mut text = format!(
+            "{}: rule {} ({}) failed: ",
+            refusal.status(),
+            refusal.rule.number(),
+            refusal.rule
+        );
+        // With the event found, the reason is said without its provenance,
+        // which the event then tells with names.
+        match (&event, refusal.reason) {
+            (Some(_), Reason::PrivateAccessOff { owner, .. }) => text.push_str(&format!(
+                "{}'s \"Allow access to my individual resources via the API\" is off",
+                who(state, Actor::Teammate(owner))
+            )),
+            (Some(_), Reason::TokenDeleted { .. }) => text.push_str("the token was deleted"),
+            (Some(_), Reason::WorkspaceDeleted { .. }) => {
+                text.push_str("the resource's workspace was deleted");
+            }
+            (Some(_), Reason::MissingFeature { feature, .. }) => text.push_str(&format!(
+                "the token does not have the `{feature}` feature, and has not since its creation"
+            )),
+            (Some(_), Reason::MissingPermission { .. }) => text.push_str(
+                "the token does not have this permission, and has not since its creation",
+            ),
+            (Some(_), Reason::NamespaceNotCovered { .. }) => text.push_str(
+                "the token's namespaces do not cover where the resource lives, and have not since its creation",
+            ),
+            (_, reason) => text.push_str(&reason.to_string()),
+        }
+        if let Some(needed) = refusal.needed {
+            text.push_str(&format!("; needed: {needed}"));
+        }
         if let Some(event) = &event {
             let envelope = &event.envelope;
             text.push_str(&format!(
-                ". The event behind it: {} {} at {}, log position {}",
+                ". Behind it: {} {} at {}, log position {}",
                 who(state, envelope.actor),
                 describe_event(&envelope.event),
                 envelope.recorded_at,

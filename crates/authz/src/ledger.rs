@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -29,6 +30,9 @@ pub struct LedgerOptions {
     /// The log's options: a known head kept outside the data directory,
     /// and, for tests, fault injection and a clock.
     pub log: Options,
+    /// Told the position reached and the head while the log is replayed
+    /// on open, for a progress bar.
+    pub replay_progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
 }
 
 /// Why a ledger operation did nothing.
@@ -171,6 +175,9 @@ impl Ledger {
             for stored in events {
                 projection.apply(stored.envelope);
             }
+            if let Some(progress) = &options.replay_progress {
+                progress(next - 1, head);
+            }
         }
         projection.publish();
         Ok(Ledger {
@@ -195,6 +202,14 @@ impl Ledger {
     /// [`tokenledger_store::EventLog::verify`]).
     pub fn verify(&self) -> Result<Verified, Damage> {
         self.log.verify()
+    }
+
+    /// As [`Ledger::verify`], telling `progress` the position reached and
+    /// the head every so often.
+    pub fn verify_with(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<Verified, Damage> {
+        let head = self.head().position;
+        self.log
+            .verify_with(&mut |position| progress(position, head))
     }
 
     /// Reads the current state.

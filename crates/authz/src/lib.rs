@@ -79,5 +79,5 @@ pub use json::{event_json, scope_json};
 pub use ledger::{CreatedToken, Ledger, LedgerError, LedgerOptions, NewToken, Receipt};
 pub use sealing::{SealingError, SealingKey};
 pub use tokenledger_projection::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
-pub use tokenledger_store::{Damage, Head, StoredEvent, Verified};
+pub use tokenledger_store::{Damage, Head, OpenError, StoredEvent, Verified};
 pub use transfer::TransferError;

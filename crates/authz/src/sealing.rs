@@ -29,6 +29,21 @@ impl SealingKey {
         SealingKey(bytes)
     }
 
+    /// Draws a new key from the OS random source and writes it to `path`,
+    /// which must not exist, readable by its owner only.
+    pub fn create_file(path: &std::path::Path) -> std::io::Result<SealingKey> {
+        use std::io::Write;
+        let bytes: [u8; 32] = fresh::random_bytes().map_err(std::io::Error::other)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        Ok(SealingKey(bytes))
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&self.0.into())
     }

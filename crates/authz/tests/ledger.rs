@@ -331,6 +331,7 @@ fn if_the_reveal_cannot_be_recorded_no_secret_is_returned() {
             faults: Some(faults),
             ..Options::default()
         },
+        ..LedgerOptions::default()
     };
     let g = given_a_company(dir.path(), options);
     let created = tags_token(&g);

@@ -1,0 +1,971 @@
+//! Each command: read the input, ask the ledger, print the answer.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use tokenledger_authz::{
+    Command, CommandError, Decision, Explanation, HistoryQuery, Ledger, LedgerError, LedgerOptions,
+    Location, OpenError, Provenance, Request, SealingKey, State, Timeline, TransferError,
+    decide_request, describe_event, event_json, location_label, scope_json, who,
+};
+use tokenledger_events::{
+    Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
+    TokenScope, resolve_endpoint_line,
+};
+
+use crate::Failure;
+use crate::args::{
+    CheckArgs, Cli, CompanyCommand, HistoryArgs, NamespaceArgs, PrefCommand, TeammateCommand,
+    TimelineArgs, TokenCommand, TokenCreateArgs, Top, WhoCanArgs, WorkspaceCommand,
+};
+use crate::output::{fields, print, table};
+use crate::progress::Progress;
+use crate::{demo, html};
+
+/// What every command shares: where the data is, and how to print.
+pub struct Context {
+    pub data: PathBuf,
+    pub json: bool,
+    pub sealing_key_file: Option<PathBuf>,
+}
+
+/// The data directory: `--data`, else `$TOKENLEDGER_DATA`, else
+/// `./tokenledger-data`. `None` when neither was given.
+fn chosen_data_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        std::env::var_os("TOKENLEDGER_DATA")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let explicit = chosen_data_dir(cli.data);
+    let context = Context {
+        data: explicit
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
+        json: cli.json,
+        sealing_key_file: cli.sealing_key_file,
+    };
+    match cli.command {
+        Top::Company(command) => company(&context, command),
+        Top::Teammate(command) => teammate(&context, command),
+        Top::Workspace(command) => workspace(&context, command),
+        Top::Token(command) => token(&context, command),
+        Top::Pref(command) => pref(&context, command),
+        Top::Check(args) => check(&context, args),
+        Top::History(args) => history(&context, args),
+        Top::Timeline(args) => timeline(&context, args),
+        Top::WhoCan(args) => who_can(&context, args),
+        Top::Verify => verify(&context),
+        Top::Export { out } => export(&context, &out),
+        Top::Import { file } => import(&context, &file),
+        Top::Demo => demo::run(explicit, context.json),
+    }
+}
+
+pub fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn name(flag: &str, text: &str) -> Result<Name, Failure> {
+    Name::new(text).map_err(|e| Failure::BadInput(format!("{flag}: {e}")))
+}
+
+/// Reads the sealing key: 32 raw bytes, or 64 hex digits.
+fn sealing_key(path: &Path) -> Result<SealingKey, Failure> {
+    let bad = |why: String| Failure::BadInput(format!("sealing key {}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(SealingKey::from_bytes(raw));
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map(str::trim)
+        .map_err(|_| bad("expected 32 bytes or 64 hex digits".to_owned()))?;
+    let mut key = [0u8; 32];
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("expected 32 bytes or 64 hex digits".to_owned()));
+    }
+    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).unwrap_or("00");
+        *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
+    }
+    Ok(SealingKey::from_bytes(key))
+}
+
+/// Opens the ledger, with a progress bar while a long log is replayed.
+pub fn open(context: &Context) -> Result<Ledger, Failure> {
+    open_ledger(context)?.map_err(failure)
+}
+
+/// Opens the ledger; the outer error is a bad sealing key file, the inner
+/// one the ledger's own.
+fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure> {
+    let sealing_key = match &context.sealing_key_file {
+        Some(path) => Some(sealing_key(path)?),
+        None => None,
+    };
+    let bar = Mutex::new(Progress::new("replaying the log"));
+    let options = LedgerOptions {
+        sealing_key,
+        replay_progress: Some(Arc::new(move |done, total| {
+            if let Ok(mut bar) = bar.lock() {
+                bar.update(done, total);
+            }
+        })),
+        ..LedgerOptions::default()
+    };
+    Ok(Ledger::open_with(&context.data, options))
+}
+
+/// What a ledger error means for the exit code.
+pub fn failure(error: LedgerError) -> Failure {
+    let message = error.to_string();
+    match error {
+        LedgerError::Refused(
+            CommandError::UnknownActor { .. }
+            | CommandError::UnknownCompany(_)
+            | CommandError::UnknownTeammate(_)
+            | CommandError::UnknownWorkspace(_)
+            | CommandError::UnknownToken(_)
+            | CommandError::InvalidScope(_)
+            | CommandError::ExpiryNotInFuture { .. }
+            | CommandError::WorkspaceNotInCompany(_),
+        ) => Failure::BadInput(message),
+        LedgerError::Open(_) | LedgerError::NotFound(_) | LedgerError::BeyondHead { .. } => {
+            Failure::BadInput(message)
+        }
+        _ => Failure::Refused(message),
+    }
+}
+
+fn provenance_json(p: &Provenance) -> Value {
+    json!({ "by": p.actor.to_string(), "at": p.at.to_string(), "position": p.position })
+}
+
+fn company(context: &Context, command: CompanyCommand) -> Result<u8, Failure> {
+    let CompanyCommand::Create { name: text } = command;
+    let name = name("--name", &text)?;
+    let ledger = open(context)?;
+    let company =
+        tokenledger_authz::fresh::company_id().map_err(|e| Failure::Refused(e.to_string()))?;
+    let receipt = ledger
+        .execute(Actor::System, Command::CreateCompany { company, name })
+        .map_err(failure)?;
+    print(
+        context.json,
+        &json!({ "company": company.to_string() }),
+        || {
+            format!(
+                "created company {company} (log position {})",
+                receipt.position()
+            )
+        },
+    );
+    Ok(0)
+}
+
+fn teammate(context: &Context, command: TeammateCommand) -> Result<u8, Failure> {
+    match command {
+        TeammateCommand::Add {
+            company,
+            name: text,
+            admin,
+            by,
+        } => {
+            let name = name("--name", &text)?;
+            let ledger = open(context)?;
+            let teammate = tokenledger_authz::fresh::teammate_id()
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            let role = if admin { Role::Admin } else { Role::Member };
+            let receipt = ledger
+                .execute(
+                    by,
+                    Command::AddTeammate {
+                        company,
+                        teammate,
+                        name,
+                        role,
+                    },
+                )
+                .map_err(failure)?;
+            print(
+                context.json,
+                &json!({ "teammate": teammate.to_string() }),
+                || {
+                    format!(
+                        "added {role} {teammate} (log position {})",
+                        receipt.position()
+                    )
+                },
+            );
+        }
+        TeammateCommand::Role {
+            teammate,
+            admin,
+            member: _,
+            by,
+        } => {
+            let role = if admin { Role::Admin } else { Role::Member };
+            let ledger = open(context)?;
+            let receipt = ledger
+                .execute(by, Command::ChangeRole { teammate, role })
+                .map_err(failure)?;
+            let json = json!({ "teammate": teammate.to_string(), "role": role.as_str(), "position": receipt.position() });
+            print(context.json, &json, || {
+                format!(
+                    "{teammate} is now {role} (log position {})",
+                    receipt.position()
+                )
+            });
+        }
+        TeammateCommand::Deactivate { teammate, by } => {
+            let ledger = open(context)?;
+            let receipt = ledger
+                .execute(by, Command::DeactivateTeammate { teammate })
+                .map_err(failure)?;
+            let json = json!({ "teammate": teammate.to_string(), "deactivated": true, "position": receipt.position() });
+            print(context.json, &json, || {
+                format!(
+                    "deactivated {teammate} (log position {})",
+                    receipt.position()
+                )
+            });
+        }
+    }
+    Ok(0)
+}
+
+fn workspace(context: &Context, command: WorkspaceCommand) -> Result<u8, Failure> {
+    let WorkspaceCommand::Create {
+        company,
+        name: text,
+        by,
+    } = command;
+    let name = name("--name", &text)?;
+    let ledger = open(context)?;
+    let workspace =
+        tokenledger_authz::fresh::workspace_id().map_err(|e| Failure::Refused(e.to_string()))?;
+    let receipt = ledger
+        .execute(
+            by,
+            Command::CreateWorkspace {
+                company,
+                workspace,
+                name,
+            },
+        )
+        .map_err(failure)?;
+    print(
+        context.json,
+        &json!({ "workspace": workspace.to_string() }),
+        || {
+            format!(
+                "created workspace {workspace} (log position {})",
+                receipt.position()
+            )
+        },
+    );
+    Ok(0)
+}
+
+fn token_scope(args: &TokenCreateArgs) -> Result<TokenScope, Failure> {
+    let shared = if args.shared.is_empty() {
+        SharedNamespace::None
+    } else if args.shared.iter().any(|s| s == "all") {
+        if args.shared.len() > 1 {
+            return Err(Failure::BadInput(
+                "--shared all already names every workspace; give it alone".to_owned(),
+            ));
+        }
+        SharedNamespace::All
+    } else {
+        let mut set = BTreeSet::new();
+        for text in &args.shared {
+            let id = text
+                .parse()
+                .map_err(|e| Failure::BadInput(format!("--shared: {e}")))?;
+            set.insert(id);
+        }
+        SharedNamespace::Workspaces(set)
+    };
+    Ok(TokenScope {
+        features: args.features.iter().copied().collect(),
+        namespaces: Namespaces {
+            global: args.global,
+            shared,
+            private: args.private,
+        },
+        grants: args.scopes.iter().copied().collect(),
+    })
+}
+
+fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
+    match command {
+        TokenCommand::Create(args) => {
+            let name = name("--name", &args.name)?;
+            let scope = token_scope(&args)?;
+            let kind = if args.oauth {
+                TokenKind::OAuthGrant
+            } else {
+                TokenKind::ApiToken
+            };
+            let ledger = open(context)?;
+            let created = ledger
+                .create_token(
+                    args.by,
+                    tokenledger_authz::NewToken {
+                        company: args.company,
+                        name,
+                        kind,
+                        scope,
+                        expires_at: args.expires,
+                    },
+                )
+                .map_err(failure)?;
+            let json =
+                json!({ "token": created.token.to_string(), "secret": created.secret.expose() });
+            let sealed = context.sealing_key_file.is_some();
+            print(context.json, &json, || {
+                let note = if sealed {
+                    "an admin can reveal it again with the sealing key"
+                } else {
+                    "it is shown now only: no sealing key was given, so it cannot be revealed again"
+                };
+                format!(
+                    "created {} (log position {})\nsecret: {}\n({note})",
+                    created.token,
+                    created.receipt.position(),
+                    created.secret.expose()
+                )
+            });
+        }
+        TokenCommand::List { company } => {
+            let ledger = open(context)?;
+            let rows = ledger.with_state(|state| token_list(state, company))?;
+            let json: Vec<Value> = rows.iter().map(|(json, _)| json.clone()).collect();
+            print(context.json, &Value::Array(json), || {
+                let cells: Vec<Vec<String>> = rows.into_iter().map(|(_, cells)| cells).collect();
+                table(
+                    &["TOKEN", "NAME", "CREATED_BY", "CREATED_AT", "DELETED_AT"],
+                    &cells,
+                )
+            });
+        }
+        TokenCommand::Show { token } => {
+            let ledger = open(context)?;
+            let (json, human) = ledger.with_state(|state| {
+                let found = state
+                    .token(token)
+                    .ok_or_else(|| Failure::BadInput(format!("token `{token}` does not exist")))?;
+                let json = json!({
+                    "token": token.to_string(),
+                    "company": found.company.to_string(),
+                    "name": found.name.as_str(),
+                    "kind": found.kind.as_str(),
+                    "scope": scope_json(&found.scope),
+                    "expires_at": found.expires_at.map(|t| t.to_string()),
+                    "created_by": found.created.actor.to_string(),
+                    "created_at": found.created.at.to_string(),
+                    "reveals": found.reveals.iter().map(provenance_json).collect::<Vec<_>>(),
+                    "deleted_by": found.deleted.map(|d| d.actor.to_string()),
+                    "deleted_at": found.deleted.map(|d| d.at.to_string()),
+                });
+                let scopes: Vec<String> =
+                    found.scope.grants.iter().map(|s| s.to_string()).collect();
+                let features: Vec<&str> = found.scope.features.iter().map(|f| f.as_str()).collect();
+                let ns = &found.scope.namespaces;
+                let shared = match &ns.shared {
+                    SharedNamespace::None => "none".to_owned(),
+                    SharedNamespace::All => "all".to_owned(),
+                    SharedNamespace::Workspaces(set) => set
+                        .iter()
+                        .map(|w| location_label(state, Location::Shared(*w)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                let reveals = if found.reveals.is_empty() {
+                    "never".to_owned()
+                } else {
+                    found
+                        .reveals
+                        .iter()
+                        .map(|r| format!("{} at {}", who(state, r.actor), r.at))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                let human = fields(&[
+                    ("token", token.to_string()),
+                    ("name", found.name.to_string()),
+                    ("kind", found.kind.to_string()),
+                    ("features", features.join(", ")),
+                    ("global", found.scope.namespaces.global.to_string()),
+                    ("shared", shared),
+                    ("private", ns.private.to_string()),
+                    ("scopes", scopes.join(", ")),
+                    (
+                        "expires_at",
+                        found
+                            .expires_at
+                            .map_or("never".to_owned(), |t| t.to_string()),
+                    ),
+                    ("created_by", who(state, found.created.actor)),
+                    ("created_at", found.created.at.to_string()),
+                    ("reveals", reveals),
+                    (
+                        "deleted_by",
+                        found
+                            .deleted
+                            .map_or("-".to_owned(), |d| who(state, d.actor)),
+                    ),
+                    (
+                        "deleted_at",
+                        found.deleted.map_or("-".to_owned(), |d| d.at.to_string()),
+                    ),
+                ]);
+                Ok::<_, Failure>((json, human))
+            })?;
+            print(context.json, &json, || human);
+        }
+        TokenCommand::Reveal { token, by } => {
+            let ledger = open(context)?;
+            let secret = ledger.reveal(by, token).map_err(failure)?;
+            let json = json!({ "token": token.to_string(), "secret": secret.expose() });
+            print(context.json, &json, || {
+                format!(
+                    "revealed {token} (recorded in the log)\nsecret: {}",
+                    secret.expose()
+                )
+            });
+        }
+        TokenCommand::Delete { token, by } => {
+            let ledger = open(context)?;
+            let receipt = ledger
+                .execute(by, Command::DeleteToken { token })
+                .map_err(failure)?;
+            let at = receipt.events.last().map(|e| e.recorded_at);
+            let json = json!({
+                "token": token.to_string(),
+                "deleted_at": at.map(|t| t.to_string()),
+                "position": receipt.position(),
+            });
+            print(context.json, &json, || {
+                format!(
+                    "deleted {token} (log position {}); it is refused from now on",
+                    receipt.position()
+                )
+            });
+        }
+    }
+    Ok(0)
+}
+
+fn token_list(state: &State, company: CompanyId) -> Result<Vec<(Value, Vec<String>)>, Failure> {
+    if state.company(company).is_none() {
+        return Err(Failure::BadInput(format!(
+            "company `{company}` does not exist"
+        )));
+    }
+    let mut tokens: Vec<_> = state.tokens_of(company).collect();
+    tokens.sort_by_key(|(_, t)| t.created.position);
+    Ok(tokens
+        .into_iter()
+        .map(|(id, t)| {
+            let json = json!({
+                "token": id.to_string(),
+                "name": t.name.as_str(),
+                "created_by": t.created.actor.to_string(),
+                "created_at": t.created.at.to_string(),
+                "deleted_at": t.deleted.map(|d| d.at.to_string()),
+            });
+            let cells = vec![
+                id.to_string(),
+                t.name.to_string(),
+                who(state, t.created.actor),
+                t.created.at.to_string(),
+                t.deleted.map_or("-".to_owned(), |d| d.at.to_string()),
+            ];
+            (json, cells)
+        })
+        .collect())
+}
+
+fn pref(context: &Context, command: PrefCommand) -> Result<u8, Failure> {
+    let (command, subject, value) = match command {
+        PrefCommand::Set {
+            teammate,
+            private_api_access,
+            by,
+        } => (
+            (
+                by,
+                Command::SetPrivateApiAccess {
+                    teammate,
+                    allowed: private_api_access.allowed(),
+                },
+            ),
+            ("teammate", teammate.to_string()),
+            private_api_access,
+        ),
+        PrefCommand::SetAll {
+            company,
+            private_api_access,
+            by,
+        } => (
+            (
+                by,
+                Command::SetPrivateApiAccessForAll {
+                    company,
+                    allowed: private_api_access.allowed(),
+                },
+            ),
+            ("company", company.to_string()),
+            private_api_access,
+        ),
+    };
+    let ledger = open(context)?;
+    let receipt = ledger.execute(command.0, command.1).map_err(failure)?;
+    let on = if value.allowed() { "on" } else { "off" };
+    let json =
+        json!({ subject.0: subject.1, "private_api_access": on, "position": receipt.position() });
+    print(context.json, &json, || {
+        format!(
+            "private API access {on} for {} (log position {})",
+            subject.1,
+            receipt.position()
+        )
+    });
+    Ok(0)
+}
+
+fn location(args: &NamespaceArgs) -> Result<Location, Failure> {
+    match (args.global, args.company, args.shared, args.private) {
+        (true, Some(company), None, None) => Ok(Location::Global(company)),
+        (false, None, Some(workspace), None) => Ok(Location::Shared(workspace)),
+        (false, None, None, Some(teammate)) => Ok(Location::Private(teammate)),
+        _ => Err(Failure::BadInput(
+            "give one namespace: --global --company CMP, --shared TIM, or --private TEA".to_owned(),
+        )),
+    }
+}
+
+/// The longest standard input taken as a secret: a secret is 62 bytes,
+/// and more than this is not one.
+const MAX_SECRET_INPUT: u64 = 1024;
+
+fn read_secret() -> Result<String, Failure> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(MAX_SECRET_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::BadInput(format!("standard input: {e}")))?;
+    if bytes.len() as u64 > MAX_SECRET_INPUT {
+        return Err(Failure::BadInput(format!(
+            "standard input holds more than {MAX_SECRET_INPUT} bytes, which is no secret"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Failure::BadInput("standard input is not UTF-8".to_owned()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(Failure::BadInput(
+            "no secret on standard input: pipe the token's secret in".to_owned(),
+        ));
+    }
+    Ok(secret.to_owned())
+}
+
+fn check(context: &Context, args: CheckArgs) -> Result<u8, Failure> {
+    let requirement = match (&args.scope, &args.endpoint) {
+        (Some(scope), _) => Requirement::Scope(*scope),
+        (None, Some(line)) => {
+            resolve_endpoint_line(line)
+                .map_err(|e| Failure::BadInput(format!("--endpoint: {e}")))?
+                .requirement
+        }
+        (None, None) => return Err(Failure::BadInput("give --scope or --endpoint".to_owned())),
+    };
+    let resource = args
+        .resource
+        .parse()
+        .map_err(|e| Failure::BadInput(format!("--resource: {e}")))?;
+    let location = location(&args.namespace)?;
+    let secret = read_secret()?;
+    let ledger = open(context)?;
+    let asked = |at| Request {
+        requirement,
+        resource,
+        location,
+        at,
+    };
+    let (request, decision, explanation) = match (args.at, args.position) {
+        (None, None) => {
+            let request = asked(now());
+            ledger.with_state(|state| decide_and_explain(&ledger, state, &secret, request))?
+        }
+        (at, position) => {
+            let position = match (at, position) {
+                (Some(at), _) => ledger.position_at(at).map_err(failure)?,
+                (None, Some(position)) => position,
+                (None, None) => 0,
+            };
+            let state = ledger.state_at(position).map_err(failure)?;
+            // As of a position: the moment its event was recorded.
+            let at = match at {
+                Some(at) => at,
+                None => ledger
+                    .history(&HistoryQuery {
+                        from_position: Some(position),
+                        to_position: Some(position),
+                        ..HistoryQuery::default()
+                    })
+                    .map_err(failure)?
+                    .first()
+                    .map_or(Timestamp::EPOCH, |e| e.envelope.recorded_at),
+            };
+            decide_and_explain(&ledger, &state, &secret, asked(at))?
+        }
+    };
+    let refusal = decision.refusal;
+    let body = refusal.map(|r| r.body(&request));
+    let json = json!({
+        "allowed": decision.is_allowed(),
+        "token": decision.token.map(|t| t.to_string()),
+        "rule": refusal.map(|r| r.rule.as_str()),
+        "needed_scope": requirement.to_string(),
+        "position": decision.position,
+        "status": decision.status(),
+        "error": body.as_ref().map(|b| serde_json::from_str::<Value>(&b.to_json()).unwrap_or(Value::Null)),
+        "explanation": explanation.as_ref().map(|e| e.text.clone()),
+    });
+    print(context.json, &json, || match (&body, &explanation) {
+        (Some(body), Some(explanation)) => format!(
+            "refused: {} {}: {}\nwhy: {}\n(decided at log position {})",
+            body.status, body.title, body.message, explanation.text, decision.position
+        ),
+        _ => format!(
+            "allowed: {requirement} on {} (decided at log position {})",
+            location, decision.position
+        ),
+    });
+    Ok(if decision.is_allowed() { 0 } else { 1 })
+}
+
+fn decide_and_explain(
+    ledger: &Ledger,
+    state: &State,
+    secret: &str,
+    request: Request,
+) -> Result<(Request, Decision, Option<Explanation>), Failure> {
+    let decision = decide_request(state, secret, &request);
+    let explanation = match &decision.refusal {
+        Some(refusal) => Some(ledger.explain(state, refusal).map_err(failure)?),
+        None => None,
+    };
+    Ok((request, decision, explanation))
+}
+
+fn history(context: &Context, args: HistoryArgs) -> Result<u8, Failure> {
+    let query = HistoryQuery {
+        token: args.token,
+        actor: args.actor,
+        teammate: args.teammate,
+        company: args.company,
+        since: args.since,
+        until: args.until,
+        ..HistoryQuery::default()
+    };
+    let ledger = open(context)?;
+    let events = ledger.history(&query).map_err(failure)?;
+    let json = Value::Array(events.iter().map(event_json).collect());
+    print(context.json, &json, || {
+        let rows: Vec<Vec<String>> = ledger.with_state(|state| {
+            events
+                .iter()
+                .map(|e| {
+                    let envelope = &e.envelope;
+                    vec![
+                        envelope.position.to_string(),
+                        envelope.recorded_at.to_string(),
+                        who(state, envelope.actor),
+                        envelope.event.type_name().to_owned(),
+                        describe_event(&envelope.event),
+                    ]
+                })
+                .collect()
+        });
+        table(&["POSITION", "TIME", "ACTOR", "EVENT", "WHAT"], &rows)
+    });
+    Ok(0)
+}
+
+pub fn timeline_json(timeline: &Timeline) -> Value {
+    json!({
+        "token": timeline.token.to_string(),
+        "since": timeline.since.to_string(),
+        "until": timeline.until.to_string(),
+        "rows": timeline.rows.iter().map(|row| json!({
+            "namespace": namespace_json(row.location),
+            "label": row.label,
+            "permission": row.permission.as_str(),
+            "intervals": row.intervals.iter().map(|i| json!({
+                "from": i.from.to_string(),
+                "to": i.to.to_string(),
+                "open": i.open,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "changes": timeline.changes.iter().map(|c| json!({
+            "at": c.at.to_string(),
+            "position": c.position,
+            "what": c.what,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn namespace_json(location: Location) -> Value {
+    match location {
+        Location::Global(company) => json!({ "global": company.to_string() }),
+        Location::Shared(workspace) => json!({ "shared": workspace.to_string() }),
+        Location::Private(teammate) => json!({ "private": teammate.to_string() }),
+    }
+}
+
+pub fn timeline_text(timeline: &Timeline) -> String {
+    let mut rows = Vec::new();
+    for row in &timeline.rows {
+        let intervals: Vec<String> = row
+            .intervals
+            .iter()
+            .map(|i| {
+                let end = if i.open {
+                    "…".to_owned()
+                } else {
+                    i.to.to_string()
+                };
+                format!("{} → {end}", i.from)
+            })
+            .collect();
+        rows.push(vec![
+            row.label.clone(),
+            row.permission.to_string(),
+            intervals.join(", "),
+        ]);
+    }
+    let mut out = format!(
+        "what {} could reach from {} to {}\n\n",
+        timeline.token, timeline.since, timeline.until
+    );
+    if rows.is_empty() {
+        out.push_str("nothing, at any time in the period\n");
+    } else {
+        out.push_str(&table(&["NAMESPACE", "PERMISSION", "WHEN"], &rows));
+    }
+    out.push_str("\nchanges:\n");
+    let changes: Vec<Vec<String>> = timeline
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.position.map_or("-".to_owned(), |p| p.to_string()),
+                c.at.to_string(),
+                c.what.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["POSITION", "TIME", "WHAT"], &changes));
+    out
+}
+
+fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
+    let ledger = open(context)?;
+    let (created, deleted) = ledger
+        .with_state(|state| {
+            state
+                .token(args.token)
+                .map(|t| (t.created.at, t.deleted.map(|d| d.at)))
+        })
+        .ok_or_else(|| Failure::BadInput(format!("token `{}` does not exist", args.token)))?;
+    let since = args.since.unwrap_or(created);
+    // A deleted token's reach ends at its deletion: the period ends a
+    // tenth of its length after it, so the page is not mostly empty.
+    let until = args.until.unwrap_or_else(|| match deleted {
+        Some(deleted) => {
+            let margin = deleted.as_micros().saturating_sub(since.as_micros()) / 10;
+            now().min(Timestamp::from_micros(deleted.as_micros() + margin.max(1)))
+        }
+        None => now(),
+    });
+    if since >= until {
+        return Err(Failure::BadInput(format!(
+            "the period is empty: --since {since} is not before --until {until}"
+        )));
+    }
+    let timeline = ledger.timeline(args.token, since, until).map_err(failure)?;
+    if let Some(path) = &args.html {
+        let page = ledger.with_state(|state| html::timeline_page(state, &timeline));
+        std::fs::write(path, page)
+            .map_err(|e| Failure::BadInput(format!("{}: {e}", path.display())))?;
+    }
+    print(context.json, &timeline_json(&timeline), || {
+        let mut text = timeline_text(&timeline);
+        if let Some(path) = &args.html {
+            text.push_str(&format!("\nwrote {}\n", path.display()));
+        }
+        text
+    });
+    Ok(0)
+}
+
+fn who_can(context: &Context, args: WhoCanArgs) -> Result<u8, Failure> {
+    let location = location(&args.namespace)?;
+    let at = args.at.unwrap_or_else(now);
+    let ledger = open(context)?;
+    let answer = ledger.who_can(args.scope, location, at).map_err(failure)?;
+    let json = json!({
+        "scope": args.scope.to_string(),
+        "location": answer.location,
+        "at": at.to_string(),
+        "position": answer.position,
+        "tokens": answer.tokens.iter().map(|a| json!({
+            "token": a.token.to_string(),
+            "name": a.name.as_str(),
+            "created_by": a.created.actor.to_string(),
+            "created_at": a.created.at.to_string(),
+        })).collect::<Vec<_>>(),
+    });
+    print(context.json, &json, || {
+        let rows: Vec<Vec<String>> = answer
+            .tokens
+            .iter()
+            .map(|a| {
+                vec![
+                    a.token.to_string(),
+                    a.name.to_string(),
+                    a.created.at.to_string(),
+                ]
+            })
+            .collect();
+        let mut text = format!(
+            "tokens that could use {} on {} at {} (log position {}):\n",
+            args.scope, answer.location, at, answer.position
+        );
+        if rows.is_empty() {
+            text.push_str("none\n");
+        } else {
+            text.push_str(&table(&["TOKEN", "NAME", "CREATED_AT"], &rows));
+        }
+        text
+    });
+    Ok(0)
+}
+
+fn damaged(context: &Context, position: u64, problem: String) -> Result<u8, Failure> {
+    let json = json!({ "intact": false, "position": position, "problem": problem });
+    print(context.json, &json, String::new);
+    Err(Failure::Refused(format!(
+        "the log is damaged at position {position}: {problem}"
+    )))
+}
+
+fn verify(context: &Context) -> Result<u8, Failure> {
+    let ledger = match open_ledger(context)? {
+        Ok(ledger) => ledger,
+        // A log too damaged to open is a failed check, with its position.
+        Err(LedgerError::Damaged(d) | LedgerError::Open(OpenError::Damaged(d))) => {
+            return damaged(context, d.position, d.problem.to_string());
+        }
+        Err(error) => return Err(failure(error)),
+    };
+    let mut bar = Progress::new("verifying");
+    let verified = ledger.verify_with(&mut |done, total| bar.update(done, total));
+    drop(bar);
+    match verified {
+        Ok(verified) => {
+            let json = json!({
+                "intact": true,
+                "records": verified.records,
+                "head": { "position": verified.head.position, "hash": hex(&verified.head.hash) },
+                "clock_clamped": verified.clamped,
+            });
+            print(context.json, &json, || {
+                format!(
+                    "intact: {} records, head at position {} with hash {}",
+                    verified.records,
+                    verified.head.position,
+                    hex(&verified.head.hash)
+                )
+            });
+            Ok(0)
+        }
+        Err(damage) => damaged(context, damage.position, damage.problem.to_string()),
+    }
+}
+
+fn export(context: &Context, out: &Path) -> Result<u8, Failure> {
+    let ledger = open(context)?;
+    let file = File::create_new(out)
+        .map_err(|e| Failure::BadInput(format!("--out {}: {e}", out.display())))?;
+    let mut writer = BufWriter::new(file);
+    let mut bar = Progress::new("exporting");
+    let exported = ledger.export(&mut writer, out, &mut |done, total| bar.update(done, total));
+    drop(bar);
+    drop(writer);
+    let count = match exported {
+        Ok(count) => count,
+        Err(error) => {
+            // A partial export is no export.
+            let _ = std::fs::remove_file(out);
+            return Err(transfer_failure(error));
+        }
+    };
+    let json = json!({ "exported": count, "out": out.display().to_string() });
+    print(context.json, &json, || {
+        format!("exported {count} events to {}", out.display())
+    });
+    Ok(0)
+}
+
+fn transfer_failure(error: TransferError) -> Failure {
+    match error {
+        TransferError::Ledger(error) => failure(error),
+        TransferError::Line { .. } => Failure::Refused(error.to_string()),
+        TransferError::Io { .. } | TransferError::NotEmpty { .. } => {
+            Failure::BadInput(error.to_string())
+        }
+    }
+}
+
+fn import(context: &Context, file: &Path) -> Result<u8, Failure> {
+    // Checked before the data directory is opened, which creates it.
+    File::open(file).map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
+    let ledger = open(context)?;
+    let mut bar = Progress::new("importing");
+    let verified = ledger
+        .import(file, &mut |done, total| bar.update(done, total))
+        .map_err(transfer_failure);
+    drop(bar);
+    let verified = verified?;
+    let json = json!({
+        "imported": verified.records,
+        "head": { "position": verified.head.position, "hash": hex(&verified.head.hash) },
+    });
+    print(context.json, &json, || {
+        format!(
+            "imported {} events; the chain verifies, head at position {} with hash {}",
+            verified.records,
+            verified.head.position,
+            hex(&verified.head.hash)
+        )
+    });
+    Ok(0)
+}
