@@ -85,7 +85,11 @@ impl Ledger {
         let mut child = command.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
+            // A command refused before it reads its input closes the pipe.
+            match input.write_all(text.as_bytes()) {
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+                written => written.unwrap(),
+            }
         }
         drop(input);
         finish(child.wait_with_output().unwrap())
