@@ -270,7 +270,9 @@ pub struct Change {
     /// The event's position; `None` for the token's expiry, which no event
     /// records.
     pub position: Option<u64>,
-    /// What happened, with who did it.
+    /// Who caused it; `None` for the token's expiry.
+    pub actor: Option<Actor>,
+    /// What happened.
     pub what: String,
 }
 
@@ -280,7 +282,8 @@ impl Change {
         Change {
             at: envelope.recorded_at,
             position: Some(envelope.position),
-            what: format!("{} {}", envelope.actor, describe_event(&envelope.event)),
+            actor: Some(envelope.actor),
+            what: describe_event(&envelope.event),
         }
     }
 
@@ -288,6 +291,7 @@ impl Change {
         Change {
             at,
             position: None,
+            actor: None,
             what: "the token expired".to_owned(),
         }
     }

@@ -3,7 +3,9 @@
 //! namespace and permission, a bar while it was reachable, and a marked
 //! line for each event that changed it.
 
-use tokenledger_authz::{State, Timeline};
+use tokenledger_authz::{Location, State, Timeline};
+
+use crate::run::change_text;
 
 /// Escapes text for HTML and SVG, names included: they may hold `<` or `&`.
 fn escape(text: &str) -> String {
@@ -21,10 +23,10 @@ fn escape(text: &str) -> String {
     out
 }
 
-const LABEL_WIDTH: f64 = 330.0;
+const LABEL_WIDTH: f64 = 250.0;
 const PLOT_WIDTH: f64 = 760.0;
 const ROW_HEIGHT: f64 = 26.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 30.0;
 
 fn colour(permission: &str) -> &'static str {
     match permission {
@@ -35,14 +37,41 @@ fn colour(permission: &str) -> &'static str {
     }
 }
 
-/// The page for `timeline`, naming the token from `state`.
+/// A row's name, short enough for the left margin: the full label, with
+/// ids, is the row's tooltip.
+fn short_label(state: &State, location: Location) -> String {
+    match location {
+        Location::Global(_) => "global".to_owned(),
+        Location::Shared(id) => match state.workspace(id) {
+            Some(w) => format!("shared: {}", w.name),
+            None => format!("shared: {id}"),
+        },
+        Location::Private(id) => match state.teammate(id) {
+            Some(t) => format!("private: {}", t.name),
+            None => format!("private: {id}"),
+        },
+    }
+}
+
+/// Cuts `text` to `max` characters, marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(max - 1).collect();
+        format!("{kept}…")
+    }
+}
+
+/// The page for `timeline`, naming people and workspaces from `state`.
 pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
     let since = timeline.since.as_micros() as f64;
     let span = (timeline.until.as_micros() as f64 - since).max(1.0);
     let x = |micros: u64| LABEL_WIDTH + (micros as f64 - since) / span * PLOT_WIDTH;
     let rows = timeline.rows.len().max(1) as f64;
-    let height = TOP + rows * ROW_HEIGHT + 40.0 + timeline.changes.len() as f64 * 18.0;
-    let width = LABEL_WIDTH + PLOT_WIDTH + 20.0;
+    let axis = TOP + rows * ROW_HEIGHT;
+    let height = axis + 30.0;
+    let width = LABEL_WIDTH + PLOT_WIDTH + 30.0;
     let name = state
         .token(timeline.token)
         .map_or(String::new(), |t| format!(" “{}”", t.name));
@@ -51,7 +80,6 @@ pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"12\">\n"
     );
-    let axis = TOP + rows * ROW_HEIGHT;
     svg.push_str(&format!(
         "<line x1=\"{LABEL_WIDTH}\" y1=\"{axis}\" x2=\"{}\" y2=\"{axis}\" stroke=\"#444\"/>\n",
         LABEL_WIDTH + PLOT_WIDTH
@@ -64,14 +92,28 @@ pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
         axis + 16.0,
         escape(&timeline.until.to_string())
     ));
+    for change in &timeline.changes {
+        let at = x(change.at.as_micros());
+        let mark = change
+            .position
+            .map_or("expiry".to_owned(), |p| format!("#{p}"));
+        svg.push_str(&format!(
+            "<line x1=\"{at:.1}\" y1=\"{}\" x2=\"{at:.1}\" y2=\"{axis}\" stroke=\"#999\" \
+             stroke-dasharray=\"3,3\"/>\n<circle cx=\"{at:.1}\" cy=\"{axis}\" r=\"4\" fill=\"#222\"/>\n\
+             <text x=\"{at:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{mark}</text>\n",
+            TOP - 14.0,
+            TOP - 18.0,
+        ));
+    }
     for (i, row) in timeline.rows.iter().enumerate() {
         let y = TOP + i as f64 * ROW_HEIGHT;
         let permission = row.permission.as_str();
         svg.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} · {permission}</text>\n",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\"><title>{}</title>{} · {permission}</text>\n",
             LABEL_WIDTH - 8.0,
             y + 17.0,
-            escape(&row.label)
+            escape(&row.label),
+            escape(&cut(&short_label(state, row.location), 32)),
         ));
         for interval in &row.intervals {
             let (from, to) = (x(interval.from.as_micros()), x(interval.to.as_micros()));
@@ -92,31 +134,31 @@ pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
             ));
         }
     }
-    for (i, change) in timeline.changes.iter().enumerate() {
-        let at = x(change.at.as_micros());
-        let label_y = axis + 36.0 + i as f64 * 18.0;
-        let position = change.position.map_or("-".to_owned(), |p| p.to_string());
-        svg.push_str(&format!(
-            "<line x1=\"{at:.1}\" y1=\"{}\" x2=\"{at:.1}\" y2=\"{label_y}\" stroke=\"#999\" \
-             stroke-dasharray=\"3,3\"/>\n<circle cx=\"{at:.1}\" cy=\"{axis}\" r=\"4\" fill=\"#222\"/>\n\
-             <text x=\"{:.1}\" y=\"{}\">#{position} {}</text>\n",
-            TOP - 6.0,
-            at + 4.0,
-            label_y + 4.0,
-            escape(&change.what)
-        ));
-    }
     svg.push_str("</svg>\n");
 
+    let changes: String = timeline
+        .changes
+        .iter()
+        .map(|change| {
+            let mark = change
+                .position
+                .map_or("expiry".to_owned(), |p| format!("#{p}"));
+            format!(
+                "<li><b>{mark}</b> {} — {}</li>\n",
+                escape(&change.at.to_string()),
+                escape(&change_text(state, change))
+            )
+        })
+        .collect();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>tokenledger timeline of {token}</title>\n\
          <style>body{{font-family:sans-serif;margin:24px;color:#222}}h1{{font-size:18px}}\
-         p{{color:#555}}</style>\n</head>\n<body>\n\
+         p,li{{color:#444;font-size:13px}}ul{{list-style:none;padding-left:0}}</style>\n</head>\n<body>\n\
          <h1>What {token}{name} could reach</h1>\n\
          <p>From {since} to {until}. A bar: a request with that permission on that namespace \
-         would have been allowed. A dashed line: an event that changed it (#log position).</p>\n\
-         {svg}</body>\n</html>\n",
+         would have been allowed. A dashed line: an event that changed it, by log position.</p>\n\
+         {svg}<ul>\n{changes}</ul>\n</body>\n</html>\n",
         token = escape(&timeline.token.to_string()),
         name = escape(&name),
         since = escape(&timeline.since.to_string()),

@@ -9,9 +9,9 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokenledger_authz::{
-    Command, CommandError, Decision, Explanation, HistoryQuery, Ledger, LedgerError, LedgerOptions,
-    Location, OpenError, Provenance, Request, SealingKey, State, Timeline, TransferError,
-    decide_request, describe_event, event_json, location_label, scope_json, who,
+    Change, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger, LedgerError,
+    LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State, Timeline,
+    TransferError, decide_request, describe_event, event_json, location_label, scope_json, who,
 };
 use tokenledger_events::{
     Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
@@ -727,6 +727,7 @@ pub fn timeline_json(timeline: &Timeline) -> Value {
         "changes": timeline.changes.iter().map(|c| json!({
             "at": c.at.to_string(),
             "position": c.position,
+            "actor": c.actor.map(|a| a.to_string()),
             "what": c.what,
         })).collect::<Vec<_>>(),
     })
@@ -740,7 +741,15 @@ fn namespace_json(location: Location) -> Value {
     }
 }
 
-pub fn timeline_text(timeline: &Timeline) -> String {
+/// A change for people: who did what.
+pub fn change_text(state: &State, change: &Change) -> String {
+    match change.actor {
+        Some(actor) => format!("{} {}", who(state, actor), change.what),
+        None => change.what.clone(),
+    }
+}
+
+pub fn timeline_text(state: &State, timeline: &Timeline) -> String {
     let mut rows = Vec::new();
     for row in &timeline.rows {
         let intervals: Vec<String> = row
@@ -778,7 +787,7 @@ pub fn timeline_text(timeline: &Timeline) -> String {
             vec![
                 c.position.map_or("-".to_owned(), |p| p.to_string()),
                 c.at.to_string(),
-                c.what.clone(),
+                change_text(state, c),
             ]
         })
         .collect();
@@ -817,7 +826,7 @@ fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::BadInput(format!("{}: {e}", path.display())))?;
     }
     print(context.json, &timeline_json(&timeline), || {
-        let mut text = timeline_text(&timeline);
+        let mut text = ledger.with_state(|state| timeline_text(state, &timeline));
         if let Some(path) = &args.html {
             text.push_str(&format!("\nwrote {}\n", path.display()));
         }
