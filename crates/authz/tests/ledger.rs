@@ -362,6 +362,34 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
     bytes
 }
 
+/// The secret alphabet's bytes, as `tokenledger_events::secret` writes them.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    let (mut buffer, mut bits, mut out) = (0u64, 0, Vec::new());
+    for c in text.bytes() {
+        let value = alphabet.iter().position(|a| *a == c).unwrap() as u64;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(alphabet[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
 #[test]
 fn no_secret_is_written_to_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,10 +406,29 @@ fn no_secret_is_written_to_the_data_directory() {
         let text = secret.expose();
         let body = &text[SECRET_PREFIX.len()..];
         let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-        for needle in [text.as_bytes(), body.as_bytes(), hex.as_bytes()] {
+        let random = base32_decode(body);
+        let raw: [u8; 32] = random[..32].try_into().unwrap();
+        assert_eq!(
+            Secret::from_random(raw).expose(),
+            text,
+            "the decoding is wrong"
+        );
+        let mut needles = vec![
+            text.as_bytes().to_vec(),
+            body.as_bytes().to_vec(),
+            hex.into_bytes(),
+            random[..32].to_vec(),
+        ];
+        // Base64 of the text, from each of the three alignments it could
+        // have inside a longer base64 string; the last, partial, character dropped.
+        for skip in 0..3 {
+            let encoded = base64(&text.as_bytes()[skip..]);
+            needles.push(encoded.as_bytes()[..encoded.len() - 4].to_vec());
+        }
+        for needle in &needles {
             assert!(
-                !stored.windows(needle.len()).any(|w| w == needle),
-                "a secret is stored in plain text"
+                !stored.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "a secret is stored in plain text, hex, base64 or raw"
             );
         }
     }

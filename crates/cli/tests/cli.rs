@@ -918,6 +918,44 @@ fn an_unusable_data_directory_is_bad_input() {
 }
 
 #[test]
+fn a_second_process_on_the_same_directory_is_refused() {
+    let ledger = Ledger::new();
+    acme(&ledger);
+    let before = ledger.head();
+    let held = tokenledger_authz::Ledger::open(&ledger.data).unwrap();
+    let run = ledger.run(&["company", "create", "--name", "Rival"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("in use") || run.stderr.contains("lock"),
+        "{}",
+        run.stderr
+    );
+    drop(held);
+    assert_eq!(ledger.head(), before);
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_bad_input() {
+    use std::os::unix::ffi::OsStrExt;
+    let ledger = Ledger::new();
+    acme(&ledger);
+    let before = ledger.head();
+    let name = std::ffi::OsStr::from_bytes(b"Ac\xffme");
+    let output = binary()
+        .arg("--data")
+        .arg(&ledger.data)
+        .args(["company", "create", "--name"])
+        .arg(name)
+        .output()
+        .unwrap();
+    let run = finish(output);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(ledger.head(), before);
+}
+
+#[test]
 fn the_data_directory_comes_from_the_environment_when_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("from-env");

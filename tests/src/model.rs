@@ -1,31 +1,29 @@
-//! Random command sequences and requests, run through the real `decide`,
-//! `apply` and decision beside a reference model written separately here: a
-//! plain restatement of DOMAIN.md's rules over vectors and booleans, with
-//! "for all teammates" applied eagerly to each teammate rather than resolved
-//! by log position as the real state does. Any disagreement fails.
+//! The reference model: a plain restatement of DOMAIN.md's rules over
+//! vectors and booleans, with "for all teammates" applied eagerly to each
+//! teammate rather than resolved by log position as the real state does;
+//! and [`run`], which drives a sequence of operations through the model and
+//! through the real `decide`, `apply` and decision, and reports the first
+//! disagreement. The model proptest (`tests/model.rs`) and the
+//! `command_sequence` fuzz target both use it.
 
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly at the first surprise"
+    missing_docs,
+    reason = "the operations' fields are indices into the small world the constants size: c a company, t a teammate, w a workspace, k a token"
 )]
 
 use std::collections::BTreeSet;
 
-use proptest::prelude::*;
 use tokenledger_authz::{Command, Location, Request, State, decide, decide_request};
 use tokenledger_events::*;
 
-const COMPANIES: usize = 3;
-const TEAMMATES: usize = 8;
-const WORKSPACES: usize = 4;
-const TOKENS: usize = 4;
+pub const COMPANIES: usize = 3;
+pub const TEAMMATES: usize = 8;
+pub const WORKSPACES: usize = 4;
+pub const TOKENS: usize = 4;
 
 /// The scopes requests and tokens draw from: a few kinds, including one
 /// OAuth grants may not have, and a permission only messages have.
-const SCOPES: [&str; 6] = [
+pub const SCOPES: [&str; 6] = [
     "conversations:read",
     "conversations:write",
     "messages:send",
@@ -35,7 +33,7 @@ const SCOPES: [&str; 6] = [
 ];
 
 #[derive(Debug, Clone)]
-enum Op {
+pub enum Op {
     CreateCompany { c: usize },
     AddTeammate { c: usize, t: usize, admin: bool },
     ChangeRole { t: usize, admin: bool },
@@ -52,148 +50,49 @@ enum Op {
 }
 
 #[derive(Debug, Clone)]
-struct TokenSpec {
-    c: usize,
-    k: usize,
-    oauth: bool,
-    resources: bool,
-    provisioning: bool,
-    triggers: bool,
-    global: bool,
+pub struct TokenSpec {
+    pub c: usize,
+    pub k: usize,
+    pub oauth: bool,
+    pub resources: bool,
+    pub provisioning: bool,
+    pub triggers: bool,
+    pub global: bool,
     /// 0: none, 1: all, 2: the workspaces in `workspaces`.
-    shared: u8,
-    workspaces: BTreeSet<usize>,
-    private: bool,
-    scopes: BTreeSet<usize>,
-    expires_in: Option<u64>,
+    pub shared: u8,
+    pub workspaces: BTreeSet<usize>,
+    pub private: bool,
+    pub scopes: BTreeSet<usize>,
+    pub expires_in: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
-enum Presented {
+pub enum Presented {
     Token(usize),
     Garbage,
     UnknownSecret,
 }
 
 #[derive(Debug, Clone)]
-struct Check {
-    presented: Presented,
+pub struct Check {
+    pub presented: Presented,
     /// An index into SCOPES, or `None` for the application-trigger feature.
-    scope: Option<usize>,
+    pub scope: Option<usize>,
     /// 0: global of a company, 1: a shared workspace, 2: a teammate's private resources.
-    namespace: u8,
+    pub namespace: u8,
     /// Which company, workspace or teammate: when `own_company` is set and
     /// the token exists, the `at`-th of those in the token's company.
-    at: usize,
-    own_company: bool,
+    pub at: usize,
+    pub own_company: bool,
 }
 
 /// Who issues a command: usually the admin of the company it concerns, so
 /// that sequences get past the permission checks and reach deep states;
 /// otherwise anyone (0 is the system, 1..=TEAMMATES a teammate, then a token).
 #[derive(Debug, Clone, Copy)]
-enum Who {
+pub enum Who {
     NaturalAdmin,
     Anyone(usize),
-}
-
-fn who_strategy() -> impl Strategy<Value = Who> {
-    prop_oneof![
-        6 => Just(Who::NaturalAdmin),
-        1 => Just(Who::Anyone(0)),
-        3 => (1..=TEAMMATES).prop_map(Who::Anyone),
-        1 => Just(Who::Anyone(TEAMMATES + 1)),
-    ]
-}
-
-fn op_strategy() -> impl Strategy<Value = Op> {
-    let token = (
-        (0..COMPANIES, 0..TOKENS, prop::bool::weighted(0.2)),
-        (
-            prop::bool::weighted(0.9),
-            prop::bool::weighted(0.2),
-            prop::bool::weighted(0.2),
-        ),
-        (
-            any::<bool>(),
-            0u8..3,
-            (
-                prop::collection::btree_set(0..WORKSPACES, 0..3),
-                prop::bool::weighted(0.8),
-            ),
-            any::<bool>(),
-        ),
-        prop_oneof![
-            9 => prop::collection::btree_set(0..SCOPES.len(), 1..4),
-            1 => Just(BTreeSet::new()),
-        ],
-        prop::option::weighted(0.2, 0u64..30),
-    )
-        .prop_map(
-            |(
-                (c, k, oauth),
-                (resources, provisioning, triggers),
-                (global, shared, (mut workspaces, own), private),
-                scopes,
-                expires_in,
-            )| {
-                // Usually name the company's own first workspace, so that
-                // named lists are often valid.
-                if own {
-                    workspaces.insert(c);
-                }
-                Op::CreateToken(TokenSpec {
-                    c,
-                    k,
-                    oauth,
-                    resources,
-                    provisioning,
-                    triggers,
-                    global,
-                    shared,
-                    workspaces,
-                    private,
-                    scopes,
-                    expires_in,
-                })
-            },
-        );
-    let presented = prop_oneof![
-        8 => (0..TOKENS).prop_map(Presented::Token),
-        1 => Just(Presented::Garbage),
-        1 => Just(Presented::UnknownSecret),
-    ];
-    let check = (
-        presented,
-        prop::option::weighted(0.9, 0..SCOPES.len()),
-        0u8..3,
-        0..TEAMMATES,
-        prop::bool::weighted(0.8),
-    )
-        .prop_map(|(presented, scope, namespace, at, own_company)| {
-            Op::Check(Check {
-                presented,
-                scope,
-                namespace,
-                at,
-                own_company,
-            })
-        });
-    prop_oneof![
-        2 => (0..COMPANIES).prop_map(|c| Op::CreateCompany { c }),
-        4 => (0..COMPANIES, 0..TEAMMATES, any::<bool>()).prop_map(|(c, t, admin)| Op::AddTeammate { c, t, admin }),
-        1 => (0..TEAMMATES, any::<bool>()).prop_map(|(t, admin)| Op::ChangeRole { t, admin }),
-        1 => (0..TEAMMATES).prop_map(|t| Op::Deactivate { t }),
-        2 => (0..COMPANIES, 0..WORKSPACES).prop_map(|(c, w)| Op::CreateWorkspace { c, w }),
-        1 => (0..WORKSPACES).prop_map(|w| Op::DeleteWorkspace { w }),
-        8 => token,
-        1 => (0..TOKENS).prop_map(|k| Op::Reveal { k }),
-        1 => (0..TOKENS).prop_map(|k| Op::Delete { k }),
-        2 => (0..TEAMMATES, any::<bool>()).prop_map(|(t, on)| Op::SetPref { t, on }),
-        1 => (0..COMPANIES, any::<bool>()).prop_map(|(c, on)| Op::SetAll { c, on }),
-        1 => (1u64..20).prop_map(|seconds| Op::Tick { seconds }),
-        10 => check,
-    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -728,6 +627,22 @@ fn real_check(
     };
     let decision = decide_request(state, &presented, &request);
     assert_eq!(decision.position, state.position());
+    if decision.is_allowed() {
+        // Whatever else the model says: never across companies.
+        let token_company = decision
+            .token
+            .and_then(|token| state.token(token))
+            .map(|token| token.company);
+        let location_company = match location {
+            Location::Global(company) => Some(company),
+            Location::Shared(workspace) => state.workspace(workspace).map(|w| w.company),
+            Location::Private(teammate) => state.teammate(teammate).map(|t| t.company),
+        };
+        assert!(
+            token_company.is_some() && token_company == location_company,
+            "allowed across companies: {token_company:?} reached {location:?}"
+        );
+    }
     match decision.refusal {
         None => Ok(()),
         Some(refusal) => Err(refusal.rule.number()),
@@ -737,7 +652,7 @@ fn real_check(
 /// Runs one sequence through the model and the real code; counts the
 /// verdicts (index 0 for allowed, else the rule) so the generator's reach
 /// can be checked.
-fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), TestCaseError> {
+pub fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), String> {
     let mut model = Model::default();
     let mut state = State::new();
     let mut position = 0u64;
@@ -753,14 +668,11 @@ fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), TestCaseError
                 let location = model.location_for(check);
                 let expected = model.check(check, location);
                 let actual = real_check(&state, check, location, now);
-                prop_assert_eq!(
-                    actual,
-                    expected,
-                    "step {}: {:?} at {:?}",
-                    step,
-                    check,
-                    location
-                );
+                if actual != expected {
+                    return Err(format!(
+                        "step {step}: {check:?} at {location:?}: the model says {expected:?}, the real decision {actual:?}"
+                    ));
+                }
                 verdicts[actual.err().map_or(0, usize::from)] += 1;
             }
             op => {
@@ -768,15 +680,11 @@ fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), TestCaseError
                 let who = model.actor_for(*who, op);
                 let expected = model.command(who, op);
                 let actual = decide(&state, actor(who), now, &command(op, now));
-                prop_assert_eq!(
-                    actual.is_ok(),
-                    expected,
-                    "step {}: actor {} {:?}: {:?}",
-                    step,
-                    who,
-                    op,
-                    actual
-                );
+                if actual.is_ok() != expected {
+                    return Err(format!(
+                        "step {step}: actor {who} {op:?}: the model says {expected}, decide says {actual:?}"
+                    ));
+                }
                 if let Ok(decided) = actual {
                     for event in decided.events {
                         position += 1;
@@ -794,41 +702,4 @@ fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), TestCaseError
         }
     }
     Ok(())
-}
-
-fn sequences() -> impl Strategy<Value = Vec<(Who, Op)>> {
-    prop::collection::vec((who_strategy(), op_strategy()), 1..60)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, max_shrink_iters: 20_000, ..ProptestConfig::default() })]
-
-    #[test]
-    fn decide_apply_and_the_decision_agree_with_the_model(ops in sequences()) {
-        run(&ops, &mut [0; 8])?;
-    }
-}
-
-/// The agreement above means little unless the generator reaches every
-/// outcome: allowed, and a refusal by each of rules 1 to 7.
-#[test]
-fn the_generator_reaches_every_verdict() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 300,
-        ..Config::default()
-    });
-    let mut verdicts = [0usize; 8];
-    for _ in 0..300 {
-        let ops = sequences().new_tree(&mut runner).unwrap().current();
-        run(&ops, &mut verdicts).unwrap();
-    }
-    let total: usize = verdicts.iter().sum();
-    for (verdict, count) in verdicts.iter().enumerate() {
-        assert!(
-            *count * 100 >= total,
-            "verdict {verdict} (0 = allowed, else the rule) is under 1% of {total}: {verdicts:?}"
-        );
-    }
 }
