@@ -3,6 +3,7 @@
 //! answer to garbage. `fuzz/fuzz_targets/*.rs` call these under libFuzzer,
 //! and `tests/fuzz_corpus.rs` replays the kept corpus under `cargo test`.
 
+use tokenledger_authz::{decode_checkpoint as decode_state, encode_checkpoint};
 use tokenledger_events::{
     CompanyId, Method, Name, ResourceId, Scope, Secret, TeammateId, Timestamp, TokenId,
     decode_envelope, encode_envelope, resolve_endpoint, resolve_endpoint_line,
@@ -26,6 +27,19 @@ pub fn decode_record(data: &[u8]) {
             Ok(&envelope),
             "an envelope does not survive encoding"
         );
+    }
+}
+
+/// Bytes as a checkpoint of the state: never a panic, and whatever
+/// decodes is a state that archives to bytes that decode to it again.
+pub fn decode_checkpoint(data: &[u8]) {
+    if let Ok(state) = decode_state(data) {
+        let bytes = match encode_checkpoint(&state) {
+            Ok(bytes) => bytes,
+            Err(error) => panic!("a decoded state does not encode: {error}"),
+        };
+        let again = decode_state(&bytes).unwrap_or_else(|e| panic!("re-decoding failed: {e}"));
+        assert_eq!(encode_checkpoint(&again).ok(), Some(bytes));
     }
 }
 

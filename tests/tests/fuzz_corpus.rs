@@ -35,6 +35,11 @@ fn decode_record() {
 }
 
 #[test]
+fn decode_checkpoint() {
+    replay("decode_checkpoint", fuzz::decode_checkpoint);
+}
+
+#[test]
 fn parse_secret() {
     replay("parse_secret", fuzz::parse_secret);
 }

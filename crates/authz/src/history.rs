@@ -116,14 +116,17 @@ impl Ledger {
     }
 
     /// The state as it stood once the event at `position` was applied
-    /// (the empty state at 0), rebuilt from the log.
+    /// (the empty state at 0): the nearest checkpoint at or before it, and
+    /// the log replayed from there.
     pub fn state_at(&self, position: u64) -> Result<State, LedgerError> {
         let head = self.head().position;
         if position > head {
             return Err(LedgerError::BeyondHead { position, head });
         }
-        let mut state = State::new();
-        self.replay(1, position, |event| state.apply(&event.envelope))?;
+        let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
+        self.replay(state.position() + 1, position, |event| {
+            state.apply(&event.envelope);
+        })?;
         Ok(state)
     }
 

@@ -4,16 +4,17 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
 };
-use tokenledger_projection::{Projection, Readers, State};
+use tokenledger_projection::{Projection, Readers, State, decode_checkpoint, encode_checkpoint};
 use tokenledger_store::{
     AppendError, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options, SledLog,
-    Verified,
+    StateFiles, Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -22,7 +23,7 @@ use crate::fresh::{self, RandomError};
 use crate::sealing::{self, SealingError, SealingKey};
 
 /// How to open a ledger.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LedgerOptions {
     /// Seals each new token's secret so an admin can reveal it again.
     /// Without it, a secret is shown once, at creation.
@@ -33,7 +34,32 @@ pub struct LedgerOptions {
     /// Told the position reached and the head while the log is replayed
     /// on open, for a progress bar.
     pub replay_progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Save the state every this many events (0: never), in the data
+    /// directory's `checkpoints` folder, so that opening replays only the
+    /// events after the newest checkpoint. Saving blocks commands for as
+    /// long as it takes to write the state.
+    pub checkpoint_every: u64,
 }
+
+impl Default for LedgerOptions {
+    fn default() -> LedgerOptions {
+        LedgerOptions {
+            sealing_key: None,
+            log: Options::default(),
+            replay_progress: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
+}
+
+/// Checkpoint every 100,000 events by default: at the replay rates measured
+/// (about a million events a second) opening then replays at most a
+/// fraction of a second of log, and a checkpoint is written rarely.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
+
+/// How many checkpoint files are kept: the newest, and older ones to fall
+/// back on if it turns out damaged.
+const CHECKPOINTS_KEPT: usize = 3;
 
 /// Why a ledger operation did nothing.
 #[derive(Debug)]
@@ -53,6 +79,8 @@ pub enum LedgerError {
     /// This ledger keeps no sealing key, so secrets are shown only once,
     /// at creation, and cannot be revealed.
     SecretNotKept(TokenId),
+    /// A checkpoint of the state could not be written.
+    Checkpoint(String),
     /// A position past the end of the log was asked for.
     BeyondHead {
         /// The position asked for.
@@ -74,6 +102,7 @@ impl fmt::Display for LedgerError {
             LedgerError::Append(e) => fmt::Display::fmt(e, f),
             LedgerError::Random(e) => fmt::Display::fmt(e, f),
             LedgerError::Sealing(e) => fmt::Display::fmt(e, f),
+            LedgerError::Checkpoint(why) => write!(f, "the checkpoint was not written: {why}"),
             LedgerError::BeyondHead { position, head } => write!(
                 f,
                 "log position {position} is past the end of the log, which is at {head}"
@@ -149,6 +178,13 @@ pub struct Ledger {
     pub(crate) writer: Mutex<Projection>,
     readers: Readers,
     sealing_key: Option<SealingKey>,
+    checkpoints: StateFiles,
+    checkpoint_every: u64,
+    /// The position of the newest checkpoint written or loaded.
+    last_checkpoint: AtomicU64,
+    /// What went wrong without stopping anything: checkpoints skipped on
+    /// open, or not written.
+    warnings: Mutex<Vec<String>>,
 }
 
 /// How many events are read at a time when replaying the log.
@@ -163,9 +199,16 @@ impl Ledger {
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
         let log = SledLog::open(dir, options.log).map_err(LedgerError::Open)?;
-        let (mut projection, readers) = Projection::new();
+        let checkpoints = StateFiles::new(dir);
         let head = log.head().position;
-        let mut next = 1;
+        let mut warnings = Vec::new();
+        let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings)?;
+        let from = loaded.as_ref().map_or(0, State::position);
+        let (mut projection, readers) = match loaded {
+            Some(state) => Projection::starting_from(state),
+            None => Projection::new(),
+        };
+        let mut next = from + 1;
         while next <= head {
             let events = log.read(next, REPLAY_CHUNK).map_err(LedgerError::Damaged)?;
             if events.is_empty() {
@@ -180,12 +223,65 @@ impl Ledger {
             }
         }
         projection.publish();
-        Ok(Ledger {
+        let ledger = Ledger {
             log,
             writer: Mutex::new(projection),
             readers,
             sealing_key: options.sealing_key,
-        })
+            checkpoints,
+            checkpoint_every: options.checkpoint_every,
+            last_checkpoint: AtomicU64::new(from),
+            warnings: Mutex::new(warnings),
+        };
+        ledger.checkpoint_if_due(&ledger.writer.lock());
+        Ok(ledger)
+    }
+
+    /// What went wrong without stopping anything: checkpoints skipped as
+    /// damaged when opening (the log was replayed instead), or not written.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().clone()
+    }
+
+    /// Saves the state now as a checkpoint; returns its position.
+    pub fn checkpoint(&self) -> Result<u64, LedgerError> {
+        let projection = self.writer.lock();
+        self.write_checkpoint(&projection)
+    }
+
+    fn write_checkpoint(&self, projection: &Projection) -> Result<u64, LedgerError> {
+        let bytes = projection
+            .read(encode_checkpoint)
+            .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
+        let head = self.log.head();
+        self.checkpoints
+            .write(head, &bytes, CHECKPOINTS_KEPT)
+            .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
+        self.last_checkpoint.store(head.position, Ordering::Relaxed);
+        Ok(head.position)
+    }
+
+    /// Writes a checkpoint when enough events have been appended since the
+    /// last. A failure is a warning, not an error: the log is the truth,
+    /// and the next open replays more of it.
+    fn checkpoint_if_due(&self, projection: &Projection) {
+        let head = self.log.head().position;
+        let last = self.last_checkpoint.load(Ordering::Relaxed);
+        if self.checkpoint_every == 0 || head - last.min(head) < self.checkpoint_every {
+            return;
+        }
+        if let Err(error) = self.write_checkpoint(projection) {
+            self.warnings.lock().push(error.to_string());
+        }
+    }
+
+    /// The newest checkpoint at or before `position` that is whole and
+    /// agrees with the log, if any; the others are reported in `warnings`.
+    pub(crate) fn checkpoint_at_or_before(
+        &self,
+        position: u64,
+    ) -> Result<Option<State>, LedgerError> {
+        load_checkpoint(&self.log, &self.checkpoints, position, &mut Vec::new())
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
@@ -259,6 +355,7 @@ impl Ledger {
         }
         // INVARIANT (publish-before-return): see tokenledger-projection.
         projection.publish();
+        self.checkpoint_if_due(projection);
         Ok(Receipt { events })
     }
 
@@ -313,4 +410,57 @@ impl Ledger {
         self.execute_locked(&mut projection, actor, &command)?;
         Ok(secret)
     }
+}
+
+/// The newest checkpoint at or before `upto` that is whole, agrees with the
+/// log at its position, and decodes. Each one passed over is said in
+/// `warnings`, and the log is replayed instead.
+fn load_checkpoint(
+    log: &SledLog,
+    files: &StateFiles,
+    upto: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Option<State>, LedgerError> {
+    let listed = match files.list() {
+        Ok(listed) => listed,
+        Err(error) => {
+            warnings.push(format!("the checkpoints could not be listed: {error}"));
+            return Ok(None);
+        }
+    };
+    for file in listed
+        .into_iter()
+        .filter(|f| f.position <= upto && f.position > 0)
+    {
+        let skipped = |why: String| {
+            format!(
+                "the checkpoint at log position {} was skipped: {why}",
+                file.position
+            )
+        };
+        let (head, payload) = match files.read(&file) {
+            Ok(read) => read,
+            Err(error) => {
+                warnings.push(skipped(error.to_string()));
+                continue;
+            }
+        };
+        let logged = log
+            .read(head.position, 1)
+            .map_err(LedgerError::Damaged)?
+            .first()
+            .map(|e| e.hash);
+        if logged != Some(head.hash) {
+            warnings.push(skipped(
+                "it does not match the log at its position".to_owned(),
+            ));
+            continue;
+        }
+        match decode_checkpoint(&payload) {
+            Ok(state) if state.position() == head.position => return Ok(Some(state)),
+            Ok(_) => warnings.push(skipped("its state is at another position".to_owned())),
+            Err(error) => warnings.push(skipped(error.to_string())),
+        }
+    }
+    Ok(None)
 }

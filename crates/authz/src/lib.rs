@@ -76,8 +76,13 @@ pub use investigate::{
     Allowed, Change, Explanation, Interval, Reach, Timeline, WhoCan, location_label, who,
 };
 pub use json::{event_json, scope_json};
-pub use ledger::{CreatedToken, Ledger, LedgerError, LedgerOptions, NewToken, Receipt};
+pub use ledger::{
+    CreatedToken, DEFAULT_CHECKPOINT_EVERY, Ledger, LedgerError, LedgerOptions, NewToken, Receipt,
+};
 pub use sealing::{SealingError, SealingKey};
-pub use tokenledger_projection::{Company, Provenance, Setting, State, Teammate, Token, Workspace};
+pub use tokenledger_projection::{
+    CheckpointError, Company, Provenance, Setting, State, Teammate, Token, Workspace,
+    decode_checkpoint, encode_checkpoint,
+};
 pub use tokenledger_store::{Damage, Head, OpenError, StoredEvent, Verified};
 pub use transfer::TransferError;

@@ -125,7 +125,14 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         })),
         ..LedgerOptions::default()
     };
-    Ok(Ledger::open_with(&context.data, options))
+    let opened = Ledger::open_with(&context.data, options);
+    if let Ok(ledger) = &opened {
+        // A skipped checkpoint costs time, not correctness: say so, go on.
+        for warning in ledger.warnings() {
+            eprintln!("tokenledger: warning: {warning}");
+        }
+    }
+    Ok(opened)
 }
 
 /// What a ledger error means for the exit code.

@@ -385,6 +385,17 @@ impl Grants {
     pub fn iter(self) -> impl Iterator<Item = Scope> {
         Scope::all().filter(move |s| self.contains(*s))
     }
+
+    /// The set as its bits, for a checkpoint.
+    pub const fn bits(self) -> u128 {
+        self.0
+    }
+
+    /// The set from [`Grants::bits`]; `None` if a bit names no scope.
+    pub fn from_bits(bits: u128) -> Option<Grants> {
+        let valid = Scope::all().fold(0, |all, s| all | s.bit());
+        (bits & !valid == 0).then_some(Grants(bits))
+    }
 }
 
 impl FromIterator<Scope> for Grants {

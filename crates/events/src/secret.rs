@@ -226,6 +226,18 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Copy, Eq, Serialize, Deserialize)]
 pub struct SecretDigest([u8; 32]);
 
+impl SecretDigest {
+    /// The digest's bytes, for a checkpoint.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A digest from [`SecretDigest::as_bytes`].
+    pub const fn from_bytes(bytes: [u8; 32]) -> SecretDigest {
+        SecretDigest(bytes)
+    }
+}
+
 impl PartialEq for SecretDigest {
     fn eq(&self, other: &SecretDigest) -> bool {
         self.0.ct_eq(&other.0).into()

@@ -5,10 +5,12 @@
 //! It never writes to the log and knows nothing of sled: it is handed
 //! events and folds them.
 
+mod checkpoint;
 mod hash;
 mod publish;
 mod state;
 
+pub use checkpoint::{CheckpointError, decode_checkpoint, encode_checkpoint};
 pub use hash::{RandomKeyHasher, RandomKeyMap};
 pub use publish::{Projection, Readers};
 pub use state::{Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace};

@@ -39,13 +39,20 @@ pub struct Readers {
 impl Projection {
     /// An empty projection and the way to read it.
     pub fn new() -> (Projection, Readers) {
-        let published = Arc::new(ArcSwap::from_pointee(State::new()));
+        Projection::starting_from(State::new())
+    }
+
+    /// A projection that starts from `state` (a checkpoint's) rather than
+    /// from nothing, and the way to read it.
+    pub fn starting_from(state: State) -> (Projection, Readers) {
+        let writer = Arc::new(state.clone());
+        let published = Arc::new(ArcSwap::from_pointee(state));
         let readers = Readers {
             published: Arc::clone(&published),
         };
         let projection = Projection {
             published,
-            writer: Arc::new(State::new()),
+            writer,
             unpublished: Vec::new(),
         };
         (projection, readers)

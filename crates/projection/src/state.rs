@@ -216,12 +216,12 @@ impl Token {
 /// Everything the rules read, folded from the log.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    position: u64,
-    companies: RandomKeyMap<CompanyId, Company>,
-    teammates: RandomKeyMap<TeammateId, Teammate>,
-    workspaces: RandomKeyMap<WorkspaceId, Workspace>,
-    tokens: RandomKeyMap<TokenId, Token>,
-    by_digest: RandomKeyMap<SecretDigest, TokenId>,
+    pub(crate) position: u64,
+    pub(crate) companies: RandomKeyMap<CompanyId, Company>,
+    pub(crate) teammates: RandomKeyMap<TeammateId, Teammate>,
+    pub(crate) workspaces: RandomKeyMap<WorkspaceId, Workspace>,
+    pub(crate) tokens: RandomKeyMap<TokenId, Token>,
+    pub(crate) by_digest: RandomKeyMap<SecretDigest, TokenId>,
     /// Set only on the state a dropped projection leaves for its readers.
     closed: bool,
 }

@@ -57,6 +57,7 @@ mod checkpoint;
 mod log;
 mod record;
 mod sled_log;
+mod state_files;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use log::{
@@ -65,3 +66,4 @@ pub use log::{
 };
 pub use record::ChainCheck;
 pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};
+pub use state_files::{StateFile, StateFileError, StateFiles};

@@ -1,0 +1,328 @@
+//! Checkpoints of the state: opening from the newest one plus the tail of
+//! the log gives exactly the state a full replay gives, and a damaged,
+//! partial or foreign checkpoint is skipped with a warning, never trusted.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::path::{Path, PathBuf};
+
+use tokenledger_authz::*;
+use tokenledger_events::*;
+
+fn options(every: u64) -> LedgerOptions {
+    LedgerOptions {
+        sealing_key: Some(SealingKey::from_bytes([3; 32])),
+        checkpoint_every: every,
+        ..LedgerOptions::default()
+    }
+}
+
+fn name(text: &str) -> Name {
+    Name::new(text).unwrap()
+}
+
+/// A history of a little over 60 events touching every kind of state:
+/// teammates with roles and preferences, deactivations, workspaces, sealed
+/// and expiring tokens, reveals and deletions.
+fn history(ledger: &Ledger) {
+    let company = fresh::company_id().unwrap();
+    let admin = fresh::teammate_id().unwrap();
+    let system = Actor::System;
+    let by = Actor::Teammate(admin);
+    ledger
+        .execute(
+            system,
+            Command::CreateCompany {
+                company,
+                name: name("Acme"),
+            },
+        )
+        .unwrap();
+    ledger
+        .execute(
+            system,
+            Command::AddTeammate {
+                company,
+                teammate: admin,
+                name: name("Ada"),
+                role: Role::Admin,
+            },
+        )
+        .unwrap();
+    let mut workspaces = Vec::new();
+    for i in 0..6 {
+        let teammate = fresh::teammate_id().unwrap();
+        let role = if i % 3 == 0 {
+            Role::Admin
+        } else {
+            Role::Member
+        };
+        ledger
+            .execute(
+                by,
+                Command::AddTeammate {
+                    company,
+                    teammate,
+                    name: name("Mate"),
+                    role,
+                },
+            )
+            .unwrap();
+        ledger
+            .execute(
+                by,
+                Command::SetPrivateApiAccess {
+                    teammate,
+                    allowed: i % 2 == 0,
+                },
+            )
+            .unwrap();
+        if i == 4 {
+            ledger
+                .execute(by, Command::DeactivateTeammate { teammate })
+                .unwrap();
+        }
+        let workspace = fresh::workspace_id().unwrap();
+        ledger
+            .execute(
+                by,
+                Command::CreateWorkspace {
+                    company,
+                    workspace,
+                    name: name("Team"),
+                },
+            )
+            .unwrap();
+        workspaces.push(workspace);
+    }
+    ledger
+        .execute(
+            by,
+            Command::DeleteWorkspace {
+                workspace: workspaces[0],
+            },
+        )
+        .unwrap();
+    let far = Timestamp::from_micros(
+        Timestamp::from_system_time(std::time::SystemTime::now()).as_micros() + 3_600_000_000,
+    );
+    for i in 0..12 {
+        let shared = match i % 3 {
+            0 => SharedNamespace::None,
+            1 => SharedNamespace::All,
+            _ => SharedNamespace::Workspaces(workspaces[1..3].iter().copied().collect()),
+        };
+        let created = ledger
+            .create_token(
+                by,
+                NewToken {
+                    company,
+                    name: name("Integration"),
+                    kind: TokenKind::ApiToken,
+                    scope: TokenScope {
+                        features: [Feature::Resources].into(),
+                        namespaces: Namespaces {
+                            global: i % 3 == 0 || i % 2 == 0,
+                            shared,
+                            private: i % 4 == 0,
+                        },
+                        grants: ["conversations:read", "tags:write"]
+                            .iter()
+                            .take(1 + i % 2)
+                            .map(|s| s.parse().unwrap())
+                            .collect(),
+                    },
+                    expires_at: (i % 5 == 0).then_some(far),
+                },
+            )
+            .unwrap();
+        if i % 3 == 0 {
+            ledger.reveal(by, created.token).unwrap();
+        }
+        if i % 4 == 1 {
+            ledger
+                .execute(
+                    by,
+                    Command::DeleteToken {
+                        token: created.token,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    ledger
+        .execute(
+            by,
+            Command::SetPrivateApiAccessForAll {
+                company,
+                allowed: true,
+            },
+        )
+        .unwrap();
+}
+
+fn state_bytes(ledger: &Ledger) -> Vec<u8> {
+    ledger.with_state(|state| encode_checkpoint(state).unwrap())
+}
+
+/// The state a full replay gives, with checkpoints off.
+fn replayed(dir: &Path) -> Vec<u8> {
+    let ledger = Ledger::open_with(dir, options(0)).unwrap();
+    state_bytes(&ledger)
+}
+
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn opening_from_a_checkpoint_gives_the_state_a_full_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = {
+        let ledger = Ledger::open_with(dir.path(), options(10)).unwrap();
+        history(&ledger);
+        assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
+        state_bytes(&ledger)
+    };
+    let files = checkpoint_files(dir.path());
+    assert_eq!(files.len(), 3, "the newest three are kept: {files:?}");
+
+    assert_eq!(replayed(dir.path()), live);
+    let reopened = Ledger::open_with(dir.path(), options(10)).unwrap();
+    assert!(reopened.warnings().is_empty(), "{:?}", reopened.warnings());
+    assert_eq!(state_bytes(&reopened), live);
+    // A checkpoint round-trips byte for byte.
+    let state = decode_checkpoint(&live).unwrap();
+    assert_eq!(encode_checkpoint(&state).unwrap(), live);
+
+    // As of any position, starting from a checkpoint or not, the same.
+    let head = reopened.head().position;
+    for position in [1, 9, 10, 11, 25, 40, head - 1, head] {
+        let from_checkpoint = encode_checkpoint(&reopened.state_at(position).unwrap()).unwrap();
+        let mut plain = State::new();
+        for event in reopened
+            .history(&HistoryQuery {
+                to_position: Some(position),
+                ..HistoryQuery::default()
+            })
+            .unwrap()
+        {
+            plain.apply(&event.envelope);
+        }
+        assert_eq!(
+            from_checkpoint,
+            encode_checkpoint(&plain).unwrap(),
+            "as of {position}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_partial_or_foreign_checkpoint_is_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = {
+        let ledger = Ledger::open_with(dir.path(), options(10)).unwrap();
+        history(&ledger);
+        state_bytes(&ledger)
+    };
+    let files = checkpoint_files(dir.path());
+    let newest = files.last().unwrap().clone();
+
+    // A flipped byte in the newest: skipped, the one before it used.
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+    let warnings = ledger.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("skipped") && warnings[0].contains("digest"),
+        "{warnings:?}"
+    );
+    assert_eq!(state_bytes(&ledger), live);
+    drop(ledger);
+
+    // Cut short, as a crash without the rename could not leave it but a
+    // full disk or a copy might: skipped too.
+    let second = files[files.len() - 2].clone();
+    let whole = std::fs::read(&second).unwrap();
+    std::fs::write(&second, &whole[..whole.len() / 3]).unwrap();
+    // A half-written file from a crash during a write is never listed.
+    std::fs::write(
+        dir.path()
+            .join("checkpoints/state-00000000000000000099.ckpt.partial"),
+        b"half",
+    )
+    .unwrap();
+    let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+    assert_eq!(ledger.warnings().len(), 2, "{:?}", ledger.warnings());
+    assert_eq!(state_bytes(&ledger), live);
+    drop(ledger);
+
+    // Every checkpoint damaged: the log is replayed whole.
+    let oldest = files[0].clone();
+    std::fs::write(&oldest, b"not a checkpoint").unwrap();
+    let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+    assert_eq!(ledger.warnings().len(), 3, "{:?}", ledger.warnings());
+    assert_eq!(state_bytes(&ledger), live);
+    drop(ledger);
+
+    // A checkpoint from another ledger, at a position this log has: its
+    // hash there differs, so it is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open_with(other.path(), options(10)).unwrap();
+        history(&ledger);
+    }
+    for file in checkpoint_files(dir.path()) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let foreign = checkpoint_files(other.path()).pop().unwrap();
+    std::fs::copy(
+        &foreign,
+        dir.path()
+            .join("checkpoints")
+            .join(foreign.file_name().unwrap()),
+    )
+    .unwrap();
+    let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+    let warnings = ledger.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("does not match the log")),
+        "{warnings:?}"
+    );
+    assert_eq!(state_bytes(&ledger), live);
+}
+
+#[test]
+fn checkpoint_bytes_that_are_not_a_state_are_an_error() {
+    assert!(decode_checkpoint(&[]).is_err());
+    assert!(decode_checkpoint(&[0u8; 64]).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+    history(&ledger);
+    let bytes = state_bytes(&ledger);
+    for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+        assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    // Every single flipped bit is refused or yields some state, never a panic.
+    for i in (0..bytes.len()).step_by(7) {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0x10;
+        let _ = decode_checkpoint(&damaged);
+    }
+}

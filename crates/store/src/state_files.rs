@@ -1,0 +1,177 @@
+//! Checkpoint files of the state: bytes saved for a log position, written
+//! so that a crash in the middle leaves the previous file usable, and read
+//! back only when their length and digest hold. What the bytes mean is the
+//! projection's business; this module only keeps them safe.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "TLSTATE1"
+//!      8     8  log position, big-endian
+//!     16    32  the log's hash at that position
+//!     48     8  payload length, big-endian
+//!     56    32  SHA-256 of the payload
+//!     88     8  zero (so the payload starts 16-byte aligned)
+//!     96     n  payload
+//! ```
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::log::Head;
+
+const MAGIC: &[u8; 8] = b"TLSTATE1";
+const HEADER_LEN: usize = 96;
+const PREFIX: &str = "state-";
+const SUFFIX: &str = ".ckpt";
+
+/// The checkpoint files of one data directory, in its `checkpoints`
+/// folder.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    dir: PathBuf,
+}
+
+/// One checkpoint file, by the position it was saved at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateFile {
+    /// The log position the state was saved at.
+    pub position: u64,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// Why a checkpoint file was not used.
+#[derive(Debug)]
+pub enum StateFileError {
+    /// It could not be read.
+    Io(io::Error),
+    /// It is not a whole, undamaged checkpoint file.
+    Damaged(&'static str),
+}
+
+impl fmt::Display for StateFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateFileError::Io(e) => write!(f, "it could not be read: {e}"),
+            StateFileError::Damaged(what) => write!(f, "it is damaged: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StateFileError {}
+
+fn name(position: u64) -> String {
+    format!("{PREFIX}{position:020}{SUFFIX}")
+}
+
+impl StateFiles {
+    /// The checkpoint files of the data directory `data_dir`.
+    pub fn new(data_dir: &Path) -> StateFiles {
+        StateFiles {
+            dir: data_dir.join("checkpoints"),
+        }
+    }
+
+    /// The checkpoint files there are, newest first. Half-written files
+    /// (a crash during [`StateFiles::write`]) are not listed.
+    pub fn list(&self) -> io::Result<Vec<StateFile>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let position = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(PREFIX))
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(position) = position {
+                files.push(StateFile {
+                    position,
+                    path: entry.path(),
+                });
+            }
+        }
+        files.sort_by_key(|f| std::cmp::Reverse(f.position));
+        Ok(files)
+    }
+
+    /// Saves `payload` as the state at `head`: written to a temporary
+    /// file, synced, renamed into place and the folder synced, so a crash
+    /// leaves either the whole new file or none. Then keeps only the newest
+    /// `keep` files.
+    pub fn write(&self, head: Head, payload: &[u8], keep: usize) -> io::Result<StateFile> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(name(head.position));
+        let partial = self.dir.join(format!("{}.partial", name(head.position)));
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&head.position.to_be_bytes());
+        header.extend_from_slice(&head.hash);
+        header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        header.extend_from_slice(&Sha256::digest(payload));
+        header.resize(HEADER_LEN, 0);
+        {
+            let mut file = File::create(&partial)?;
+            file.write_all(&header)?;
+            file.write_all(payload)?;
+            file.sync_all()?;
+        }
+        fs::rename(&partial, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        for old in self.list()?.into_iter().skip(keep.max(1)) {
+            fs::remove_file(old.path)?;
+        }
+        Ok(StateFile {
+            position: head.position,
+            path,
+        })
+    }
+
+    /// Reads a checkpoint file: the head it was saved at and its payload,
+    /// once its magic, position, length and digest hold.
+    pub fn read(&self, file: &StateFile) -> Result<(Head, Vec<u8>), StateFileError> {
+        let mut bytes = fs::read(&file.path).map_err(StateFileError::Io)?;
+        let header = bytes
+            .get(..HEADER_LEN)
+            .ok_or(StateFileError::Damaged("it is shorter than its header"))?;
+        let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
+        if field(0..8) != MAGIC {
+            return Err(StateFileError::Damaged("it is not a checkpoint file"));
+        }
+        let number = |range| {
+            <[u8; 8]>::try_from(field(range))
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX)
+        };
+        let position = number(8..16);
+        let length = number(48..56);
+        let hash: [u8; 32] = field(16..48).try_into().unwrap_or_default();
+        let digest: [u8; 32] = field(56..88).try_into().unwrap_or_default();
+        if position != file.position {
+            return Err(StateFileError::Damaged(
+                "the position inside is not the one in its name",
+            ));
+        }
+        if (bytes.len() - HEADER_LEN) as u64 != length {
+            return Err(StateFileError::Damaged(
+                "its length is not the one recorded",
+            ));
+        }
+        let payload = bytes.split_off(HEADER_LEN);
+        if <[u8; 32]>::from(Sha256::digest(&payload)) != digest {
+            return Err(StateFileError::Damaged(
+                "its bytes do not match their digest",
+            ));
+        }
+        Ok((Head { position, hash }, payload))
+    }
+}
