@@ -8,6 +8,8 @@
     reason = "indices into generated data are in range by construction"
 )]
 
+pub mod generate;
+
 use tokenledger_authz::{Ledger, Location, Request};
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, EventId, Feature, Method, Name, Namespaces, Requirement,

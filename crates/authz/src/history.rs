@@ -130,6 +130,42 @@ impl Ledger {
         Ok(state)
     }
 
+    /// The state of one company as it stood at `position`, rebuilt from
+    /// that company's events alone (its stream), so that the cost is the
+    /// company's history rather than the whole log's. Every decision stays
+    /// inside one company (rule 3), so a decision about one of its tokens
+    /// made against this state is the one the whole state at `position`
+    /// gives.
+    pub fn company_state_at(
+        &self,
+        company: CompanyId,
+        position: u64,
+    ) -> Result<State, LedgerError> {
+        let head = self.head().position;
+        if position > head {
+            return Err(LedgerError::BeyondHead { position, head });
+        }
+        let mut state = State::new();
+        let mut next = 1;
+        'read: while next <= position {
+            let chunk = self
+                .log
+                .read_stream(Stream::Company(company), next, CHUNK)
+                .map_err(LedgerError::Damaged)?;
+            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
+                break;
+            };
+            next = end + 1;
+            for event in chunk {
+                if event.envelope.position > position {
+                    break 'read;
+                }
+                state.apply(&event.envelope);
+            }
+        }
+        Ok(state.as_of(position))
+    }
+
     /// Reads the events at positions `from..=to` in order and hands each
     /// to `each`.
     pub(crate) fn replay(

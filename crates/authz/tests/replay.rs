@@ -238,7 +238,7 @@ fn decisions_taken_live_are_made_again_as_of_their_position_and_time() {
     let mut rng = Rng(0xa50f_7135);
     let ledger = Ledger::open(dir.path()).unwrap();
     let mut live = Vec::new();
-    random_history(&ledger, &mut rng, 120, |ledger, rng, made| {
+    let made = random_history(&ledger, &mut rng, 120, |ledger, rng, made| {
         if made.tokens.is_empty() {
             return;
         }
@@ -261,6 +261,14 @@ fn decisions_taken_live_are_made_again_as_of_their_position_and_time() {
         let state = ledger.state_at(decision.position).unwrap();
         assert_eq!(state.position(), decision.position);
         assert_eq!(&decide_request(&state, secret.expose(), request), decision);
+        // One company's events are enough for a decision about its tokens.
+        let company = ledger
+            .company_state_at(made.company, decision.position)
+            .unwrap();
+        assert_eq!(
+            &decide_request(&company, secret.expose(), request),
+            decision
+        );
         // Each decision was taken after its position's command returned
         // and before the next began, so its time finds the same position.
         assert_eq!(ledger.position_at(request.at).unwrap(), decision.position);

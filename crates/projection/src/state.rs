@@ -250,6 +250,14 @@ impl State {
         self.position
     }
 
+    /// The state, marked as answering for log position `position`: for a
+    /// state rebuilt from some of the log's events (one company's), the
+    /// position up to which they were read. Never moves it backwards.
+    pub fn as_of(mut self, position: u64) -> State {
+        self.position = self.position.max(position);
+        self
+    }
+
     /// A company by id.
     pub fn company(&self, id: CompanyId) -> Option<&Company> {
         self.companies.get(&id)

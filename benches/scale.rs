@@ -1,0 +1,131 @@
+//! Start-up and time travel at scale, on generated logs kept under
+//! `target/tokenledger-bench-data` (generated on the first run):
+//! `open/replay_1m_events` (a million events replayed, no checkpoint),
+//! `open/checkpoint_1m_tokens` (a checkpoint of a million live tokens, at
+//! the head of a 5-million-event log), `asof/random_point` (a decision as
+//! of a random position of that log, from the token's company's events),
+//! and the resident memory per live token after opening, printed.
+
+#![allow(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a benchmark whose setup fails should stop at once"
+)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokenledger_authz::{Ledger, LedgerOptions, Location, Request, decide_request};
+use tokenledger_benches::generate::{FIVE_MILLION, ONE_MILLION, generated, secret_of};
+use tokenledger_events::{Requirement, Timestamp};
+
+fn data_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tokenledger-bench-data")
+}
+
+fn no_checkpoints() -> LedgerOptions {
+    LedgerOptions {
+        checkpoint_every: 0,
+        ..LedgerOptions::default()
+    }
+}
+
+/// Resident bytes of this process, from its own accounting.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+fn scale(c: &mut Criterion) {
+    let started = Instant::now();
+    let small = generated(&data_root(), ONE_MILLION).expect("the 1M-event log");
+    let large = generated(&data_root(), FIVE_MILLION).expect("the 5M-event log");
+    eprintln!("logs ready in {:.1?}", started.elapsed());
+
+    // The large log's checkpoint at its head, written once.
+    let checkpoints = large.dir.join("checkpoints");
+    if !checkpoints.exists() {
+        let started = Instant::now();
+        let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+        eprintln!("5M events replayed in {:.1?}", started.elapsed());
+        let started = Instant::now();
+        ledger.checkpoint().expect("checkpoint");
+        eprintln!(
+            "checkpoint of 1M tokens written in {:.1?}",
+            started.elapsed()
+        );
+    }
+    let _ = std::fs::remove_dir_all(small.dir.join("checkpoints"));
+
+    let mut group = c.benchmark_group("open");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(ONE_MILLION.events));
+    group.bench_function("replay_1m_events", |b| {
+        b.iter(|| black_box(Ledger::open_with(&small.dir, no_checkpoints()).expect("open")));
+    });
+    group.throughput(Throughput::Elements(large.live_tokens));
+    group.bench_function("checkpoint_1m_tokens", |b| {
+        b.iter(|| black_box(Ledger::open_with(&large.dir, no_checkpoints()).expect("open")));
+    });
+    group.finish();
+
+    let before = resident_bytes();
+    let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+    let after = resident_bytes();
+    assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
+    println!(
+        "memory: {} resident bytes per live token after opening ({} MiB for {} tokens)",
+        after.saturating_sub(before) / large.live_tokens,
+        after.saturating_sub(before) >> 20,
+        large.live_tokens
+    );
+
+    let head = ledger.head().position;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let started = Instant::now();
+    let state = ledger.state_at(1 + next(head)).expect("as of");
+    eprintln!(
+        "the whole state as of position {} rebuilt in {:.1?}",
+        state.position(),
+        started.elapsed()
+    );
+    drop(state);
+
+    let mut group = c.benchmark_group("asof");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function("random_point", |b| {
+        b.iter(|| {
+            let (token, company) = large.live[next(large.live.len() as u64) as usize];
+            let position = 1 + next(head);
+            let state = ledger.company_state_at(company, position).expect("as of");
+            let request = Request {
+                requirement: Requirement::Scope("conversations:read".parse().expect("scope")),
+                resource: "cnv_1".parse().expect("resource"),
+                location: Location::Global(company),
+                at: Timestamp::from_micros(u64::MAX / 2),
+            };
+            black_box(decide_request(&state, secret_of(token).expose(), &request))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, scale);
+criterion_main!(benches);
