@@ -13,8 +13,8 @@ use tokenledger_events::{
 };
 use tokenledger_projection::{Projection, Readers, State, decode_checkpoint, encode_checkpoint};
 use tokenledger_store::{
-    AppendError, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options, SledLog,
-    StateFiles, Verified,
+    AppendError, CheckpointKey, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options,
+    SledLog, StateFiles, Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -39,6 +39,10 @@ pub struct LedgerOptions {
     /// events after the newest checkpoint. Saving blocks commands for as
     /// long as it takes to write the state.
     pub checkpoint_every: u64,
+    /// Signs checkpoints of the state, and refuses unsigned ones, so that
+    /// someone who can write the data directory cannot make the ledger
+    /// start from a forged state. Keep it outside the data directory.
+    pub checkpoint_key: Option<CheckpointKey>,
 }
 
 impl Default for LedgerOptions {
@@ -48,6 +52,7 @@ impl Default for LedgerOptions {
             log: Options::default(),
             replay_progress: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_key: None,
         }
     }
 }
@@ -199,7 +204,7 @@ impl Ledger {
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
         let log = SledLog::open(dir, options.log).map_err(LedgerError::Open)?;
-        let checkpoints = StateFiles::new(dir);
+        let checkpoints = StateFiles::new(dir, options.checkpoint_key);
         let head = log.head().position;
         let mut warnings = Vec::new();
         let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings)?;

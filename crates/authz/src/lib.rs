@@ -84,5 +84,5 @@ pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, Workspace,
     decode_checkpoint, encode_checkpoint,
 };
-pub use tokenledger_store::{Damage, Head, OpenError, StoredEvent, Verified};
+pub use tokenledger_store::{CheckpointKey, Damage, Head, OpenError, StoredEvent, Verified};
 pub use transfer::TransferError;

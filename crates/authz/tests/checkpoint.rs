@@ -326,3 +326,52 @@ fn checkpoint_bytes_that_are_not_a_state_are_an_error() {
         let _ = decode_checkpoint(&damaged);
     }
 }
+
+#[test]
+fn with_a_checkpoint_key_an_unsigned_or_forged_checkpoint_is_refused() {
+    let keyed = |every| LedgerOptions {
+        checkpoint_key: Some(CheckpointKey::from_bytes([7; 32])),
+        ..options(every)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let live = {
+        // Written without the key: unsigned.
+        let ledger = Ledger::open_with(dir.path(), options(10)).unwrap();
+        history(&ledger);
+        state_bytes(&ledger)
+    };
+    let ledger = Ledger::open_with(dir.path(), keyed(0)).unwrap();
+    let warnings = ledger.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("not signed")),
+        "{warnings:?}"
+    );
+    assert_eq!(state_bytes(&ledger), live);
+    // Signed now, it is used.
+    ledger.checkpoint().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open_with(dir.path(), keyed(0)).unwrap();
+    let newest = checkpoint_files(dir.path()).pop().unwrap();
+    assert_eq!(ledger.warnings().len(), 0, "{:?}", ledger.warnings());
+    drop(ledger);
+
+    // A forger without the key rewrites the payload and its digest: the
+    // digest holds, the MAC does not.
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let payload = bytes.split_off(128);
+    let forged_payload = {
+        let mut p = payload.clone();
+        let last = p.len() - 1;
+        p[last] ^= 1;
+        p
+    };
+    use sha2::Digest;
+    bytes[56..88].copy_from_slice(&sha2::Sha256::digest(&forged_payload));
+    bytes.extend_from_slice(&forged_payload);
+    std::fs::write(&newest, &bytes).unwrap();
+    let ledger = Ledger::open_with(dir.path(), keyed(0)).unwrap();
+    let warnings = ledger.warnings();
+    assert!(warnings[0].contains("not signed"), "{warnings:?}");
+    assert_eq!(state_bytes(&ledger), live);
+}

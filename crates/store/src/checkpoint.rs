@@ -41,6 +41,19 @@ impl CheckpointKey {
     }
 }
 
+impl CheckpointKey {
+    /// The MAC of a checkpoint file's header, which holds the digest of
+    /// its payload.
+    pub(crate) fn mac_of_state_header(&self, header: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(STATE_DOMAIN);
+        mac.update(header);
+        mac
+    }
+}
+
+const STATE_DOMAIN: &[u8] = b"tokenledger state checkpoint v1";
+
 impl fmt::Debug for CheckpointKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CheckpointKey(<redacted>)")

@@ -10,21 +10,30 @@
 //!     16    32  the log's hash at that position
 //!     48     8  payload length, big-endian
 //!     56    32  SHA-256 of the payload
-//!     88     8  zero (so the payload starts 16-byte aligned)
-//!     96     n  payload
+//!     88     8  flags: 1 when keyed
+//!     96    32  HMAC-SHA-256 of bytes 0..88 under the checkpoint key, or zero
+//!    128     n  payload (16-byte aligned)
 //! ```
+//!
+//! The digest catches damage; only the MAC stops someone who can write the
+//! directory from forging a state. With a key, a file without a valid MAC
+//! is refused.
 
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use hmac::Mac;
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::CheckpointKey;
 use crate::log::Head;
 
 const MAGIC: &[u8; 8] = b"TLSTATE1";
-const HEADER_LEN: usize = 96;
+const HEADER_LEN: usize = 128;
+const SIGNED_LEN: usize = 88;
+const KEYED: u8 = 1;
 const PREFIX: &str = "state-";
 const SUFFIX: &str = ".ckpt";
 
@@ -33,6 +42,7 @@ const SUFFIX: &str = ".ckpt";
 #[derive(Debug, Clone)]
 pub struct StateFiles {
     dir: PathBuf,
+    key: Option<CheckpointKey>,
 }
 
 /// One checkpoint file, by the position it was saved at.
@@ -69,10 +79,12 @@ fn name(position: u64) -> String {
 }
 
 impl StateFiles {
-    /// The checkpoint files of the data directory `data_dir`.
-    pub fn new(data_dir: &Path) -> StateFiles {
+    /// The checkpoint files of the data directory `data_dir`. With a key,
+    /// files are signed when written and refused unsigned when read.
+    pub fn new(data_dir: &Path, key: Option<CheckpointKey>) -> StateFiles {
         StateFiles {
             dir: data_dir.join("checkpoints"),
+            key,
         }
     }
 
@@ -118,7 +130,14 @@ impl StateFiles {
         header.extend_from_slice(&head.hash);
         header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
         header.extend_from_slice(&Sha256::digest(payload));
-        header.resize(HEADER_LEN, 0);
+        match &self.key {
+            Some(key) => {
+                let mac = key.mac_of_state_header(&header).finalize().into_bytes();
+                header.extend_from_slice(&[KEYED, 0, 0, 0, 0, 0, 0, 0]);
+                header.extend_from_slice(&mac);
+            }
+            None => header.resize(HEADER_LEN, 0),
+        }
         {
             let mut file = File::create(&partial)?;
             file.write_all(&header)?;
@@ -156,6 +175,18 @@ impl StateFiles {
         let length = number(48..56);
         let hash: [u8; 32] = field(16..48).try_into().unwrap_or_default();
         let digest: [u8; 32] = field(56..88).try_into().unwrap_or_default();
+        if let Some(key) = &self.key {
+            let signed = field(88..89) == [KEYED]
+                && key
+                    .mac_of_state_header(field(0..SIGNED_LEN))
+                    .verify_slice(field(96..128))
+                    .is_ok();
+            if !signed {
+                return Err(StateFileError::Damaged(
+                    "it is not signed with this ledger's checkpoint key",
+                ));
+            }
+        }
         if position != file.position {
             return Err(StateFileError::Damaged(
                 "the position inside is not the one in its name",
