@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokenledger_authz::{
-    Command, HistoryQuery, Ledger, LedgerOptions, Location, NewToken, Request, SealingKey,
-    describe_event, fresh, who,
+    Command, HistoryQuery, Ledger, LedgerOptions, Location, NewToken, Request, SealingKey, fresh,
 };
 use tokenledger_events::{
     Actor, Feature, Name, Namespaces, Requirement, Role, Secret, SharedNamespace, TokenId,
@@ -22,7 +21,7 @@ use tokenledger_events::{
 
 use crate::Failure;
 use crate::output::table;
-use crate::run::{failure, hex, now};
+use crate::run::{failure, hex, history_rows, now};
 
 /// The data directory for the demo: the one given, if it is empty, else
 /// the first of `./tokenledger-demo`, `./tokenledger-demo-2`, … that does
@@ -342,20 +341,7 @@ pub fn run(explicit: Option<PathBuf>, json_wanted: bool) -> Result<u8, Failure> 
         println!("{json}");
         return Ok(0);
     }
-    let trail: Vec<Vec<String>> = ledger.with_state(|state| {
-        events
-            .iter()
-            .map(|e| {
-                let envelope = &e.envelope;
-                vec![
-                    envelope.position.to_string(),
-                    envelope.recorded_at.to_string(),
-                    who(state, envelope.actor),
-                    describe_event(&envelope.event),
-                ]
-            })
-            .collect()
-    });
+    let trail = ledger.with_state(|state| history_rows(state, &events));
     println!("tokenledger demo: the forum thread's story, in {data}\n");
     println!(
         "Acme Support: admins Ada and Grace, members Bob and Linus, workspaces Support and Sales."
@@ -379,7 +365,10 @@ pub fn run(explicit: Option<PathBuf>, json_wanted: bool) -> Result<u8, Failure> 
         }
     );
     println!("The audit trail:\n");
-    println!("{}", table(&["POSITION", "TIME", "ACTOR", "WHAT"], &trail));
+    println!(
+        "{}",
+        table(&["POSITION", "TIME", "ACTOR", "EVENT", "WHAT"], &trail)
+    );
     println!(
         "verify: intact, {} records, head hash {}\n",
         verified.records,

@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use tokenledger_authz::{
     Change, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger, LedgerError,
-    LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State, Timeline,
-    TransferError, decide_request, describe_event, event_json, location_label, scope_json, who,
+    LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State, StoredEvent,
+    Timeline, TransferError, decide_request, describe_event, event_json, location_label,
+    scope_json, who,
 };
 use tokenledger_events::{
     Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
@@ -682,6 +683,24 @@ fn decide_and_explain(
     Ok((request, decision, explanation))
 }
 
+/// The audit trail for people: position, time, who (by name), the event's
+/// type and what it did.
+pub fn history_rows(state: &State, events: &[StoredEvent]) -> Vec<Vec<String>> {
+    events
+        .iter()
+        .map(|e| {
+            let envelope = &e.envelope;
+            vec![
+                envelope.position.to_string(),
+                envelope.recorded_at.to_string(),
+                who(state, envelope.actor),
+                envelope.event.type_name().to_owned(),
+                describe_event(&envelope.event),
+            ]
+        })
+        .collect()
+}
+
 fn history(context: &Context, args: HistoryArgs) -> Result<u8, Failure> {
     let query = HistoryQuery {
         token: args.token,
@@ -696,21 +715,7 @@ fn history(context: &Context, args: HistoryArgs) -> Result<u8, Failure> {
     let events = ledger.history(&query).map_err(failure)?;
     let json = Value::Array(events.iter().map(event_json).collect());
     print(context.json, &json, || {
-        let rows: Vec<Vec<String>> = ledger.with_state(|state| {
-            events
-                .iter()
-                .map(|e| {
-                    let envelope = &e.envelope;
-                    vec![
-                        envelope.position.to_string(),
-                        envelope.recorded_at.to_string(),
-                        who(state, envelope.actor),
-                        envelope.event.type_name().to_owned(),
-                        describe_event(&envelope.event),
-                    ]
-                })
-                .collect()
-        });
+        let rows = ledger.with_state(|state| history_rows(state, &events));
         table(&["POSITION", "TIME", "ACTOR", "EVENT", "WHAT"], &rows)
     });
     Ok(0)
