@@ -61,6 +61,19 @@ fn name(text: &str) -> Result<Name, Failure> {
     Name::new(text).map_err(|e| Failure::Refused(e.to_string()))
 }
 
+/// How to run this binary again from here: its path relative to the
+/// current directory (`./target/release/tokenledger` after `cargo run`),
+/// else its name, so the commands the demo suggests run as printed.
+fn program() -> String {
+    let relative = std::env::current_exe().ok().and_then(|exe| {
+        let here = std::env::current_dir().ok()?;
+        exe.strip_prefix(here)
+            .ok()
+            .map(|r| format!("./{}", r.display()))
+    });
+    relative.unwrap_or_else(|| "tokenledger".to_owned())
+}
+
 /// A pause between steps, so that the timeline shows them apart.
 fn pause() {
     std::thread::sleep(Duration::from_millis(150));
@@ -312,18 +325,19 @@ pub fn run(explicit: Option<PathBuf>, json_wanted: bool) -> Result<u8, Failure> 
         .map_err(|d| Failure::Refused(d.to_string()))?;
     let data = dir.display().to_string();
     let key = key_file.display().to_string();
+    let program = program();
     let next = [
-        format!("tokenledger --data {data} history --token {plugin}"),
-        format!("tokenledger --data {data} token show {plugin}"),
-        format!("tokenledger --data {data} timeline {plugin} --html timeline.html"),
-        format!("tokenledger --data {data} who-can --scope conversations:read --private {bob}"),
+        format!("{program} --data {data} history --token {plugin}"),
+        format!("{program} --data {data} token show {plugin}"),
+        format!("{program} --data {data} timeline {plugin} --html timeline.html"),
+        format!("{program} --data {data} who-can --scope conversations:read --private {bob}"),
         format!(
-            "tokenledger --data {data} --sealing-key-file {key} token reveal {report} --by {ada}"
+            "{program} --data {data} --sealing-key-file {key} token reveal {report} --by {ada}"
         ),
         format!(
-            "echo <that secret> | tokenledger --data {data} check --scope conversations:read --resource cnv_1 --global --company {company}"
+            "echo <that secret> | {program} --data {data} check --scope conversations:read --resource cnv_1 --global --company {company}"
         ),
-        format!("tokenledger --data {data} verify"),
+        format!("{program} --data {data} verify"),
     ];
     if json_wanted {
         let json = json!({
