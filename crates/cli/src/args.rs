@@ -25,6 +25,16 @@ pub struct Cli {
         env = "TOKENLEDGER_SEALING_KEY_FILE"
     )]
     pub sealing_key_file: Option<PathBuf>,
+    /// A file holding the 32-byte key that signs checkpoints of the state,
+    /// so a forged one is refused (raw, or 64 hex digits). Keep it outside
+    /// the data directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_CHECKPOINT_KEY_FILE"
+    )]
+    pub checkpoint_key_file: Option<PathBuf>,
     /// Print one JSON document on standard output.
     #[arg(long, global = true)]
     pub json: bool,

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokenledger_authz::{
-    Change, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger, LedgerError,
-    LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State, StoredEvent,
-    Timeline, TransferError, decide_request, describe_event, event_json, location_label,
-    scope_json, who,
+    Change, CheckpointKey, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger,
+    LedgerError, LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State,
+    StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json,
+    location_label, scope_json, who,
 };
 use tokenledger_events::{
     Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
@@ -33,6 +33,7 @@ pub struct Context {
     pub data: PathBuf,
     pub json: bool,
     pub sealing_key_file: Option<PathBuf>,
+    pub checkpoint_key_file: Option<PathBuf>,
 }
 
 /// The data directory: `--data`, else `$TOKENLEDGER_DATA`, else
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             .unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
         json: cli.json,
         sealing_key_file: cli.sealing_key_file,
+        checkpoint_key_file: cli.checkpoint_key_file,
     };
     match cli.command {
         Top::Company(command) => company(&context, command),
@@ -83,25 +85,26 @@ fn name(flag: &str, text: &str) -> Result<Name, Failure> {
     Name::new(text).map_err(|e| Failure::BadInput(format!("{flag}: {e}")))
 }
 
-/// Reads the sealing key: 32 raw bytes, or 64 hex digits.
-fn sealing_key(path: &Path) -> Result<SealingKey, Failure> {
-    let bad = |why: String| Failure::BadInput(format!("sealing key {}: {why}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+/// Reads a key file: 32 raw bytes, or 64 hex digits. `what` names the
+/// key in errors.
+fn key_bytes(what: &str, path: &Path) -> Result<[u8; 32], Failure> {
+    let bad = |why: &str| Failure::BadInput(format!("{what} {}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
     if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
-        return Ok(SealingKey::from_bytes(raw));
+        return Ok(raw);
     }
     let text = std::str::from_utf8(&bytes)
         .map(str::trim)
-        .map_err(|_| bad("expected 32 bytes or 64 hex digits".to_owned()))?;
+        .map_err(|_| bad("expected 32 bytes or 64 hex digits"))?;
     let mut key = [0u8; 32];
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("expected 32 bytes or 64 hex digits".to_owned()));
+        return Err(bad("expected 32 bytes or 64 hex digits"));
     }
     for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
         let pair = std::str::from_utf8(pair).unwrap_or("00");
         *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
     }
-    Ok(SealingKey::from_bytes(key))
+    Ok(key)
 }
 
 /// Opens the ledger, with a progress bar while a long log is replayed.
@@ -113,12 +116,20 @@ pub fn open(context: &Context) -> Result<Ledger, Failure> {
 /// one the ledger's own.
 fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure> {
     let sealing_key = match &context.sealing_key_file {
-        Some(path) => Some(sealing_key(path)?),
+        Some(path) => Some(SealingKey::from_bytes(key_bytes("sealing key", path)?)),
+        None => None,
+    };
+    let checkpoint_key = match &context.checkpoint_key_file {
+        Some(path) => Some(CheckpointKey::from_bytes(key_bytes(
+            "checkpoint key",
+            path,
+        )?)),
         None => None,
     };
     let bar = Mutex::new(Progress::new("replaying the log"));
     let options = LedgerOptions {
         sealing_key,
+        checkpoint_key,
         replay_progress: Some(Arc::new(move |done, total| {
             if let Ok(mut bar) = bar.lock() {
                 bar.update(done, total);

@@ -39,7 +39,8 @@ fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
     command
         .env_remove("TOKENLEDGER_DATA")
-        .env_remove("TOKENLEDGER_SEALING_KEY_FILE");
+        .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
+        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE");
     command
 }
 
@@ -933,6 +934,38 @@ fn a_second_process_on_the_same_directory_is_refused() {
     );
     drop(held);
     assert_eq!(ledger.head(), before);
+}
+
+#[test]
+fn a_key_file_must_hold_32_bytes_or_64_hex_digits() {
+    let ledger = Ledger::new();
+    acme(&ledger);
+    let before = ledger.head();
+    let short = ledger.dir.path().join("short.key");
+    std::fs::write(&short, "abc").unwrap();
+    for flag in ["--sealing-key-file", "--checkpoint-key-file"] {
+        let run = ledger.run(&[
+            flag,
+            short.to_str().unwrap(),
+            "company",
+            "create",
+            "--name",
+            "X",
+        ]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("64 hex digits"), "{}", run.stderr);
+    }
+    let good = ledger.dir.path().join("good.key");
+    std::fs::write(&good, [5u8; 32]).unwrap();
+    ledger.ok(&[
+        "--checkpoint-key-file",
+        good.to_str().unwrap(),
+        "company",
+        "create",
+        "--name",
+        "X",
+    ]);
+    assert_eq!(ledger.head().0, before.0 + 1);
 }
 
 #[test]
