@@ -79,7 +79,8 @@ fn company(c: u64) -> CompanyId {
     CompanyId::from_u128(0x1_0000_0000 + u128::from(c))
 }
 
-fn teammate(spec: &Spec, c: u64, t: u64) -> TeammateId {
+/// The `t`-th teammate of the `c`-th company (the 0th is its admin).
+pub fn teammate(spec: &Spec, c: u64, t: u64) -> TeammateId {
     TeammateId::from_u128(0x2_0000_0000 + u128::from(c * spec.teammates + t))
 }
 

@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokenledger_authz::{Ledger, LedgerOptions, Location, Request, decide_request};
-use tokenledger_benches::generate::{FIVE_MILLION, ONE_MILLION, generated, secret_of};
-use tokenledger_events::{Requirement, Timestamp};
+use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, decide_request};
+use tokenledger_benches::generate::{FIVE_MILLION, ONE_MILLION, generated, secret_of, teammate};
+use tokenledger_events::{Actor, Requirement, Timestamp};
 
 fn data_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tokenledger-bench-data")
@@ -79,6 +79,24 @@ fn scale(c: &mut Criterion) {
         large.live_tokens
     );
 
+    // The first command gives the writer a copy of its own.
+    let started = Instant::now();
+    ledger
+        .execute(
+            Actor::System,
+            Command::SetPrivateApiAccess {
+                teammate: teammate(&FIVE_MILLION, 0, 1),
+                allowed: true,
+            },
+        )
+        .expect("a command");
+    let written = resident_bytes();
+    println!(
+        "memory: {} resident bytes per live token after the first command ({} MiB), which took {:.1?}",
+        written.saturating_sub(before) / large.live_tokens,
+        written.saturating_sub(before) >> 20,
+        started.elapsed()
+    );
     if wrote_checkpoint {
         println!(
             "memory: measured after writing the checkpoint in this run; run again for a clean figure"

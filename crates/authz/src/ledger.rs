@@ -210,10 +210,9 @@ impl Ledger {
         let mut warnings = Vec::new();
         let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings)?;
         let from = loaded.as_ref().map_or(0, State::position);
-        let (mut projection, readers) = match loaded {
-            Some(state) => Projection::starting_from(state),
-            None => Projection::new(),
-        };
+        // The tail is folded into the state before anyone can read it, so
+        // each event is applied once and nothing waits to be published.
+        let mut state = loaded.unwrap_or_default();
         let mut next = from + 1;
         while next <= head {
             let events = log.read(next, REPLAY_CHUNK).map_err(LedgerError::Damaged)?;
@@ -221,14 +220,15 @@ impl Ledger {
                 break;
             }
             next += events.len() as u64;
-            for stored in events {
-                projection.apply(stored.envelope);
+            for stored in &events {
+                state.apply(&stored.envelope);
             }
             if let Some(progress) = &options.replay_progress {
                 progress(next - 1, head);
             }
         }
-        projection.publish();
+        // One copy, shared with the readers until the first command.
+        let (projection, readers) = Projection::starting_from(state);
         let ledger = Ledger {
             log,
             writer: Mutex::new(projection),

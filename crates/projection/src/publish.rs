@@ -7,7 +7,11 @@
 //! turns every reader's outstanding borrow of the old pointer into a
 //! counted reference before `swap` returns), and applies the remembered
 //! events to it, so it becomes the writer's copy again. An event costs what
-//! it changes, twice; nothing copies the whole state.
+//! it changes, twice; nothing copies the whole state but the first event
+//! after a start: a projection starts with one copy shared by the writer
+//! and the readers, and the first `apply` copies it (`Arc::make_mut`), so
+//! opening from a checkpoint pays for one copy, and a ledger that is only
+//! read keeps one.
 //!
 //! INVARIANT (publish-before-return): once [`Projection::publish`] returns,
 //! every read that starts afterwards, on any thread, sees everything
@@ -23,8 +27,9 @@ use crate::state::State;
 /// The writing side of the projection; there is one.
 pub struct Projection {
     published: Arc<ArcSwap<State>>,
-    /// The writer's copy. INVARIANT (writer-unique): no reader holds it, so
-    /// `Arc::get_mut` on it succeeds.
+    /// The writer's copy. INVARIANT (writer-unique): once an event has been
+    /// applied, no reader holds it, so `Arc::get_mut` on it succeeds.
+    /// Before that it is the published copy itself.
     writer: Arc<State>,
     /// Events applied to the writer's copy and not yet to the published one.
     unpublished: Vec<Envelope>,
@@ -45,8 +50,8 @@ impl Projection {
     /// A projection that starts from `state` (a checkpoint's) rather than
     /// from nothing, and the way to read it.
     pub fn starting_from(state: State) -> (Projection, Readers) {
-        let writer = Arc::new(state.clone());
-        let published = Arc::new(ArcSwap::from_pointee(state));
+        let writer = Arc::new(state);
+        let published = Arc::new(ArcSwap::new(Arc::clone(&writer)));
         let readers = Readers {
             published: Arc::clone(&published),
         };
@@ -60,8 +65,9 @@ impl Projection {
 
     /// Applies an event to the writer's copy; readers see it once published.
     pub fn apply(&mut self, envelope: Envelope) {
-        // By writer-unique this never clones; if it ever could not get the
-        // copy to itself, `make_mut` would clone rather than corrupt.
+        // By writer-unique this clones only the first time, when the copy
+        // is still shared with the readers: they keep it, the writer gets
+        // its own.
         Arc::make_mut(&mut self.writer).apply(&envelope);
         self.unpublished.push(envelope);
     }
