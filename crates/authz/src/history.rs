@@ -1,7 +1,9 @@
 //! Reading the past: the events that match a query, the position the log
 //! had reached at a time, and the state as it stood at a position.
 
-use tokenledger_events::{Actor, CompanyId, Envelope, Event, TeammateId, Timestamp, TokenId};
+use tokenledger_events::{
+    Actor, CompanyId, Envelope, Event, Secret, TeammateId, Timestamp, TokenId,
+};
 use tokenledger_projection::State;
 use tokenledger_store::{EventLog, StoredEvent, Stream};
 
@@ -164,6 +166,35 @@ impl Ledger {
             }
         }
         Ok(state.as_of(position))
+    }
+
+    /// The state to decide a request with `presented` as of `position`:
+    /// the state of the company of the token the secret names (a token's
+    /// company never changes, and tokens are never forgotten), or an empty
+    /// state when it names none, which refuses it as the whole state
+    /// would. Decisions against it are those of `state_at(position)`, at
+    /// the cost of one company's history.
+    pub fn state_for_secret_at(
+        &self,
+        presented: &str,
+        position: u64,
+    ) -> Result<State, LedgerError> {
+        let company = Secret::digest_of(presented).ok().and_then(|digest| {
+            self.with_state(|state| {
+                let token = state.token_by_digest(&digest)?;
+                state.token(token).map(|t| t.company)
+            })
+        });
+        match company {
+            Some(company) => self.company_state_at(company, position),
+            None => {
+                let head = self.head().position;
+                if position > head {
+                    return Err(LedgerError::BeyondHead { position, head });
+                }
+                Ok(State::new().as_of(position))
+            }
+        }
     }
 
     /// Reads the events at positions `from..=to` in order and hands each

@@ -294,6 +294,35 @@ fn the_state_as_of_a_position_or_time_is_the_state_then() {
 }
 
 #[test]
+fn the_state_for_a_secret_decides_as_the_whole_state_does() {
+    let story = story();
+    let ledger = &story.ledger;
+    let unknown = fresh::secret().unwrap();
+    for position in [0, story.bob_on - 1, story.bob_on, story.token_deleted] {
+        let whole = ledger.state_at(position).unwrap();
+        let at = story.time_of(position.max(1));
+        for presented in [story.secret.expose(), unknown.expose(), "tlk_garbage"] {
+            for location in [
+                Location::Private(story.bob),
+                Location::Global(story.company),
+                Location::Global(fresh::company_id().unwrap()),
+            ] {
+                let request = Request {
+                    location,
+                    ..story.read_bobs_conversation(at)
+                };
+                let narrow = ledger.state_for_secret_at(presented, position).unwrap();
+                assert_eq!(
+                    decide_request(&narrow, presented, &request),
+                    decide_request(&whole, presented, &request),
+                    "{presented} at {position} on {location:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn a_refusal_is_explained_by_the_event_behind_it_with_who_and_when() {
     let story = story();
     let ledger = &story.ledger;

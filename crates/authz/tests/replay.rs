@@ -269,6 +269,14 @@ fn decisions_taken_live_are_made_again_as_of_their_position_and_time() {
             &decide_request(&company, secret.expose(), request),
             decision
         );
+        // Nor does the state for a secret: its token's company.
+        let for_secret = ledger
+            .state_for_secret_at(secret.expose(), decision.position)
+            .unwrap();
+        assert_eq!(
+            &decide_request(&for_secret, secret.expose(), request),
+            decision
+        );
         // Each decision was taken after its position's command returned
         // and before the next began, so its time finds the same position.
         assert_eq!(ledger.position_at(request.at).unwrap(), decision.position);

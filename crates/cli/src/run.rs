@@ -638,7 +638,10 @@ fn check(context: &Context, args: CheckArgs) -> Result<u8, Failure> {
                 (None, Some(position)) => position,
                 (None, None) => 0,
             };
-            let state = ledger.state_at(position).map_err(failure)?;
+            // The token's company's history is enough, and far shorter.
+            let state = ledger
+                .state_for_secret_at(&secret, position)
+                .map_err(failure)?;
             // As of a position: the moment its event was recorded.
             let at = match at {
                 Some(at) => at,
