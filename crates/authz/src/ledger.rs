@@ -9,12 +9,12 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
+    Actor, CompanyId, Envelope, Event, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
 };
 use tokenledger_projection::{Projection, Readers, State, decode_checkpoint, encode_checkpoint};
 use tokenledger_store::{
     AppendError, CheckpointKey, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options,
-    SledLog, StateFiles, Verified,
+    SledLog, StateFiles, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -401,12 +401,19 @@ impl Ledger {
         let now = Timestamp::from_system_time(SystemTime::now());
         let command = Command::RevealToken { token };
         // The rules first, so a member learns they may not, not whether a key exists.
-        let sealed = projection
-            .read(|state| {
-                decide(state, actor, now, &command)
-                    .map(|_| state.token(token).and_then(|t| t.sealed_secret.clone()))
-            })
+        projection
+            .read(|state| decide(state, actor, now, &command))
             .map_err(LedgerError::Refused)?;
+        // The sealed secret is not kept in memory, where every token would
+        // pay for it on every request: it is read from the token's creation.
+        let created = self
+            .log
+            .read_stream(Stream::Token(token), 1, 1)
+            .map_err(LedgerError::Damaged)?;
+        let sealed = match created.into_iter().next().map(|e| e.envelope.event) {
+            Some(Event::TokenCreated { sealed_secret, .. }) => sealed_secret,
+            _ => None,
+        };
         let (Some(key), Some(sealed)) = (&self.sealing_key, sealed) else {
             return Err(LedgerError::SecretNotKept(token));
         };

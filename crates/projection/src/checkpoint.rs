@@ -12,8 +12,8 @@ use std::fmt;
 use rkyv::rancor;
 use rkyv::{Archive, Serialize};
 use tokenledger_events::{
-    Actor, CompanyId, Feature, Grants, Name, Namespaces, Role, SealedSecret, SecretDigest,
-    SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Feature, Grants, Name, Namespaces, Role, SecretDigest, SharedNamespace,
+    TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
 };
 
 use crate::hash::RandomKeyMap;
@@ -22,7 +22,8 @@ use crate::state::{
 };
 
 /// The layout version of the archive.
-const VERSION: u32 = 1;
+/// 2: tokens no longer carry their sealed secret.
+const VERSION: u32 = 2;
 
 #[derive(Archive, Serialize)]
 struct Saved {
@@ -91,7 +92,6 @@ struct SavedToken {
     workspaces: Vec<Id>,
     grants: [u8; 16],
     digest: [u8; 32],
-    sealed_secret: Option<Vec<u8>>,
     expires_at: Option<u64>,
     created: SavedProvenance,
     reveals: Vec<SavedProvenance>,
@@ -215,7 +215,6 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         workspaces,
         grants: t.scope.grants.bits().to_be_bytes(),
         digest: *t.digest.as_bytes(),
-        sealed_secret: t.sealed_secret.as_ref().map(|s| s.as_bytes().to_vec()),
         expires_at: t.expires_at.map(Timestamp::as_micros),
         created: save_provenance(&t.created),
         reveals: t.reveals.iter().map(save_provenance).collect(),
@@ -379,12 +378,6 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
         },
         grants,
     };
-    let sealed_secret = match t.sealed_secret.as_ref() {
-        Some(bytes) => {
-            Some(SealedSecret::try_from(bytes.to_vec()).map_err(|e| damaged(e.to_string()))?)
-        }
-        None => None,
-    };
     Ok(Token {
         company: CompanyId::from_u128(id(&t.company)),
         name: name(&t.name)?,
@@ -396,7 +389,6 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
         compiled: CompiledScope::compile(&scope),
         scope,
         digest: SecretDigest::from_bytes(t.digest),
-        sealed_secret,
         expires_at: t
             .expires_at
             .as_ref()

@@ -3,8 +3,8 @@
 
 use crate::hash::RandomKeyMap;
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Role, SealedSecret, SecretDigest,
-    SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Role, SecretDigest, SharedNamespace,
+    TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
 };
 
 /// The event that put something in its current state: who, when, and where
@@ -194,8 +194,6 @@ pub struct Token {
     pub compiled: CompiledScope,
     /// The digest of its secret.
     pub digest: SecretDigest,
-    /// Its sealed secret, when the service has a sealing key.
-    pub sealed_secret: Option<SealedSecret>,
     /// When it stops working, if ever.
     pub expires_at: Option<Timestamp>,
     /// When and by whom it was created.
@@ -393,8 +391,9 @@ impl State {
                 kind,
                 scope,
                 secret_digest,
-                sealed_secret,
                 expires_at,
+                // The sealed secret stays in the log: a reveal reads it there.
+                sealed_secret: _,
             } => {
                 // INVARIANT (digest-unique): a digest maps to one token, the
                 // first that claimed it; a second claim is not trusted.
@@ -411,7 +410,6 @@ impl State {
                         scope: scope.clone(),
                         compiled: CompiledScope::compile(scope),
                         digest: *secret_digest,
-                        sealed_secret: sealed_secret.clone(),
                         expires_at: *expires_at,
                         created: by,
                         reveals: Vec::new(),
