@@ -148,23 +148,7 @@ impl Ledger {
             return Err(LedgerError::BeyondHead { position, head });
         }
         let mut state = State::new();
-        let mut next = 1;
-        'read: while next <= position {
-            let chunk = self
-                .log
-                .read_stream(Stream::Company(company), next, CHUNK)
-                .map_err(LedgerError::Damaged)?;
-            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
-                break;
-            };
-            next = end + 1;
-            for event in chunk {
-                if event.envelope.position > position {
-                    break 'read;
-                }
-                state.apply(&event.envelope);
-            }
-        }
+        self.replay_company(company, position, |event| state.apply(&event.envelope))?;
         Ok(state.as_of(position))
     }
 
@@ -195,6 +179,31 @@ impl Ledger {
                 Ok(State::new().as_of(position))
             }
         }
+    }
+
+    /// Reads `company`'s events up to position `to` in order, from its
+    /// stream, and hands each to `each`.
+    pub(crate) fn replay_company(
+        &self,
+        company: CompanyId,
+        to: u64,
+        mut each: impl FnMut(&StoredEvent),
+    ) -> Result<(), LedgerError> {
+        let mut next = 1;
+        while next <= to {
+            let chunk = self
+                .log
+                .read_stream(Stream::Company(company), next, CHUNK)
+                .map_err(LedgerError::Damaged)?;
+            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
+                break;
+            };
+            next = end + 1;
+            for event in chunk.iter().take_while(|e| e.envelope.position <= to) {
+                each(event);
+            }
+        }
+        Ok(())
     }
 
     /// Reads the events at positions `from..=to` in order and hands each

@@ -131,11 +131,9 @@ impl Ledger {
         let mut state = State::new();
         let mut tracker = Tracker::default();
         let mut expiry_seen = false;
-        self.replay(1, end, |event| {
+        // Reach depends on the token's company only (rule 3).
+        self.replay_company(company, end, |event| {
             state.apply(&event.envelope);
-            if event.envelope.company != company {
-                return;
-            }
             let at = event.envelope.recorded_at;
             let expires_at = state.token(token).and_then(|t| t.expires_at);
             if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
@@ -164,9 +162,15 @@ impl Ledger {
         at: Timestamp,
     ) -> Result<WhoCan, LedgerError> {
         let position = self.position_at(at)?;
-        let state = self.state_at(position)?;
-        let company = location_company(&state, location)
+        // A location's company never changes, and only its tokens can be
+        // allowed there (rule 3): its history is enough.
+        let company = self
+            .with_state(|now| location_company(now, location))
             .ok_or_else(|| LedgerError::NotFound(format!("{location} at {at}")))?;
+        let state = self.company_state_at(company, position)?;
+        if location_company(&state, location).is_none() {
+            return Err(LedgerError::NotFound(format!("{location} at {at}")));
+        }
         let request = Request {
             requirement: Requirement::Scope(scope),
             resource: ResourceId::any(),
