@@ -204,8 +204,9 @@ impl Reader<'_> {
     }
 }
 
-/// Bytes as a sequence of commands and requests, run through the real
-/// rules beside the reference model: any disagreement is a crash.
+/// Bytes as a sequence of commands and requests, run beside the reference
+/// model twice: through the real rules with a clock the model moves, and
+/// through a real `Ledger` on disk. Any disagreement is a crash.
 pub fn command_sequence(data: &[u8]) {
     let mut reader = Reader { data };
     let mut ops = Vec::new();
@@ -214,5 +215,8 @@ pub fn command_sequence(data: &[u8]) {
     }
     if let Err(disagreement) = model::run(&ops, &mut [0; 8]) {
         panic!("the real rules and the model disagree: {disagreement}");
+    }
+    if let Err(disagreement) = model::run_on_ledger(&ops) {
+        panic!("the ledger and the model disagree: {disagreement}");
     }
 }

@@ -13,7 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use tokenledger_authz::{Command, Location, Request, State, decide, decide_request};
+use tokenledger_authz::{
+    Command, Ledger, LedgerOptions, Location, Request, State, decide, decide_request,
+};
 use tokenledger_events::*;
 
 pub const COMPANIES: usize = 3;
@@ -697,6 +699,53 @@ pub fn run(ops: &[(Who, Op)], verdicts: &mut [usize; 8]) -> Result<(), String> {
                             event,
                         });
                     }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one sequence through the model and through a real `Ledger` in a
+/// temporary directory: every command executed, made durable and applied
+/// as a service would, every request decided against the published state.
+/// The ledger takes its time from the system clock, which a test cannot
+/// move, so `Tick`s are skipped and the model follows the clock instead.
+pub fn run_on_ledger(ops: &[(Who, Op)]) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ledger = Ledger::open_with(
+        dir.path(),
+        LedgerOptions {
+            checkpoint_every: 0,
+            ..LedgerOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut model = Model::default();
+    for (step, (who, op)) in setup().iter().chain(ops).enumerate() {
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        model.now = now.as_micros();
+        match op {
+            Op::Tick { .. } => {}
+            Op::Check(check) => {
+                let check = &model.resolve(check);
+                let location = model.location_for(check);
+                let expected = model.check(check, location);
+                let actual = ledger.with_state(|state| real_check(state, check, location, now));
+                if actual != expected {
+                    return Err(format!(
+                        "step {step}: {check:?} at {location:?}: the model says {expected:?}, the ledger {actual:?}"
+                    ));
+                }
+            }
+            op => {
+                let who = model.actor_for(*who, op);
+                let expected = model.command(who, op);
+                let actual = ledger.execute(actor(who), command(op, now));
+                if actual.is_ok() != expected {
+                    return Err(format!(
+                        "step {step}: actor {who} {op:?}: the model says {expected}, the ledger {actual:?}"
+                    ));
                 }
             }
         }

@@ -127,6 +127,16 @@ proptest! {
     }
 }
 
+proptest! {
+    // Each case opens a ledger on disk and makes every command durable.
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_ledger_on_disk_agrees_with_the_model(ops in sequences()) {
+        run_on_ledger(&ops).map_err(TestCaseError::fail)?;
+    }
+}
+
 /// The agreement above means little unless the generator reaches every
 /// outcome: allowed, and a refusal by each of rules 1 to 7.
 #[test]
