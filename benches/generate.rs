@@ -64,10 +64,12 @@ pub fn secret_of(token: TokenId) -> Secret {
     Secret::from_random(random)
 }
 
-struct Rng(u64);
+/// A small deterministic generator (xorshift), so runs repeat.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

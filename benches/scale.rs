@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, decide_request};
-use tokenledger_benches::generate::{FIVE_MILLION, ONE_MILLION, generated, secret_of, teammate};
+use tokenledger_benches::generate::{
+    FIVE_MILLION, ONE_MILLION, Rng, generated, secret_of, teammate,
+};
 use tokenledger_events::{Actor, Requirement, Timestamp};
 
 fn data_root() -> PathBuf {
@@ -120,13 +122,8 @@ fn scale(c: &mut Criterion) {
 
     let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
     let head = ledger.head().position;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |n: u64| rng.below(n);
     let started = Instant::now();
     let state = ledger.state_at(1 + next(head)).expect("as of");
     eprintln!(

@@ -78,24 +78,11 @@ impl Ledger {
             last = last.min(self.position_at(until)?);
         }
         let mut found = Vec::new();
-        let mut next = first;
-        while next <= last {
-            let chunk = match query.stream() {
-                Some(stream) => self.log.read_stream(stream, next, CHUNK),
-                None => self.log.read(next, CHUNK),
+        scan(&self.log, query.stream(), first, last, |event| {
+            if query.matches(&event.envelope) {
+                found.push(event);
             }
-            .map_err(LedgerError::Damaged)?;
-            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
-                break;
-            };
-            next = end + 1;
-            found.extend(
-                chunk
-                    .into_iter()
-                    .take_while(|e| e.envelope.position <= last)
-                    .filter(|e| query.matches(&e.envelope)),
-            );
-        }
+        })?;
         Ok(found)
     }
 
@@ -126,7 +113,7 @@ impl Ledger {
             return Err(LedgerError::BeyondHead { position, head });
         }
         let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
-        self.replay(state.position() + 1, position, |event| {
+        scan(&self.log, None, state.position() + 1, position, |event| {
             state.apply(&event.envelope);
         })?;
         Ok(state)
@@ -148,7 +135,15 @@ impl Ledger {
             return Err(LedgerError::BeyondHead { position, head });
         }
         let mut state = State::new();
-        self.replay_company(company, position, |event| state.apply(&event.envelope))?;
+        scan(
+            &self.log,
+            Some(Stream::Company(company)),
+            1,
+            position,
+            |event| {
+                state.apply(&event.envelope);
+            },
+        )?;
         Ok(state.as_of(position))
     }
 
@@ -180,64 +175,37 @@ impl Ledger {
             }
         }
     }
-
-    /// Reads `company`'s events up to position `to` in order, from its
-    /// stream, and hands each to `each`.
-    pub(crate) fn replay_company(
-        &self,
-        company: CompanyId,
-        to: u64,
-        mut each: impl FnMut(&StoredEvent),
-    ) -> Result<(), LedgerError> {
-        let mut next = 1;
-        while next <= to {
-            let chunk = self
-                .log
-                .read_stream(Stream::Company(company), next, CHUNK)
-                .map_err(LedgerError::Damaged)?;
-            let Some(end) = chunk.last().map(|e| e.envelope.position) else {
-                break;
-            };
-            next = end + 1;
-            for event in chunk.iter().take_while(|e| e.envelope.position <= to) {
-                each(event);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the events at positions `from..=to` in order and hands each
-    /// to `each`.
-    pub(crate) fn replay(
-        &self,
-        from: u64,
-        to: u64,
-        mut each: impl FnMut(&StoredEvent),
-    ) -> Result<(), LedgerError> {
-        let mut next = from.max(1);
-        while next <= to {
-            let limit = usize::try_from(to - next + 1).map_or(CHUNK, |n| n.min(CHUNK));
-            let chunk = self.log.read(next, limit).map_err(LedgerError::Damaged)?;
-            if chunk.is_empty() {
-                break;
-            }
-            next += chunk.len() as u64;
-            chunk.iter().for_each(&mut each);
-        }
-        Ok(())
-    }
 }
 
-/// One line about an event, for people: what happened, by whom and when.
-pub fn describe(event: &StoredEvent) -> String {
-    let envelope = &event.envelope;
-    format!(
-        "{} at {}, log position {}: {}",
-        envelope.actor,
-        envelope.recorded_at,
-        envelope.position,
-        describe_event(&envelope.event)
-    )
+/// Reads the events at positions `from..=to` in order, of `stream` or of
+/// the whole log, a chunk at a time, and hands each to `each`.
+pub(crate) fn scan(
+    log: &dyn EventLog,
+    stream: Option<Stream>,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(StoredEvent),
+) -> Result<(), LedgerError> {
+    let mut next = from.max(1);
+    while next <= to {
+        let chunk = match stream {
+            Some(stream) => log.read_stream(stream, next, CHUNK),
+            // The log is read no further than `to`.
+            None => log.read(
+                next,
+                usize::try_from(to - next + 1).map_or(CHUNK, |n| n.min(CHUNK)),
+            ),
+        }
+        .map_err(LedgerError::Damaged)?;
+        let Some(end) = chunk.last().map(|e| e.envelope.position) else {
+            break;
+        };
+        next = end + 1;
+        for event in chunk.into_iter().take_while(|e| e.envelope.position <= to) {
+            each(event);
+        }
+    }
+    Ok(())
 }
 
 fn on_off(allowed: bool) -> &'static str {

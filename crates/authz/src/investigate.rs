@@ -11,10 +11,10 @@ use tokenledger_events::{
     Actor, CompanyId, Name, Permission, Requirement, ResourceId, Scope, Timestamp, TokenId,
 };
 use tokenledger_projection::{Provenance, State};
-use tokenledger_store::{EventLog, StoredEvent};
+use tokenledger_store::{EventLog, StoredEvent, Stream};
 
 use crate::decision::{self, Location, Reason, Refusal, Request};
-use crate::history::describe_event;
+use crate::history::{describe_event, scan};
 use crate::ledger::{Ledger, LedgerError};
 
 /// A refusal explained: the rule, why, what was needed, and the event
@@ -132,7 +132,7 @@ impl Ledger {
         let mut tracker = Tracker::default();
         let mut expiry_seen = false;
         // Reach depends on the token's company only (rule 3).
-        self.replay_company(company, end, |event| {
+        scan(&self.log, Some(Stream::Company(company)), 1, end, |event| {
             state.apply(&event.envelope);
             let at = event.envelope.recorded_at;
             let expires_at = state.token(token).and_then(|t| t.expires_at);
@@ -140,7 +140,7 @@ impl Ledger {
                 expiry_seen = true;
                 tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
             }
-            tracker.update(at, reach(&state, token, company, at), Change::of(event));
+            tracker.update(at, reach(&state, token, company, at), Change::of(&event));
         })?;
         if !expiry_seen
             && let Some(expiry) = state

@@ -4,12 +4,7 @@
 
 use serde_json::{Value, json};
 use tokenledger_events::{Event, SharedNamespace, TokenScope};
-use tokenledger_store::StoredEvent;
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use tokenledger_store::{StoredEvent, hex};
 
 /// An event with its place in the log: position, time, id, actor, company,
 /// type, fields, hash, and whether its time was clamped.

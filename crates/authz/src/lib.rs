@@ -71,7 +71,7 @@ pub use decision::{
     Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
     decide_request,
 };
-pub use history::{HistoryQuery, describe, describe_event};
+pub use history::{HistoryQuery, describe_event};
 pub use investigate::{
     Allowed, Change, Explanation, Interval, Reach, Timeline, WhoCan, location_label, who,
 };
@@ -84,5 +84,5 @@ pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, Workspace,
     decode_checkpoint, encode_checkpoint,
 };
-pub use tokenledger_store::{CheckpointKey, Damage, Head, OpenError, StoredEvent, Verified};
+pub use tokenledger_store::{CheckpointKey, Damage, Head, OpenError, StoredEvent, Verified, hex};
 pub use transfer::TransferError;

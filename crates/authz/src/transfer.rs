@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokenledger_events::EventId;
-use tokenledger_store::{ChainCheck, EventLog, MAX_BATCH, StoredRecord, Verified};
+use tokenledger_store::{ChainCheck, EventLog, MAX_BATCH, StoredRecord, Verified, hex};
 
-use crate::json::{event_json, hex};
+use crate::json::event_json;
 use crate::ledger::{Ledger, LedgerError};
 
 /// Why an export or import stopped. An import that stops has written

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokenledger_authz::{
     Command, HistoryQuery, Ledger, LedgerOptions, Location, NewToken, Request, SealingKey, fresh,
+    hex,
 };
 use tokenledger_events::{
     Actor, Feature, Name, Namespaces, Requirement, Role, Secret, SharedNamespace, TokenId,
@@ -21,7 +22,7 @@ use tokenledger_events::{
 
 use crate::Failure;
 use crate::output::table;
-use crate::run::{failure, hex, history_rows, now};
+use crate::run::{failure, history_rows, now};
 
 /// The data directory for the demo: the one given, if it is empty, else
 /// the first of `./tokenledger-demo`, `./tokenledger-demo-2`, … that does

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokenledger_authz::{
     Change, CheckpointKey, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger,
     LedgerError, LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State,
-    StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json,
+    StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
     location_label, scope_json, who,
 };
 use tokenledger_events::{
@@ -75,10 +75,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
 
 pub fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn name(flag: &str, text: &str) -> Result<Name, Failure> {

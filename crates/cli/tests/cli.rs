@@ -1048,3 +1048,39 @@ fn the_demo_tells_the_forum_story_and_leaves_data_to_explore() {
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert_eq!(ledger.head().0, 12);
 }
+
+#[test]
+fn a_second_demo_without_data_uses_a_new_directory_and_leaves_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_here = || {
+        finish(
+            binary()
+                .current_dir(dir.path())
+                .arg("demo")
+                .output()
+                .unwrap(),
+        )
+    };
+    let first = demo_here();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let head = Ledger {
+        dir: tempfile::tempdir().unwrap(),
+        data: dir.path().join("tokenledger-demo"),
+        key: None,
+    }
+    .head();
+    let second = demo_here();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("./tokenledger-demo-2"),
+        "{}",
+        second.stdout
+    );
+    assert!(dir.path().join("tokenledger-demo-2.sealing-key").is_file());
+    let first_again = Ledger {
+        dir: tempfile::tempdir().unwrap(),
+        data: dir.path().join("tokenledger-demo"),
+        key: None,
+    };
+    assert_eq!(first_again.head(), head, "the first demo's data changed");
+}

@@ -62,7 +62,7 @@ mod state_files;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use log::{
     AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, StoredRecord, Stream, Subscription, Verified,
+    StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
 };
 pub use record::ChainCheck;
 pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};

@@ -13,9 +13,10 @@ pub type Hash = [u8; 32];
 /// The hash "before" position 1.
 pub const GENESIS: Hash = [0; 32];
 
-/// Prints a hash as lowercase hex.
-pub(crate) fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+/// Bytes (a hash, a record) as lowercase hex, as every message and export
+/// prints them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The last durable record: its position (0 for an empty log) and hash.
