@@ -5,12 +5,20 @@
 //!
 //! # The durability promise
 //!
-//! [`EventLog::append`] returns `Ok` only after its events are committed to
-//! sled, sled has flushed them, and `fsync` has returned for the database
-//! file (and any blob files and their directory). sled 0.34's own `flush()`
+//! [`EventLog::append`] returns `Ok` only after its events are written to
+//! the log's journal (a file beside sled) and `fdatasync` has returned for
+//! it. sled gets the same events in memory at the same time; it is flushed
+//! and fsynced, and the journal emptied, once the journal passes
+//! [`JOURNAL_BYTES`] and when the log is closed. Opening replays the
+//! journal into sled before anything is read. sled 0.34's own `flush()`
 //! uses `sync_file_range` on Linux, which neither flushes the drive's write
 //! cache nor the file's metadata (sled issues #1351 and #1452), so the log
-//! calls `fsync` itself after every flush.
+//! calls `fsync` on sled's files itself after that flush.
+//!
+//! Why a journal: a durable commit through sled alone takes two trips to
+//! the device (sled's flush, then `fsync`); through the journal it takes
+//! one (`append/single_durable` went from 172 to 87 µs in one run, with the
+//! floor of a plain write and `fsync` at 32 to 46 µs).
 //!
 //! That makes an acknowledged event survive a process crash and, on a drive
 //! that honours `fsync` (flushes its cache, or has power-loss protection), a
@@ -54,6 +62,7 @@
 //! ```
 
 mod checkpoint;
+mod journal;
 mod log;
 mod record;
 mod sled_log;
@@ -65,5 +74,5 @@ pub use log::{
     StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
 };
 pub use record::ChainCheck;
-pub use sled_log::{Clock, FaultInjector, FaultPoint, OpenError, Options, SledLog};
+pub use sled_log::{Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options, SledLog};
 pub use state_files::{StateFile, StateFileError, StateFiles};

@@ -163,6 +163,9 @@ pub enum Problem {
     Missing,
     /// The record's event id is in the log already.
     DuplicateEventId(EventId),
+    /// The journal holds a different record for this position than the
+    /// database does.
+    JournalDisagrees,
 }
 
 impl fmt::Display for Problem {
@@ -197,6 +200,9 @@ impl fmt::Display for Problem {
             Problem::Missing => f.write_str("the record is missing"),
             Problem::DuplicateEventId(id) => {
                 write!(f, "its event id `{id}` is in the log already")
+            }
+            Problem::JournalDisagrees => {
+                f.write_str("the journal holds a different record for this position")
             }
         }
     }

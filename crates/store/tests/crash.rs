@@ -5,7 +5,11 @@
 //! kills it with SIGKILL after a random delay, reopens the log, and checks
 //! that every acknowledged event is at its acknowledged position, that no
 //! batch is partly there, and that the chain verifies; then starts the
-//! child again on the same directory. 50 kill points by default;
+//! child again on the same directory. Every third child starts on the
+//! journal its killed predecessor left, unchecked, so recovery is itself
+//! killed and followed by more appends; every other child keeps a journal
+//! of 4 KiB, so kills also land while sled is synced and the journal
+//! emptied. 50 kill points by default;
 //! `TOKENLEDGER_CRASH_ITERATIONS` asks for more, `TOKENLEDGER_CRASH_SEED`
 //! repeats a run.
 
@@ -27,6 +31,7 @@ use tokenledger_events::*;
 use tokenledger_store::*;
 
 const CHILD: &str = "TOKENLEDGER_CRASH_CHILD";
+const JOURNAL_BYTES: &str = "TOKENLEDGER_CRASH_JOURNAL_BYTES";
 const THREADS: u128 = 4;
 const BATCH: u128 = 3;
 
@@ -47,7 +52,13 @@ fn batch_of(id: u128) -> u128 {
 }
 
 fn child(dir: &Path) {
-    let log = SledLog::open(dir, Options::default()).unwrap();
+    let options = Options {
+        journal_bytes: std::env::var(JOURNAL_BYTES)
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        ..Options::default()
+    };
+    let log = SledLog::open(dir, options).unwrap();
     let nonce = u128::from(std::process::id()) << 32
         | u128::from(
             SystemTime::now()
@@ -118,8 +129,10 @@ fn parent() {
     let mut acknowledged: BTreeMap<u128, u64> = BTreeMap::new();
     let started = Instant::now();
     for iteration in 0..iterations {
+        let journal_bytes = if iteration % 2 == 0 { "4096" } else { "" };
         let mut child = Command::new(&exe)
             .env(CHILD, dir.path())
+            .env(JOURNAL_BYTES, journal_bytes)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -146,7 +159,9 @@ fn parent() {
         assert!(!status.success(), "the child ended on its own: {status}");
         let acks = reader.join().unwrap();
         acknowledged.extend(acks);
-        check(dir.path(), &acknowledged, iteration);
+        if iteration % 3 != 2 || iteration + 1 == iterations {
+            check(dir.path(), &acknowledged, iteration);
+        }
     }
     println!(
         "crash test: {iterations} kill points, {} acknowledged batches, all present and whole, in {:.1} s",
