@@ -1,20 +1,21 @@
 //! The event log on sled.
 //!
-//! Everything lives in one sled tree, `events`, under three key prefixes,
-//! and each group commit is one atomic `sled::Batch` on it, so an event and
-//! its index entries are written together or not at all:
+//! Everything lives in one sled tree, `events`, under these keys:
 //! - `L` ‖ position (u64, big-endian) → record (see `record.rs`);
 //! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
 //! - `S` ‖ stream key ‖ position → nothing, for reads by stream; a
-//!   stream's head is its last entry, found with one reverse seek.
+//!   stream's head is its last entry, found with one reverse seek;
+//! - `H` → the position sled was last settled at: flushed and synced,
+//!   with every record up to it whole.
 //!
 //! A stream key is one tag byte (company 1, token 2, teammate 3, actor 4)
 //! followed by the id as a big-endian u128.
 //!
-//! One tree and a batch rather than four trees and a sled transaction:
-//! the batch is as atomic and cheaper (`append/batch_100` went from 2.52 to
-//! 2.29 ms in one back-to-back run). Most of what remains is sled's own
-//! work per key, about 1.5 µs, measured with temporary timers.
+//! A group is made durable by the journal (`journal.rs`) and inserted
+//! into sled one key at a time; a reopen takes out whatever sled holds
+//! above `H` and puts back the journal's records whole (`Writer::recover`).
+//! So an event and its index entries are there together or not at all
+//! once the log is open, without the cost of a `sled::Batch` per group.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -149,6 +150,8 @@ impl std::fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 const LOG: u8 = b'L';
+/// The key of the position sled last settled at (see [`Writer::settle`]).
+const SETTLED: u8 = b'H';
 const EVENT_IDS: u8 = b'I';
 const STREAMS: u8 = b'S';
 
@@ -376,6 +379,67 @@ fn hash_at(events: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
     }
 }
 
+/// The head and recorded time at `position` (the empty head at 0).
+fn record_at(events: &sled::Tree, position: u64) -> Result<(Head, Timestamp), Damage> {
+    if position == 0 {
+        return Ok((Head::EMPTY, Timestamp::EPOCH));
+    }
+    let damage = |problem| Damage { position, problem };
+    let bytes = events
+        .get(log_key(position))
+        .map_err(|e| damage(storage(e)))?
+        .ok_or(damage(Problem::Missing))?;
+    let (event, _) = stored_event(position, &bytes)?;
+    Ok((
+        Head {
+            position,
+            hash: event.hash,
+        },
+        event.envelope.recorded_at,
+    ))
+}
+
+/// Takes every record above `position` out of sled, with its index entries.
+fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
+    let above: Vec<_> = events
+        .range(log_key(position + 1)..=log_key(u64::MAX))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Damage {
+            position: position + 1,
+            problem: storage(e),
+        })?;
+    for (key, bytes) in above {
+        let at = position_of(&key).map_err(|problem| Damage {
+            position: position + 1,
+            problem,
+        })?;
+        let envelope = stored_event(at, &bytes)?.0.envelope;
+        let removed = (|| {
+            events.remove(event_id_key(envelope.event_id))?;
+            for stream in streams_of(&envelope) {
+                events.remove(stream_entry_key(&stream, at))?;
+            }
+            events.remove(&key)
+        })();
+        removed.map_err(|e| Damage {
+            position: at,
+            problem: storage(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// The stream keys an event is indexed under.
+fn streams_of(envelope: &Envelope) -> Vec<[u8; 17]> {
+    let event = NewEvent {
+        event_id: envelope.event_id,
+        actor: envelope.actor,
+        company: envelope.company,
+        event: envelope.event.clone(),
+    };
+    Stream::of(&event).map(stream_key).collect()
+}
+
 fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
     if known.position == 0 {
         return Ok(());
@@ -542,12 +606,33 @@ impl Writer {
         }
     }
 
-    /// Replays into sled the records of the journal beyond sled's head, and
-    /// checks that those at or below it are the ones sled holds.
+    /// Brings sled back to what was settled plus what the journal holds.
+    ///
+    /// Groups reach sled one key at a time, so a crash can leave part of a
+    /// group there, acknowledged or not. Everything above the settled
+    /// position is taken out, and the journal's records above it are put
+    /// back whole; the journal's records at or below it must be the ones
+    /// sled holds. Then sled is settled, so a crash during the next writes
+    /// finds this state again.
     fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), OpenError> {
+        let events = &self.shared.trees.events;
+        let storage = |e: sled::Error| OpenError::Storage(e.to_string());
+        // Without the key, the directory has never been settled by this
+        // code: a new log, or one written with atomic batches, whose
+        // records are all whole.
+        let base = match events.get([SETTLED]).map_err(storage)? {
+            Some(value) => <[u8; 8]>::try_from(value.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    OpenError::Storage("the settled position is not 8 bytes".to_owned())
+                })?,
+            None => self.head.position,
+        };
+        let (head, last_time) = record_at(events, base).map_err(OpenError::Damaged)?;
+        remove_above(events, base).map_err(OpenError::Damaged)?;
         let mut tail = Vec::new();
         for entry in recovered {
-            if entry.position > self.head.position {
+            if entry.position > base {
                 tail.push(entry.record);
                 continue;
             }
@@ -558,16 +643,11 @@ impl Writer {
                 })
             };
             let hash = record::open(&entry.record).map_err(damage)?.hash;
-            if hash_at(&self.shared.trees.events, entry.position).map_err(OpenError::Damaged)?
-                != Some(hash)
-            {
+            if hash_at(events, entry.position).map_err(OpenError::Damaged)? != Some(hash) {
                 return Err(damage(Problem::JournalDisagrees));
             }
         }
-        if tail.is_empty() {
-            return Ok(());
-        }
-        let (mut head, mut last_time) = (self.head, self.last_time);
+        let (mut head, mut last_time) = (head, last_time);
         let mut pending = Pending::default();
         let refused = |error| match error {
             AppendError::Rejected(damage) => OpenError::Damaged(damage),
@@ -577,21 +657,22 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
-        self.apply(&pending).map_err(refused)?;
-        // The journal's frames may still be only in the page cache of a
-        // process that was killed; they must be on disk before anyone is
-        // shown them.
-        self.journal
-            .sync()
-            .map_err(|e| OpenError::Storage(e.to_string()))?;
+        self.insert(&pending).map_err(storage)?;
         self.head = head;
         self.last_time = last_time;
+        self.settle()
+            .map_err(|e| OpenError::Storage(e.to_string()))?;
         *self.shared.durable.lock() = head;
         Ok(())
     }
 
-    /// Makes sled hold everything applied durably, then empties the journal.
+    /// Makes sled hold everything inserted durably, with the position it
+    /// has reached, then empties the journal.
     fn settle(&mut self) -> io::Result<()> {
+        let events = &self.shared.trees.events;
+        events
+            .insert([SETTLED], &self.head.position.to_be_bytes()[..])
+            .map_err(io::Error::other)?;
         self.shared.trees.db.flush().map_err(io::Error::other)?;
         self.files.sync()?;
         self.journal.clear()
@@ -636,6 +717,12 @@ impl Writer {
         if !pending.events.is_empty()
             && let Err(error) = self.write(&pending)
         {
+            if let AppendError::Poisoned(_) = error {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
             // Nothing of this group was written: the appends that needed it
             // fail; retries of earlier appends found durable records.
             let applied = self.head.position;
@@ -698,36 +785,43 @@ impl Writer {
             })
             .collect();
         self.journal.append(&entries).map_err(io)?;
-        if let Err(error) = self.apply(pending) {
-            // Cut the frame off again, or a reopen would bring back what
-            // the caller is told failed.
-            return Err(match self.journal.undo(before) {
-                Ok(()) => error,
-                Err(undo) => AppendError::Io(format!("{error}; and undoing it failed: {undo}")),
-            });
+        if let Err(error) = self.insert(pending) {
+            // Part of the group may be in sled; only a reopen, which takes
+            // out everything above the settled position, clears it. And
+            // the frame is cut off again, or that reopen would bring back
+            // what the caller is told failed.
+            self.shared.poisoned.store(true, Ordering::Release);
+            let undone = self.journal.undo(before);
+            return Err(AppendError::Poisoned(match undone {
+                Ok(()) => error.to_string(),
+                Err(undo) => format!("{error}; and undoing it failed: {undo}"),
+            }));
         }
         Ok(())
     }
 
-    /// Applies the group to sled in one atomic batch, in memory: the
-    /// journal makes it durable.
-    fn apply(&self, pending: &Pending) -> Result<(), AppendError> {
-        let mut batch = sled::Batch::default();
+    /// Inserts the group into sled, in memory: the journal makes it
+    /// durable, and a reopen makes it whole (see [`Writer::recover`]).
+    ///
+    /// One key at a time, each event's record before its index entries,
+    /// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
+    /// for every batch (`pin_log`), which took a five-key event from
+    /// 10 to 14 µs to 24 to 28 µs measured alone, and put a second write
+    /// on the device beside the journal's. Since sled recovers a prefix of
+    /// its writes, an index entry is never there without its record.
+    fn insert(&self, pending: &Pending) -> Result<(), sled::Error> {
+        let events = &self.shared.trees.events;
         for event in &pending.events {
-            batch.insert(&log_key(event.position)[..], event.record.as_slice());
-            batch.insert(
-                &event_id_key(event.event_id)[..],
+            events.insert(log_key(event.position), event.record.as_slice())?;
+            events.insert(
+                event_id_key(event.event_id),
                 &event.position.to_be_bytes()[..],
-            );
+            )?;
             for stream in &event.streams {
-                batch.insert(stream_entry_key(stream, event.position), &[][..]);
+                events.insert(stream_entry_key(stream, event.position), &[][..])?;
             }
         }
-        self.shared
-            .trees
-            .events
-            .apply_batch(batch)
-            .map_err(|e| AppendError::Io(e.to_string()))
+        Ok(())
     }
 
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
@@ -878,17 +972,11 @@ impl Writer {
                     problem: Problem::DuplicateEventId(envelope.event_id),
                 }));
             }
-            let event = NewEvent {
-                event_id: envelope.event_id,
-                actor: envelope.actor,
-                company: envelope.company,
-                event: envelope.event,
-            };
             planned.push(Planned {
                 position: envelope.position,
-                event_id: event.event_id,
+                event_id: envelope.event_id,
                 record: bytes.clone(),
-                streams: Stream::of(&event).map(stream_key).collect(),
+                streams: streams_of(&envelope),
             });
         }
         *head = chain.head();

@@ -122,7 +122,23 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
             log.remove(key(position)).unwrap();
         }
     });
-    // Without the known head, a shorter log is a consistent log.
+    // The position sled was last settled at is beyond the end.
+    let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
+    assert!(
+        matches!(
+            error,
+            OpenError::Damaged(Damage {
+                position: EVENTS,
+                problem: Problem::Missing
+            })
+        ),
+        "{error}"
+    );
+    // Rewrite that too, and without the known head a shorter log is a
+    // consistent log.
+    edit_through_sled(dir.path(), |log| {
+        log.insert(b"H", &29u64.to_be_bytes()[..]).unwrap();
+    });
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
     assert_eq!(log.verify().unwrap().records, 29);
     drop(log);
