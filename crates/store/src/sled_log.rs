@@ -498,10 +498,8 @@ impl DurableFiles {
             dir: sled_dir.to_owned(),
             db,
         };
-        // New files sled created on open must be reachable after a crash,
-        // and what sled recovered must be on disk before it is read, or a
-        // power loss could take back what a reader was shown.
-        files.sync().map_err(io_error(sled_dir))?;
+        // New files sled created on open must be reachable after a crash.
+        // (What sled recovered is synced when the writer settles on open.)
         files.sync_dir(sled_dir).map_err(io_error(sled_dir))?;
         if let Some(parent) = sled_dir.parent() {
             files.sync_dir(parent).map_err(io_error(parent))?;
@@ -535,7 +533,7 @@ impl DurableFiles {
 
 /// The thread that writes: it takes every append waiting, checks them in
 /// order against the head it keeps, writes them to the journal as one
-/// frame and to sled as one batch, and syncs the journal once for all of
+/// frame and into sled key by key, and syncs the journal once for all of
 /// them. The appends that arrive during one sync are made durable together
 /// by the next (group commit).
 ///
