@@ -90,8 +90,9 @@ pub enum OpenError {
     },
     /// sled refused to open the database.
     Storage(String),
-    /// The last record is damaged, or the journal holds a record that does
-    /// not continue the log.
+    /// A record at or above the position sled was last settled at is
+    /// damaged or missing, or the journal holds a record that does not
+    /// continue the log.
     Damaged(Damage),
     /// A frame of the journal, other than the last, is damaged.
     DamagedJournal {
@@ -297,7 +298,7 @@ impl SledLog {
             db,
         };
         let files = DurableFiles::open(&sled_dir)?;
-        let (head, last_time) = last_record(&trees.events).map_err(OpenError::Damaged)?;
+        let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
         let journal_path = dir.join("journal");
         let (journal, recovered) = Journal::open(&journal_path).map_err(|error| match error {
             JournalError::Io(error) => OpenError::Io {
@@ -312,21 +313,21 @@ impl SledLog {
         })?;
         let shared = Arc::new(Shared {
             trees,
-            durable: Mutex::new(head),
+            durable: Mutex::new(Head::EMPTY),
             grew: Condvar::new(),
             poisoned: AtomicBool::new(false),
         });
         let mut writer = Writer {
             shared: Arc::clone(&shared),
-            head,
-            last_time,
+            head: Head::EMPTY,
+            last_time: Timestamp::EPOCH,
             faults: options.faults,
             clock: options.clock,
             journal,
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
         };
-        writer.recover(recovered)?;
+        writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
             check_known_head(&shared.trees.events, known, writer.head)?;
         }
@@ -451,32 +452,23 @@ fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(),
     Ok(())
 }
 
-/// The head and the last recorded time, from the last record, checked.
-fn last_record(events: &sled::Tree) -> Result<(Head, Timestamp), Damage> {
-    let Some(entry) = events
+/// The position of the last record, 0 if there is none.
+fn last_position(events: &sled::Tree) -> Result<u64, Damage> {
+    let last = events
         .scan_prefix([LOG])
+        .keys()
         .next_back()
         .transpose()
         .map_err(|e| Damage {
             position: 0,
             problem: storage(e),
-        })?
-    else {
-        return Ok((Head::EMPTY, Timestamp::EPOCH));
-    };
-    let (key, bytes) = entry;
-    let position = position_of(&key).map_err(|problem| Damage {
-        position: 0,
-        problem,
-    })?;
-    let (event, _) = stored_event(position, &bytes)?;
-    Ok((
-        Head {
-            position,
-            hash: event.hash,
-        },
-        event.envelope.recorded_at,
-    ))
+        })?;
+    last.map_or(Ok(0), |key| {
+        position_of(&key).map_err(|problem| Damage {
+            position: 0,
+            problem,
+        })
+    })
 }
 
 /// sled's files, synced before the journal is emptied.
@@ -610,24 +602,36 @@ impl Writer {
     /// group there, acknowledged or not. Everything above the settled
     /// position is taken out, and the journal's records above it are put
     /// back whole; the journal's records at or below it must be the ones
-    /// sled holds. Then sled is settled, so a crash during the next writes
-    /// finds this state again.
-    fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), OpenError> {
+    /// sled holds. `last` is the position of sled's last record.
+    ///
+    /// Then, unless the log was closed cleanly, sled is settled: that
+    /// writes `H` into a log that never had it, which must happen before
+    /// the first append, since until then nothing marks where whole groups
+    /// end; and it empties the journal, so the next open has nothing to
+    /// redo. (Without it a crash would still recover: sled keeps a prefix
+    /// of its writes, so the removals above reach the disk before any
+    /// later write does.)
+    fn recover(&mut self, last: u64, recovered: Vec<Recovered>) -> Result<(), OpenError> {
         let events = &self.shared.trees.events;
         let storage = |e: sled::Error| OpenError::Storage(e.to_string());
         // Without the key, the directory has never been settled by this
         // code: a new log, or one written with atomic batches, whose
         // records are all whole.
-        let base = match events.get([SETTLED]).map_err(storage)? {
-            Some(value) => <[u8; 8]>::try_from(value.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    OpenError::Storage("the settled position is not 8 bytes".to_owned())
-                })?,
-            None => self.head.position,
+        let settled = match events.get([SETTLED]).map_err(storage)? {
+            Some(value) => Some(
+                <[u8; 8]>::try_from(value.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| {
+                        OpenError::Storage("the settled position is not 8 bytes".to_owned())
+                    })?,
+            ),
+            None => None,
         };
-        let (head, last_time) = record_at(events, base).map_err(OpenError::Damaged)?;
+        let base = settled.unwrap_or(last);
+        let (mut head, mut last_time) = record_at(events, base).map_err(OpenError::Damaged)?;
         remove_above(events, base).map_err(OpenError::Damaged)?;
+        // A log closed cleanly and settled: nothing to write on open.
+        let unchanged = settled.is_some() && last == base && recovered.is_empty();
         let mut tail = Vec::new();
         for entry in recovered {
             if entry.position > base {
@@ -645,7 +649,6 @@ impl Writer {
                 return Err(damage(Problem::JournalDisagrees));
             }
         }
-        let (mut head, mut last_time) = (head, last_time);
         let mut pending = Pending::default();
         let refused = |error| match error {
             AppendError::Rejected(damage) => OpenError::Damaged(damage),
@@ -658,8 +661,10 @@ impl Writer {
         self.insert(&pending).map_err(storage)?;
         self.head = head;
         self.last_time = last_time;
-        self.settle()
-            .map_err(|e| OpenError::Storage(e.to_string()))?;
+        if !unchanged {
+            self.settle()
+                .map_err(|e| OpenError::Storage(e.to_string()))?;
+        }
         *self.shared.durable.lock() = head;
         Ok(())
     }
@@ -716,9 +721,7 @@ impl Writer {
             && let Err(error) = self.write(&pending)
         {
             if let AppendError::Poisoned(_) = error {
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                self.poison(replies, &error);
                 return;
             }
             // Nothing of this group was written: the appends that needed it
@@ -741,13 +744,10 @@ impl Writer {
             && let Err(error) =
                 inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync())
         {
-            self.poison(replies, &error);
+            self.poison(replies, &AppendError::Poisoned(error.to_string()));
             return;
         }
-        {
-            let mut durable = self.shared.durable.lock();
-            *durable = head;
-        }
+        *self.shared.durable.lock() = head;
         self.shared.grew.notify_all();
         for (reply, positions) in replies {
             let _ = reply.send(Ok(positions));
@@ -755,21 +755,23 @@ impl Writer {
         if self.journal.len() >= self.journal_bytes
             && let Err(error) = self.settle()
         {
-            self.poison(Vec::new(), &error);
+            self.poison(Vec::new(), &AppendError::Poisoned(error.to_string()));
         }
     }
 
-    /// After a failed sync the state on disk is unknown: every append
-    /// waiting, and every later one, fails until the log is reopened.
-    fn poison(&self, replies: Vec<(Reply, Vec<u64>)>, error: &io::Error) {
+    /// After a failed sync or sled write, the state on disk or in sled is
+    /// unknown: every append waiting, and every later one, fails until the
+    /// log is reopened.
+    fn poison(&self, replies: Vec<(Reply, Vec<u64>)>, error: &AppendError) {
         self.shared.poisoned.store(true, Ordering::Release);
         for (reply, _) in replies {
-            let _ = reply.send(Err(AppendError::Poisoned(error.to_string())));
+            let _ = reply.send(Err(error.clone()));
         }
     }
 
-    /// Writes the group to the journal, then to sled. A failure leaves both
-    /// as they were.
+    /// Writes the group to the journal, then to sled. A failure to write
+    /// the journal leaves both as they were (`Io`); a failure in sled is
+    /// `Poisoned`, and the caller poisons the log.
     fn write(&mut self, pending: &Pending) -> Result<(), AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
         inject(&self.faults, FaultPoint::Commit).map_err(io)?;
@@ -788,7 +790,6 @@ impl Writer {
             // out everything above the settled position, clears it. And
             // the frame is cut off again, or that reopen would bring back
             // what the caller is told failed.
-            self.shared.poisoned.store(true, Ordering::Release);
             let undone = self.journal.undo(before);
             return Err(AppendError::Poisoned(match undone {
                 Ok(()) => error.to_string(),
@@ -803,9 +804,10 @@ impl Writer {
     ///
     /// One key at a time, each event's record before its index entries,
     /// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
-    /// for every batch (`pin_log`), which took a five-key event from
-    /// 10 to 14 µs to 24 to 28 µs measured alone, and put a second write
-    /// on the device beside the journal's. Since sled recovers a prefix of
+    /// for every batch (`pin_log`), a second write on the device beside the
+    /// journal's. A five-key event took 24 to 28 µs in a batch against 10
+    /// to 14 µs key by key (sled alone, 50,000 events, a throwaway
+    /// program), and `append/single_durable` went from 96 to 61 µs. Since sled recovers a prefix of
     /// its writes, an index entry is never there without its record.
     fn insert(&self, pending: &Pending) -> Result<(), sled::Error> {
         let events = &self.shared.trees.events;
@@ -1216,5 +1218,54 @@ impl Drop for SledLog {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly at the first surprise"
+    )]
+
+    use super::*;
+
+    fn settled(log: &SledLog) -> Option<u64> {
+        let value = log.shared.trees.events.get([SETTLED]).unwrap()?;
+        Some(u64::from_be_bytes(value.as_ref().try_into().unwrap()))
+    }
+
+    #[test]
+    fn a_new_log_is_settled_at_open_before_any_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(settled(&log), Some(0));
+    }
+
+    #[test]
+    fn a_log_that_was_never_settled_is_settled_at_its_end_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        let company = tokenledger_events::CompanyId::from_u128(1);
+        let event = |id| NewEvent {
+            event_id: EventId::from_u128(id),
+            actor: tokenledger_events::Actor::System,
+            company,
+            event: tokenledger_events::Event::CompanyCreated {
+                company,
+                name: tokenledger_events::Name::new("Acme").unwrap(),
+            },
+        };
+        log.append(vec![event(1), event(2)], Expectation::Any)
+            .unwrap();
+        drop(log);
+        // As a log written before `H` existed would be.
+        let db = open_sled(&dir.path().join("sled")).unwrap();
+        db.open_tree("events").unwrap().remove([SETTLED]).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(settled(&log), Some(2));
+        assert_eq!(log.head().position, 2);
     }
 }
