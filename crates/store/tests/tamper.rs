@@ -45,7 +45,20 @@ fn given_a_log(dir: &Path) -> (Head, Vec<StoredEvent>) {
 
 /// When the records are edited directly through sled.
 fn edit_through_sled(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir.join("sled")).unwrap();
+    // A log just dropped in this process can hold sled's file lock for a
+    // moment while sled's threads finish, as `SledLog::open` also allows.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(dir.join("sled")) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(2) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     let events = db.open_tree("events").unwrap();
     edit(&events);
     db.flush().unwrap();
