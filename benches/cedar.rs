@@ -156,7 +156,7 @@ pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
             RestrictedExpression::new_string(scope.to_string()),
         )])?;
         requests.push(Request::new(
-            EntityUid::from_str(&format!(r#"Token::"{}""#, case.token))?,
+            EntityUid::from_str(&format!(r#"Token::"{}""#, case.token.id()))?,
             EntityUid::from_str(r#"Action::"call""#)?,
             EntityUid::from_str(&format!(r#"Resource::"r{i}""#))?,
             context,

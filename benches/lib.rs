@@ -10,7 +10,7 @@
 
 pub mod generate;
 
-use tokenledger_authz::{Ledger, Location, Request};
+use tokenledger_authz::{Ledger, Location, Request, TokenHandle};
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, EventId, Feature, Method, Name, Namespaces, Requirement,
     Role, Scope, Secret, SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope,
@@ -62,8 +62,8 @@ pub struct World {
 
 /// One request to decide.
 pub struct Case {
-    /// The token, as an authenticated handle.
-    pub token: TokenId,
+    /// The token, as the handle authenticating its secret gives.
+    pub token: TokenHandle,
     /// Its secret.
     pub secret: Secret,
     /// The request.
@@ -188,7 +188,8 @@ pub fn world(
                 _ => Location::Private(mates[(k as usize / 3) % mates.len()]),
             };
             cases.push(Case {
-                token,
+                // Replaced by the authenticated handle once the log is written.
+                token: token.into(),
                 secret,
                 request: Request {
                     requirement: Requirement::Scope(scope.parse()?),
@@ -210,6 +211,12 @@ pub fn world(
         }
     }
     let ledger = Ledger::open(dir.path())?;
+    let authorizer = ledger.authorizer();
+    for case in &mut cases {
+        case.token = authorizer
+            .authenticate(case.secret.expose())
+            .map_err(|refusal| refusal.to_string())?;
+    }
     let companies = roster
         .iter()
         .map(|(company, _, mates)| (*company, mates[0], mates[1]))

@@ -2,7 +2,7 @@
 //! "may this token do this to that resource?" without taking a lock.
 
 use tokenledger_events::TokenId;
-use tokenledger_projection::{Readers, State};
+use tokenledger_projection::{Readers, State, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 
@@ -28,15 +28,17 @@ impl Authorizer {
     }
 
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
-    pub fn authenticate(&self, secret: &str) -> Result<TokenId, Refusal> {
+    pub fn authenticate(&self, secret: &str) -> Result<TokenHandle, Refusal> {
         self.read(|state| decision::authenticate(state, secret))
             .unwrap_or(Err(closed()))
     }
 
-    /// Rules 2 to 8 for a token already authenticated.
-    pub fn authorize(&self, token: TokenId, request: &Request) -> Decision {
-        self.read(|state| decision::authorize(state, token, request))
-            .unwrap_or_else(|| refused(Some(token)))
+    /// Rules 2 to 8 for a token already authenticated: by the handle
+    /// [`Authorizer::authenticate`] gave, or by a bare [`TokenId`].
+    pub fn authorize(&self, token: impl Into<TokenHandle>, request: &Request) -> Decision {
+        let handle = token.into();
+        self.read(|state| decision::authorize(state, handle, request))
+            .unwrap_or_else(|| refused(Some(handle.id())))
     }
 
     /// Rules 1 to 8: authenticates the secret and authorizes the request,

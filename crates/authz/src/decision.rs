@@ -12,7 +12,7 @@ use tokenledger_events::{
     TokenId, WorkspaceId,
 };
 
-use tokenledger_projection::{Provenance, State};
+use tokenledger_projection::{Provenance, State, TokenHandle};
 
 /// Where a resource lives, as the caller says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -357,7 +357,7 @@ impl Decision {
 /// Rules 1 and 2 (as far as the secret goes): checks the presented secret
 /// and finds its token. Whether the token is deleted or expired is checked by
 /// [`authorize`], so a handle kept across a deletion is refused too.
-pub fn authenticate(state: &State, presented: &str) -> Result<TokenId, Refusal> {
+pub fn authenticate(state: &State, presented: &str) -> Result<TokenHandle, Refusal> {
     let unauthenticated = |rule, reason| Refusal {
         rule,
         reason,
@@ -370,12 +370,14 @@ pub fn authenticate(state: &State, presented: &str) -> Result<TokenId, Refusal> 
         .ok_or_else(|| unauthenticated(Rule::TokenLive, Reason::UnknownToken))
 }
 
-/// Rules 2 to 8 for a token already authenticated.
-pub fn authorize(state: &State, token: TokenId, request: &Request) -> Decision {
+/// Rules 2 to 8 for a token already authenticated: by the handle
+/// [`authenticate`] gave, or by a bare [`TokenId`].
+pub fn authorize(state: &State, token: impl Into<TokenHandle>, request: &Request) -> Decision {
+    let handle = token.into();
     Decision {
         position: state.position(),
-        token: Some(token),
-        refusal: refusal(state, token, request).err(),
+        token: Some(handle.id()),
+        refusal: refusal(state, handle, request).err(),
     }
 }
 
@@ -406,7 +408,7 @@ pub fn decide_request(state: &State, presented: &str, request: &Request) -> Deci
     }
 }
 
-fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal> {
+fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), Refusal> {
     let needed = Some(request.requirement);
     let refuse = |rule, reason| Refusal {
         rule,
@@ -416,7 +418,7 @@ fn refusal(state: &State, id: TokenId, request: &Request) -> Result<(), Refusal>
 
     // Rule 2.
     let token = state
-        .token(id)
+        .token_by_handle(handle)
         .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
     if let Some(deleted) = token.deleted {
         return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));

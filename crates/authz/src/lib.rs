@@ -81,7 +81,7 @@ pub use ledger::{
 };
 pub use sealing::{SealingError, SealingKey};
 pub use tokenledger_projection::{
-    CheckpointError, Company, Provenance, Setting, State, Teammate, Token, Workspace,
+    CheckpointError, Company, Provenance, Setting, State, Teammate, Token, TokenHandle, Workspace,
     decode_checkpoint, encode_checkpoint,
 };
 pub use tokenledger_store::{CheckpointKey, Damage, Head, OpenError, StoredEvent, Verified, hex};

@@ -179,10 +179,14 @@ pub fn encode_checkpoint(state: &State) -> Result<Vec<u8>, CheckpointError> {
                 deleted: w.deleted.as_ref().map(save_provenance),
             })
             .collect(),
-        tokens: sorted(&state.tokens)
-            .into_iter()
-            .map(|(id, t)| save_token(id, t))
-            .collect(),
+        tokens: {
+            let mut tokens: Vec<(TokenId, &Token)> = state.tokens.iter().collect();
+            tokens.sort_unstable_by_key(|(id, _)| *id);
+            tokens
+                .into_iter()
+                .map(|(id, t)| save_token(id, t))
+                .collect()
+        },
     };
     rkyv::to_bytes::<rancor::Error>(&saved)
         .map(|bytes| bytes.to_vec())
@@ -330,15 +334,15 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, CheckpointError> {
             .insert(WorkspaceId::from_u128(id(&w.id)), workspace);
     }
     state.tokens.reserve(saved.tokens.len());
-    state.by_digest.reserve(saved.tokens.len());
     for t in saved.tokens.iter() {
         let token_id = TokenId::from_u128(id(&t.id));
         let token = load_token(t)?;
         // INVARIANT (digest-unique), as `apply` keeps it.
-        if state.by_digest.insert(token.digest, token_id).is_some() {
-            return Err(damaged("two tokens have the same secret digest"));
+        if !state.tokens.insert(token_id, token) {
+            return Err(damaged(
+                "two tokens have the same id or the same secret digest",
+            ));
         }
-        state.tokens.insert(token_id, token);
     }
     Ok(state)
 }

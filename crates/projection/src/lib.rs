@@ -9,8 +9,10 @@ mod checkpoint;
 mod hash;
 mod publish;
 mod state;
+mod tokens;
 
 pub use checkpoint::{CheckpointError, decode_checkpoint, encode_checkpoint};
 pub use hash::{RandomKeyHasher, RandomKeyMap};
 pub use publish::{Projection, Readers};
 pub use state::{Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace};
+pub use tokens::TokenHandle;

@@ -2,6 +2,7 @@
 //! I/O-free `apply` that folds one event into it.
 
 use crate::hash::RandomKeyMap;
+use crate::tokens::{TokenHandle, Tokens};
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Role, SecretDigest, SharedNamespace,
     TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
@@ -218,8 +219,7 @@ pub struct State {
     pub(crate) companies: RandomKeyMap<CompanyId, Company>,
     pub(crate) teammates: RandomKeyMap<TeammateId, Teammate>,
     pub(crate) workspaces: RandomKeyMap<WorkspaceId, Workspace>,
-    pub(crate) tokens: RandomKeyMap<TokenId, Token>,
-    pub(crate) by_digest: RandomKeyMap<SecretDigest, TokenId>,
+    pub(crate) tokens: Tokens,
     /// Set only on the state a dropped projection leaves for its readers.
     closed: bool,
 }
@@ -273,20 +273,25 @@ impl State {
 
     /// A token by id.
     pub fn token(&self, id: TokenId) -> Option<&Token> {
-        self.tokens.get(&id)
+        self.tokens.get(id)
+    }
+
+    /// A token by the handle its secret gave: the same as
+    /// [`State::token`] for the handle's id, without the lookup by id.
+    pub fn token_by_handle(&self, handle: TokenHandle) -> Option<&Token> {
+        self.tokens.by_handle(handle)
     }
 
     /// The token whose secret has this digest.
-    pub fn token_by_digest(&self, digest: &SecretDigest) -> Option<TokenId> {
-        self.by_digest.get(digest).copied()
+    pub fn token_by_digest(&self, digest: &SecretDigest) -> Option<TokenHandle> {
+        self.tokens.handle_by_digest(digest)
     }
 
-    /// The tokens of a company, in no particular order.
+    /// The tokens of a company, in the order they were created.
     pub fn tokens_of(&self, company: CompanyId) -> impl Iterator<Item = (TokenId, &Token)> {
         self.tokens
             .iter()
             .filter(move |(_, token)| token.company == company)
-            .map(|(id, token)| (*id, token))
     }
 
     /// The workspaces of a company, in no particular order.
@@ -395,12 +400,7 @@ impl State {
                 // The sealed secret stays in the log: a reveal reads it there.
                 sealed_secret: _,
             } => {
-                // INVARIANT (digest-unique): a digest maps to one token, the
-                // first that claimed it; a second claim is not trusted.
-                if self.tokens.contains_key(token) || self.by_digest.contains_key(secret_digest) {
-                    return;
-                }
-                self.by_digest.insert(*secret_digest, *token);
+                // INVARIANT (digest-unique), kept by `Tokens::insert`.
                 self.tokens.insert(
                     *token,
                     Token {
@@ -418,12 +418,12 @@ impl State {
                 );
             }
             Event::TokenRevealed { token } => {
-                if let Some(token) = self.tokens.get_mut(token) {
+                if let Some(token) = self.tokens.get_mut(*token) {
                     token.reveals.push(by);
                 }
             }
             Event::TokenDeleted { token } => {
-                if let Some(token) = self.tokens.get_mut(token) {
+                if let Some(token) = self.tokens.get_mut(*token) {
                     token.deleted.get_or_insert(by);
                 }
             }

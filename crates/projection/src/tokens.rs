@@ -1,0 +1,181 @@
+//! The token table: tokens kept in one vector, in the order they were
+//! created, with the id and secret-digest indexes pointing into it.
+//!
+//! A token is never removed (a deleted one keeps its deletion), so a token
+//! keeps its slot for the life of the table, and both copies the projection
+//! keeps give it the same slot: they apply the same events in the same
+//! order. That is what lets a [`TokenHandle`] skip the hash lookup by id.
+
+use tokenledger_events::{SecretDigest, TokenId};
+
+use crate::hash::RandomKeyMap;
+use crate::state::Token;
+
+/// A token found by its secret, and where it sits in the state: deciding
+/// for a handle reads the token's slot directly, where deciding for a bare
+/// [`TokenId`] looks the id up first.
+///
+/// A handle is only a shortcut, never a credential: the slot is checked
+/// against the id, and a handle whose slot does not hold its token (one
+/// built from a bare id, or kept from another ledger) is looked up by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHandle {
+    id: TokenId,
+    slot: u32,
+}
+
+/// The slot of a handle made from a bare id: none.
+const NO_SLOT: u32 = u32::MAX;
+
+impl TokenHandle {
+    /// The token.
+    pub fn id(&self) -> TokenId {
+        self.id
+    }
+}
+
+impl From<TokenId> for TokenHandle {
+    fn from(id: TokenId) -> TokenHandle {
+        TokenHandle { id, slot: NO_SLOT }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tokens {
+    entries: Vec<(TokenId, Token)>,
+    slots: RandomKeyMap<TokenId, u32>,
+    by_digest: RandomKeyMap<SecretDigest, u32>,
+}
+
+impl Tokens {
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve_exact(additional);
+        self.slots.reserve(additional);
+        self.by_digest.reserve(additional);
+    }
+
+    /// Adds `token` unless its id or its digest is taken.
+    ///
+    /// INVARIANT (digest-unique): a digest maps to one token, the first
+    /// that claimed it; a second claim is not trusted. Returns whether the
+    /// token was added.
+    pub(crate) fn insert(&mut self, id: TokenId, token: Token) -> bool {
+        // A table of four billion tokens is far beyond what a process can
+        // hold; refusing the token is what `apply` does with anything it
+        // cannot trust.
+        let Ok(slot) = u32::try_from(self.entries.len()) else {
+            return false;
+        };
+        if slot == NO_SLOT
+            || self.slots.contains_key(&id)
+            || self.by_digest.contains_key(&token.digest)
+        {
+            return false;
+        }
+        self.slots.insert(id, slot);
+        self.by_digest.insert(token.digest, slot);
+        self.entries.push((id, token));
+        true
+    }
+
+    pub(crate) fn get(&self, id: TokenId) -> Option<&Token> {
+        let slot = *self.slots.get(&id)?;
+        self.at(slot, id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: TokenId) -> Option<&mut Token> {
+        let slot = usize::try_from(*self.slots.get(&id)?).ok()?;
+        self.entries.get_mut(slot).map(|(_, token)| token)
+    }
+
+    /// The token behind `handle`: at its slot if the slot holds it, else
+    /// by its id.
+    pub(crate) fn by_handle(&self, handle: TokenHandle) -> Option<&Token> {
+        self.at(handle.slot, handle.id)
+            .or_else(|| self.get(handle.id))
+    }
+
+    pub(crate) fn handle_by_digest(&self, digest: &SecretDigest) -> Option<TokenHandle> {
+        let slot = *self.by_digest.get(digest)?;
+        let (id, _) = self.entries.get(usize::try_from(slot).ok()?)?;
+        Some(TokenHandle { id: *id, slot })
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (TokenId, &Token)> {
+        self.entries.iter().map(|(id, token)| (*id, token))
+    }
+
+    fn at(&self, slot: u32, id: TokenId) -> Option<&Token> {
+        let (held, token) = self.entries.get(usize::try_from(slot).ok()?)?;
+        (*held == id).then_some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::State;
+    use tokenledger_events::{
+        Actor, CompanyId, Envelope, Event, EventId, Grants, Name, Namespaces, Secret, Timestamp,
+        TokenKind, TokenScope,
+    };
+
+    fn created(position: u64, token: TokenId, secret: &Secret) -> Envelope {
+        Envelope {
+            position,
+            event_id: EventId::from_u128(u128::from(position)),
+            recorded_at: Timestamp::from_micros(position),
+            actor: Actor::System,
+            company: CompanyId::from_u128(1),
+            event: Event::TokenCreated {
+                token,
+                name: Name::new("Zapier").unwrap(),
+                kind: TokenKind::ApiToken,
+                scope: TokenScope {
+                    features: Default::default(),
+                    namespaces: Namespaces::none(),
+                    grants: Grants::default(),
+                },
+                secret_digest: secret.digest(),
+                sealed_secret: None,
+                expires_at: None,
+            },
+        }
+    }
+
+    fn state_with(tokens: &[(TokenId, &Secret)]) -> State {
+        let mut state = State::new();
+        for (position, (token, secret)) in (1..).zip(tokens) {
+            state.apply(&created(position, *token, secret));
+        }
+        state
+    }
+
+    #[test]
+    fn a_handle_finds_its_token_and_a_stale_slot_falls_back_to_the_id() {
+        let (a, b) = (TokenId::from_u128(10), TokenId::from_u128(20));
+        let (sa, sb) = (Secret::from_random([1; 32]), Secret::from_random([2; 32]));
+        let one = state_with(&[(a, &sa), (b, &sb)]);
+        let other = state_with(&[(b, &sb), (a, &sa)]);
+
+        let handle = one.token_by_digest(&sa.digest()).unwrap();
+        assert_eq!(handle.id(), a);
+        assert_eq!(one.token_by_handle(handle), one.token(a));
+        // In `other`, the handle's slot holds b: the slot is not trusted.
+        assert_eq!(other.token_by_handle(handle).unwrap().digest, sa.digest());
+        assert_eq!(one.token_by_handle(TokenHandle::from(b)), one.token(b));
+        let unknown = TokenHandle::from(TokenId::from_u128(30));
+        assert!(one.token_by_handle(unknown).is_none());
+    }
+
+    #[test]
+    fn a_second_claim_on_an_id_or_a_digest_is_refused() {
+        let (a, b) = (TokenId::from_u128(10), TokenId::from_u128(20));
+        let (sa, sb) = (Secret::from_random([1; 32]), Secret::from_random([2; 32]));
+        let state = state_with(&[(a, &sa), (a, &sb), (b, &sa)]);
+        assert_eq!(state.token(a).unwrap().digest, sa.digest());
+        assert!(state.token(b).is_none());
+        assert!(state.token_by_digest(&sb.digest()).is_none());
+        assert_eq!(state.tokens_of(CompanyId::from_u128(1)).count(), 1);
+    }
+}
