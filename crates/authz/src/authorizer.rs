@@ -2,7 +2,7 @@
 //! "may this token do this to that resource?" without taking a lock.
 
 use tokenledger_events::TokenId;
-use tokenledger_projection::{Readers, State, TokenHandle};
+use tokenledger_projection::{Readers, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 
@@ -22,30 +22,31 @@ impl Authorizer {
         Authorizer { readers }
     }
 
-    /// Runs `f` on the published state; `None` once the ledger is closed.
-    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
-        self.readers.read(f)
-    }
-
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
     pub fn authenticate(&self, secret: &str) -> Result<TokenHandle, Refusal> {
-        self.read(|state| decision::authenticate(state, secret))
-            .unwrap_or(Err(closed()))
+        self.readers.read(
+            |state| decision::authenticate(state, secret),
+            || Err(closed()),
+        )
     }
 
     /// Rules 2 to 8 for a token already authenticated: by the handle
     /// [`Authorizer::authenticate`] gave, or by a bare [`TokenId`].
     pub fn authorize(&self, token: impl Into<TokenHandle>, request: &Request) -> Decision {
         let handle = token.into();
-        self.read(|state| decision::authorize(state, handle, request))
-            .unwrap_or_else(|| refused(Some(handle.id())))
+        self.readers.read(
+            |state| decision::authorize(state, handle, request),
+            || refused(Some(handle.id())),
+        )
     }
 
     /// Rules 1 to 8: authenticates the secret and authorizes the request,
     /// against one state.
     pub fn check(&self, secret: &str, request: &Request) -> Decision {
-        self.read(|state| decision::decide_request(state, secret, request))
-            .unwrap_or_else(|| refused(None))
+        self.readers.read(
+            |state| decision::decide_request(state, secret, request),
+            || refused(None),
+        )
     }
 }
 
