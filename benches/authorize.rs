@@ -35,15 +35,24 @@ fn authorize(c: &mut Criterion) {
         .filter(|case| authorizer.authorize(case.token, &case.request).is_allowed())
         .count();
     eprintln!("authorize: {allowed} of {CASES} requests are allowed");
-    let cedar = cedar::build(&world).expect("the Cedar entities and requests are built");
+    let cedar =
+        cedar::build(&world, cedar::RULES).expect("the Cedar entities and requests are built");
+    let combined =
+        cedar::build(&world, cedar::COMBINED).expect("the Cedar entities and requests are built");
     for (i, case) in cases.iter().enumerate() {
+        let decision = authorizer.authorize(case.token, &case.request);
         assert_eq!(
-            cedar.allows(i),
-            authorizer.authorize(case.token, &case.request).is_allowed(),
-            "Cedar and tokenledger disagree on request {i}"
+            cedar.refused_by(i),
+            decision.refusal.map(|refusal| refusal.rule.number()),
+            "Cedar and tokenledger refuse request {i} by different rules"
+        );
+        assert_eq!(
+            combined.allows(i),
+            decision.is_allowed(),
+            "Cedar's combined policy and tokenledger disagree on request {i}"
         );
     }
-    eprintln!("authorize: Cedar agrees on all {CASES} requests");
+    eprintln!("authorize: Cedar agrees on all {CASES} requests, and on the rule of every refusal");
 
     let mut group = c.benchmark_group("authorize");
     group
@@ -78,7 +87,13 @@ fn authorize(c: &mut Criterion) {
     group.bench_function("cedar_policy", |b| {
         b.iter(|| {
             i = (i + 1) % CASES;
-            black_box(cedar.allows(i))
+            black_box(cedar.answer(i))
+        })
+    });
+    group.bench_function("cedar_policy_combined", |b| {
+        b.iter(|| {
+            i = (i + 1) % CASES;
+            black_box(combined.answer(i))
         })
     });
     let mut requests: Vec<Request> = cases.iter().map(|case| case.request.clone()).collect();

@@ -1,21 +1,58 @@
 //! The same decisions as `authorize/by_handle`, made by the `cedar-policy`
-//! crate: one policy that restates rules 3 to 7, entities built from the
-//! ledger's own state, requests built in advance. Used by the `authorize`
-//! bench only; its setup checks that both agree on every request.
+//! crate, with entities built from the ledger's own state and requests
+//! built in advance. Used by the `authorize` bench only; its setup checks
+//! that both agree on every request.
+//!
+//! Two policy sets: [`RULES`], one policy per rule, so that Cedar's answer
+//! names the rule that refused as tokenledger's does (the setup checks that
+//! the lowest-numbered forbid Cedar cites is tokenledger's rule); and
+//! [`COMBINED`], one policy for all of them, which only allows or denies.
 
 use std::fmt::Write;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression,
+    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, Response,
+    RestrictedExpression,
 };
 use tokenledger_authz::Location;
 use tokenledger_benches::World;
 use tokenledger_events::{Feature, Requirement, SharedNamespace};
 
-/// Rules 3 to 7 of DOMAIN.md (rules 1 and 2 are the secret and the live
-/// token, which Cedar has no notion of; every token here is live).
-const POLICY: &str = r#"
+/// Rules 2 to 7 of DOMAIN.md, one policy each, named after the rule (rule 1
+/// is the secret's form, which Cedar has no notion of). A request is allowed
+/// when nothing forbids it.
+pub const RULES: &str = r#"
+@id("2")
+forbid(principal is Token, action, resource is Resource)
+when { principal.deleted };
+@id("3")
+forbid(principal is Token, action, resource is Resource)
+unless { principal.company == resource.company };
+@id("4")
+forbid(principal is Token, action, resource is Resource)
+unless { principal.features.contains("resources") };
+@id("5")
+forbid(principal is Token, action, resource is Resource)
+unless { principal.grants.contains(context.scope) };
+@id("6")
+forbid(principal is Token, action, resource is Resource)
+unless {
+  (resource.namespace == "global" && principal.global) ||
+  (resource.namespace == "shared" &&
+     (principal.shared_all || principal.workspaces.contains(resource.workspace))) ||
+  (resource.namespace == "private" && principal.private)
+};
+@id("7")
+forbid(principal is Token, action, resource is Resource)
+when { resource.namespace == "private" }
+unless { resource.owner.private_access };
+@id("allow")
+permit(principal is Token, action == Action::"call", resource is Resource);
+"#;
+
+/// Rules 2 to 7 as one policy: allow or deny, without saying why.
+pub const COMBINED: &str = r#"
 permit(principal is Token, action == Action::"call", resource is Resource)
 when {
   !principal.deleted &&
@@ -39,10 +76,26 @@ pub struct Cedar {
 
 impl Cedar {
     pub fn allows(&self, i: usize) -> bool {
+        self.answer(i).decision() == Decision::Allow
+    }
+
+    /// The rule that refused request `i`: the lowest-numbered forbid among
+    /// those Cedar cites (tokenledger names the first rule that fails).
+    pub fn refused_by(&self, i: usize) -> Option<u8> {
+        let answer = self.answer(i);
+        if answer.decision() == Decision::Allow {
+            return None;
+        }
+        answer
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.policies.policy(id)?.annotation("id")?.parse().ok())
+            .min()
+    }
+
+    pub fn answer(&self, i: usize) -> Response {
         self.authorizer
             .is_authorized(&self.requests[i], &self.policies, &self.entities)
-            .decision()
-            == Decision::Allow
     }
 }
 
@@ -54,7 +107,7 @@ fn entity(kind: &str, id: impl std::fmt::Display, attrs: &str) -> String {
     format!(r#"{{"uid": {{"type": "{kind}", "id": "{id}"}}, "attrs": {{{attrs}}}, "parents": []}}"#)
 }
 
-pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
+pub fn build(world: &World, policies: &str) -> Result<Cedar, Box<dyn std::error::Error>> {
     let mut entities: Vec<String> = Vec::new();
     world.ledger.with_state(|state| {
         for (company, workspace, mates) in &world.roster {
@@ -166,7 +219,7 @@ pub fn build(world: &World) -> Result<Cedar, Box<dyn std::error::Error>> {
     let json = format!("[{}]", entities.join(",\n"));
     Ok(Cedar {
         authorizer: Authorizer::new(),
-        policies: PolicySet::from_str(POLICY)?,
+        policies: PolicySet::from_str(policies)?,
         entities: Entities::from_json_str(&json, None)?,
         requests,
     })
