@@ -12,6 +12,44 @@ use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 /// A decision never waits for a writer, sees one consistent state, and
 /// carries that state's log position. Once a command that deletes a token
 /// has returned, no decision on any thread allows that token.
+///
+/// Authenticate once per request (or per connection) and decide with the
+/// handle it gives; a handle kept past a delete is refused like the secret.
+///
+/// ```
+/// use tokenledger_authz::{fresh, Command, Ledger, Location, NewToken, Request, Rule};
+/// use tokenledger_events::*;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let ledger = Ledger::open(dir.path()).unwrap();
+/// let (company, admin) = (fresh::company_id().unwrap(), fresh::teammate_id().unwrap());
+/// ledger.execute(Actor::System, Command::CreateCompany { company, name: Name::new("Acme").unwrap() }).unwrap();
+/// ledger.execute(Actor::System, Command::AddTeammate { company, teammate: admin,
+///     name: Name::new("Ada").unwrap(), role: Role::Admin }).unwrap();
+/// let created = ledger.create_token(Actor::Teammate(admin), NewToken {
+///     company, name: Name::new("Plugin").unwrap(), kind: TokenKind::ApiToken,
+///     scope: TokenScope {
+///         features: [Feature::Resources].into(),
+///         namespaces: Namespaces { global: true, ..Namespaces::none() },
+///         grants: ["tags:read".parse().unwrap()].into_iter().collect(),
+///     },
+///     expires_at: None,
+/// }).unwrap();
+///
+/// let authorizer = ledger.authorizer();
+/// let handle = authorizer.authenticate(created.secret.expose()).unwrap();
+/// let request = Request {
+///     requirement: Requirement::Scope("tags:read".parse().unwrap()),
+///     resource: "tag_1".parse().unwrap(),
+///     location: Location::Global(company),
+///     at: Timestamp::from_micros(u64::MAX / 2),
+/// };
+/// assert!(authorizer.authorize(handle, &request).is_allowed());
+///
+/// ledger.execute(Actor::Teammate(admin), Command::DeleteToken { token: created.token }).unwrap();
+/// let refused = authorizer.authorize(handle, &request).refusal.unwrap();
+/// assert_eq!(refused.rule, Rule::TokenLive);
+/// ```
 #[derive(Clone)]
 pub struct Authorizer {
     readers: Readers,
