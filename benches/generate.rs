@@ -12,7 +12,7 @@ use tokenledger_events::{
     Actor, CompanyId, Event, EventId, Feature, Name, Namespaces, Role, SealedSecret, Secret,
     SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
 };
-use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
+use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog, hex};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -101,17 +101,23 @@ pub struct Generated {
 }
 
 /// The log for `spec` under `root`, generated once and kept: a second call
-/// finds it complete and reuses it.
+/// finds it complete and reuses it, unless secrets digest differently now
+/// (the digest's domain changed, say), which would leave every generated
+/// secret unknown to the log.
 pub fn generated(root: &Path, spec: Spec) -> Result<Generated, Box<dyn std::error::Error>> {
     let dir = root.join(spec.name);
     let done = dir.join("generated");
+    let marker = format!(
+        "complete; a sample secret digests to {}\n",
+        hex(secret_of(TokenId::from_u128(1)).digest().as_bytes())
+    );
     let plan = Plan::new(spec);
-    if !done.exists() {
+    if std::fs::read_to_string(&done).ok().as_deref() != Some(marker.as_str()) {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         write(&dir, &plan)?;
-        std::fs::write(&done, b"complete\n")?;
+        std::fs::write(&done, marker)?;
     }
     Ok(Generated {
         dir,
