@@ -131,7 +131,7 @@ pub fn build(world: &World, policies: &str) -> Result<Cedar, Box<dyn std::error:
                 ));
             }
             for (id, token) in state.tokens_of(*company) {
-                let scope = &token.scope;
+                let scope = &token.scope();
                 let features: Vec<String> = scope
                     .features
                     .iter()

@@ -328,7 +328,7 @@ fn reach(
     };
     let scopes: Vec<Scope> = Permission::ALL
         .into_iter()
-        .filter_map(|p| found.scope.grants.iter().find(|s| s.permission() == p))
+        .filter_map(|p| found.compiled.grants().iter().find(|s| s.permission() == p))
         .collect();
     let members = state
         .company(company)

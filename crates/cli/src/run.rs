@@ -383,12 +383,13 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                 let found = state
                     .token(token)
                     .ok_or_else(|| Failure::BadInput(format!("token `{token}` does not exist")))?;
+                let scope = found.scope();
                 let json = json!({
                     "token": token.to_string(),
                     "company": found.company.to_string(),
                     "name": found.name.as_str(),
                     "kind": found.kind.as_str(),
-                    "scope": scope_json(&found.scope),
+                    "scope": scope_json(&scope),
                     "expires_at": found.expires_at.map(|t| t.to_string()),
                     "created_by": found.created.actor.to_string(),
                     "created_at": found.created.at.to_string(),
@@ -396,10 +397,9 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     "deleted_by": found.deleted.map(|d| d.actor.to_string()),
                     "deleted_at": found.deleted.map(|d| d.at.to_string()),
                 });
-                let scopes: Vec<String> =
-                    found.scope.grants.iter().map(|s| s.to_string()).collect();
-                let features: Vec<&str> = found.scope.features.iter().map(|f| f.as_str()).collect();
-                let ns = &found.scope.namespaces;
+                let scopes: Vec<String> = scope.grants.iter().map(|s| s.to_string()).collect();
+                let features: Vec<&str> = scope.features.iter().map(|f| f.as_str()).collect();
+                let ns = &scope.namespaces;
                 let shared = match &ns.shared {
                     SharedNamespace::None => "none".to_owned(),
                     SharedNamespace::All => "all".to_owned(),
@@ -424,7 +424,7 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     ("name", found.name.to_string()),
                     ("kind", found.kind.to_string()),
                     ("features", features.join(", ")),
-                    ("global", found.scope.namespaces.global.to_string()),
+                    ("global", scope.namespaces.global.to_string()),
                     ("shared", shared),
                     ("private", ns.private.to_string()),
                     ("scopes", scopes.join(", ")),

@@ -194,7 +194,8 @@ pub fn encode_checkpoint(state: &State) -> Result<Vec<u8>, CheckpointError> {
 }
 
 fn save_token(id: TokenId, t: &Token) -> SavedToken {
-    let namespaces = &t.scope.namespaces;
+    let scope = t.scope();
+    let namespaces = &scope.namespaces;
     let (shared, workspaces) = match &namespaces.shared {
         SharedNamespace::None => (0, Vec::new()),
         SharedNamespace::All => (1, Vec::new()),
@@ -205,7 +206,7 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
     let features = Feature::ALL
         .iter()
         .enumerate()
-        .filter(|(_, f)| t.scope.features.contains(f))
+        .filter(|(_, f)| scope.features.contains(f))
         .fold(0u8, |bits, (i, _)| bits | (1 << i));
     SavedToken {
         id: id.as_u128().to_be_bytes(),
@@ -217,7 +218,7 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         private: namespaces.private,
         shared,
         workspaces,
-        grants: t.scope.grants.bits().to_be_bytes(),
+        grants: scope.grants.bits().to_be_bytes(),
         digest: *t.digest.as_bytes(),
         expires_at: t.expires_at.map(Timestamp::as_micros),
         created: save_provenance(&t.created),
@@ -391,7 +392,6 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
             TokenKind::ApiToken
         },
         compiled: CompiledScope::compile(&scope),
-        scope,
         digest: SecretDigest::from_bytes(t.digest),
         expires_at: t
             .expires_at

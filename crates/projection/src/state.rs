@@ -4,8 +4,8 @@
 use crate::hash::RandomKeyMap;
 use crate::tokens::{TokenHandle, Tokens};
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Role, SecretDigest, SharedNamespace,
-    TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Namespaces, Role, SecretDigest,
+    SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
 };
 
 /// The event that put something in its current state: who, when, and where
@@ -166,6 +166,30 @@ impl CompiledScope {
         self.private
     }
 
+    /// The scope as it was chosen: compiling loses nothing, so a token
+    /// keeps only this form.
+    pub fn scope(&self) -> TokenScope {
+        TokenScope {
+            features: Feature::ALL
+                .iter()
+                .copied()
+                .filter(|feature| self.has_feature(*feature))
+                .collect(),
+            namespaces: Namespaces {
+                global: self.global,
+                shared: match &self.shared {
+                    CompiledShared::None => SharedNamespace::None,
+                    CompiledShared::All => SharedNamespace::All,
+                    CompiledShared::Some(sorted) => {
+                        SharedNamespace::Workspaces(sorted.iter().copied().collect())
+                    }
+                },
+                private: self.private,
+            },
+            grants: self.grants,
+        }
+    }
+
     /// Whether the token reaches the resources of `workspace`.
     pub fn covers_workspace(&self, workspace: WorkspaceId) -> bool {
         match &self.shared {
@@ -189,9 +213,8 @@ pub struct Token {
     pub name: Name,
     /// API token or OAuth grant.
     pub kind: TokenKind,
-    /// What it may do, as it was chosen.
-    pub scope: TokenScope,
-    /// The same, compiled for decisions.
+    /// What it may do, compiled for decisions; [`Token::scope`] gives it
+    /// back as it was chosen.
     pub compiled: CompiledScope,
     /// The digest of its secret.
     pub digest: SecretDigest,
@@ -206,6 +229,11 @@ pub struct Token {
 }
 
 impl Token {
+    /// What it may do, as it was chosen.
+    pub fn scope(&self) -> TokenScope {
+        self.compiled.scope()
+    }
+
     /// The token's expiry, if it has passed at `now`.
     pub fn expired_by(&self, now: Timestamp) -> Option<Timestamp> {
         self.expires_at.filter(|expiry| now >= *expiry)
@@ -407,7 +435,6 @@ impl State {
                         company,
                         name: name.clone(),
                         kind: *kind,
-                        scope: scope.clone(),
                         compiled: CompiledScope::compile(scope),
                         digest: *secret_digest,
                         expires_at: *expires_at,
@@ -462,6 +489,46 @@ impl State {
             (true, false) => owner.active_admins = owner.active_admins.saturating_sub(1),
             (false, true) => owner.active_admins += 1,
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compiled_scope_gives_back_the_scope_it_was_compiled_from() {
+        let workspaces = |ids: &[u128]| {
+            SharedNamespace::Workspaces(ids.iter().map(|id| WorkspaceId::from_u128(*id)).collect())
+        };
+        let shared = [
+            SharedNamespace::None,
+            SharedNamespace::All,
+            workspaces(&[]),
+            workspaces(&[3, 1, 2]),
+        ];
+        let feature_sets: [std::collections::BTreeSet<Feature>; 3] = [
+            Feature::ALL.iter().copied().collect(),
+            [Feature::Resources].into(),
+            Default::default(),
+        ];
+        for shared in shared {
+            for features in &feature_sets {
+                let scope = TokenScope {
+                    features: features.clone(),
+                    namespaces: Namespaces {
+                        global: true,
+                        shared: shared.clone(),
+                        private: false,
+                    },
+                    grants: ["conversations:read", "tags:write"]
+                        .into_iter()
+                        .map(|s| s.parse().unwrap())
+                        .collect(),
+                };
+                assert_eq!(CompiledScope::compile(&scope).scope(), scope);
+            }
         }
     }
 }
