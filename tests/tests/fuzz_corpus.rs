@@ -73,3 +73,23 @@ fn the_targets_catch_what_they_are_for() {
     );
     fuzz::decode_record(&damaged);
 }
+
+/// The secret seeds stay what their names say, so the corpus keeps
+/// reaching the path where a secret parses: a change to the digest or the
+/// checksum must regenerate them, as it regenerates the golden files.
+#[test]
+fn the_secret_seeds_are_what_their_names_say() {
+    let seed = |name| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/parse_secret")
+                .join(name),
+        )
+        .unwrap()
+    };
+    assert!(tokenledger_events::Secret::parse(&seed("well-formed")).is_ok());
+    assert_eq!(
+        tokenledger_events::Secret::parse(&seed("bad-checksum")).err(),
+        Some(tokenledger_events::SecretError::Checksum)
+    );
+}
