@@ -103,7 +103,8 @@ pub struct Generated {
 /// The log for `spec` under `root`, generated once and kept: a second call
 /// finds it complete and reuses it, unless secrets digest differently now
 /// (the digest's domain changed, say), which would leave every generated
-/// secret unknown to the log.
+/// secret unknown to the log, or the log no longer reads (the store's
+/// layout changed).
 pub fn generated(root: &Path, spec: Spec) -> Result<Generated, Box<dyn std::error::Error>> {
     let dir = root.join(spec.name);
     let done = dir.join("generated");
@@ -112,7 +113,9 @@ pub fn generated(root: &Path, spec: Spec) -> Result<Generated, Box<dyn std::erro
         hex(secret_of(TokenId::from_u128(1)).digest().as_bytes())
     );
     let plan = Plan::new(spec);
-    if std::fs::read_to_string(&done).ok().as_deref() != Some(marker.as_str()) {
+    let reusable = std::fs::read_to_string(&done).ok().as_deref() == Some(marker.as_str())
+        && SledLog::open(&dir, Options::default()).is_ok_and(|log| log.read(1, 1).is_ok());
+    if !reusable {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }

@@ -876,27 +876,33 @@ fn verify_reports_the_first_damaged_position() {
         run.stdout
     );
 
-    // One byte of the record at position 3 changed through sled, as an
-    // attacker with write access to the directory could.
-    {
+    // One byte of the last record of a page changed through sled, as an
+    // attacker with write access to the directory could. A page is stored
+    // under its last record's position, and ends with that record's bytes
+    // (crates/store/src/page.rs).
+    let changed = {
         let db = sled::open(ledger.data.join("sled")).unwrap();
         let events = db.open_tree("events").unwrap();
-        let mut key = vec![b'L'];
-        key.extend_from_slice(&3u64.to_be_bytes());
-        let mut record = events.get(&key).unwrap().unwrap().to_vec();
-        let last = record.len() - 1;
-        record[last] ^= 1;
-        events.insert(key, record).unwrap();
+        let (key, page) = events.scan_prefix(b"L").next().unwrap().unwrap();
+        let mut page = page.to_vec();
+        let end = page.len() - 1;
+        page[end] ^= 1;
+        events.insert(&key, page).unwrap();
         db.flush().unwrap();
-    }
+        u64::from_be_bytes(key[1..].try_into().unwrap())
+    };
     let run = ledger.run(&["verify", "--json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let json = run.json();
     assert_eq!(
         (json["intact"].as_bool(), json["position"].as_u64()),
-        (Some(false), Some(3))
+        (Some(false), Some(changed))
     );
-    assert!(run.stderr.contains("position 3"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("position {changed}")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stderr.lines().count(), 1);
 }
 

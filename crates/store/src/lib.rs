@@ -66,6 +66,7 @@
 mod checkpoint;
 mod journal;
 mod log;
+mod page;
 mod record;
 mod sled_log;
 mod state_files;

@@ -136,6 +136,9 @@ pub enum Problem {
     Layout(&'static str),
     /// The record's layout version is not one this build reads.
     UnknownLayout(u8),
+    /// The page that holds the record, or a stream entry pointing into
+    /// one, is damaged.
+    Page(&'static str),
     /// The hash stored in the record does not match its bytes.
     HashMismatch {
         /// The stored hash.
@@ -177,6 +180,7 @@ impl fmt::Display for Problem {
                 write!(f, "positions are not contiguous: expected {expected}")
             }
             Problem::Layout(what) => write!(f, "the record is damaged: {what}"),
+            Problem::Page(what) => write!(f, "its page is damaged: {what}"),
             Problem::UnknownLayout(v) => write!(f, "the record has layout {v}, this build reads 1"),
             Problem::HashMismatch { stored, computed } => write!(
                 f,

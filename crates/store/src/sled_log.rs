@@ -35,6 +35,7 @@ use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
     StoredEvent, StoredRecord, Stream, Verified, hex,
 };
+use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 
 /// A place in an append where a test can make I/O fail.
@@ -369,14 +370,54 @@ fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
     }
 }
 
-fn hash_at(events: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
-    let damage = |problem| Damage { position, problem };
-    match events
-        .get(log_key(position))
-        .map_err(|e| damage(storage(e)))?
-    {
+/// A page as sled hands it out: the position of its last record and its
+/// bytes.
+struct StoredPage {
+    last: u64,
+    bytes: sled::IVec,
+}
+
+impl StoredPage {
+    /// The first page whose last record is at or after `position`: the one
+    /// that holds it, unless the log has a gap there.
+    fn at_or_after(events: &sled::Tree, position: u64) -> Result<Option<StoredPage>, Damage> {
+        let damage = |problem| Damage { position, problem };
+        let Some((key, bytes)) = events
+            .range(log_key(position)..=log_key(u64::MAX))
+            .next()
+            .transpose()
+            .map_err(|e| damage(storage(e)))?
+        else {
+            return Ok(None);
+        };
+        let last = position_of(&key).map_err(damage)?;
+        Ok(Some(StoredPage { last, bytes }))
+    }
+
+    fn decode(&self, position: u64) -> Result<Page<'_>, Damage> {
+        Page::decode(self.last, &self.bytes).map_err(|problem| Damage { position, problem })
+    }
+
+    /// The record at `position`, `None` if this page does not hold it.
+    fn record(&self, position: u64) -> Result<Option<&[u8]>, Damage> {
+        Ok(self.decode(position)?.get(position))
+    }
+}
+
+/// The bytes of the record at `position`, `None` if the log has none there.
+fn record_bytes(events: &sled::Tree, position: u64) -> Result<Option<Vec<u8>>, Damage> {
+    match StoredPage::at_or_after(events, position)? {
         None => Ok(None),
-        Some(bytes) => record::open(&bytes).map(|r| Some(r.hash)).map_err(damage),
+        Some(page) => Ok(page.record(position)?.map(<[u8]>::to_vec)),
+    }
+}
+
+fn hash_at(events: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
+    match record_bytes(events, position)? {
+        None => Ok(None),
+        Some(bytes) => record::open(&bytes)
+            .map(|r| Some(r.hash))
+            .map_err(|problem| Damage { position, problem }),
     }
 }
 
@@ -385,11 +426,10 @@ fn record_at(events: &sled::Tree, position: u64) -> Result<(Head, Timestamp), Da
     if position == 0 {
         return Ok((Head::EMPTY, Timestamp::EPOCH));
     }
-    let damage = |problem| Damage { position, problem };
-    let bytes = events
-        .get(log_key(position))
-        .map_err(|e| damage(storage(e)))?
-        .ok_or(damage(Problem::Missing))?;
+    let bytes = record_bytes(events, position)?.ok_or(Damage {
+        position,
+        problem: Problem::Missing,
+    })?;
     let (event, _) = stored_event(position, &bytes)?;
     Ok((
         Head {
@@ -401,6 +441,7 @@ fn record_at(events: &sled::Tree, position: u64) -> Result<(Head, Timestamp), Da
 }
 
 /// Takes every record above `position` out of sled, with its index entries.
+/// `position` must end a page, as a settled position always does.
 fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
     let above: Vec<_> = events
         .range(log_key(position + 1)..=log_key(u64::MAX))
@@ -410,20 +451,41 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
             problem: storage(e),
         })?;
     for (key, bytes) in above {
-        let at = position_of(&key).map_err(|problem| Damage {
+        let last = position_of(&key).map_err(|problem| Damage {
             position: position + 1,
             problem,
         })?;
-        let envelope = stored_event(at, &bytes)?.0.envelope;
+        let page = Page::decode(last, &bytes).map_err(|problem| Damage {
+            position: position + 1,
+            problem,
+        })?;
+        if page.first() <= position {
+            return Err(Damage {
+                position: page.first(),
+                problem: Problem::Page("a page spans the position sled was settled at"),
+            });
+        }
+        let mut records = Vec::new();
+        for (at, record) in page.iter() {
+            let envelope = stored_event(at, record)?.0.envelope;
+            records.push((at, envelope.event_id, streams_of(&envelope)));
+        }
+        let entries = page::stream_entries(
+            records
+                .iter()
+                .map(|(at, _, streams)| (*at, streams.as_slice())),
+        );
         let removed = (|| {
-            events.remove(event_id_key(envelope.event_id))?;
-            for stream in streams_of(&envelope) {
-                events.remove(stream_entry_key(&stream, at))?;
+            for (_, event_id, _) in &records {
+                events.remove(event_id_key(*event_id))?;
+            }
+            for (stream, at, _) in &entries {
+                events.remove(stream_entry_key(stream, *at))?;
             }
             events.remove(&key)
         })();
         removed.map_err(|e| Damage {
-            position: at,
+            position: page.first(),
             problem: storage(e),
         })?;
     }
@@ -802,23 +864,36 @@ impl Writer {
     /// Inserts the group into sled, in memory: the journal makes it
     /// durable, and a reopen makes it whole (see [`Writer::recover`]).
     ///
-    /// One key at a time, each event's record before its index entries,
-    /// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
-    /// for every batch (`pin_log`), a second write on the device beside the
-    /// journal's. A five-key event took 24 to 28 µs in a batch against 10
-    /// to 14 µs key by key (sled alone, 50,000 events, a throwaway
-    /// program), and `append/single_durable` went from 96 to 61 µs. Since sled recovers a prefix of
-    /// its writes, an index entry is never there without its record.
+    /// The group's records go into pages (`page.rs`), each with its event
+    /// ids and one entry per stream it touches. One key at a time, each
+    /// page before its index entries, rather than one `sled::Batch`: sled
+    /// 0.34 writes out its I/O buffer for every batch (`pin_log`), a second
+    /// write on the device beside the journal's. A five-key event took 24
+    /// to 28 µs in a batch against 10 to 14 µs key by key (sled alone,
+    /// 50,000 events, a throwaway program), and `append/single_durable`
+    /// went from 96 to 61 µs. Since sled recovers a prefix of its writes,
+    /// an index entry is never there without its page.
     fn insert(&self, pending: &Pending) -> Result<(), sled::Error> {
         let events = &self.shared.trees.events;
-        for event in &pending.events {
-            events.insert(log_key(event.position), event.record.as_slice())?;
-            events.insert(
-                event_id_key(event.event_id),
-                &event.position.to_be_bytes()[..],
-            )?;
-            for stream in &event.streams {
-                events.insert(stream_entry_key(stream, event.position), &[][..])?;
+        for records in page::split(&pending.events, |event| event.record.len()) {
+            let Some(last) = records.last() else {
+                continue;
+            };
+            let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
+            events.insert(log_key(last.position), bytes)?;
+            for event in records {
+                events.insert(
+                    event_id_key(event.event_id),
+                    &event.position.to_be_bytes()[..],
+                )?;
+            }
+            let entries = page::stream_entries(
+                records
+                    .iter()
+                    .map(|event| (event.position, event.streams.as_slice())),
+            );
+            for (stream, at, distances) in entries {
+                events.insert(stream_entry_key(&stream, at), distances)?;
             }
         }
         Ok(())
@@ -985,6 +1060,26 @@ impl Writer {
     }
 }
 
+/// Checks that a page read in order starts where the previous one ended,
+/// at `expected`; or, for the first page of a read (`first_read`), that it
+/// holds `expected`.
+fn check_starts_at(page: &Page<'_>, expected: u64, first_read: bool) -> Result<(), Damage> {
+    let first = page.first();
+    if first > expected {
+        return Err(Damage {
+            position: expected,
+            problem: Problem::Gap { expected },
+        });
+    }
+    if first < expected && !first_read {
+        return Err(Damage {
+            position: expected,
+            problem: Problem::Page("the page overlaps the one before it"),
+        });
+    }
+    Ok(())
+}
+
 fn check_batch_size(len: usize) -> Result<(), AppendError> {
     if len == 0 {
         Err(AppendError::Empty)
@@ -1030,25 +1125,31 @@ impl SledLog {
             .shared
             .trees
             .events
-            .range(log_key(from)..=log_key(last))
+            .range(log_key(from)..=log_key(u64::MAX))
         {
-            let (key, bytes) = entry.map_err(|e| Damage {
-                position: expected,
-                problem: storage(e),
-            })?;
-            let position = position_of(&key).map_err(|problem| Damage {
+            if expected > last {
+                break;
+            }
+            let damage = |problem| Damage {
                 position: expected,
                 problem,
-            })?;
-            if position != expected {
-                return Err(Damage {
-                    position: expected,
-                    problem: Problem::Gap { expected },
-                });
+            };
+            let (key, bytes) = entry.map_err(|e| damage(storage(e)))?;
+            let page_last = position_of(&key).map_err(damage)?;
+            let page = Page::decode(page_last, &bytes).map_err(damage)?;
+            // Only the first page may start before `from`.
+            check_starts_at(&page, expected, expected == from)?;
+            for (position, record) in page.iter() {
+                if position < expected {
+                    continue;
+                }
+                if position > last {
+                    break;
+                }
+                let (event, previous) = stored_event(position, record)?;
+                each(event, previous, record);
+                expected += 1;
             }
-            let (event, previous) = stored_event(position, &bytes)?;
-            each(event, previous, &bytes);
-            expected += 1;
         }
         if expected <= last {
             return Err(Damage {
@@ -1121,17 +1222,17 @@ impl EventLog for SledLog {
         let head = self.head().position;
         let stream = stream_key(stream);
         let prefix_len = 1 + stream.len();
+        let tree = &self.shared.trees.events;
         let mut events = Vec::new();
+        // Nearby events of a stream often share a page: keep the last one.
+        let mut page: Option<StoredPage> = None;
         let range = stream_entry_key(&stream, from)..=stream_entry_key(&stream, head);
-        for entry in self.shared.trees.events.range(range) {
-            if events.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(|e| Damage {
+        for entry in tree.range(range) {
+            let (key, distances) = entry.map_err(|e| Damage {
                 position: from,
                 problem: storage(e),
             })?;
-            let position = key
+            let at = key
                 .get(prefix_len..)
                 .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
                 .map(u64::from_be_bytes)
@@ -1139,20 +1240,28 @@ impl EventLog for SledLog {
                     position: from,
                     problem: Problem::BadKey { len: key.len() },
                 })?;
-            let bytes = self
-                .shared
-                .trees
-                .events
-                .get(log_key(position))
-                .map_err(|e| Damage {
-                    position,
-                    problem: storage(e),
-                })?
-                .ok_or(Damage {
+            let positions = page::entry_positions(at, &distances).map_err(|problem| Damage {
+                position: at,
+                problem,
+            })?;
+            for position in positions.into_iter().filter(|p| *p >= from) {
+                if events.len() >= limit {
+                    return Ok(events);
+                }
+                if page.as_ref().is_none_or(|p| p.last < position) {
+                    page = StoredPage::at_or_after(tree, position)?;
+                }
+                let missing = Damage {
                     position,
                     problem: Problem::Missing,
-                })?;
-            events.push(stored_event(position, &bytes)?.0);
+                };
+                let record = page
+                    .as_ref()
+                    .ok_or(missing.clone())?
+                    .record(position)?
+                    .ok_or(missing)?;
+                events.push(stored_event(position, record)?.0);
+            }
         }
         Ok(events)
     }
@@ -1185,13 +1294,14 @@ impl EventLog for SledLog {
                 problem,
             };
             let (key, bytes) = entry.map_err(|e| damage(storage(e)))?;
-            let position = position_of(&key).map_err(damage)?;
-            if position != expected {
-                return Err(damage(Problem::Gap { expected }));
-            }
-            clamped += u64::from(chain.check(&bytes)?.clock_clamped);
-            if position % PROGRESS_EVERY == 0 {
-                progress(position);
+            let last = position_of(&key).map_err(damage)?;
+            let page = Page::decode(last, &bytes).map_err(damage)?;
+            check_starts_at(&page, expected, false)?;
+            for (position, record) in page.iter() {
+                clamped += u64::from(chain.check(record)?.clock_clamped);
+                if position % PROGRESS_EVERY == 0 {
+                    progress(position);
+                }
             }
         }
         let previous = chain.head();

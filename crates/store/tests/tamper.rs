@@ -64,11 +64,21 @@ fn edit_through_sled(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
     db.flush().unwrap();
 }
 
-/// The key of the record at `position`, as `crates/store/src/sled_log.rs` lays it out.
+/// The key of the page whose last record is at `position`, as
+/// `crates/store/src/page.rs` lays it out.
 fn key(position: u64) -> Vec<u8> {
     let mut key = vec![b'L'];
     key.extend_from_slice(&position.to_be_bytes());
     key
+}
+
+/// The page that holds `position`: its key, the positions of its first and
+/// last records, and its bytes (layout byte, record count, records).
+fn page_holding(log: &sled::Tree, position: u64) -> (Vec<u8>, u64, u64, Vec<u8>) {
+    let (key, value) = log.range(key(position)..).next().unwrap().unwrap();
+    let last = u64::from_be_bytes(key[1..].try_into().unwrap());
+    let count = u64::from(u16::from_be_bytes([value[1], value[2]]));
+    (key.to_vec(), last + 1 - count, last, value.to_vec())
 }
 
 fn damage_reported(dir: &Path) -> Damage {
@@ -80,58 +90,89 @@ fn damage_reported(dir: &Path) -> Damage {
 fn one_changed_byte_in_a_record_is_found_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
+    let mut changed = 0;
     edit_through_sled(dir.path(), |log| {
-        let mut value = log.get(key(17)).unwrap().unwrap().to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 0x20;
-        log.insert(key(17), value).unwrap();
+        // A page's last byte is its last record's.
+        let (key, _, last, mut value) = page_holding(log, 17);
+        let end = value.len() - 1;
+        value[end] ^= 0x20;
+        log.insert(key, value).unwrap();
+        changed = last;
     });
     let damage = damage_reported(dir.path());
-    assert_eq!(damage.position, 17);
+    assert_eq!(damage.position, changed);
     assert!(
         matches!(damage.problem, Problem::HashMismatch { .. }),
         "{damage}"
     );
     assert!(
-        damage.to_string().starts_with("log position 17:"),
+        damage
+            .to_string()
+            .starts_with(&format!("log position {changed}:")),
         "{damage}"
     );
     // Reading over it reports the same place.
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(log.read(10, 20).unwrap_err().position, 17);
+    assert_eq!(log.read(10, 20).unwrap_err().position, changed);
 }
 
 #[test]
-fn a_deleted_record_is_a_gap() {
+fn a_deleted_page_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
+    let mut first = 0;
     edit_through_sled(dir.path(), |log| {
-        log.remove(key(9)).unwrap();
+        let (key, start, _, _) = page_holding(log, 9);
+        log.remove(key).unwrap();
+        first = start;
     });
     let damage = damage_reported(dir.path());
-    assert_eq!(damage.position, 9);
-    assert_eq!(damage.problem, Problem::Gap { expected: 9 });
+    assert_eq!(damage.position, first);
+    assert_eq!(damage.problem, Problem::Gap { expected: first });
 }
 
 #[test]
-fn a_record_moved_to_another_position_is_found() {
+fn a_page_moved_to_another_position_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
+    let (mut moved_to, mut found) = (0, 0);
     edit_through_sled(dir.path(), |log| {
-        let fourth = log.get(key(4)).unwrap().unwrap();
-        log.insert(key(5), fourth).unwrap();
+        let (_, first, last, value) = page_holding(log, 1);
+        let (key, next, _, _) = page_holding(log, last + 1);
+        log.insert(key, value).unwrap();
+        (moved_to, found) = (next, first);
     });
     let damage = damage_reported(dir.path());
-    assert_eq!(damage.position, 5);
-    assert_eq!(damage.problem, Problem::PositionMismatch { found: 4 });
+    assert_eq!(damage.position, moved_to);
+    assert_eq!(damage.problem, Problem::PositionMismatch { found });
+}
+
+#[test]
+fn a_garbled_page_is_found_at_the_position_it_should_start() {
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    let mut first = 0;
+    edit_through_sled(dir.path(), |log| {
+        let (key, start, _, mut value) = page_holding(log, 21);
+        // The length of its first record, now longer than the page.
+        value[3] = 0xff;
+        log.insert(key, value).unwrap();
+        first = start;
+    });
+    let damage = damage_reported(dir.path());
+    assert_eq!(damage.position, first);
+    assert!(matches!(damage.problem, Problem::Page(_)), "{damage}");
 }
 
 #[test]
 fn a_truncated_tail_is_refused_with_a_known_head() {
     let dir = tempfile::tempdir().unwrap();
     let (head, _) = given_a_log(dir.path());
+    let mut kept = 0;
     edit_through_sled(dir.path(), |log| {
-        for position in 30..=EVENTS {
+        let (_, first, _, _) = page_holding(log, 30);
+        kept = first - 1;
+        for position in first..=EVENTS {
             log.remove(key(position)).unwrap();
         }
     });
@@ -150,10 +191,10 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
     // Rewrite that too, and without the known head a shorter log is a
     // consistent log.
     edit_through_sled(dir.path(), |log| {
-        log.insert(b"H", &29u64.to_be_bytes()[..]).unwrap();
+        log.insert(b"H", &kept.to_be_bytes()[..]).unwrap();
     });
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(log.verify().unwrap().records, 29);
+    assert_eq!(log.verify().unwrap().records, kept);
     drop(log);
     let options = Options {
         known_head: Some(head),
