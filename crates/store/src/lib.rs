@@ -68,6 +68,7 @@ mod journal;
 mod log;
 mod page;
 mod record;
+mod reply;
 mod sled_log;
 mod state_files;
 

@@ -37,6 +37,7 @@ use crate::log::{
 };
 use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
+use crate::reply::{self, Reply};
 
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ struct Shared {
 /// One append waiting for the writer.
 struct Request {
     job: Job,
-    reply: Sender<Result<Vec<u64>, AppendError>>,
+    reply: Reply,
 }
 
 /// What an append brings.
@@ -606,8 +607,6 @@ struct Writer {
     files: DurableFiles,
 }
 
-type Reply = Sender<Result<Vec<u64>, AppendError>>;
-
 fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
     match faults {
         Some(inject) => inject(point),
@@ -753,7 +752,7 @@ impl Writer {
     fn commit(&mut self, group: Vec<Request>) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             for request in group {
-                let _ = request.reply.send(Err(AppendError::Poisoned(
+                request.reply.send(Err(AppendError::Poisoned(
                     "an earlier commit could not be made durable".to_owned(),
                 )));
             }
@@ -775,7 +774,7 @@ impl Writer {
             match planned {
                 Ok(positions) => replies.push((request.reply, positions)),
                 Err(error) => {
-                    let _ = request.reply.send(Err(error));
+                    request.reply.send(Err(error));
                 }
             }
         }
@@ -793,7 +792,7 @@ impl Writer {
                 .into_iter()
                 .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
             for (reply, _) in failed {
-                let _ = reply.send(Err(error.clone()));
+                reply.send(Err(error.clone()));
             }
             replies = kept;
             head = self.head;
@@ -812,7 +811,7 @@ impl Writer {
         *self.shared.durable.lock() = head;
         self.shared.grew.notify_all();
         for (reply, positions) in replies {
-            let _ = reply.send(Ok(positions));
+            reply.send(Ok(positions));
         }
         if self.journal.len() >= self.journal_bytes
             && let Err(error) = self.settle()
@@ -827,7 +826,7 @@ impl Writer {
     fn poison(&self, replies: Vec<(Reply, Vec<u64>)>, error: &AppendError) {
         self.shared.poisoned.store(true, Ordering::Release);
         for (reply, _) in replies {
-            let _ = reply.send(Err(error.clone()));
+            reply.send(Err(error.clone()));
         }
     }
 
@@ -1168,26 +1167,26 @@ impl EventLog for SledLog {
         expectation: Expectation,
     ) -> Result<Vec<u64>, AppendError> {
         let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = reply::reply();
         requests
             .send(Request {
                 job: Job::Events { batch, expectation },
                 reply,
             })
             .map_err(|_| AppendError::Closed)?;
-        answer.recv().map_err(|_| AppendError::Closed)?
+        answer.wait()
     }
 
     fn append_records(&self, records: Vec<Vec<u8>>) -> Result<Head, AppendError> {
         let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = reply::reply();
         requests
             .send(Request {
                 job: Job::Records(records),
                 reply,
             })
             .map_err(|_| AppendError::Closed)?;
-        answer.recv().map_err(|_| AppendError::Closed)??;
+        answer.wait()?;
         Ok(self.head())
     }
 
