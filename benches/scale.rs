@@ -6,6 +6,10 @@
 //! of a random position of that log, from the token's company's events),
 //! the resident memory per live token after opening, printed, and
 //! `authorize_1m_tokens/by_handle`, the hot path at that size.
+//!
+//! The memory is measured in a fresh process (this bench run again, with
+//! [`MEASURE_MEMORY`] set): in this one, generating or checking the logs
+//! first leaves freed memory that opening would reuse unseen.
 
 #![allow(
     clippy::expect_used,
@@ -14,15 +18,19 @@
 )]
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, decide_request};
 use tokenledger_benches::generate::{
     FIVE_MILLION, ONE_MILLION, Rng, generated, secret_of, teammate,
 };
 use tokenledger_events::{Actor, Requirement, Timestamp};
+
+/// Set to a log's directory, the bench only measures the memory of opening
+/// it, and exits.
+const MEASURE_MEMORY: &str = "TOKENLEDGER_MEASURE_MEMORY";
 
 fn data_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tokenledger-bench-data")
@@ -46,39 +54,19 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-fn scale(c: &mut Criterion) {
-    let started = Instant::now();
-    let small = generated(&data_root(), ONE_MILLION).expect("the 1M-event log");
-    let large = generated(&data_root(), FIVE_MILLION).expect("the 5M-event log");
-    eprintln!("logs ready in {:.1?}", started.elapsed());
-
-    // The large log's checkpoint at its head, written once.
-    let checkpoints = large.dir.join("checkpoints");
-    let wrote_checkpoint = !checkpoints.exists();
-    if wrote_checkpoint {
-        let started = Instant::now();
-        let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
-        eprintln!("5M events replayed in {:.1?}", started.elapsed());
-        let started = Instant::now();
-        ledger.checkpoint().expect("checkpoint");
-        eprintln!(
-            "checkpoint of 1M tokens written in {:.1?}",
-            started.elapsed()
-        );
-    }
-    let _ = std::fs::remove_dir_all(small.dir.join("checkpoints"));
-
-    // Memory first, before the benchmarks below leave freed memory to the
-    // allocator that a later measurement would count or reuse.
+/// Opens the log in `dir` from its checkpoint, then runs one command, and
+/// prints the resident memory each added per live token.
+fn measure_memory(dir: &Path) {
+    let live_tokens = FIVE_MILLION.live_tokens;
     let before = resident_bytes();
-    let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+    let ledger = Ledger::open_with(dir, no_checkpoints()).expect("open");
     let after = resident_bytes();
     assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
     println!(
         "memory: {} resident bytes per live token after opening ({} MiB for {} tokens)",
-        after.saturating_sub(before) / large.live_tokens,
+        after.saturating_sub(before) / live_tokens,
         after.saturating_sub(before) >> 20,
-        large.live_tokens
+        live_tokens
     );
 
     // The first command gives the writer a copy of its own.
@@ -95,16 +83,38 @@ fn scale(c: &mut Criterion) {
     let written = resident_bytes();
     println!(
         "memory: {} resident bytes per live token after the first command ({} MiB), which took {:.1?}",
-        written.saturating_sub(before) / large.live_tokens,
+        written.saturating_sub(before) / live_tokens,
         written.saturating_sub(before) >> 20,
         started.elapsed()
     );
-    if wrote_checkpoint {
-        println!(
-            "memory: measured after writing the checkpoint in this run; run again for a clean figure"
+}
+
+fn scale(c: &mut Criterion) {
+    let started = Instant::now();
+    let small = generated(&data_root(), ONE_MILLION).expect("the 1M-event log");
+    let large = generated(&data_root(), FIVE_MILLION).expect("the 5M-event log");
+    eprintln!("logs ready in {:.1?}", started.elapsed());
+
+    // The large log's checkpoint at its head, written once.
+    let checkpoints = large.dir.join("checkpoints");
+    if !checkpoints.exists() {
+        let started = Instant::now();
+        let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+        eprintln!("5M events replayed in {:.1?}", started.elapsed());
+        let started = Instant::now();
+        ledger.checkpoint().expect("checkpoint");
+        eprintln!(
+            "checkpoint of 1M tokens written in {:.1?}",
+            started.elapsed()
         );
     }
-    drop(ledger);
+    let _ = std::fs::remove_dir_all(small.dir.join("checkpoints"));
+
+    let measured = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .env(MEASURE_MEMORY, &large.dir)
+        .status()
+        .expect("the memory measurement runs");
+    assert!(measured.success(), "the memory measurement failed");
 
     let mut group = c.benchmark_group("open");
     group
@@ -185,4 +195,12 @@ fn scale(c: &mut Criterion) {
 }
 
 criterion_group!(benches, scale);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(dir) = std::env::var_os(MEASURE_MEMORY) {
+        measure_memory(Path::new(&dir));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
