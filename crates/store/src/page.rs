@@ -68,8 +68,11 @@ impl<'a> Page<'a> {
         if count == 0 || count > MAX_RECORDS {
             return Err(Problem::Page("the page's record count is out of range"));
         }
-        let first = (last + 1)
-            .checked_sub(count as u64)
+        // `last + 1` overflows for a damaged key of `u64::MAX`: an error,
+        // not a panic.
+        let first = last
+            .checked_add(1)
+            .and_then(|end| end.checked_sub(count as u64))
             .filter(|first| *first >= 1)
             .ok_or(Problem::Page(
                 "the page holds more records than its key allows",
@@ -106,7 +109,12 @@ impl<'a> Page<'a> {
 
     /// The records with their positions, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        (self.first..).zip(self.records.iter().copied())
+        // Counted from the first record, not `first..`, whose iterator
+        // steps one past the last record's position before `zip` stops.
+        let first = self.first;
+        (0u64..)
+            .zip(self.records.iter().copied())
+            .map(move |(index, record)| (first + index, record))
     }
 }
 
@@ -214,6 +222,11 @@ mod tests {
         assert!(Page::decode(2, &longer).is_err());
         // Two records cannot end at position 1.
         assert!(Page::decode(1, &bytes).is_err());
+        // Nor any at the last position there is, which a damaged key can
+        // claim.
+        assert!(Page::decode(u64::MAX, &bytes).is_err());
+        let at_the_end = Page::decode(u64::MAX - 1, &bytes).unwrap();
+        assert_eq!(at_the_end.iter().map(|(p, _)| p).last(), Some(u64::MAX - 1));
         for i in 0..HEADER_LEN + 4 {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x40;

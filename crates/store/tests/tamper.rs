@@ -43,8 +43,9 @@ fn given_a_log(dir: &Path) -> (Head, Vec<StoredEvent>) {
     (log.head(), log.read(1, 1000).unwrap())
 }
 
-/// When the records are edited directly through sled.
-fn edit_through_sled(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
+/// When the records are edited directly through sled; returns what `edit`
+/// found.
+fn edit_through_sled<T>(dir: &Path, edit: impl FnOnce(&sled::Tree) -> T) -> T {
     // A log just dropped in this process can hold sled's file lock for a
     // moment while sled's threads finish, as `SledLog::open` also allows.
     let started = std::time::Instant::now();
@@ -60,8 +61,9 @@ fn edit_through_sled(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
         }
     };
     let events = db.open_tree("events").unwrap();
-    edit(&events);
+    let found = edit(&events);
     db.flush().unwrap();
+    found
 }
 
 /// The key of the page whose last record is at `position`, as
@@ -90,14 +92,13 @@ fn damage_reported(dir: &Path) -> Damage {
 fn one_changed_byte_in_a_record_is_found_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let mut changed = 0;
-    edit_through_sled(dir.path(), |log| {
+    let changed = edit_through_sled(dir.path(), |log| {
         // A page's last byte is its last record's.
         let (key, _, last, mut value) = page_holding(log, 17);
         let end = value.len() - 1;
         value[end] ^= 0x20;
         log.insert(key, value).unwrap();
-        changed = last;
+        last
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, changed);
@@ -120,11 +121,10 @@ fn one_changed_byte_in_a_record_is_found_at_its_position() {
 fn a_deleted_page_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let mut first = 0;
-    edit_through_sled(dir.path(), |log| {
-        let (key, start, _, _) = page_holding(log, 9);
+    let first = edit_through_sled(dir.path(), |log| {
+        let (key, first, _, _) = page_holding(log, 9);
         log.remove(key).unwrap();
-        first = start;
+        first
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, first);
@@ -135,12 +135,11 @@ fn a_deleted_page_is_a_gap() {
 fn a_page_moved_to_another_position_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let (mut moved_to, mut found) = (0, 0);
-    edit_through_sled(dir.path(), |log| {
+    let (moved_to, found) = edit_through_sled(dir.path(), |log| {
         let (_, first, last, value) = page_holding(log, 1);
         let (key, next, _, _) = page_holding(log, last + 1);
         log.insert(key, value).unwrap();
-        (moved_to, found) = (next, first);
+        (next, first)
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, moved_to);
@@ -151,13 +150,12 @@ fn a_page_moved_to_another_position_is_found() {
 fn a_garbled_page_is_found_at_the_position_it_should_start() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let mut first = 0;
-    edit_through_sled(dir.path(), |log| {
-        let (key, start, _, mut value) = page_holding(log, 21);
+    let first = edit_through_sled(dir.path(), |log| {
+        let (key, first, _, mut value) = page_holding(log, 21);
         // The length of its first record, now longer than the page.
         value[3] = 0xff;
         log.insert(key, value).unwrap();
-        first = start;
+        first
     });
     let damage = damage_reported(dir.path());
     assert_eq!(damage.position, first);
@@ -168,13 +166,12 @@ fn a_garbled_page_is_found_at_the_position_it_should_start() {
 fn a_truncated_tail_is_refused_with_a_known_head() {
     let dir = tempfile::tempdir().unwrap();
     let (head, _) = given_a_log(dir.path());
-    let mut kept = 0;
-    edit_through_sled(dir.path(), |log| {
+    let kept = edit_through_sled(dir.path(), |log| {
         let (_, first, _, _) = page_holding(log, 30);
-        kept = first - 1;
         for position in first..=EVENTS {
             log.remove(key(position)).unwrap();
         }
+        first - 1
     });
     // The position sled was last settled at is beyond the end.
     let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
