@@ -179,6 +179,10 @@ impl Ledger {
 
 /// Reads the events at positions `from..=to` in order, of `stream` or of
 /// the whole log, a chunk at a time, and hands each to `each`.
+///
+/// A whole-log read longer than a chunk reads and decodes on a second
+/// thread while `each` runs on this one: replaying a log is about half
+/// reading and half applying, and the two overlap.
 pub(crate) fn scan(
     log: &dyn EventLog,
     stream: Option<Stream>,
@@ -186,9 +190,51 @@ pub(crate) fn scan(
     to: u64,
     mut each: impl FnMut(StoredEvent),
 ) -> Result<(), LedgerError> {
+    if stream.is_none() && to.saturating_sub(from) >= CHUNK as u64 {
+        return scan_beside(log, from, to, each);
+    }
+    read_chunks(log, stream, from, to, |chunk| {
+        chunk.into_iter().for_each(&mut each);
+        true
+    })
+}
+
+/// `scan` of the whole log, with the reading on a scoped thread that stays
+/// at most two chunks ahead of `each`.
+fn scan_beside(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(StoredEvent),
+) -> Result<(), LedgerError> {
+    let (sender, chunks) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|scope| {
+        let reader =
+            scope.spawn(move || read_chunks(log, None, from, to, |c| sender.send(c).is_ok()));
+        // Ends when the reader drops its sender: at `to`, or at damage,
+        // which it returns once the chunks before it are applied, as the
+        // reading on one thread does.
+        for chunk in chunks {
+            chunk.into_iter().for_each(&mut each);
+        }
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Reads `from..=to` as `scan` does, handing over a chunk at a time until
+/// `chunk_read` answers false.
+fn read_chunks(
+    log: &dyn EventLog,
+    stream: Option<Stream>,
+    from: u64,
+    to: u64,
+    mut chunk_read: impl FnMut(Vec<StoredEvent>) -> bool,
+) -> Result<(), LedgerError> {
     let mut next = from.max(1);
     while next <= to {
-        let chunk = match stream {
+        let mut chunk = match stream {
             Some(stream) => log.read_stream(stream, next, CHUNK),
             // The log is read no further than `to`.
             None => log.read(
@@ -201,8 +247,9 @@ pub(crate) fn scan(
             break;
         };
         next = end + 1;
-        for event in chunk.into_iter().take_while(|e| e.envelope.position <= to) {
-            each(event);
+        chunk.retain(|e| e.envelope.position <= to);
+        if !chunk_read(chunk) {
+            break;
         }
     }
     Ok(())

@@ -375,3 +375,62 @@ fn with_a_checkpoint_key_an_unsigned_or_forged_checkpoint_is_refused() {
     assert!(warnings[0].contains("not signed"), "{warnings:?}");
     assert_eq!(state_bytes(&ledger), live);
 }
+
+/// Replays longer than one read (10,000 events) read on a second thread
+/// while the first applies; they must give what the live ledger has, at
+/// the head and at any position on the way.
+#[test]
+fn a_replay_longer_than_one_read_gives_the_live_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, at) = {
+        let ledger = Ledger::open_with(dir.path(), options(0)).unwrap();
+        history(&ledger);
+        let (company, mate) = (fresh::company_id().unwrap(), fresh::teammate_id().unwrap());
+        let by = Actor::System;
+        let name = name("Zed");
+        ledger
+            .execute(
+                by,
+                Command::CreateCompany {
+                    company,
+                    name: name.clone(),
+                },
+            )
+            .unwrap();
+        let role = Role::Member;
+        ledger
+            .execute(
+                by,
+                Command::AddTeammate {
+                    company,
+                    teammate: mate,
+                    name,
+                    role,
+                },
+            )
+            .unwrap();
+        let mut at = Vec::new();
+        for i in 0..10_050u64 {
+            let command = Command::SetPrivateApiAccess {
+                teammate: mate,
+                allowed: i % 3 == 0,
+            };
+            ledger.execute(by, command).unwrap();
+            if i % 2_500 == 7 {
+                at.push((ledger.head().position, state_bytes(&ledger)));
+            }
+        }
+        history(&ledger);
+        (state_bytes(&ledger), at)
+    };
+    assert_eq!(replayed(dir.path()), live);
+    let reopened = Ledger::open_with(dir.path(), options(0)).unwrap();
+    for (position, expected) in at {
+        let state = reopened.state_at(position).unwrap();
+        assert_eq!(
+            encode_checkpoint(&state).unwrap(),
+            expected,
+            "as of {position}"
+        );
+    }
+}
