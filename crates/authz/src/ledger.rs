@@ -11,10 +11,12 @@ use parking_lot::Mutex;
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
 };
-use tokenledger_projection::{Projection, Readers, State, decode_checkpoint, encode_checkpoint};
+use tokenledger_projection::{
+    CheckpointError, Projection, Readers, State, decode_checkpoint, encode_checkpoint,
+};
 use tokenledger_store::{
     AppendError, CheckpointKey, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options,
-    SledLog, StateFiles, Stream, Verified,
+    SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -205,11 +207,23 @@ impl Ledger {
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
-        let log = SledLog::open(dir, options.log).map_err(LedgerError::Open)?;
         let checkpoints = StateFiles::new(dir, options.checkpoint_key);
+        // The newest checkpoint is read and decoded while sled opens: at a
+        // million tokens each takes hundreds of milliseconds, and only the
+        // check against the log needs the log. Nothing read is used before
+        // the log is open, so before this process holds the directory.
+        let (log, newest) = std::thread::scope(|scope| {
+            let newest = scope.spawn(|| newest_checkpoint(&checkpoints));
+            let log = SledLog::open(dir, options.log);
+            let newest = newest
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (log, newest)
+        });
+        let log = log.map_err(LedgerError::Open)?;
         let head = log.head().position;
         let mut warnings = Vec::new();
-        let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings)?;
+        let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings, newest)?;
         let from = loaded.as_ref().map_or(0, State::position);
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
@@ -283,7 +297,13 @@ impl Ledger {
         &self,
         position: u64,
     ) -> Result<Option<State>, LedgerError> {
-        load_checkpoint(&self.log, &self.checkpoints, position, &mut Vec::new())
+        load_checkpoint(
+            &self.log,
+            &self.checkpoints,
+            position,
+            &mut Vec::new(),
+            None,
+        )
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
@@ -421,14 +441,32 @@ impl Ledger {
     }
 }
 
+/// A checkpoint file read and decoded, not yet checked against the log:
+/// the head it was saved at, and its state, or why it is not one.
+type ReadCheckpoint = Result<(Head, Result<State, CheckpointError>), StateFileError>;
+
+fn read_checkpoint(files: &StateFiles, file: &StateFile) -> ReadCheckpoint {
+    let (head, payload) = files.read(file)?;
+    Ok((head, decode_checkpoint(&payload)))
+}
+
+/// The newest checkpoint file, read, if there is one.
+fn newest_checkpoint(files: &StateFiles) -> Option<(StateFile, ReadCheckpoint)> {
+    let newest = files.list().ok()?.into_iter().next()?;
+    let read = read_checkpoint(files, &newest);
+    Some((newest, read))
+}
+
 /// The newest checkpoint at or before `upto` that is whole, agrees with the
 /// log at its position, and decodes. Each one passed over is said in
-/// `warnings`, and the log is replayed instead.
+/// `warnings`, and the log is replayed instead. `newest` is a file already
+/// read, used rather than read again.
 fn load_checkpoint(
     log: &SledLog,
     files: &StateFiles,
     upto: u64,
     warnings: &mut Vec<String>,
+    mut newest: Option<(StateFile, ReadCheckpoint)>,
 ) -> Result<Option<State>, LedgerError> {
     let listed = match files.list() {
         Ok(listed) => listed,
@@ -447,7 +485,11 @@ fn load_checkpoint(
                 file.position
             )
         };
-        let (head, payload) = match files.read(&file) {
+        let read = match newest.take_if(|(read, _)| *read == file) {
+            Some((_, read)) => read,
+            None => read_checkpoint(files, &file),
+        };
+        let (head, decoded) = match read {
             Ok(read) => read,
             Err(error) => {
                 warnings.push(skipped(error.to_string()));
@@ -465,7 +507,7 @@ fn load_checkpoint(
             ));
             continue;
         }
-        match decode_checkpoint(&payload) {
+        match decoded {
             Ok(state) if state.position() == head.position => return Ok(Some(state)),
             Ok(_) => warnings.push(skipped("its state is at another position".to_owned())),
             Err(error) => warnings.push(skipped(error.to_string())),

@@ -393,10 +393,21 @@ impl Grants {
 
     /// The set from [`Grants::bits`]; `None` if a bit names no scope.
     pub fn from_bits(bits: u128) -> Option<Grants> {
-        let valid = Scope::all().fold(0, |all, s| all | s.bit());
-        (bits & !valid == 0).then_some(Grants(bits))
+        (bits & !VALID_BITS == 0).then_some(Grants(bits))
     }
 }
+
+/// Every bit that names a scope, [`Scope::all`] folded at compile time:
+/// a checkpoint checks the grants of each of a million tokens.
+const VALID_BITS: u128 = {
+    let mut bits = 0;
+    let mut kinds = ResourceKind::ALL;
+    while let [kind, rest @ ..] = kinds {
+        bits |= (kind.permissions().0 as u128) << (*kind as u32 * 4);
+        kinds = rest;
+    }
+    bits
+};
 
 impl FromIterator<Scope> for Grants {
     fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Grants {
@@ -435,6 +446,20 @@ mod tests {
         // 55 resource scopes here; `feature:app_trigger` is a feature, not a scope.
         assert_eq!(Scope::all().count(), 55);
         assert_eq!(ResourceKind::ALL.len(), 25);
+    }
+
+    #[test]
+    fn grants_from_bits_accept_exactly_the_bits_of_scopes() {
+        let valid = Scope::all().fold(0, |all, s| all | s.bit());
+        assert_eq!(VALID_BITS, valid);
+        assert_eq!(Grants::from_bits(valid), Some(Scope::all().collect()));
+        for bit in (0..128).map(|i| 1u128 << i) {
+            assert_eq!(
+                Grants::from_bits(bit).is_some(),
+                valid & bit != 0,
+                "{bit:#x}"
+            );
+        }
     }
 
     #[test]

@@ -6,14 +6,13 @@
 //! The archive lists every map sorted by key, so the same state always
 //! archives to the same bytes.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use rkyv::rancor;
 use rkyv::{Archive, Serialize};
 use tokenledger_events::{
-    Actor, CompanyId, Feature, Grants, Name, Namespaces, Role, SecretDigest, SharedNamespace,
-    TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Feature, Grants, Name, Role, SecretDigest, SharedNamespace, TeammateId,
+    Timestamp, TokenId, TokenKind, WorkspaceId,
 };
 
 use crate::hash::RandomKeyMap;
@@ -355,34 +354,17 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
             t.features
         )));
     }
-    let features: BTreeSet<Feature> = Feature::ALL
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| t.features & (1 << i) != 0)
-        .map(|(_, f)| *f)
-        .collect();
-    let shared = match t.shared {
-        0 => SharedNamespace::None,
-        1 => SharedNamespace::All,
-        2 => SharedNamespace::Workspaces(
-            t.workspaces
-                .iter()
-                .map(|w| WorkspaceId::from_u128(id(w)))
-                .collect(),
-        ),
-        other => return Err(damaged(format!("a token has shared namespace {other}"))),
-    };
     let grants = Grants::from_bits(u128::from_be_bytes(t.grants))
         .ok_or_else(|| damaged("a token's grants name no scope"))?;
-    let scope = TokenScope {
-        features,
-        namespaces: Namespaces {
-            global: t.global,
-            shared,
-            private: t.private,
-        },
+    let compiled = CompiledScope::from_parts(
+        t.features,
         grants,
-    };
+        t.global,
+        t.private,
+        t.shared,
+        t.workspaces.iter().map(|w| WorkspaceId::from_u128(id(w))),
+    )
+    .ok_or_else(|| damaged(format!("a token has shared namespace {}", t.shared)))?;
     Ok(Token {
         company: CompanyId::from_u128(id(&t.company)),
         name: name(&t.name)?,
@@ -391,7 +373,7 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
         } else {
             TokenKind::ApiToken
         },
-        compiled: CompiledScope::compile(&scope),
+        compiled,
         digest: SecretDigest::from_bytes(t.digest),
         expires_at: t
             .expires_at

@@ -145,6 +145,46 @@ impl CompiledScope {
         }
     }
 
+    /// A scope from the parts a checkpoint keeps, without building the
+    /// sets a [`TokenScope`] holds: `features` has bit i for
+    /// `Feature::ALL[i]`, and `workspaces` is used only when `shared` is
+    /// [`SharedNamespace::Workspaces`]'s code, 2 (0 none, 1 all); any other
+    /// code is refused.
+    pub(crate) fn from_parts(
+        features: u8,
+        grants: Grants,
+        global: bool,
+        private: bool,
+        shared: u8,
+        workspaces: impl Iterator<Item = WorkspaceId>,
+    ) -> Option<CompiledScope> {
+        let shared = match shared {
+            0 => CompiledShared::None,
+            1 => CompiledShared::All,
+            2 => {
+                // Sorted and deduplicated here, as a set would be, rather
+                // than trusted to be.
+                let mut sorted: Vec<WorkspaceId> = workspaces.collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                CompiledShared::Some(sorted.into_boxed_slice())
+            }
+            _ => return None,
+        };
+        let features = Feature::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| features & (1 << i) != 0)
+            .fold(0, |bits, (_, feature)| bits | feature_bit(*feature));
+        Some(CompiledScope {
+            features,
+            grants,
+            global,
+            private,
+            shared,
+        })
+    }
+
     /// Whether the token has `feature`.
     pub fn has_feature(&self, feature: Feature) -> bool {
         self.features & feature_bit(feature) != 0

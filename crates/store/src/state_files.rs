@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use hmac::Mac;
@@ -158,10 +158,15 @@ impl StateFiles {
     /// Reads a checkpoint file: the head it was saved at and its payload,
     /// once its magic, position, length and digest hold.
     pub fn read(&self, file: &StateFile) -> Result<(Head, Vec<u8>), StateFileError> {
-        let mut bytes = fs::read(&file.path).map_err(StateFileError::Io)?;
-        let header = bytes
-            .get(..HEADER_LEN)
-            .ok_or(StateFileError::Damaged("it is shorter than its header"))?;
+        let mut opened = File::open(&file.path).map_err(StateFileError::Io)?;
+        let mut header = [0u8; HEADER_LEN];
+        opened.read_exact(&mut header).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                StateFileError::Damaged("it is shorter than its header")
+            }
+            _ => StateFileError::Io(e),
+        })?;
+        let header = header.as_slice();
         let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
         if field(0..8) != MAGIC {
             return Err(StateFileError::Damaged("it is not a checkpoint file"));
@@ -192,12 +197,21 @@ impl StateFiles {
                 "the position inside is not the one in its name",
             ));
         }
-        if (bytes.len() - HEADER_LEN) as u64 != length {
-            return Err(StateFileError::Damaged(
-                "its length is not the one recorded",
-            ));
+        let wrong_length = || StateFileError::Damaged("its length is not the one recorded");
+        let size = opened.metadata().map_err(StateFileError::Io)?.len();
+        // Checked before anything is reserved: the length is only a claim
+        // until the file's size agrees. The payload is read into a buffer
+        // of its own, so that the state decodes in place from it.
+        if size.checked_sub(HEADER_LEN as u64) != Some(length) {
+            return Err(wrong_length());
         }
-        let payload = bytes.split_off(HEADER_LEN);
+        let mut payload = Vec::with_capacity(usize::try_from(length).map_err(|_| wrong_length())?);
+        opened
+            .read_to_end(&mut payload)
+            .map_err(StateFileError::Io)?;
+        if payload.len() as u64 != length {
+            return Err(wrong_length());
+        }
         if <[u8; 32]>::from(Sha256::digest(&payload)) != digest {
             return Err(StateFileError::Damaged(
                 "its bytes do not match their digest",
