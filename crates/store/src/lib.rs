@@ -71,6 +71,7 @@ mod record;
 mod reply;
 mod sled_log;
 mod state_files;
+mod stream_index;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use log::{

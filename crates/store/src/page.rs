@@ -137,57 +137,6 @@ pub(crate) fn split<T>(items: &[T], len: impl Fn(&T) -> usize) -> Vec<&[T]> {
     pages
 }
 
-/// The stream entries of one page: for each stream its records belong to,
-/// the position of its last record there and the entry's value.
-///
-/// `records` are the page's records in order, each with its position and
-/// the streams it belongs to.
-pub(crate) fn stream_entries<'s>(
-    records: impl IntoIterator<Item = (u64, &'s [[u8; 17]])>,
-) -> Vec<([u8; 17], u64, Vec<u8>)> {
-    let mut entries: Vec<([u8; 17], Vec<u64>)> = Vec::new();
-    for (position, streams) in records {
-        for stream in streams {
-            match entries.iter_mut().find(|(key, _)| key == stream) {
-                Some((_, positions)) => positions.push(position),
-                None => entries.push((*stream, vec![position])),
-            }
-        }
-    }
-    entries
-        .into_iter()
-        .filter_map(|(stream, positions)| {
-            let (&last, earlier) = positions.split_last()?;
-            let distances = earlier
-                .iter()
-                .map(|p| u8::try_from(last - p).unwrap_or(u8::MAX))
-                .collect();
-            Some((stream, last, distances))
-        })
-        .collect()
-}
-
-/// The positions a stream entry names, in order: those its value lies
-/// before `last`, then `last`.
-pub(crate) fn entry_positions(last: u64, value: &[u8]) -> Result<Vec<u64>, Problem> {
-    let mut positions = Vec::with_capacity(value.len() + 1);
-    let mut previous = u8::MAX as usize + 1;
-    for &distance in value {
-        let distance = usize::from(distance);
-        if distance == 0 || distance >= previous || distance >= MAX_RECORDS {
-            return Err(Problem::Page("a stream entry's distances are out of order"));
-        }
-        previous = distance;
-        positions.push(
-            last.checked_sub(distance as u64)
-                .filter(|p| *p >= 1)
-                .ok_or(Problem::Page("a stream entry points before the log"))?,
-        );
-    }
-    positions.push(last);
-    Ok(positions)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -246,21 +195,5 @@ mod tests {
         let huge = vec![MAX_BYTES * 2];
         assert_eq!(split(&huge, |n| *n).len(), 1);
         assert!(split(&[] as &[usize], |n| *n).is_empty());
-    }
-
-    #[test]
-    fn a_stream_entry_names_its_positions_and_nothing_else() {
-        let a = [1u8; 17];
-        let b = [2u8; 17];
-        let both = [a, b];
-        let only_a = [a];
-        let entries = stream_entries([(5, &both[..]), (6, &only_a[..]), (8, &both[..])]);
-        assert_eq!(entries, vec![(a, 8, vec![3, 2]), (b, 8, vec![3])]);
-        assert_eq!(entry_positions(8, &[3, 2]).unwrap(), vec![5, 6, 8]);
-        assert_eq!(entry_positions(8, &[]).unwrap(), vec![8]);
-        assert!(entry_positions(8, &[2, 3]).is_err());
-        assert!(entry_positions(8, &[0]).is_err());
-        assert!(entry_positions(8, &[8]).is_err());
-        assert!(entry_positions(3, &[70]).is_err());
     }
 }

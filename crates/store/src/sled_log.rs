@@ -3,8 +3,8 @@
 //! Everything lives in one sled tree, `events`, under these keys:
 //! - `L` ‖ position (u64, big-endian) → record (see `record.rs`);
 //! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
-//! - `S` ‖ stream key ‖ position → nothing, for reads by stream; a
-//!   stream's head is its last entry, found with one reverse seek;
+//! - `S` ‖ stream key ‖ first position → the positions of a run of the
+//!   stream's events, for reads by stream (see `stream_index.rs`);
 //! - `H` → the position sled was last settled at: flushed and synced,
 //!   with every record up to it whole.
 //!
@@ -38,6 +38,7 @@ use crate::log::{
 use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
+use crate::stream_index::{self, Tails};
 
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,6 @@ const LOG: u8 = b'L';
 /// The key of the position sled last settled at (see [`Writer::settle`]).
 const SETTLED: u8 = b'H';
 const EVENT_IDS: u8 = b'I';
-const STREAMS: u8 = b'S';
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -169,14 +169,6 @@ fn event_id_key(id: EventId) -> [u8; 17] {
     let mut key = [EVENT_IDS; 17];
     let (_, tail) = key.split_at_mut(1);
     tail.copy_from_slice(&id.as_u128().to_be_bytes());
-    key
-}
-
-fn stream_entry_key(stream: &[u8; 17], position: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(26);
-    key.push(STREAMS);
-    key.extend_from_slice(stream);
-    key.extend_from_slice(&position.to_be_bytes());
     key
 }
 
@@ -243,19 +235,6 @@ fn stream_key(stream: Stream) -> [u8; 17] {
     key
 }
 
-/// The position of the last event of a stream, 0 if it has none.
-fn stream_head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, sled::Error> {
-    let mut prefix = [STREAMS; 18];
-    let (_, tail) = prefix.split_at_mut(1);
-    tail.copy_from_slice(stream);
-    let last = events.scan_prefix(prefix).keys().next_back().transpose()?;
-    Ok(last
-        .as_deref()
-        .and_then(|key| key.get(prefix.len()..))
-        .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
-        .map_or(0, u64::from_be_bytes))
-}
-
 /// The position in a log key (`L` ‖ position).
 fn position_of(key: &[u8]) -> Result<u64, Problem> {
     let bytes: [u8; 8] = key
@@ -295,10 +274,10 @@ impl SledLog {
             db.open_tree(name)
                 .map_err(|e| OpenError::Storage(e.to_string()))
         };
-        let trees = Trees {
-            events: tree("events")?,
-            db,
-        };
+        let events = tree("events")?;
+        // Runs of the stream index grow by merging (`stream_index.rs`).
+        events.set_merge_operator(stream_index::append);
+        let trees = Trees { events, db };
         let files = DurableFiles::open(&sled_dir)?;
         let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
         let journal_path = dir.join("journal");
@@ -328,6 +307,7 @@ impl SledLog {
             journal,
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
+            tails: Tails::default(),
         };
         writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
@@ -451,6 +431,8 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
             position: position + 1,
             problem: storage(e),
         })?;
+    let mut streams = std::collections::BTreeSet::new();
+    let mut pages = Vec::new();
     for (key, bytes) in above {
         let last = position_of(&key).map_err(|problem| Damage {
             position: position + 1,
@@ -469,24 +451,27 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
         let mut records = Vec::new();
         for (at, record) in page.iter() {
             let envelope = stored_event(at, record)?.0.envelope;
-            records.push((at, envelope.event_id, streams_of(&envelope)));
+            streams.extend(streams_of(&envelope));
+            records.push(envelope.event_id);
         }
-        let entries = page::stream_entries(
-            records
-                .iter()
-                .map(|(at, _, streams)| (*at, streams.as_slice())),
-        );
+        pages.push((key, page.first(), records));
+    }
+    // Runs first: a run's position above `position` always has its page.
+    for stream in &streams {
+        stream_index::remove_above(events, stream, position).map_err(|problem| Damage {
+            position: position + 1,
+            problem,
+        })?;
+    }
+    for (key, first, event_ids) in pages {
         let removed = (|| {
-            for (_, event_id, _) in &records {
+            for event_id in &event_ids {
                 events.remove(event_id_key(*event_id))?;
-            }
-            for (stream, at, _) in &entries {
-                events.remove(stream_entry_key(stream, *at))?;
             }
             events.remove(&key)
         })();
         removed.map_err(|e| Damage {
-            position: page.first(),
+            position: first,
             problem: storage(e),
         })?;
     }
@@ -605,6 +590,8 @@ struct Writer {
     journal: Journal,
     journal_bytes: u64,
     files: DurableFiles,
+    /// The last run of each stream written since opening.
+    tails: Tails,
 }
 
 fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
@@ -864,15 +851,16 @@ impl Writer {
     /// durable, and a reopen makes it whole (see [`Writer::recover`]).
     ///
     /// The group's records go into pages (`page.rs`), each with its event
-    /// ids and one entry per stream it touches. One key at a time, each
-    /// page before its index entries, rather than one `sled::Batch`: sled
-    /// 0.34 writes out its I/O buffer for every batch (`pin_log`), a second
-    /// write on the device beside the journal's. A five-key event took 24
-    /// to 28 µs in a batch against 10 to 14 µs key by key (sled alone,
-    /// 50,000 events, a throwaway program), and `append/single_durable`
-    /// went from 96 to 61 µs. Since sled recovers a prefix of its writes,
-    /// an index entry is never there without its page.
-    fn insert(&self, pending: &Pending) -> Result<(), sled::Error> {
+    /// ids; then each stream it touches gets its positions, in runs
+    /// (`stream_index.rs`). One key at a time, pages before index entries,
+    /// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
+    /// for every batch (`pin_log`), a second write on the device beside the
+    /// journal's. A five-key event took 24 to 28 µs in a batch against 10
+    /// to 14 µs key by key (sled alone, 50,000 events, a throwaway
+    /// program), and `append/single_durable` went from 96 to 61 µs. Since
+    /// sled recovers a prefix of its writes, an index entry is never there
+    /// without its page.
+    fn insert(&mut self, pending: &Pending) -> Result<(), sled::Error> {
         let events = &self.shared.trees.events;
         for records in page::split(&pending.events, |event| event.record.len()) {
             let Some(last) = records.last() else {
@@ -886,14 +874,22 @@ impl Writer {
                     &event.position.to_be_bytes()[..],
                 )?;
             }
-            let entries = page::stream_entries(
-                records
-                    .iter()
-                    .map(|event| (event.position, event.streams.as_slice())),
-            );
-            for (stream, at, distances) in entries {
-                events.insert(stream_entry_key(&stream, at), distances)?;
+        }
+        let mut streams: Vec<([u8; 17], Vec<u64>)> = Vec::new();
+        let mut found: HashMap<[u8; 17], usize> = HashMap::new();
+        for event in &pending.events {
+            for stream in &event.streams {
+                let index = *found.entry(*stream).or_insert_with(|| {
+                    streams.push((*stream, Vec::new()));
+                    streams.len() - 1
+                });
+                if let Some((_, positions)) = streams.get_mut(index) {
+                    positions.push(event.position);
+                }
             }
+        }
+        for (stream, positions) in &streams {
+            self.tails.extend(events, stream, positions)?;
         }
         Ok(())
     }
@@ -902,7 +898,8 @@ impl Writer {
         if let Some(head) = pending.stream_heads.get(key) {
             return Ok(*head);
         }
-        stream_head(&self.shared.trees.events, key).map_err(|e| AppendError::Io(e.to_string()))
+        stream_index::head(&self.shared.trees.events, key)
+            .map_err(|problem| AppendError::Io(problem.to_string()))
     }
 
     fn existing_position(
@@ -1220,31 +1217,27 @@ impl EventLog for SledLog {
     ) -> Result<Vec<StoredEvent>, Damage> {
         let head = self.head().position;
         let stream = stream_key(stream);
-        let prefix_len = 1 + stream.len();
         let tree = &self.shared.trees.events;
         let mut events = Vec::new();
+        let damage = |position| move |problem| Damage { position, problem };
+        // From the run that holds `from`, if one starts before it.
+        let start = tree
+            .range(stream_index::key(&stream, 0)..=stream_index::key(&stream, from))
+            .keys()
+            .next_back()
+            .transpose()
+            .map_err(|e| damage(from)(storage(e)))?
+            .map_or_else(
+                || stream_index::key(&stream, from).to_vec(),
+                |key| key.to_vec(),
+            );
         // Nearby events of a stream often share a page: keep the last one.
         let mut page: Option<StoredPage> = None;
-        let range = stream_entry_key(&stream, from)..=stream_entry_key(&stream, head);
-        for entry in tree.range(range) {
-            let (key, distances) = entry.map_err(|e| Damage {
-                position: from,
-                problem: storage(e),
-            })?;
-            let at = key
-                .get(prefix_len..)
-                .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
-                .map(u64::from_be_bytes)
-                .ok_or(Damage {
-                    position: from,
-                    problem: Problem::BadKey { len: key.len() },
-                })?;
-            let positions = page::entry_positions(at, &distances).map_err(|problem| Damage {
-                position: at,
-                problem,
-            })?;
+        for entry in tree.range(start..=stream_index::key(&stream, head).to_vec()) {
+            let (key, value) = entry.map_err(|e| damage(from)(storage(e)))?;
+            let positions = stream_index::positions(&key, &value).map_err(damage(from))?;
             for position in positions.into_iter().filter(|p| *p >= from) {
-                if events.len() >= limit {
+                if events.len() >= limit || position > head {
                     return Ok(events);
                 }
                 if page.as_ref().is_none_or(|p| p.last < position) {
@@ -1266,9 +1259,11 @@ impl EventLog for SledLog {
     }
 
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {
-        stream_head(&self.shared.trees.events, &stream_key(stream)).map_err(|e| Damage {
-            position: 0,
-            problem: storage(e),
+        stream_index::head(&self.shared.trees.events, &stream_key(stream)).map_err(|problem| {
+            Damage {
+                position: 0,
+                problem,
+            }
         })
     }
 

@@ -77,7 +77,9 @@ fn child(dir: &Path) {
                             NewEvent {
                                 event_id: EventId::from_u128(id),
                                 actor: Actor::System,
-                                company: CompanyId::from_u128(1),
+                                // A company per thread: a stream each,
+                                // whose runs grow across crashes.
+                                company: CompanyId::from_u128(1 + thread),
                                 event: Event::WorkspaceCreated {
                                     workspace: WorkspaceId::from_u128(id),
                                     name: Name::new("crash").unwrap(),
@@ -187,6 +189,29 @@ fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
             by_position.get(position),
             Some(id),
             "kill point {iteration}: acknowledged event {id} is not at position {position}"
+        );
+    }
+    // Each company's stream holds exactly its events, however the runs
+    // of its index were cut.
+    for thread in 0..THREADS {
+        let company = CompanyId::from_u128(1 + thread);
+        let expected: Vec<u64> = events
+            .iter()
+            .filter(|e| e.envelope.company == company)
+            .map(|e| e.envelope.position)
+            .collect();
+        let stream = Stream::Company(company);
+        let found: Vec<u64> = log
+            .read_stream(stream, 1, usize::MAX)
+            .unwrap_or_else(|e| panic!("kill point {iteration}: {stream} does not read: {e}"))
+            .iter()
+            .map(|e| e.envelope.position)
+            .collect();
+        assert_eq!(found, expected, "kill point {iteration}: {stream}");
+        assert_eq!(
+            log.stream_head(stream).unwrap(),
+            expected.last().copied().unwrap_or(0),
+            "kill point {iteration}: the head of {stream}"
         );
     }
     // All of a batch or none of it, in consecutive positions.
