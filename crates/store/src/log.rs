@@ -136,8 +136,8 @@ pub enum Problem {
     Layout(&'static str),
     /// The record's layout version is not one this build reads.
     UnknownLayout(u8),
-    /// The page that holds the record, or a stream entry pointing into
-    /// one, is damaged.
+    /// The page that holds the record, or a run of the stream index
+    /// naming it, is damaged.
     Page(&'static str),
     /// The hash stored in the record does not match its bytes.
     HashMismatch {

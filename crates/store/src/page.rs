@@ -1,27 +1,23 @@
-//! A page: the records of consecutive positions, stored under one sled key,
-//! and the stream entries that index them.
+//! A page: the records of consecutive positions, stored under one sled key.
 //!
 //! ```text
 //! page:    layout ('P') ‖ number of records n (u16 BE) ‖ (record length (u32 BE) ‖ record)ⁿ
 //! key:     'L' ‖ position of the page's last record (u64 BE)
-//! entry:   'S' ‖ stream (17 bytes) ‖ position of the stream's last record in the page (u64 BE)
-//! value:   how far each earlier record of the stream in the page lies
-//!          before the key's position, one byte each, farthest first
 //! ```
 //!
 //! Why pages: sled's cost is per key, not per byte. Its leaves split at 17
 //! keys, and each split rewrites and relinks nodes, so an event stored as a
 //! record plus an index entry per stream cost about five keys' worth of
 //! splits and copies (`Writer::insert` was three quarters of the writer's
-//! time). A group of appends now costs one key per page, one per stream it
-//! touches, and the event id of each event.
+//! time). A group of appends now costs one key per page and the event id
+//! of each event, plus its streams' positions (`stream_index.rs`).
 //!
 //! A page never spans two groups, so a position sled was settled at (the
 //! end of a group) is always the end of a page.
 
 use crate::log::Problem;
 
-/// The most records in one page: a stream entry's distances fit in a byte.
+/// The most records in one page.
 pub(crate) const MAX_RECORDS: usize = 64;
 
 /// A page is closed once its records reach this many bytes. Kept small

@@ -619,8 +619,9 @@ struct Planned {
 #[derive(Default)]
 struct Pending {
     events: Vec<Planned>,
-    /// The last position of each stream the group touches.
-    stream_heads: HashMap<[u8; 17], u64>,
+    /// The positions the group adds to each stream it touches, in order:
+    /// what the stream index gets, and the last is the stream's head.
+    streams: HashMap<[u8; 17], Vec<u64>>,
     event_ids: HashMap<EventId, u64>,
 }
 
@@ -875,27 +876,14 @@ impl Writer {
                 )?;
             }
         }
-        let mut streams: Vec<([u8; 17], Vec<u64>)> = Vec::new();
-        let mut found: HashMap<[u8; 17], usize> = HashMap::new();
-        for event in &pending.events {
-            for stream in &event.streams {
-                let index = *found.entry(*stream).or_insert_with(|| {
-                    streams.push((*stream, Vec::new()));
-                    streams.len() - 1
-                });
-                if let Some((_, positions)) = streams.get_mut(index) {
-                    positions.push(event.position);
-                }
-            }
-        }
-        for (stream, positions) in &streams {
+        for (stream, positions) in &pending.streams {
             self.tails.extend(events, stream, positions)?;
         }
         Ok(())
     }
 
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
-        if let Some(head) = pending.stream_heads.get(key) {
+        if let Some(head) = pending.streams.get(key).and_then(|p| p.last()) {
             return Ok(*head);
         }
         stream_index::head(&self.shared.trees.events, key)
@@ -1092,7 +1080,7 @@ impl Pending {
         let positions = planned.iter().map(|p| p.position).collect();
         for event in planned {
             for key in &event.streams {
-                self.stream_heads.insert(*key, event.position);
+                self.streams.entry(*key).or_default().push(event.position);
             }
             self.event_ids.insert(event.event_id, event.position);
             self.events.push(event);
