@@ -109,7 +109,7 @@ pub fn generated(root: &Path, spec: Spec) -> Result<Generated, Box<dyn std::erro
     let dir = root.join(spec.name);
     let done = dir.join("generated");
     let marker = format!(
-        "complete, with stream runs; a sample secret digests to {}\n",
+        "complete; a sample secret digests to {}\n",
         hex(secret_of(TokenId::from_u128(1)).digest().as_bytes())
     );
     let plan = Plan::new(spec);

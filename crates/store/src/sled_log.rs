@@ -1,12 +1,15 @@
 //! The event log on sled.
 //!
 //! Everything lives in one sled tree, `events`, under these keys:
-//! - `L` ‖ position (u64, big-endian) → record (see `record.rs`);
+//! - `L` ‖ position of its last record (u64, big-endian) → a page of the
+//!   records of consecutive positions (see `page.rs` and `record.rs`);
 //! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
 //! - `S` ‖ stream key ‖ first position → the positions of a run of the
 //!   stream's events, for reads by stream (see `stream_index.rs`);
 //! - `H` → the position sled was last settled at: flushed and synced,
-//!   with every record up to it whole.
+//!   with every record up to it whole;
+//! - `V` → the layout version of all of these (u32, big-endian), written
+//!   when the log is created; a log without it or in another is refused.
 //!
 //! A stream key is one tag byte (company 1, token 2, teammate 3, actor 4)
 //! followed by the id as a big-endian u128.
@@ -106,6 +109,14 @@ pub enum OpenError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// The directory holds a log in a layout this build does not read.
+    Layout {
+        /// The layout version the log records; `None` for a log written
+        /// before layouts were recorded.
+        found: Option<u32>,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
     /// The log does not contain the known head: it was truncated, rolled back
     /// or replaced.
     RolledBack {
@@ -139,6 +150,20 @@ impl std::fmt::Display for OpenError {
                 "the journal `{}` is damaged at byte {offset}: {problem}",
                 path.display()
             ),
+            OpenError::Layout {
+                found: Some(found),
+                expected,
+            } => write!(
+                f,
+                "the log is in layout version {found}; this build reads only version {expected}"
+            ),
+            OpenError::Layout {
+                found: None,
+                expected,
+            } => write!(
+                f,
+                "the log records no layout version: it was written before layouts were recorded, and this build reads only version {expected}"
+            ),
             OpenError::RolledBack { known, found } => write!(
                 f,
                 "the log does not contain the known head (position {}, hash {}); its head is at position {} (hash {}): it was truncated, rolled back or replaced",
@@ -157,6 +182,12 @@ const LOG: u8 = b'L';
 /// The key of the position sled last settled at (see [`Writer::settle`]).
 const SETTLED: u8 = b'H';
 const EVENT_IDS: u8 = b'I';
+/// The key of the layout version, written when the log is created.
+const LAYOUT: u8 = b'V';
+/// The meaning of every key and value in the tree: pages (`page.rs`), event
+/// ids, runs of the stream index (`stream_index.rs`), `H`. Raised whenever
+/// one of them changes, so that no build reads a log it would misread.
+const LAYOUT_VERSION: u32 = 1;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -277,6 +308,7 @@ impl SledLog {
         let events = tree("events")?;
         // Runs of the stream index grow by merging (`stream_index.rs`).
         events.set_merge_operator(stream_index::append);
+        check_layout(&events)?;
         let trees = Trees { events, db };
         let files = DurableFiles::open(&sled_dir)?;
         let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
@@ -498,6 +530,44 @@ fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(),
         return Err(OpenError::RolledBack { known, found });
     }
     Ok(())
+}
+
+/// Refuses a log in another layout, and records this one in a new log.
+/// The version is settled with everything else at the end of the first
+/// open, before any append: a record is never there without it.
+fn check_layout(events: &sled::Tree) -> Result<(), OpenError> {
+    let storage = |e: sled::Error| OpenError::Storage(e.to_string());
+    let expected = LAYOUT_VERSION;
+    match events.get([LAYOUT]).map_err(storage)? {
+        Some(value) => {
+            let found = <[u8; 4]>::try_from(value.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    OpenError::Storage(format!(
+                        "the layout version is {} bytes long, not 4",
+                        value.len()
+                    ))
+                })?;
+            if found == expected {
+                Ok(())
+            } else {
+                Err(OpenError::Layout {
+                    found: Some(found),
+                    expected,
+                })
+            }
+        }
+        None if events.is_empty() => {
+            events
+                .insert([LAYOUT], &expected.to_be_bytes()[..])
+                .map_err(storage)?;
+            Ok(())
+        }
+        None => Err(OpenError::Layout {
+            found: None,
+            expected,
+        }),
+    }
 }
 
 /// The position of the last record, 0 if there is none.

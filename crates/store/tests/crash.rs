@@ -2,7 +2,9 @@
 //!
 //! The test binary runs itself as a child that appends batches of three
 //! events from four threads and prints each acknowledgement. The parent
-//! kills it with SIGKILL after a random delay, reopens the log, and checks
+//! kills it with SIGKILL a random delay after it has opened the log (or,
+//! one time in five, after it started, which lands kills in opening and
+//! recovery too), reopens the log, and checks
 //! that every acknowledged event is at its acknowledged position, that no
 //! batch is partly there, and that the chain verifies; then starts the
 //! child again on the same directory. Every third child starts on the
@@ -23,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +62,7 @@ fn child(dir: &Path) {
         ..Options::default()
     };
     let log = SledLog::open(dir, options).unwrap();
+    println!("open");
     let nonce = u128::from(std::process::id()) << 32
         | u128::from(
             SystemTime::now()
@@ -140,10 +144,15 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (opened, open) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if line == "open" {
+                    let _ = opened.send(());
+                    continue;
+                }
                 let parts: Vec<&str> = line.split(' ').collect();
                 // A line cut by the kill does not parse, and is no acknowledgement.
                 if let ["ack", id, position] = parts[..]
@@ -154,17 +163,33 @@ fn parent() {
             }
             acks
         });
+        // A slow start (a debug build, a loaded machine) must not leave
+        // every kill before the first append.
+        if iteration % 5 != 4 {
+            open.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("kill point {iteration}: the child did not open: {e}"));
+        }
         let delay = 5 + rng.next() % 120;
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "the child ended on its own: {status}");
+        // Killed, not ended on its own: a child that panicked (an append
+        // that failed) would otherwise pass for a killed one.
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "kill point {iteration}: the child ended on its own: {status}"
+        );
         let acks = reader.join().unwrap();
         acknowledged.extend(acks);
         if iteration % 3 != 2 || iteration + 1 == iterations {
             check(dir.path(), &acknowledged, iteration);
         }
     }
+    assert!(
+        !acknowledged.is_empty(),
+        "no append was acknowledged before a kill: nothing was checked"
+    );
     println!(
         "crash test: {iterations} kill points, {} acknowledged batches, all present and whole, in {:.1} s",
         acknowledged.len(),

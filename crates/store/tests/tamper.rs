@@ -201,6 +201,45 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
     assert!(matches!(error, OpenError::RolledBack { .. }), "{error}");
 }
 
+#[test]
+fn a_log_in_another_layout_or_in_none_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    edit_through_sled(dir.path(), |log| {
+        log.insert(b"V", &7u32.to_be_bytes()[..]).unwrap();
+    });
+    let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
+    assert!(
+        matches!(
+            error,
+            OpenError::Layout {
+                found: Some(7),
+                expected: 1
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("layout version 7"), "{error}");
+
+    // A log written before layouts were recorded has none.
+    edit_through_sled(dir.path(), |log| {
+        log.remove(b"V").unwrap();
+    });
+    let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
+    assert!(
+        matches!(error, OpenError::Layout { found: None, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("no layout version"), "{error}");
+
+    // Refusing wrote nothing: the version put back, the log opens whole.
+    edit_through_sled(dir.path(), |log| {
+        log.insert(b"V", &1u32.to_be_bytes()[..]).unwrap();
+    });
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(log.verify().unwrap().records, EVENTS);
+}
+
 /// Flips one byte of a database file, then opens and verifies with the
 /// known head. Returns what happened, or panics if damage went unnoticed.
 fn flip_and_check(
