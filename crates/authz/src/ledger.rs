@@ -446,8 +446,7 @@ impl Ledger {
 type ReadCheckpoint = Result<(Head, Result<State, CheckpointError>), StateFileError>;
 
 fn read_checkpoint(files: &StateFiles, file: &StateFile) -> ReadCheckpoint {
-    let (head, payload) = files.read(file)?;
-    Ok((head, decode_checkpoint(&payload)))
+    files.read_with(file, decode_checkpoint)
 }
 
 /// The newest checkpoint file, read, if there is one.

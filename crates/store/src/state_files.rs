@@ -158,6 +158,41 @@ impl StateFiles {
     /// Reads a checkpoint file: the head it was saved at and its payload,
     /// once its magic, position, length and digest hold.
     pub fn read(&self, file: &StateFile) -> Result<(Head, Vec<u8>), StateFileError> {
+        let (head, payload, digest) = self.read_undigested(file)?;
+        check_digest(&payload, &digest)?;
+        Ok((head, payload))
+    }
+
+    /// Reads a checkpoint file as [`StateFiles::read`] does, and hands its
+    /// payload to `decode` while a second thread checks the payload's
+    /// digest, rather than after: the digest of a large state costs about
+    /// as much as decoding it. What `decode` made is returned only if the
+    /// digest holds, and dropped otherwise, so `decode` must be safe on any
+    /// bytes (it validates what it reads), and its result is never trusted
+    /// before the file is.
+    pub fn read_with<T>(
+        &self,
+        file: &StateFile,
+        decode: impl FnOnce(&[u8]) -> T,
+    ) -> Result<(Head, T), StateFileError> {
+        let (head, payload, digest) = self.read_undigested(file)?;
+        let payload = payload.as_slice();
+        std::thread::scope(|scope| {
+            let checked = scope.spawn(|| check_digest(payload, &digest));
+            let decoded = decode(payload);
+            match checked.join() {
+                Ok(checked) => checked.map(|()| (head, decoded)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// The head, the payload and the digest the header records for it, once
+    /// everything but the digest holds.
+    fn read_undigested(
+        &self,
+        file: &StateFile,
+    ) -> Result<(Head, Vec<u8>, [u8; 32]), StateFileError> {
         let mut opened = File::open(&file.path).map_err(StateFileError::Io)?;
         let mut header = [0u8; HEADER_LEN];
         opened.read_exact(&mut header).map_err(|e| match e.kind() {
@@ -212,11 +247,16 @@ impl StateFiles {
         if payload.len() as u64 != length {
             return Err(wrong_length());
         }
-        if <[u8; 32]>::from(Sha256::digest(&payload)) != digest {
-            return Err(StateFileError::Damaged(
-                "its bytes do not match their digest",
-            ));
-        }
-        Ok((Head { position, hash }, payload))
+        Ok((Head { position, hash }, payload, digest))
+    }
+}
+
+fn check_digest(payload: &[u8], digest: &[u8; 32]) -> Result<(), StateFileError> {
+    if <[u8; 32]>::from(Sha256::digest(payload)) == *digest {
+        Ok(())
+    } else {
+        Err(StateFileError::Damaged(
+            "its bytes do not match their digest",
+        ))
     }
 }
