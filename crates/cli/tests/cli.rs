@@ -925,6 +925,31 @@ fn an_unusable_data_directory_is_bad_input() {
 }
 
 #[test]
+fn a_log_in_another_layout_is_refused_and_left_as_it_was() {
+    let ledger = Ledger::new();
+    acme(&ledger);
+    // The layout version key, as crates/store/src/sled_log.rs lays it out,
+    // set to one this build does not read.
+    let set_layout = |version: u32| {
+        let db = sled::open(ledger.data.join("sled")).unwrap();
+        let events = db.open_tree("events").unwrap();
+        let old = events.insert(b"V", &version.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+        old.unwrap().to_vec()
+    };
+    let current = set_layout(99);
+    for args in [&["verify"][..], &["company", "create", "--name", "Rival"]] {
+        let run = ledger.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("layout version 99"), "{}", run.stderr);
+    }
+    set_layout(u32::from_be_bytes(current.try_into().unwrap()));
+    let verified = ledger.ok(&["verify"]);
+    assert_eq!(verified["head"]["position"], 4, "{verified}");
+}
+
+#[test]
 fn a_second_process_on_the_same_directory_is_refused() {
     let ledger = Ledger::new();
     acme(&ledger);
