@@ -168,8 +168,9 @@ impl StateFiles {
     /// digest, rather than after: the digest of a large state costs about
     /// as much as decoding it. What `decode` made is returned only if the
     /// digest holds, and dropped otherwise, so `decode` must be safe on any
-    /// bytes (it validates what it reads), and its result is never trusted
-    /// before the file is.
+    /// bytes (it validates what it reads, and allocates in proportion to
+    /// them), and its result is never trusted before the file is. With a
+    /// checkpoint key, the header's MAC is checked before `decode` starts.
     pub fn read_with<T>(
         &self,
         file: &StateFile,
