@@ -252,6 +252,10 @@ fn storage(error: sled::Error) -> Problem {
     Problem::Storage(error.to_string())
 }
 
+fn open_storage(error: sled::Error) -> OpenError {
+    OpenError::Storage(error.to_string())
+}
+
 fn stream_key(stream: Stream) -> [u8; 17] {
     let (tag, id) = match stream {
         Stream::Company(id) => (1, id.as_u128()),
@@ -301,11 +305,7 @@ impl SledLog {
         }
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| OpenError::Storage(e.to_string()))
-        };
-        let events = tree("events")?;
+        let events = db.open_tree("events").map_err(open_storage)?;
         // Runs of the stream index grow by merging (`stream_index.rs`).
         events.set_merge_operator(stream_index::append);
         check_layout(&events)?;
@@ -536,9 +536,8 @@ fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(),
 /// The version is settled with everything else at the end of the first
 /// open, before any append: a record is never there without it.
 fn check_layout(events: &sled::Tree) -> Result<(), OpenError> {
-    let storage = |e: sled::Error| OpenError::Storage(e.to_string());
     let expected = LAYOUT_VERSION;
-    match events.get([LAYOUT]).map_err(storage)? {
+    match events.get([LAYOUT]).map_err(open_storage)? {
         Some(value) => {
             let found = <[u8; 4]>::try_from(value.as_ref())
                 .map(u32::from_be_bytes)
@@ -560,7 +559,7 @@ fn check_layout(events: &sled::Tree) -> Result<(), OpenError> {
         None if events.is_empty() => {
             events
                 .insert([LAYOUT], &expected.to_be_bytes()[..])
-                .map_err(storage)?;
+                .map_err(open_storage)?;
             Ok(())
         }
         None => Err(OpenError::Layout {
@@ -732,11 +731,10 @@ impl Writer {
     /// later write does.)
     fn recover(&mut self, last: u64, recovered: Vec<Recovered>) -> Result<(), OpenError> {
         let events = &self.shared.trees.events;
-        let storage = |e: sled::Error| OpenError::Storage(e.to_string());
         // Without the key, the directory has never been settled by this
         // code: a new log, or one written with atomic batches, whose
         // records are all whole.
-        let settled = match events.get([SETTLED]).map_err(storage)? {
+        let settled = match events.get([SETTLED]).map_err(open_storage)? {
             Some(value) => Some(
                 <[u8; 8]>::try_from(value.as_ref())
                     .map(u64::from_be_bytes)
@@ -777,7 +775,7 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
-        self.insert(&pending).map_err(storage)?;
+        self.insert(&pending).map_err(open_storage)?;
         self.head = head;
         self.last_time = last_time;
         if !unchanged {

@@ -155,16 +155,9 @@ impl StateFiles {
         })
     }
 
-    /// Reads a checkpoint file: the head it was saved at and its payload,
-    /// once its magic, position, length and digest hold.
-    pub fn read(&self, file: &StateFile) -> Result<(Head, Vec<u8>), StateFileError> {
-        let (head, payload, digest) = self.read_undigested(file)?;
-        check_digest(&payload, &digest)?;
-        Ok((head, payload))
-    }
-
-    /// Reads a checkpoint file as [`StateFiles::read`] does, and hands its
-    /// payload to `decode` while a second thread checks the payload's
+    /// Reads a checkpoint file: the head it was saved at, and what `decode`
+    /// makes of its payload, once its magic, position, length and digest
+    /// hold. `decode` runs while a second thread checks the payload's
     /// digest, rather than after: the digest of a large state costs about
     /// as much as decoding it. What `decode` made is returned only if the
     /// digest holds, and dropped otherwise, so `decode` must be safe on any
@@ -181,10 +174,10 @@ impl StateFiles {
         std::thread::scope(|scope| {
             let checked = scope.spawn(|| check_digest(payload, &digest));
             let decoded = decode(payload);
-            match checked.join() {
-                Ok(checked) => checked.map(|()| (head, decoded)),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            checked
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .map(|()| (head, decoded))
         })
     }
 
