@@ -4,7 +4,7 @@
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Secret, TeammateId, Timestamp, TokenId,
 };
-use tokenledger_projection::State;
+use tokenledger_projection::{Provenance, State};
 use tokenledger_store::{EventLog, StoredEvent, Stream};
 
 use crate::ledger::{Ledger, LedgerError};
@@ -84,6 +84,25 @@ impl Ledger {
             }
         })?;
         Ok(found)
+    }
+
+    /// Every reveal of `token`'s secret, oldest first, read from the
+    /// token's events in the log (the state does not keep them).
+    pub fn reveals(&self, token: TokenId) -> Result<Vec<Provenance>, LedgerError> {
+        let query = HistoryQuery {
+            token: Some(token),
+            ..HistoryQuery::default()
+        };
+        Ok(self
+            .history(&query)?
+            .into_iter()
+            .filter(|stored| matches!(stored.envelope.event, Event::TokenRevealed { .. }))
+            .map(|stored| Provenance {
+                position: stored.envelope.position,
+                at: stored.envelope.recorded_at,
+                actor: stored.envelope.actor,
+            })
+            .collect())
     }
 
     /// The position of the last event recorded at or before `at` (0 if the

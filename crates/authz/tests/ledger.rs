@@ -273,9 +273,7 @@ fn a_sealed_secret_is_revealed_after_the_reveal_is_recorded() {
         .unwrap();
     assert_eq!(revealed, created.secret);
     assert_eq!(g.ledger.head().position, before + 1);
-    let reveals = g
-        .ledger
-        .with_state(|state| state.token(created.token).unwrap().reveals.clone());
+    let reveals = g.ledger.reveals(created.token).unwrap();
     assert_eq!(reveals.len(), 1);
     assert_eq!(reveals[0].actor, Actor::Teammate(g.admin));
 
@@ -342,9 +340,7 @@ fn if_the_reveal_cannot_be_recorded_no_secret_is_returned() {
         .unwrap_err();
     assert!(matches!(error, LedgerError::Append(_)), "{error}");
     failing.store(false, Ordering::SeqCst);
-    let reveals = g
-        .ledger
-        .with_state(|state| state.token(created.token).unwrap().reveals.len());
+    let reveals = g.ledger.reveals(created.token).unwrap().len();
     assert_eq!(reveals, 0);
 }
 

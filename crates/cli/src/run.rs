@@ -379,6 +379,7 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
         }
         TokenCommand::Show { token } => {
             let ledger = open(context)?;
+            let revealed = ledger.reveals(token).map_err(failure)?;
             let (json, human) = ledger.with_state(|state| {
                 let found = state
                     .token(token)
@@ -393,7 +394,7 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     "expires_at": found.expires_at.map(|t| t.to_string()),
                     "created_by": found.created.actor.to_string(),
                     "created_at": found.created.at.to_string(),
-                    "reveals": found.reveals.iter().map(provenance_json).collect::<Vec<_>>(),
+                    "reveals": revealed.iter().map(provenance_json).collect::<Vec<_>>(),
                     "deleted_by": found.deleted.map(|d| d.actor.to_string()),
                     "deleted_at": found.deleted.map(|d| d.at.to_string()),
                 });
@@ -409,11 +410,10 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                         .collect::<Vec<_>>()
                         .join(", "),
                 };
-                let reveals = if found.reveals.is_empty() {
+                let reveals = if revealed.is_empty() {
                     "never".to_owned()
                 } else {
-                    found
-                        .reveals
+                    revealed
                         .iter()
                         .map(|r| format!("{} at {}", who(state, r.actor), r.at))
                         .collect::<Vec<_>>()

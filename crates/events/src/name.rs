@@ -12,9 +12,12 @@ use crate::id::quote_input;
 ///
 /// INVARIANT (name-clean): every `Name` passed [`Name::new`]; decoding goes
 /// through it too, so a name read back from the log is as clean as one typed.
+///
+/// Held as a `Box<str>`: a name never grows, so the capacity a `String`
+/// keeps would be a wasted word in each of a million tokens.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Name(String);
+pub struct Name(Box<str>);
 
 /// Why a string is not an acceptable name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +73,7 @@ impl Name {
                 found: quote_input(trimmed),
             });
         }
-        Ok(Self(trimmed.to_owned()))
+        Ok(Self(trimmed.into()))
     }
 
     /// The name as text.
@@ -89,7 +92,7 @@ impl TryFrom<String> for Name {
 
 impl From<Name> for String {
     fn from(name: Name) -> String {
-        name.0
+        name.0.into_string()
     }
 }
 

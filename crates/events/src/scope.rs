@@ -350,8 +350,12 @@ impl fmt::Debug for Scope {
 /// A set of scopes, one bit each: a decision tests one bit.
 ///
 /// 25 kinds × 4 permissions fit in 100 bits.
+///
+/// Packed to 8-byte alignment: a `u128` would align every structure that
+/// holds grants (a million tokens' scopes) to 16 bytes, and pad them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(from = "Vec<Scope>", into = "Vec<Scope>")]
+#[repr(Rust, packed(8))]
 pub struct Grants(u128);
 
 impl Grants {

@@ -22,7 +22,8 @@ use crate::state::{
 
 /// The layout version of the archive.
 /// 2: tokens no longer carry their sealed secret.
-const VERSION: u32 = 2;
+/// 3: nor their reveals, which the state no longer keeps.
+const VERSION: u32 = 3;
 
 #[derive(Archive, Serialize)]
 struct Saved {
@@ -93,7 +94,6 @@ struct SavedToken {
     digest: [u8; 32],
     expires_at: Option<u64>,
     created: SavedProvenance,
-    reveals: Vec<SavedProvenance>,
     deleted: Option<SavedProvenance>,
 }
 
@@ -221,7 +221,6 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         digest: *t.digest.as_bytes(),
         expires_at: t.expires_at.map(Timestamp::as_micros),
         created: save_provenance(&t.created),
-        reveals: t.reveals.iter().map(save_provenance).collect(),
         deleted: t.deleted.as_ref().map(save_provenance),
     }
 }
@@ -380,7 +379,6 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
             .as_ref()
             .map(|micros| Timestamp::from_micros(micros.to_native())),
         created: provenance(&t.created)?,
-        reveals: t.reveals.iter().map(provenance).collect::<Result<_, _>>()?,
         deleted: optional(&t.deleted)?,
     })
 }

@@ -112,15 +112,19 @@ pub struct CompiledScope {
     grants: Grants,
     global: bool,
     private: bool,
-    shared: CompiledShared,
+    shared: Shared,
+    /// The workspaces of [`Shared::Listed`], sorted for a binary search;
+    /// empty otherwise. Kept beside the tag rather than inside an enum
+    /// variant, where the variant's tag would take a word of its own in
+    /// each of a million tokens.
+    workspaces: Box<[WorkspaceId]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CompiledShared {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
     None,
     All,
-    /// Sorted, for a binary search.
-    Some(Box<[WorkspaceId]>),
+    Listed,
 }
 
 impl CompiledScope {
@@ -135,12 +139,14 @@ impl CompiledScope {
             global: scope.namespaces.global,
             private: scope.namespaces.private,
             shared: match &scope.namespaces.shared {
-                SharedNamespace::None => CompiledShared::None,
-                SharedNamespace::All => CompiledShared::All,
-                // A BTreeSet iterates in order, so the slice is sorted.
-                SharedNamespace::Workspaces(set) => {
-                    CompiledShared::Some(set.iter().copied().collect())
-                }
+                SharedNamespace::None => Shared::None,
+                SharedNamespace::All => Shared::All,
+                SharedNamespace::Workspaces(_) => Shared::Listed,
+            },
+            // A BTreeSet iterates in order, so the slice is sorted.
+            workspaces: match &scope.namespaces.shared {
+                SharedNamespace::Workspaces(set) => set.iter().copied().collect(),
+                SharedNamespace::None | SharedNamespace::All => Box::default(),
             },
         }
     }
@@ -158,16 +164,16 @@ impl CompiledScope {
         shared: u8,
         workspaces: impl Iterator<Item = WorkspaceId>,
     ) -> Option<CompiledScope> {
-        let shared = match shared {
-            0 => CompiledShared::None,
-            1 => CompiledShared::All,
+        let (shared, workspaces) = match shared {
+            0 => (Shared::None, Box::default()),
+            1 => (Shared::All, Box::default()),
             2 => {
                 // Sorted and deduplicated here, as a set would be, rather
                 // than trusted to be.
                 let mut sorted: Vec<WorkspaceId> = workspaces.collect();
                 sorted.sort_unstable();
                 sorted.dedup();
-                CompiledShared::Some(sorted.into_boxed_slice())
+                (Shared::Listed, sorted.into_boxed_slice())
             }
             _ => return None,
         };
@@ -182,6 +188,7 @@ impl CompiledScope {
             global,
             private,
             shared,
+            workspaces,
         })
     }
 
@@ -217,11 +224,11 @@ impl CompiledScope {
                 .collect(),
             namespaces: Namespaces {
                 global: self.global,
-                shared: match &self.shared {
-                    CompiledShared::None => SharedNamespace::None,
-                    CompiledShared::All => SharedNamespace::All,
-                    CompiledShared::Some(sorted) => {
-                        SharedNamespace::Workspaces(sorted.iter().copied().collect())
+                shared: match self.shared {
+                    Shared::None => SharedNamespace::None,
+                    Shared::All => SharedNamespace::All,
+                    Shared::Listed => {
+                        SharedNamespace::Workspaces(self.workspaces.iter().copied().collect())
                     }
                 },
                 private: self.private,
@@ -232,10 +239,10 @@ impl CompiledScope {
 
     /// Whether the token reaches the resources of `workspace`.
     pub fn covers_workspace(&self, workspace: WorkspaceId) -> bool {
-        match &self.shared {
-            CompiledShared::None => false,
-            CompiledShared::All => true,
-            CompiledShared::Some(sorted) => sorted.binary_search(&workspace).is_ok(),
+        match self.shared {
+            Shared::None => false,
+            Shared::All => true,
+            Shared::Listed => self.workspaces.binary_search(&workspace).is_ok(),
         }
     }
 }
@@ -244,7 +251,11 @@ const fn feature_bit(feature: Feature) -> u8 {
     1 << (feature as u8)
 }
 
-/// A token and everything recorded about it.
+/// A token: what decisions, commands and listings read.
+///
+/// Its reveals are not kept: no decision or command reads them, and a
+/// million tokens would carry them in memory for the rare investigation
+/// that asks. They are read from the token's events in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     /// Its company.
@@ -262,8 +273,6 @@ pub struct Token {
     pub expires_at: Option<Timestamp>,
     /// When and by whom it was created.
     pub created: Provenance,
-    /// Every reveal of its secret, oldest first.
-    pub reveals: Vec<Provenance>,
     /// When and by whom it was deleted, if it was.
     pub deleted: Option<Provenance>,
 }
@@ -479,16 +488,13 @@ impl State {
                         digest: *secret_digest,
                         expires_at: *expires_at,
                         created: by,
-                        reveals: Vec::new(),
                         deleted: None,
                     },
                 );
             }
-            Event::TokenRevealed { token } => {
-                if let Some(token) = self.tokens.get_mut(*token) {
-                    token.reveals.push(by);
-                }
-            }
+            // A reveal changes nothing a decision or a command reads; the
+            // log keeps it (see `Token`).
+            Event::TokenRevealed { .. } => {}
             Event::TokenDeleted { token } => {
                 if let Some(token) = self.tokens.get_mut(*token) {
                     token.deleted.get_or_insert(by);
