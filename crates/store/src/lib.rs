@@ -64,6 +64,7 @@
 //! ```
 
 mod checkpoint;
+mod event_ids;
 mod journal;
 mod log;
 mod page;

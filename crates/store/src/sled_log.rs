@@ -3,7 +3,8 @@
 //! Everything lives in one sled tree, `events`, under these keys:
 //! - `L` ‖ position of its last record (u64, big-endian) → a page of the
 //!   records of consecutive positions (see `page.rs` and `record.rs`);
-//! - `I` ‖ event id (u128, big-endian) → position, for idempotent retries;
+//! - `I` ‖ the event id's leading 18 bits → the ids and positions of the
+//!   events in that bucket, for idempotent retries (see `event_ids.rs`);
 //! - `S` ‖ stream key ‖ first position → the positions of a run of the
 //!   stream's events, for reads by stream (see `stream_index.rs`);
 //! - `H` → the position sled was last settled at: flushed and synced,
@@ -33,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
+use crate::event_ids;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
@@ -181,25 +183,18 @@ impl std::error::Error for OpenError {}
 const LOG: u8 = b'L';
 /// The key of the position sled last settled at (see [`Writer::settle`]).
 const SETTLED: u8 = b'H';
-const EVENT_IDS: u8 = b'I';
 /// The key of the layout version, written when the log is created.
 const LAYOUT: u8 = b'V';
 /// The meaning of every key and value in the tree: pages (`page.rs`), event
 /// ids, runs of the stream index (`stream_index.rs`), `H`. Raised whenever
 /// one of them changes, so that no build reads a log it would misread.
-const LAYOUT_VERSION: u32 = 1;
+/// 2: event ids in buckets rather than one key each.
+const LAYOUT_VERSION: u32 = 2;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
     let (_, tail) = key.split_at_mut(1);
     tail.copy_from_slice(&position.to_be_bytes());
-    key
-}
-
-fn event_id_key(id: EventId) -> [u8; 17] {
-    let mut key = [EVENT_IDS; 17];
-    let (_, tail) = key.split_at_mut(1);
-    tail.copy_from_slice(&id.as_u128().to_be_bytes());
     key
 }
 
@@ -306,7 +301,8 @@ impl SledLog {
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
         let events = db.open_tree("events").map_err(open_storage)?;
-        // Runs of the stream index grow by merging (`stream_index.rs`).
+        // Runs of the stream index and buckets of event ids grow by
+        // merging, which appends (`stream_index.rs`, `event_ids.rs`).
         events.set_merge_operator(stream_index::append);
         check_layout(&events)?;
         let trees = Trees { events, db };
@@ -495,14 +491,12 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
             problem,
         })?;
     }
-    for (key, first, event_ids) in pages {
-        let removed = (|| {
-            for event_id in &event_ids {
-                events.remove(event_id_key(*event_id))?;
-            }
-            events.remove(&key)
-        })();
-        removed.map_err(|e| Damage {
+    for (key, first, ids) in pages {
+        event_ids::remove(events, &ids).map_err(|problem| Damage {
+            position: first,
+            problem,
+        })?;
+        events.remove(&key).map_err(|e| Damage {
             position: first,
             problem: storage(e),
         })?;
@@ -938,9 +932,9 @@ impl Writer {
             let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
             events.insert(log_key(last.position), bytes)?;
             for event in records {
-                events.insert(
-                    event_id_key(event.event_id),
-                    &event.position.to_be_bytes()[..],
+                events.merge(
+                    event_ids::key(event.event_id),
+                    event_ids::entry(event.event_id, event.position),
                 )?;
             }
         }
@@ -966,16 +960,8 @@ impl Writer {
         if let Some(position) = pending.event_ids.get(&id) {
             return Ok(Some(*position));
         }
-        let stored = self
-            .shared
-            .trees
-            .events
-            .get(event_id_key(id))
-            .map_err(|e| AppendError::Io(e.to_string()))?;
-        Ok(stored
-            .as_deref()
-            .and_then(|value| value.try_into().ok())
-            .map(u64::from_be_bytes))
+        event_ids::find(&self.shared.trees.events, id)
+            .map_err(|problem| AppendError::Io(problem.to_string()))
     }
 
     /// Checks one append against the state the group has reached and, if it
