@@ -2,16 +2,24 @@
 //! position, in buckets under one sled key per [`BITS`] leading bits of
 //! the id:
 //!
-//! `I` ‖ the id's leading 18 bits (3 bytes, the last 6 bits zero) →
-//! entries of 24 bytes, each an id (u128, big-endian) and its position
-//! (u64, big-endian), in the order they were appended.
+//! `I` ‖ the bucket (3 bytes, big-endian, below 2¹⁸) → entries of 24
+//! bytes, each an id (u128, big-endian) and its position (u64,
+//! big-endian), in the order they were appended.
+//!
+//! An id's bucket is 18 bits of a fixed mix of all its bits, not its
+//! leading bits: ids need not be random. The bench generator numbers its
+//! events, and time-ordered ids (UUIDv7, ULID) share their leading bits
+//! for hours; with leading bits, either put a whole log in one bucket.
+//! The mix is not keyed, so ids chosen to collide would make a slow
+//! bucket, not a wrong answer; ids come from the service (`authz` draws
+//! them at random), not from its callers.
 //!
 //! Why buckets: sled keeps every leaf of its tree in its page table, and a
 //! leaf holds at most 16 keys. With one key per event, 5 M random ids alone
 //! made sled take 207 MiB and about 600 ms to open; in 2²⁰ buckets, 67 MiB
 //! and 200 ms; in 2¹⁸, 18 MiB and 60 ms, and inserting them was a third
 //! faster than one key each (sled alone, this machine, a throwaway
-//! program). Ids are drawn at random, so buckets fill evenly: 19 entries
+//! program). Mixed ids fill the buckets evenly: 19 entries
 //! (456 bytes) each at 5 M events. The cost is that a merge rewrites its
 //! bucket, which grows with the log: 9 KB at 100 M events. A log that
 //! large would want more buckets, under a new layout version.
@@ -26,16 +34,24 @@ use crate::log::Problem;
 
 const EVENT_IDS: u8 = b'I';
 
-/// The bits of an id's third byte that, with its first two, choose its
-/// bucket: 18 bits, 2¹⁸ buckets.
-const THIRD_BYTE: u8 = 0xC0;
+/// How many bits choose a bucket: 2¹⁸ buckets.
+const BUCKET_BITS: u32 = 18;
 
 const ENTRY: usize = 24;
 
 /// The key of the bucket that holds `id`.
 pub(crate) fn key(id: EventId) -> [u8; 4] {
-    let [a, b, c, ..] = id.as_u128().to_be_bytes();
-    [EVENT_IDS, a, b, c & THIRD_BYTE]
+    let id = id.as_u128();
+    // MurmurHash3's 64-bit finalizer over both halves: every bit of the
+    // id moves the top bits, which choose the bucket.
+    let mut x = (id >> 64) as u64 ^ (id as u64).rotate_left(32);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    let [_, a, b, c] = ((x >> (64 - BUCKET_BITS)) as u32).to_be_bytes();
+    [EVENT_IDS, a, b, c]
 }
 
 /// The entry that records `id` at `position`.
@@ -122,9 +138,13 @@ mod tests {
     #[test]
     fn ids_are_found_in_their_buckets_and_removed_from_them() {
         let events = tree();
-        // The first two share a bucket: they differ only in low bits.
-        let ids = [1u128 << 127, (1u128 << 127) | 5, 7].map(EventId::from_u128);
-        assert_eq!(key(ids[0]), key(ids[1]));
+        // The first two share a bucket.
+        let first = EventId::from_u128(1);
+        let same = (2..)
+            .map(EventId::from_u128)
+            .find(|id| key(*id) == key(first))
+            .unwrap();
+        let ids = [first, same, EventId::from_u128(7)];
         assert_ne!(key(ids[0]), key(ids[2]));
         for (position, id) in (1..).zip(ids) {
             events.merge(key(id), entry(id, position)).unwrap();
@@ -139,6 +159,27 @@ mod tests {
         assert_eq!(find(&events, ids[1]).unwrap(), Some(2));
         assert_eq!(find(&events, ids[2]).unwrap(), None);
         assert!(events.get(key(ids[2])).unwrap().is_none());
+    }
+
+    #[test]
+    fn numbered_and_time_ordered_ids_spread_over_the_buckets() {
+        let numbered = (1..=100_000u128).map(EventId::from_u128);
+        // One prefix for all, as time-ordered ids made within a second share.
+        let time_ordered =
+            (1..=100_000u128).map(|n| EventId::from_u128((0x0190_1234_5678 << 80) | n));
+        for ids in [numbered.collect::<Vec<_>>(), time_ordered.collect()] {
+            let mut counts = std::collections::HashMap::new();
+            for id in ids {
+                *counts.entry(key(id)).or_insert(0) += 1;
+            }
+            // 100,000 ids in 262,144 buckets: a few each at most.
+            let fullest = counts.values().copied().max().unwrap();
+            assert!(
+                counts.len() > 80_000 && fullest <= 8,
+                "{} buckets, {fullest} in the fullest",
+                counts.len()
+            );
+        }
     }
 
     #[test]

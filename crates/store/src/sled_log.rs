@@ -189,7 +189,8 @@ const LAYOUT: u8 = b'V';
 /// ids, runs of the stream index (`stream_index.rs`), `H`. Raised whenever
 /// one of them changes, so that no build reads a log it would misread.
 /// 2: event ids in buckets rather than one key each.
-const LAYOUT_VERSION: u32 = 2;
+/// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
+const LAYOUT_VERSION: u32 = 3;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -623,8 +624,15 @@ impl DurableFiles {
         if let Ok(entries) = fs::read_dir(&blobs) {
             let mut any = false;
             for entry in entries {
-                File::open(entry?.path())?.sync_all()?;
                 any = true;
+                match File::open(entry?.path()) {
+                    Ok(blob) => blob.sync_all()?,
+                    // sled removes a blob once no page points at it, at any
+                    // moment: one gone since the listing has nothing left
+                    // to make durable.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
             }
             if any {
                 self.sync_dir(&blobs)?;
@@ -1413,5 +1421,18 @@ mod tests {
         let log = SledLog::open(dir.path(), Options::default()).unwrap();
         assert_eq!(settled(&log), Some(2));
         assert_eq!(log.head().position, 2);
+    }
+
+    #[test]
+    fn a_blob_sled_removed_since_the_listing_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        fs::create_dir(&blobs).unwrap();
+        fs::write(dir.path().join("db"), b"").unwrap();
+        fs::write(blobs.join("1"), b"kept").unwrap();
+        // Listed, then gone when opened: as a blob sled removes between.
+        std::os::unix::fs::symlink(blobs.join("removed"), blobs.join("2")).unwrap();
+        let files = DurableFiles::open(dir.path()).unwrap();
+        files.sync().unwrap();
     }
 }
