@@ -63,8 +63,8 @@
 //! assert_eq!(log.verify().unwrap().records, 1);
 //! ```
 
+mod buckets;
 mod checkpoint;
-mod event_ids;
 mod journal;
 mod log;
 mod page;

@@ -3,10 +3,13 @@
 //! Everything lives in one sled tree, `events`, under these keys:
 //! - `L` ‖ position of its last record (u64, big-endian) → a page of the
 //!   records of consecutive positions (see `page.rs` and `record.rs`);
-//! - `I` ‖ the event id's leading 18 bits → the ids and positions of the
-//!   events in that bucket, for idempotent retries (see `event_ids.rs`);
+//! - `I` ‖ a bucket of event ids → their ids and positions, for
+//!   idempotent retries (see `buckets.rs`);
 //! - `S` ‖ stream key ‖ first position → the positions of a run of the
-//!   stream's events, for reads by stream (see `stream_index.rs`);
+//!   stream's events, for reads by stream (see `stream_index.rs`), for
+//!   every stream but tokens';
+//! - `T` ‖ a bucket of token ids → their ids and the positions of their
+//!   events, for reads of a token's stream (see `buckets.rs`);
 //! - `H` → the position sled was last settled at: flushed and synced,
 //!   with every record up to it whole;
 //! - `V` → the layout version of all of these (u32, big-endian), written
@@ -34,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
-use crate::event_ids;
+use crate::buckets::{EVENT_IDS, TOKEN_STREAMS};
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
@@ -190,7 +193,8 @@ const LAYOUT: u8 = b'V';
 /// one of them changes, so that no build reads a log it would misread.
 /// 2: event ids in buckets rather than one key each.
 /// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
-const LAYOUT_VERSION: u32 = 3;
+/// 4: tokens' streams in buckets rather than runs.
+const LAYOUT_VERSION: u32 = 4;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -255,7 +259,7 @@ fn open_storage(error: sled::Error) -> OpenError {
 fn stream_key(stream: Stream) -> [u8; 17] {
     let (tag, id) = match stream {
         Stream::Company(id) => (1, id.as_u128()),
-        Stream::Token(id) => (2, id.as_u128()),
+        Stream::Token(id) => (stream_index::TOKEN, id.as_u128()),
         Stream::Teammate(id) => (3, id.as_u128()),
         Stream::Actor(id) => (4, id.as_u128()),
     };
@@ -302,8 +306,8 @@ impl SledLog {
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
         let events = db.open_tree("events").map_err(open_storage)?;
-        // Runs of the stream index and buckets of event ids grow by
-        // merging, which appends (`stream_index.rs`, `event_ids.rs`).
+        // Runs of the stream index and buckets grow by merging, which
+        // appends (`stream_index.rs`, `buckets.rs`).
         events.set_merge_operator(stream_index::append);
         check_layout(&events)?;
         let trees = Trees { events, db };
@@ -493,10 +497,14 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
         })?;
     }
     for (key, first, ids) in pages {
-        event_ids::remove(events, &ids).map_err(|problem| Damage {
-            position: first,
-            problem,
-        })?;
+        for id in ids {
+            EVENT_IDS
+                .remove_above(events, id.as_u128(), position)
+                .map_err(|problem| Damage {
+                    position: first,
+                    problem,
+                })?;
+        }
         events.remove(&key).map_err(|e| Damage {
             position: first,
             problem: storage(e),
@@ -940,10 +948,7 @@ impl Writer {
             let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
             events.insert(log_key(last.position), bytes)?;
             for event in records {
-                events.merge(
-                    event_ids::key(event.event_id),
-                    event_ids::entry(event.event_id, event.position),
-                )?;
+                EVENT_IDS.add(events, event.event_id.as_u128(), event.position)?;
             }
         }
         for (stream, positions) in &pending.streams {
@@ -968,7 +973,9 @@ impl Writer {
         if let Some(position) = pending.event_ids.get(&id) {
             return Ok(Some(*position));
         }
-        event_ids::find(&self.shared.trees.events, id)
+        EVENT_IDS
+            .positions(&self.shared.trees.events, id.as_u128())
+            .map(|positions| positions.first().copied())
             .map_err(|problem| AppendError::Io(problem.to_string()))
     }
 
@@ -1270,6 +1277,38 @@ impl EventLog for SledLog {
         let tree = &self.shared.trees.events;
         let mut events = Vec::new();
         let damage = |position| move |problem| Damage { position, problem };
+        // Nearby events of a stream often share a page: keep the last one.
+        let mut page: Option<StoredPage> = None;
+        // Reads the event at `position` into `events`; false once enough
+        // are read.
+        let mut read = |position: u64| -> Result<bool, Damage> {
+            if events.len() >= limit || position > head {
+                return Ok(false);
+            }
+            if page.as_ref().is_none_or(|p| p.last < position) {
+                page = StoredPage::at_or_after(tree, position)?;
+            }
+            let missing = Damage {
+                position,
+                problem: Problem::Missing,
+            };
+            let record = page
+                .as_ref()
+                .ok_or(missing.clone())?
+                .record(position)?
+                .ok_or(missing)?;
+            events.push(stored_event(position, record)?.0);
+            Ok(true)
+        };
+        if let Some(token) = stream_index::token_of(&stream) {
+            let positions = TOKEN_STREAMS.positions(tree, token).map_err(damage(from))?;
+            for position in positions.into_iter().filter(|p| *p >= from) {
+                if !read(position)? {
+                    break;
+                }
+            }
+            return Ok(events);
+        }
         // From the run that holds `from`, if one starts before it.
         let start = tree
             .range(stream_index::key(&stream, 0)..=stream_index::key(&stream, from))
@@ -1281,28 +1320,13 @@ impl EventLog for SledLog {
                 || stream_index::key(&stream, from).to_vec(),
                 |key| key.to_vec(),
             );
-        // Nearby events of a stream often share a page: keep the last one.
-        let mut page: Option<StoredPage> = None;
         for entry in tree.range(start..=stream_index::key(&stream, head).to_vec()) {
             let (key, value) = entry.map_err(|e| damage(from)(storage(e)))?;
             let positions = stream_index::positions(&key, &value).map_err(damage(from))?;
             for position in positions.into_iter().filter(|p| *p >= from) {
-                if events.len() >= limit || position > head {
+                if !read(position)? {
                     return Ok(events);
                 }
-                if page.as_ref().is_none_or(|p| p.last < position) {
-                    page = StoredPage::at_or_after(tree, position)?;
-                }
-                let missing = Damage {
-                    position,
-                    problem: Problem::Missing,
-                };
-                let record = page
-                    .as_ref()
-                    .ok_or(missing.clone())?
-                    .record(position)?
-                    .ok_or(missing)?;
-                events.push(stored_event(position, record)?.0);
             }
         }
         Ok(events)

@@ -1,6 +1,10 @@
 //! The stream index: the positions of each stream's events (a company's, a
-//! token's, a teammate's, an actor's), in runs of up to [`RUN`] positions
-//! under one sled key:
+//! token's, a teammate's, an actor's).
+//!
+//! A token's stream is short (created, perhaps revealed, perhaps deleted)
+//! and there are a million of them, so tokens' streams are kept in buckets
+//! of token ids (`buckets.rs`, [`TOKEN_STREAMS`]). Every other stream is
+//! kept in runs of up to [`RUN`] positions under one sled key:
 //!
 //! `S` ‖ stream key (17 bytes) ‖ first position (u64, big-endian) → the
 //! run's later positions, each a big-endian u64, strictly increasing.
@@ -22,7 +26,20 @@
 
 use std::collections::HashMap;
 
+use crate::buckets::TOKEN_STREAMS;
 use crate::log::Problem;
+
+/// The tag of a token's stream key.
+pub(crate) const TOKEN: u8 = 2;
+
+/// The token whose stream `stream` is, if it is a token's: its events are
+/// in [`TOKEN_STREAMS`], not in runs.
+pub(crate) fn token_of(stream: &[u8; 17]) -> Option<u128> {
+    match stream.split_first() {
+        Some((&TOKEN, id)) => <[u8; 16]>::try_from(id).ok().map(u128::from_be_bytes),
+        _ => None,
+    }
+}
 
 /// The most positions in one run: a value of at most 248 bytes.
 pub(crate) const RUN: usize = 32;
@@ -92,6 +109,13 @@ pub(crate) fn positions(key: &[u8], value: &[u8]) -> Result<Vec<u64>, Problem> {
 
 /// The position of the last event of `stream`, 0 if it has none.
 pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, Problem> {
+    if let Some(token) = token_of(stream) {
+        return Ok(TOKEN_STREAMS
+            .positions(events, token)?
+            .last()
+            .copied()
+            .unwrap_or(0));
+    }
     let last = events
         .scan_prefix(prefix(stream))
         .next_back()
@@ -109,6 +133,9 @@ pub(crate) fn remove_above(
     stream: &[u8; 17],
     position: u64,
 ) -> Result<(), Problem> {
+    if let Some(token) = token_of(stream) {
+        return TOKEN_STREAMS.remove_above(events, token, position);
+    }
     let storage = |e: sled::Error| Problem::Storage(e.to_string());
     let Some(next) = position.checked_add(1) else {
         return Ok(());
@@ -172,6 +199,12 @@ impl Tails {
         stream: &[u8; 17],
         new: &[u64],
     ) -> Result<(), sled::Error> {
+        if let Some(token) = token_of(stream) {
+            for position in new {
+                TOKEN_STREAMS.add(events, token, *position)?;
+            }
+            return Ok(());
+        }
         let mut rest = new;
         if let Some((first, len)) = self.take(stream) {
             let room = RUN.saturating_sub(len).min(rest.len());
@@ -264,7 +297,8 @@ mod tests {
             generation: 2,
             ..Tails::default()
         };
-        let [a, b, c, d] = [[1; 17], [2; 17], [3; 17], [4; 17]];
+        // No tag 2: a token's stream is not kept in runs.
+        let [a, b, c, d] = [[1; 17], [3; 17], [4; 17], [5; 17]];
         // c fills the recent generation, so a and b become the older;
         // a is written again and comes back; d turns the generations
         // again, and b, not written since, is forgotten.
@@ -274,6 +308,23 @@ mod tests {
         let runs = |stream| events.scan_prefix(prefix(&stream)).count();
         assert_eq!((runs(a), all(&events, &a)), (1, vec![1, 4]));
         assert_eq!((runs(b), all(&events, &b)), (2, vec![2, 6]));
+    }
+
+    #[test]
+    fn a_tokens_stream_is_kept_in_buckets_not_runs() {
+        let events = tree();
+        let mut token = [9; 17];
+        token[0] = TOKEN;
+        Tails::default().extend(&events, &token, &[3, 5]).unwrap();
+        // A writer that never saw the token adds to the same bucket.
+        Tails::default().extend(&events, &token, &[8]).unwrap();
+        assert_eq!(head(&events, &token).unwrap(), 8);
+        assert_eq!(events.scan_prefix(prefix(&token)).count(), 0);
+        let id = token_of(&token).unwrap();
+        assert_eq!(TOKEN_STREAMS.positions(&events, id).unwrap(), vec![3, 5, 8]);
+        remove_above(&events, &token, 5).unwrap();
+        assert_eq!(head(&events, &token).unwrap(), 5);
+        assert_eq!(token_of(&[1; 17]), None);
     }
 
     #[test]
