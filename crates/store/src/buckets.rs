@@ -171,14 +171,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
     use super::*;
-    use crate::stream_index::append;
-
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("events").unwrap();
-        tree.set_merge_operator(append);
-        tree
-    }
+    use crate::stream_index::temporary_tree as tree;
 
     #[test]
     fn positions_are_found_by_id_in_their_buckets_and_cut_above_a_position() {

@@ -239,18 +239,23 @@ impl Tails {
     }
 }
 
+/// A temporary tree with the log's merge operator, for tests of the
+/// indexes.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly")]
+pub(crate) fn temporary_tree() -> sled::Tree {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let tree = db.open_tree("events").unwrap();
+    tree.set_merge_operator(append);
+    tree
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
     use super::*;
-
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("events").unwrap();
-        tree.set_merge_operator(append);
-        tree
-    }
+    use temporary_tree as tree;
 
     fn all(events: &sled::Tree, stream: &[u8; 17]) -> Vec<u64> {
         events
