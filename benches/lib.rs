@@ -19,7 +19,14 @@ use tokenledger_events::{
 use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
 
 /// A typical small event (an admin revealing a token), with a distinct id.
-pub fn reveal(id: u128) -> NewEvent {
+///
+/// The event's id and the token's are `n` scattered over all 128 bits, as
+/// the random ids a service draws are (`authz` draws both at random).
+/// Numbered ids would land every index entry at the right edge of sled's
+/// tree, which real ids never do.
+pub fn reveal(n: u128) -> NewEvent {
+    // An odd multiplier is a bijection on u128: distinct `n`, distinct ids.
+    let id = n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
     NewEvent {
         event_id: EventId::from_u128(id),
         actor: Actor::Teammate(TeammateId::from_u128(0xad)),
