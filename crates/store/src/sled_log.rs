@@ -188,8 +188,9 @@ const LOG: u8 = b'L';
 const SETTLED: u8 = b'H';
 /// The key of the layout version, written when the log is created.
 const LAYOUT: u8 = b'V';
-/// The meaning of every key and value in the tree: pages (`page.rs`), event
-/// ids, runs of the stream index (`stream_index.rs`), `H`. Raised whenever
+/// The meaning of every key and value in the tree: pages (`page.rs`), the
+/// buckets of event ids and of tokens' streams (`buckets.rs`), runs of the
+/// stream index (`stream_index.rs`), `H`. Raised whenever
 /// one of them changes, so that no build reads a log it would misread.
 /// 2: event ids in buckets rather than one key each.
 /// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
