@@ -26,7 +26,12 @@
 //! draws them at random), not from its callers. The cost of buckets is
 //! that a merge rewrites its bucket, which grows with the log: 9 KB of
 //! event ids at 100 M events. A log that large would want more buckets,
-//! under a new layout version.
+//! under a new layout version. A bucket of [`TOKEN_STREAMS`] also holds
+//! every position of each of its tokens: a token revealed 10,000 times
+//! makes a bucket of 240 KB, rewritten by each later event in it. Tokens
+//! have a few events each, so this was the right trade for the log's size
+//! and start-up; a token with a long history would want its later events
+//! in runs.
 //!
 //! An entry is added with sled's merge, which appends to the value (the
 //! tree's merge operator, `stream_index::append`), so no read comes

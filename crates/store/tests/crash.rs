@@ -82,11 +82,19 @@ fn child(dir: &Path) {
                                 event_id: EventId::from_u128(id),
                                 actor: Actor::System,
                                 // A company per thread: a stream each,
-                                // whose runs grow across crashes.
+                                // whose runs grow across crashes; and a
+                                // token per thread, whose stream is kept
+                                // in a bucket.
                                 company: CompanyId::from_u128(1 + thread),
-                                event: Event::WorkspaceCreated {
-                                    workspace: WorkspaceId::from_u128(id),
-                                    name: Name::new("crash").unwrap(),
+                                event: if index % 2 == 0 {
+                                    Event::WorkspaceCreated {
+                                        workspace: WorkspaceId::from_u128(id),
+                                        name: Name::new("crash").unwrap(),
+                                    }
+                                } else {
+                                    Event::TokenRevealed {
+                                        token: TokenId::from_u128(1 + thread),
+                                    }
                                 },
                             }
                         })
@@ -216,28 +224,35 @@ fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
             "kill point {iteration}: acknowledged event {id} is not at position {position}"
         );
     }
-    // Each company's stream holds exactly its events, however the runs
-    // of its index were cut.
+    // Each company's stream and each token's holds exactly its events,
+    // however the runs and buckets of the index were cut.
     for thread in 0..THREADS {
-        let company = CompanyId::from_u128(1 + thread);
-        let expected: Vec<u64> = events
-            .iter()
-            .filter(|e| e.envelope.company == company)
-            .map(|e| e.envelope.position)
-            .collect();
-        let stream = Stream::Company(company);
-        let found: Vec<u64> = log
-            .read_stream(stream, 1, usize::MAX)
-            .unwrap_or_else(|e| panic!("kill point {iteration}: {stream} does not read: {e}"))
-            .iter()
-            .map(|e| e.envelope.position)
-            .collect();
-        assert_eq!(found, expected, "kill point {iteration}: {stream}");
-        assert_eq!(
-            log.stream_head(stream).unwrap(),
-            expected.last().copied().unwrap_or(0),
-            "kill point {iteration}: the head of {stream}"
+        let (company, token) = (
+            CompanyId::from_u128(1 + thread),
+            TokenId::from_u128(1 + thread),
         );
+        for stream in [Stream::Company(company), Stream::Token(token)] {
+            let expected: Vec<u64> = events
+                .iter()
+                .filter(|e| match stream {
+                    Stream::Token(_) => e.envelope.event.token() == Some(token),
+                    _ => e.envelope.company == company,
+                })
+                .map(|e| e.envelope.position)
+                .collect();
+            let found: Vec<u64> = log
+                .read_stream(stream, 1, usize::MAX)
+                .unwrap_or_else(|e| panic!("kill point {iteration}: {stream} does not read: {e}"))
+                .iter()
+                .map(|e| e.envelope.position)
+                .collect();
+            assert_eq!(found, expected, "kill point {iteration}: {stream}");
+            assert_eq!(
+                log.stream_head(stream).unwrap(),
+                expected.last().copied().unwrap_or(0),
+                "kill point {iteration}: the head of {stream}"
+            );
+        }
     }
     // All of a batch or none of it, in consecutive positions.
     let mut batches: BTreeMap<u128, Vec<u64>> = BTreeMap::new();
