@@ -130,6 +130,12 @@ enum Shared {
 impl CompiledScope {
     /// Compiles a token's scope.
     pub fn compile(scope: &TokenScope) -> CompiledScope {
+        let (shared, workspaces) = match &scope.namespaces.shared {
+            SharedNamespace::None => (Shared::None, Box::default()),
+            SharedNamespace::All => (Shared::All, Box::default()),
+            // A BTreeSet iterates in order, so the slice is sorted.
+            SharedNamespace::Workspaces(set) => (Shared::Listed, set.iter().copied().collect()),
+        };
         CompiledScope {
             features: scope
                 .features
@@ -138,16 +144,8 @@ impl CompiledScope {
             grants: scope.grants,
             global: scope.namespaces.global,
             private: scope.namespaces.private,
-            shared: match &scope.namespaces.shared {
-                SharedNamespace::None => Shared::None,
-                SharedNamespace::All => Shared::All,
-                SharedNamespace::Workspaces(_) => Shared::Listed,
-            },
-            // A BTreeSet iterates in order, so the slice is sorted.
-            workspaces: match &scope.namespaces.shared {
-                SharedNamespace::Workspaces(set) => set.iter().copied().collect(),
-                SharedNamespace::None | SharedNamespace::All => Box::default(),
-            },
+            shared,
+            workspaces,
         }
     }
 

@@ -107,14 +107,16 @@ impl Buckets {
             .collect()
     }
 
-    /// Records that `id` has an event at `position`.
+    /// Records that `id` has events at `positions`, in one merge: each
+    /// merge rewrites the whole bucket.
     pub(crate) fn add(
         &self,
         events: &sled::Tree,
         id: u128,
-        position: u64,
+        positions: &[u64],
     ) -> Result<(), sled::Error> {
-        events.merge(self.key(id), entry(id, position))?;
+        let entries: Vec<u8> = positions.iter().flat_map(|p| entry(id, *p)).collect();
+        events.merge(self.key(id), entries)?;
         Ok(())
     }
 
@@ -185,10 +187,12 @@ mod tests {
         // The first two share a bucket.
         let same = (2..).find(|id| bucket(*id) == bucket(1)).unwrap();
         let (a, b, c) = (1, same, 7);
-        for (position, id) in (1..).zip([a, b, a, c, b, a]) {
-            index.add(&events, id, position).unwrap();
+        for (position, id) in (1..).zip([a, b, a, c, b]) {
+            index.add(&events, id, &[position]).unwrap();
         }
-        assert_eq!(index.positions(&events, a).unwrap(), vec![1, 3, 6]);
+        // A group's positions for one id, in one merge.
+        index.add(&events, a, &[6, 7]).unwrap();
+        assert_eq!(index.positions(&events, a).unwrap(), vec![1, 3, 6, 7]);
         assert_eq!(index.positions(&events, b).unwrap(), vec![2, 5]);
         assert_eq!(index.positions(&events, c).unwrap(), vec![4]);
         assert!(index.positions(&events, 8).unwrap().is_empty());

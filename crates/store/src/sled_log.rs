@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
-use crate::buckets::{EVENT_IDS, TOKEN_STREAMS};
+use crate::buckets::EVENT_IDS;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
@@ -949,7 +949,7 @@ impl Writer {
             let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
             events.insert(log_key(last.position), bytes)?;
             for event in records {
-                EVENT_IDS.add(events, event.event_id.as_u128(), event.position)?;
+                EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
             }
         }
         for (stream, positions) in &pending.streams {
@@ -1280,11 +1280,12 @@ impl EventLog for SledLog {
         let damage = |position| move |problem| Damage { position, problem };
         // Nearby events of a stream often share a page: keep the last one.
         let mut page: Option<StoredPage> = None;
-        // Reads the event at `position` into `events`; false once enough
-        // are read.
-        let mut read = |position: u64| -> Result<bool, Damage> {
-            if events.len() >= limit || position > head {
-                return Ok(false);
+        for position in
+            stream_index::positions_between(tree, &stream, from, head).map_err(damage(from))?
+        {
+            let position = position.map_err(damage(from))?;
+            if events.len() >= limit {
+                break;
             }
             if page.as_ref().is_none_or(|p| p.last < position) {
                 page = StoredPage::at_or_after(tree, position)?;
@@ -1299,36 +1300,6 @@ impl EventLog for SledLog {
                 .record(position)?
                 .ok_or(missing)?;
             events.push(stored_event(position, record)?.0);
-            Ok(true)
-        };
-        if let Some(token) = stream_index::token_of(&stream) {
-            let positions = TOKEN_STREAMS.positions(tree, token).map_err(damage(from))?;
-            for position in positions.into_iter().filter(|p| *p >= from) {
-                if !read(position)? {
-                    break;
-                }
-            }
-            return Ok(events);
-        }
-        // From the run that holds `from`, if one starts before it.
-        let start = tree
-            .range(stream_index::key(&stream, 0)..=stream_index::key(&stream, from))
-            .keys()
-            .next_back()
-            .transpose()
-            .map_err(|e| damage(from)(storage(e)))?
-            .map_or_else(
-                || stream_index::key(&stream, from).to_vec(),
-                |key| key.to_vec(),
-            );
-        for entry in tree.range(start..=stream_index::key(&stream, head).to_vec()) {
-            let (key, value) = entry.map_err(|e| damage(from)(storage(e)))?;
-            let positions = stream_index::positions(&key, &value).map_err(damage(from))?;
-            for position in positions.into_iter().filter(|p| *p >= from) {
-                if !read(position)? {
-                    return Ok(events);
-                }
-            }
         }
         Ok(events)
     }

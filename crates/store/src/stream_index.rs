@@ -34,7 +34,7 @@ pub(crate) const TOKEN: u8 = 2;
 
 /// The token whose stream `stream` is, if it is a token's: its events are
 /// in [`TOKEN_STREAMS`], not in runs.
-pub(crate) fn token_of(stream: &[u8; 17]) -> Option<u128> {
+fn token_of(stream: &[u8; 17]) -> Option<u128> {
     match stream.split_first() {
         Some((&TOKEN, id)) => <[u8; 16]>::try_from(id).ok().map(u128::from_be_bytes),
         _ => None,
@@ -127,6 +127,40 @@ pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, Proble
     }
 }
 
+/// The positions of `stream`'s events from `from` to `to`, in order: from
+/// its bucket for a token, else read run by run as they are wanted.
+pub(crate) fn positions_between<'a>(
+    events: &'a sled::Tree,
+    stream: &[u8; 17],
+    from: u64,
+    to: u64,
+) -> Result<Box<dyn Iterator<Item = Result<u64, Problem>> + 'a>, Problem> {
+    let wanted = move |position: &u64| (from..=to).contains(position);
+    if let Some(token) = token_of(stream) {
+        let positions = TOKEN_STREAMS.positions(events, token)?;
+        return Ok(Box::new(positions.into_iter().filter(wanted).map(Ok)));
+    }
+    let storage = |e: sled::Error| Problem::Storage(e.to_string());
+    // From the run that holds `from`, if one starts before it.
+    let start = events
+        .range(key(stream, 0)..=key(stream, from))
+        .keys()
+        .next_back()
+        .transpose()
+        .map_err(storage)?
+        .map_or_else(|| key(stream, from).to_vec(), |key| key.to_vec());
+    let runs = events.range(start..=key(stream, to).to_vec());
+    Ok(Box::new(runs.flat_map(move |run| {
+        let positions = run
+            .map_err(storage)
+            .and_then(|(key, value)| positions(&key, &value));
+        match positions {
+            Ok(positions) => positions.into_iter().filter(wanted).map(Ok).collect(),
+            Err(problem) => vec![Err(problem)],
+        }
+    })))
+}
+
 /// Takes every position above `position` out of the runs of `stream`.
 pub(crate) fn remove_above(
     events: &sled::Tree,
@@ -200,10 +234,7 @@ impl Tails {
         new: &[u64],
     ) -> Result<(), sled::Error> {
         if let Some(token) = token_of(stream) {
-            for position in new {
-                TOKEN_STREAMS.add(events, token, *position)?;
-            }
-            return Ok(());
+            return TOKEN_STREAMS.add(events, token, new);
         }
         let mut rest = new;
         if let Some((first, len)) = self.take(stream) {
