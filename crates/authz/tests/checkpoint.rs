@@ -373,8 +373,7 @@ fn with_a_checkpoint_key_an_unsigned_or_forged_checkpoint_is_refused() {
         p[last] ^= 1;
         p
     };
-    use sha2::Digest;
-    bytes[56..88].copy_from_slice(&sha2::Sha256::digest(&forged_payload));
+    bytes[56..88].copy_from_slice(blake3::hash(&forged_payload).as_bytes());
     bytes.extend_from_slice(&forged_payload);
     std::fs::write(&newest, &bytes).unwrap();
     let ledger = Ledger::open_with(dir.path(), keyed(0)).unwrap();

@@ -12,7 +12,7 @@
 //! so an acknowledged record is in sled again before anyone reads.
 //!
 //! ```text
-//! frame:   magic "TLJ1" ‖ payload length (u64 BE) ‖ its complement ‖ SHA-256(payload) ‖ payload
+//! frame:   magic "TLJ2" ‖ payload length (u64 BE) ‖ its complement ‖ BLAKE3(payload) ‖ payload
 //! payload: (position (u64 BE) ‖ record length (u32 BE) ‖ record)*
 //! ```
 //!
@@ -29,9 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-const MAGIC: [u8; 4] = *b"TLJ1";
+const MAGIC: [u8; 4] = *b"TLJ2";
 const HEADER_LEN: u64 = 4 + 8 + 8 + 32;
 
 /// One record to write, with its position.
@@ -195,9 +193,9 @@ fn frame(entries: &[Entry<'_>]) -> io::Result<Vec<u8>> {
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(entry.record);
     }
-    let digest = Sha256::digest(frame.get(HEADER_LEN as usize..).unwrap_or_default());
+    let digest = blake3::hash(frame.get(HEADER_LEN as usize..).unwrap_or_default());
     if let Some(slot) = frame.get_mut(20..HEADER_LEN as usize) {
-        slot.copy_from_slice(&digest);
+        slot.copy_from_slice(digest.as_bytes());
     }
     Ok(frame)
 }
@@ -265,7 +263,7 @@ fn read_frame(rest: &[u8]) -> Frame<'_> {
     let Some(payload) = usize::try_from(len).ok().and_then(|len| body.get(..len)) else {
         return Frame::Torn;
     };
-    if Sha256::digest(payload).as_slice() != digest {
+    if blake3::hash(payload).as_bytes().as_slice() != digest {
         return if payload.len() == body.len() {
             Frame::Torn
         } else {

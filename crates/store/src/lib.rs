@@ -31,7 +31,7 @@
 //!
 //! # Tamper evidence
 //!
-//! Each record holds the SHA-256 hash of its predecessor and its own hash
+//! Each record holds the BLAKE3 hash of its predecessor and its own hash
 //! over its bytes ([`EventLog::verify`] walks the chain). Anyone who can
 //! rewrite the whole directory can rebuild a consistent chain; a keyed
 //! checkpoint ([`Checkpoint`]), whose key is kept away from the data, and a

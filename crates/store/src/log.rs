@@ -7,7 +7,7 @@ use tokenledger_events::{
     Actor, CodecError, CompanyId, Envelope, Event, EventId, TeammateId, TokenId,
 };
 
-/// A SHA-256 hash in the chain.
+/// A BLAKE3 hash in the chain.
 pub type Hash = [u8; 32];
 
 /// The hash "before" position 1.

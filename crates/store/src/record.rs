@@ -2,36 +2,37 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     1  layout version (1)
+//!      0     1  layout version (2)
 //!      1    32  hash of the previous record (zeros before position 1)
 //!     33    32  this record's hash
 //!     65     1  flags (bit 0: the clock went backwards and the time was clamped)
 //!     66     n  the envelope, as `tokenledger_events::encode_envelope` writes it
 //! ```
 //!
-//! hash = SHA-256("tokenledger record v1" ‖ previous hash ‖ flags ‖ envelope).
+//! hash = BLAKE3("tokenledger record v2" ‖ previous hash ‖ flags ‖ envelope).
+//! (Layout 1 used SHA-256; it is refused, as the store's layout version
+//! refuses its logs.)
 //! The envelope carries its own position, so the chain also pins the order.
 
-use sha2::{Digest, Sha256};
 use tokenledger_events::{Timestamp, decode_envelope};
 
 use crate::log::{Damage, Hash, Head, Problem, StoredEvent};
 
-const LAYOUT_V1: u8 = 1;
+const LAYOUT: u8 = 2;
 const HEADER_LEN: usize = 1 + 32 + 32 + 1;
-const DOMAIN: &[u8] = b"tokenledger record v1";
+const DOMAIN: &[u8] = b"tokenledger record v2";
 /// Flag bit: the system clock was behind the previous record's time, so the
 /// previous time was used instead.
 pub(crate) const FLAG_CLOCK_CLAMPED: u8 = 1;
 
 fn chain_hash(previous: &Hash, flags: u8, envelope: &[u8]) -> Hash {
-    Sha256::new()
-        .chain_update(DOMAIN)
-        .chain_update(previous)
-        .chain_update([flags])
-        .chain_update(envelope)
-        .finalize()
-        .into()
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update(DOMAIN)
+        .update(previous)
+        .update(&[flags])
+        .update(envelope);
+    hasher.finalize().into()
 }
 
 /// Builds the record for `envelope` after a record whose hash is `previous`;
@@ -39,7 +40,7 @@ fn chain_hash(previous: &Hash, flags: u8, envelope: &[u8]) -> Hash {
 pub(crate) fn seal(previous: &Hash, flags: u8, envelope: &[u8]) -> (Vec<u8>, Hash) {
     let hash = chain_hash(previous, flags, envelope);
     let mut record = Vec::with_capacity(HEADER_LEN + envelope.len());
-    record.push(LAYOUT_V1);
+    record.push(LAYOUT);
     record.extend_from_slice(previous);
     record.extend_from_slice(&hash);
     record.push(flags);
@@ -60,7 +61,7 @@ pub(crate) fn open(record: &[u8]) -> Result<Opened<'_>, Problem> {
     let (&layout, rest) = record
         .split_first()
         .ok_or(Problem::Layout("the record is empty"))?;
-    if layout != LAYOUT_V1 {
+    if layout != LAYOUT {
         return Err(Problem::UnknownLayout(layout));
     }
     let (previous, rest) = rest

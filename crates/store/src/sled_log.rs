@@ -195,7 +195,8 @@ const LAYOUT: u8 = b'V';
 /// 2: event ids in buckets rather than one key each.
 /// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
 /// 4: tokens' streams in buckets rather than runs.
-const LAYOUT_VERSION: u32 = 4;
+/// 5: records, journal frames and state checkpoints hashed with BLAKE3.
+const LAYOUT_VERSION: u32 = 5;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];

@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     8  magic "TLSTATE1"
+//!      0     8  magic "TLSTATE2"
 //!      8     8  log position, big-endian
 //!     16    32  the log's hash at that position
 //!     48     8  payload length, big-endian
-//!     56    32  SHA-256 of the payload
+//!     56    32  BLAKE3 of the payload
 //!     88     8  flags: 1 when keyed
 //!     96    32  HMAC-SHA-256 of bytes 0..88 under the checkpoint key, or zero
 //!    128     n  payload (16-byte aligned)
@@ -25,12 +25,11 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use hmac::Mac;
-use sha2::{Digest, Sha256};
 
 use crate::checkpoint::CheckpointKey;
 use crate::log::Head;
 
-const MAGIC: &[u8; 8] = b"TLSTATE1";
+const MAGIC: &[u8; 8] = b"TLSTATE2";
 const HEADER_LEN: usize = 128;
 const SIGNED_LEN: usize = 88;
 const KEYED: u8 = 1;
@@ -129,7 +128,7 @@ impl StateFiles {
         header.extend_from_slice(&head.position.to_be_bytes());
         header.extend_from_slice(&head.hash);
         header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        header.extend_from_slice(&Sha256::digest(payload));
+        header.extend_from_slice(blake3::hash(payload).as_bytes());
         match &self.key {
             Some(key) => {
                 let mac = key.mac_of_state_header(&header).finalize().into_bytes();
@@ -246,7 +245,7 @@ impl StateFiles {
 }
 
 fn check_digest(payload: &[u8], digest: &[u8; 32]) -> Result<(), StateFileError> {
-    if <[u8; 32]>::from(Sha256::digest(payload)) == *digest {
+    if blake3::hash(payload).as_bytes() == digest {
         Ok(())
     } else {
         Err(StateFileError::Damaged(
