@@ -102,8 +102,24 @@ macro_rules! typed_id {
         /// the same encoding, and the same order, but aligned to 1 byte
         /// instead of 16, so the structures and decisions that hold ids
         /// carry no padding.
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
         pub struct $name([u8; 16]);
+
+        // Encoded as a `u128`, which the codec's fixed-width big-endian
+        // integers write as the same 16 bytes a `[u8; 16]` gives (the
+        // golden files pin them), but read in one step rather than as a
+        // tuple of sixteen: that tuple was most of decoding an event.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_u128(self.as_u128())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                u128::deserialize(deserializer).map(Self::from_u128)
+            }
+        }
 
         impl $name {
             /// The prefix every id of this kind starts with.

@@ -251,8 +251,30 @@ impl fmt::Debug for Secret {
 ///
 /// Equality is constant-time, so comparing a presented digest with a stored
 /// one leaks nothing through timing.
-#[derive(Clone, Copy, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Eq)]
 pub struct SecretDigest([u8; 32]);
+
+// Encoded as two `u128`s: the same 32 bytes as a `[u8; 32]` in the codec's
+// fixed-width big-endian integers (the golden files pin them), read in two
+// steps rather than as a tuple of thirty-two, as ids are.
+impl Serialize for SecretDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (high, low) = self.0.split_at(16);
+        let half = |bytes: &[u8]| <[u8; 16]>::try_from(bytes).map_or(0, u128::from_be_bytes);
+        (half(high), half(low)).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (high, low) = <(u128, u128)>::deserialize(deserializer)?;
+        let mut bytes = [0; 32];
+        let (first, second) = bytes.split_at_mut(16);
+        first.copy_from_slice(&high.to_be_bytes());
+        second.copy_from_slice(&low.to_be_bytes());
+        Ok(SecretDigest(bytes))
+    }
+}
 
 impl SecretDigest {
     /// The digest's bytes, for a checkpoint.
