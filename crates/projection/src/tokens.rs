@@ -81,19 +81,71 @@ fn rehash(
     move |slot| entry(entries, *slot).map_or(0, &hash)
 }
 
-impl Tokens {
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        let Tokens {
-            entries,
+/// The two indexes of a table, built from the keys of its tokens alone,
+/// so that a checkpoint's load can build them while another thread builds
+/// the tokens.
+pub(crate) struct Indexes {
+    len: usize,
+    slots: HashTable<u32>,
+    by_digest: HashTable<u32>,
+}
+
+impl Indexes {
+    /// Indexes `len` tokens, the one in slot `i` having the id and digest
+    /// `key(i)`; `None` if two share an id or a digest, or there are more
+    /// than a slot can number.
+    ///
+    /// INVARIANT (digest-unique): a table with a repeated digest is refused
+    /// whole, as a checkpoint that holds one cannot be trusted.
+    pub(crate) fn build(
+        len: usize,
+        key: impl Fn(usize) -> (TokenId, SecretDigest),
+    ) -> Option<Indexes> {
+        // Slots run below `len`, so none is `NO_SLOT` once `len` fits.
+        u32::try_from(len).ok()?;
+        let key = |slot: u32| key(usize::try_from(slot).unwrap_or(usize::MAX));
+        let mut slots = HashTable::with_capacity(len);
+        let mut by_digest = HashTable::with_capacity(len);
+        for slot in (0u32..).take(len) {
+            let (id, digest) = key(slot);
+            let id_hash = hash_id(&id);
+            let digest_hash = hash_digest(&digest);
+            if slots.find(id_hash, |held| key(*held).0 == id).is_some()
+                || by_digest
+                    .find(digest_hash, |held| key(*held).1 == digest)
+                    .is_some()
+            {
+                return None;
+            }
+            slots.insert_unique(id_hash, slot, |held| hash_id(&key(*held).0));
+            by_digest.insert_unique(digest_hash, slot, |held| hash_digest(&key(*held).1));
+        }
+        Some(Indexes {
+            len,
             slots,
             by_digest,
-        } = self;
-        entries.reserve_exact(additional);
-        slots.reserve(additional, rehash(entries, |(id, _)| hash_id(id)));
-        by_digest.reserve(
-            additional,
-            rehash(entries, |(_, token)| hash_digest(&token.digest)),
-        );
+        })
+    }
+}
+
+impl Tokens {
+    /// The table of `entries` with `indexes` built from the same keys:
+    /// `None` unless slot `i` of both holds the same id and digest.
+    pub(crate) fn assemble(
+        entries: Vec<(TokenId, Token)>,
+        indexes: Indexes,
+        key: impl Fn(usize) -> (TokenId, SecretDigest),
+    ) -> Option<Tokens> {
+        let matches = entries.len() == indexes.len
+            && entries
+                .iter()
+                .enumerate()
+                .all(|(slot, (id, token))| key(slot) == (*id, token.digest));
+        matches.then_some(Tokens {
+            entries,
+            slots: indexes.slots,
+            by_digest: indexes.by_digest,
+        })
     }
 
     fn slot_of(&self, id: TokenId) -> Option<u32> {
@@ -247,5 +299,25 @@ mod tests {
         assert!(state.token(b).is_none());
         assert!(state.token_by_digest(&sb.digest()).is_none());
         assert_eq!(state.tokens_of(CompanyId::from_u128(1)).count(), 1);
+    }
+
+    #[test]
+    fn indexes_built_apart_refuse_a_repeated_id_or_digest_and_keys_that_differ() {
+        let (a, b) = (TokenId::from_u128(10), TokenId::from_u128(20));
+        let (sa, sb) = (Secret::from_random([1; 32]), Secret::from_random([2; 32]));
+        let keys = |list: Vec<(TokenId, SecretDigest)>| move |slot: usize| list[slot];
+        let both = vec![(a, sa.digest()), (b, sb.digest())];
+        assert!(Indexes::build(2, keys(vec![(a, sa.digest()), (a, sb.digest())])).is_none());
+        assert!(Indexes::build(2, keys(vec![(a, sa.digest()), (b, sa.digest())])).is_none());
+
+        let built = state_with(&[(a, &sa), (b, &sb)]).tokens;
+        let indexes = Indexes::build(2, keys(both.clone())).unwrap();
+        let tokens = Tokens::assemble(built.entries.clone(), indexes, keys(both.clone())).unwrap();
+        assert_eq!(tokens.handle_by_digest(&sb.digest()).unwrap().id(), b);
+        assert!(tokens.get(a).is_some_and(|t| t.digest == sa.digest()));
+
+        let swapped = vec![(b, sb.digest()), (a, sa.digest())];
+        let indexes = Indexes::build(2, keys(swapped.clone())).unwrap();
+        assert!(Tokens::assemble(built.entries, indexes, keys(swapped)).is_none());
     }
 }
