@@ -407,30 +407,8 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenledger_events::{Envelope, Event, EventId, Namespaces, Secret, TokenKind, TokenScope};
-
-    fn created(position: u64, token: u128, secret: u8) -> Envelope {
-        Envelope {
-            position,
-            event_id: EventId::from_u128(u128::from(position)),
-            recorded_at: Timestamp::from_micros(position),
-            actor: Actor::System,
-            company: CompanyId::from_u128(1),
-            event: Event::TokenCreated {
-                token: TokenId::from_u128(token),
-                name: Name::new("Zapier").unwrap(),
-                kind: TokenKind::ApiToken,
-                scope: TokenScope {
-                    features: Default::default(),
-                    namespaces: Namespaces::none(),
-                    grants: Grants::default(),
-                },
-                secret_digest: Secret::from_random([secret; 32]).digest(),
-                sealed_secret: None,
-                expires_at: None,
-            },
-        }
-    }
+    use crate::tokens::tests::created;
+    use tokenledger_events::Secret;
 
     /// The state's archive with its tokens replaced by `tokens`, as a
     /// forger who can write a valid archive would write it.
@@ -449,8 +427,14 @@ mod tests {
     #[test]
     fn a_checkpoint_that_repeats_a_token_id_or_digest_is_refused() {
         let mut state = State::new();
-        state.apply(&created(1, 10, 1));
-        state.apply(&created(2, 20, 2));
+        for (position, secret) in [(1, 1), (2, 2)] {
+            let token = TokenId::from_u128(u128::from(position) * 10);
+            state.apply(&created(
+                position,
+                token,
+                &Secret::from_random([secret; 32]),
+            ));
+        }
         let decoded = decode_checkpoint(&encode_checkpoint(&state).unwrap()).unwrap();
         assert_eq!(
             encode_checkpoint(&decoded).unwrap(),

@@ -234,7 +234,7 @@ impl Tokens {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::State;
     use tokenledger_events::{
@@ -242,7 +242,8 @@ mod tests {
         TokenKind, TokenScope,
     };
 
-    fn created(position: u64, token: TokenId, secret: &Secret) -> Envelope {
+    /// The event that creates `token` with `secret`, at `position`.
+    pub(crate) fn created(position: u64, token: TokenId, secret: &Secret) -> Envelope {
         Envelope {
             position,
             event_id: EventId::from_u128(u128::from(position)),
