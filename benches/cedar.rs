@@ -153,7 +153,7 @@ pub fn build(world: &World, policies: &str) -> Result<Cedar, Box<dyn std::error:
                     attrs,
                     r#""company": {}, "deleted": {}, "features": [{}], "grants": [{}], "global": {}, "shared_all": {}, "workspaces": [{}], "private": {}"#,
                     uid("Company", company),
-                    token.deleted.is_some(),
+                    token.deleted().is_some(),
                     features.join(", "),
                     grants.join(", "),
                     scope.namespaces.global,

@@ -354,7 +354,7 @@ fn live_token(state: &State, token: TokenId) -> Result<&Token, CommandError> {
     let found = state
         .token(token)
         .ok_or(CommandError::UnknownToken(token))?;
-    if let Some(deleted) = found.deleted {
+    if let Some(deleted) = found.deleted() {
         return Err(CommandError::TokenDeleted { token, deleted });
     }
     Ok(found)

@@ -420,7 +420,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
     let token = state
         .token_by_handle(handle)
         .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
-    if let Some(deleted) = token.deleted {
+    if let Some(deleted) = token.deleted() {
         return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
     }
     if let Some(expired_at) = token.expired_by(request.at) {

@@ -395,8 +395,8 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     "created_by": found.created.actor.to_string(),
                     "created_at": found.created.at.to_string(),
                     "reveals": revealed.iter().map(provenance_json).collect::<Vec<_>>(),
-                    "deleted_by": found.deleted.map(|d| d.actor.to_string()),
-                    "deleted_at": found.deleted.map(|d| d.at.to_string()),
+                    "deleted_by": found.deleted().map(|d| d.actor.to_string()),
+                    "deleted_at": found.deleted().map(|d| d.at.to_string()),
                 });
                 let scopes: Vec<String> = scope.grants.iter().map(|s| s.to_string()).collect();
                 let features: Vec<&str> = scope.features.iter().map(|f| f.as_str()).collect();
@@ -440,12 +440,12 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     (
                         "deleted_by",
                         found
-                            .deleted
+                            .deleted()
                             .map_or("-".to_owned(), |d| who(state, d.actor)),
                     ),
                     (
                         "deleted_at",
-                        found.deleted.map_or("-".to_owned(), |d| d.at.to_string()),
+                        found.deleted().map_or("-".to_owned(), |d| d.at.to_string()),
                     ),
                 ]);
                 Ok::<_, Failure>((json, human))
@@ -501,14 +501,14 @@ fn token_list(state: &State, company: CompanyId) -> Result<Vec<(Value, Vec<Strin
                 "name": t.name.as_str(),
                 "created_by": t.created.actor.to_string(),
                 "created_at": t.created.at.to_string(),
-                "deleted_at": t.deleted.map(|d| d.at.to_string()),
+                "deleted_at": t.deleted().map(|d| d.at.to_string()),
             });
             let cells = vec![
                 id.to_string(),
                 t.name.to_string(),
                 who(state, t.created.actor),
                 t.created.at.to_string(),
-                t.deleted.map_or("-".to_owned(), |d| d.at.to_string()),
+                t.deleted().map_or("-".to_owned(), |d| d.at.to_string()),
             ];
             (json, cells)
         })
@@ -823,7 +823,7 @@ fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
         .with_state(|state| {
             state
                 .token(args.token)
-                .map(|t| (t.created.at, t.deleted.map(|d| d.at)))
+                .map(|t| (t.created.at, t.deleted().map(|d| d.at)))
         })
         .ok_or_else(|| Failure::BadInput(format!("token `{}` does not exist", args.token)))?;
     let since = args.since.unwrap_or(created);

@@ -222,7 +222,7 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         digest: *t.digest.as_bytes(),
         expires_at: t.expires_at.map(Timestamp::as_micros),
         created: save_provenance(&t.created),
-        deleted: t.deleted.as_ref().map(save_provenance),
+        deleted: t.deleted().as_ref().map(save_provenance),
     }
 }
 
@@ -400,7 +400,7 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
             .as_ref()
             .map(|micros| Timestamp::from_micros(micros.to_native())),
         created: provenance(&t.created)?,
-        deleted: optional(&t.deleted)?,
+        deleted: optional(&t.deleted)?.map(Box::new),
     })
 }
 

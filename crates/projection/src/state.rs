@@ -271,11 +271,17 @@ pub struct Token {
     pub expires_at: Option<Timestamp>,
     /// When and by whom it was created.
     pub created: Provenance,
-    /// When and by whom it was deleted, if it was.
-    pub deleted: Option<Provenance>,
+    /// When and by whom it was deleted, if it was. Boxed: a provenance is
+    /// 40 bytes and a box 8, and a live token, which most are, holds none.
+    pub(crate) deleted: Option<Box<Provenance>>,
 }
 
 impl Token {
+    /// When and by whom it was deleted, if it was.
+    pub fn deleted(&self) -> Option<Provenance> {
+        self.deleted.as_deref().copied()
+    }
+
     /// What it may do, as it was chosen.
     pub fn scope(&self) -> TokenScope {
         self.compiled.scope()
@@ -495,7 +501,7 @@ impl State {
             Event::TokenRevealed { .. } => {}
             Event::TokenDeleted { token } => {
                 if let Some(token) = self.tokens.get_mut(*token) {
-                    token.deleted.get_or_insert(by);
+                    token.deleted.get_or_insert_with(|| Box::new(by));
                 }
             }
             Event::PrivateApiAccessChanged { teammate, allowed } => {
