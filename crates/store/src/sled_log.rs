@@ -1251,7 +1251,11 @@ impl EventLog for SledLog {
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
-        let mut events = Vec::new();
+        // Sized once: growing it moved every event read so far again, a
+        // twentieth of replaying a log of token creations.
+        let available = self.head().position.saturating_sub(from.max(1)) + 1;
+        let mut events =
+            Vec::with_capacity(usize::try_from(available).map_or(limit, |n| n.min(limit)));
         self.read_each(from, limit, |event, _, _| events.push(event))?;
         Ok(events)
     }
