@@ -1251,8 +1251,9 @@ impl EventLog for SledLog {
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
-        // Sized once: growing it moved every event read so far again, a
-        // twentieth of replaying a log of token creations.
+        // Sized once: growing it moved every event read so far again
+        // (with the moves of each push, about 4% of the samples of
+        // replaying the scale bench's 1M-event log).
         let available = self.head().position.saturating_sub(from.max(1)) + 1;
         let mut events =
             Vec::with_capacity(usize::try_from(available).map_or(limit, |n| n.min(limit)));
