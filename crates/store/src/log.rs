@@ -169,6 +169,9 @@ pub enum Problem {
     /// The journal holds a different record for this position than the
     /// database does.
     JournalDisagrees,
+    /// The copy of the record in its company's stream is not the record
+    /// in the log, is missing, or is in another company's stream.
+    CopyDisagrees(&'static str),
 }
 
 impl fmt::Display for Problem {
@@ -207,6 +210,9 @@ impl fmt::Display for Problem {
             }
             Problem::JournalDisagrees => {
                 f.write_str("the journal holds a different record for this position")
+            }
+            Problem::CopyDisagrees(what) => {
+                write!(f, "its copy in its company's stream {what}")
             }
         }
     }
@@ -360,7 +366,10 @@ pub trait EventLog: Send + Sync {
     fn wait_for(&self, position: u64, timeout: Duration) -> u64;
 
     /// Walks the whole log and checks contiguity, each record's hash, the
-    /// chain, the encoding, positions and times. Reports the first damage.
+    /// chain, the encoding, positions and times, and any copies an
+    /// implementation keeps of its records for reads by stream (the sled
+    /// log keeps one in each company's stream, and holds 16 bytes a record
+    /// while it checks them). Reports the first damage.
     fn verify(&self) -> Result<Verified, Damage> {
         self.verify_with(&mut |_| {})
     }

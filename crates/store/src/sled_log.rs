@@ -196,7 +196,8 @@ const LAYOUT: u8 = b'V';
 /// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
 /// 4: tokens' streams in buckets rather than runs.
 /// 5: records, journal frames and state checkpoints hashed with BLAKE3.
-const LAYOUT_VERSION: u32 = 5;
+/// 6: a company's runs carry its records.
+const LAYOUT_VERSION: u32 = 6;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -260,7 +261,7 @@ fn open_storage(error: sled::Error) -> OpenError {
 
 fn stream_key(stream: Stream) -> [u8; 17] {
     let (tag, id) = match stream {
-        Stream::Company(id) => (1, id.as_u128()),
+        Stream::Company(id) => (stream_index::COMPANY, id.as_u128()),
         Stream::Token(id) => (stream_index::TOKEN, id.as_u128()),
         Stream::Teammate(id) => (3, id.as_u128()),
         Stream::Actor(id) => (4, id.as_u128()),
@@ -953,8 +954,26 @@ impl Writer {
                 EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
             }
         }
+        let first = pending.events.first().map_or(0, |event| event.position);
         for (stream, positions) in &pending.streams {
-            self.tails.extend(events, stream, positions)?;
+            let entries = positions
+                .iter()
+                .map(|position| {
+                    // The group's positions are contiguous from its first.
+                    let event = position
+                        .checked_sub(first)
+                        .and_then(|index| usize::try_from(index).ok())
+                        .and_then(|index| pending.events.get(index))
+                        .filter(|event| event.position == *position)
+                        .ok_or_else(|| {
+                            sled::Error::ReportableBug(format!(
+                                "position {position} of a stream is not in its group"
+                            ))
+                        })?;
+                    Ok((*position, event.record.as_slice()))
+                })
+                .collect::<Result<Vec<_>, sled::Error>>()?;
+            self.tails.extend(events, stream, &entries)?;
         }
         Ok(())
     }
@@ -1277,6 +1296,16 @@ impl EventLog for SledLog {
         let stream = stream_key(stream);
         let tree = &self.shared.trees.events;
         let mut events = Vec::new();
+        if stream_index::carries_records(&stream) {
+            stream_index::for_each_record(tree, &stream, from, head, |position, record| {
+                if events.len() >= limit {
+                    return Ok(false);
+                }
+                events.push(stored_event(position, record)?.0);
+                Ok(true)
+            })?;
+            return Ok(events);
+        }
         let damage = |position| move |problem| Damage { position, problem };
         // Nearby events of a stream often share a page: keep the last one.
         let mut page: Option<StoredPage> = None;
@@ -1327,6 +1356,11 @@ impl EventLog for SledLog {
     fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage> {
         let mut chain = ChainCheck::new();
         let mut clamped = 0;
+        // The first half of each record's hash, by position, to check its
+        // company's copy with: 16 bytes a record, where the whole would be
+        // 32; a copy that differs and matches it is a second preimage of
+        // 128 bits of BLAKE3.
+        let mut hashes = Vec::with_capacity(usize::try_from(self.head().position).unwrap_or(0));
         for entry in self.shared.trees.events.scan_prefix([LOG]) {
             let expected = chain.head().position + 1;
             let damage = |problem| Damage {
@@ -1338,7 +1372,9 @@ impl EventLog for SledLog {
             let page = Page::decode(last, &bytes).map_err(damage)?;
             check_starts_at(&page, expected, false)?;
             for (position, record) in page.iter() {
-                clamped += u64::from(chain.check(record)?.clock_clamped);
+                let event = chain.check(record)?;
+                clamped += u64::from(event.clock_clamped);
+                hashes.push(stream_index::hash_half(&event.hash));
                 if position % PROGRESS_EVERY == 0 {
                     progress(position);
                 }
@@ -1352,6 +1388,9 @@ impl EventLog for SledLog {
                 problem: Problem::Missing,
             });
         }
+        stream_index::check_copies(&self.shared.trees.events, &hashes, |envelope| {
+            stream_key(Stream::Company(envelope.company))
+        })?;
         Ok(Verified {
             records: previous.position,
             head: previous,

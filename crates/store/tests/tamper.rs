@@ -83,6 +83,36 @@ fn page_holding(log: &sled::Tree, position: u64) -> (Vec<u8>, u64, u64, Vec<u8>)
     (key.to_vec(), last + 1 - count, last, value.to_vec())
 }
 
+/// The prefix of the runs of company `n`'s stream, as
+/// `crates/store/src/stream_index.rs` lays them out.
+fn company_runs(n: u128) -> Vec<u8> {
+    let mut prefix = vec![b'S', 1];
+    prefix.extend_from_slice(&n.to_be_bytes());
+    prefix
+}
+
+/// The entries of a run of a company's stream: (position, record).
+fn entries(mut value: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut entries = Vec::new();
+    while !value.is_empty() {
+        let position = u64::from_be_bytes(value[..8].try_into().unwrap());
+        let len = u32::from_be_bytes(value[8..12].try_into().unwrap()) as usize;
+        entries.push((position, value[12..12 + len].to_vec()));
+        value = &value[12 + len..];
+    }
+    entries
+}
+
+fn encode(entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut value = Vec::new();
+    for (position, record) in entries {
+        value.extend_from_slice(&position.to_be_bytes());
+        value.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        value.extend_from_slice(record);
+    }
+    value
+}
+
 fn damage_reported(dir: &Path) -> Damage {
     let log = SledLog::open(dir, Options::default()).unwrap();
     log.verify().unwrap_err()
@@ -115,6 +145,82 @@ fn one_changed_byte_in_a_record_is_found_at_its_position() {
     // Reading over it reports the same place.
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
     assert_eq!(log.read(10, 20).unwrap_err().position, changed);
+}
+
+#[test]
+fn a_changed_copy_in_a_companys_stream_is_found_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, events) = given_a_log(dir.path());
+    let changed = edit_through_sled(dir.path(), |log| {
+        let (key, value) = log.scan_prefix(company_runs(1)).nth(1).unwrap().unwrap();
+        let mut value = value.to_vec();
+        let (changed, _) = entries(&value).last().cloned().unwrap();
+        let end = value.len() - 1;
+        value[end] ^= 0x20;
+        log.insert(key, &value[..]).unwrap();
+        changed
+    });
+    let damage = damage_reported(dir.path());
+    assert_eq!(damage.position, changed);
+    assert!(
+        matches!(damage.problem, Problem::HashMismatch { .. }),
+        "{damage}"
+    );
+    // A read of the company's stream over it reports the same place; the
+    // log itself still reads whole.
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    let company = Stream::Company(CompanyId::from_u128(1));
+    assert_eq!(
+        log.read_stream(company, 1, 100).unwrap_err().position,
+        changed
+    );
+    assert_eq!(log.read(1, 100).unwrap(), events);
+}
+
+#[test]
+fn a_copy_cut_from_or_moved_out_of_a_companys_stream_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    // Cut: the second record of the first run.
+    let cut = edit_through_sled(dir.path(), |log| {
+        let (key, value) = log.scan_prefix(company_runs(1)).next().unwrap().unwrap();
+        let mut kept = entries(&value);
+        let (cut, _) = kept.remove(1);
+        log.insert(key, encode(&kept)).unwrap();
+        cut
+    });
+    let damage = damage_reported(dir.path());
+    assert_eq!(
+        damage,
+        Damage {
+            position: cut,
+            problem: Problem::CopyDisagrees("is missing"),
+        }
+    );
+
+    // Moved: the last run, under company 2.
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    let moved = edit_through_sled(dir.path(), |log| {
+        let (key, value) = log
+            .scan_prefix(company_runs(1))
+            .next_back()
+            .unwrap()
+            .unwrap();
+        log.remove(&key).unwrap();
+        let mut elsewhere = company_runs(2);
+        elsewhere.extend_from_slice(&key[18..]);
+        log.insert(elsewhere, value.clone()).unwrap();
+        entries(&value)[0].0
+    });
+    let damage = damage_reported(dir.path());
+    assert_eq!(
+        damage,
+        Damage {
+            position: moved,
+            problem: Problem::CopyDisagrees("is in another company's stream"),
+        }
+    );
 }
 
 #[test]
@@ -174,6 +280,7 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
         first - 1
     });
     // The position sled was last settled at is beyond the end.
+    // (Its company's copies of the records cut are still there too.)
     let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
     assert!(
         matches!(
@@ -185,10 +292,31 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
         ),
         "{error}"
     );
-    // Rewrite that too, and without the known head a shorter log is a
-    // consistent log.
+    // Rewrite that: the copies of what was cut give it away.
     edit_through_sled(dir.path(), |log| {
         log.insert(b"H", &kept.to_be_bytes()[..]).unwrap();
+    });
+    let damage = damage_reported(dir.path());
+    assert_eq!(damage.position, kept + 1);
+    assert!(
+        matches!(damage.problem, Problem::CopyDisagrees(_)),
+        "{damage}"
+    );
+    // Cut them too, and without the known head a shorter log is a
+    // consistent log.
+    edit_through_sled(dir.path(), |log| {
+        for run in log.scan_prefix(company_runs(1)) {
+            let (key, value) = run.unwrap();
+            let kept: Vec<_> = entries(&value)
+                .into_iter()
+                .filter(|(position, _)| *position <= kept)
+                .collect();
+            if kept.is_empty() {
+                log.remove(key).unwrap();
+            } else {
+                log.insert(key, encode(&kept)).unwrap();
+            }
+        }
     });
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
     assert_eq!(log.verify().unwrap().records, kept);
