@@ -1470,4 +1470,67 @@ mod tests {
         let files = DurableFiles::open(dir.path()).unwrap();
         files.sync().unwrap();
     }
+
+    /// A copy in a company's stream that is a well-sealed record, but not
+    /// the log's, and a copy that is there twice: both are found, though
+    /// each copy's own hash holds.
+    #[test]
+    fn a_forged_or_repeated_copy_in_a_companys_stream_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        let company = tokenledger_events::CompanyId::from_u128(1);
+        let event = |id| NewEvent {
+            event_id: EventId::from_u128(id),
+            actor: tokenledger_events::Actor::System,
+            company,
+            event: tokenledger_events::Event::WorkspaceCreated {
+                workspace: tokenledger_events::WorkspaceId::from_u128(id),
+                name: tokenledger_events::Name::new("Support").unwrap(),
+            },
+        };
+        log.append((1..=4).map(event).collect(), Expectation::Any)
+            .unwrap();
+        let events = &log.shared.trees.events;
+        let stream = stream_key(Stream::Company(company));
+        let run = stream_index::key(&stream, 1);
+        let original = events.get(run).unwrap().unwrap();
+        let entries: Vec<(u64, Vec<u8>)> = stream_index::records(&run, &original)
+            .unwrap()
+            .into_iter()
+            .map(|(p, r)| (p, r.to_vec()))
+            .collect();
+        let encode = |entries: &[(u64, Vec<u8>)]| {
+            let mut value = Vec::new();
+            for (position, record) in entries {
+                value.extend_from_slice(&position.to_be_bytes());
+                value.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                value.extend_from_slice(record);
+            }
+            value
+        };
+        let copy_of = |position: u64| log.read(position, 1).unwrap().remove(0).envelope;
+        assert!(log.verify().is_ok());
+
+        // Position 3's copy, sealed after another predecessor.
+        let mut forged = entries.clone();
+        let envelope = encode_envelope(&copy_of(3)).unwrap();
+        forged[2].1 = record::seal(&[7; 32], 0, &envelope).0;
+        events.insert(run, encode(&forged)).unwrap();
+        let damage = log.verify().unwrap_err();
+        assert_eq!(
+            (damage.position, damage.problem),
+            (3, Problem::CopyDisagrees("is not the record in the log"))
+        );
+
+        // Position 3 again in a run of its own.
+        events.insert(run, encode(&entries)).unwrap();
+        events
+            .insert(stream_index::key(&stream, 3), encode(&entries[2..3]))
+            .unwrap();
+        let damage = log.verify().unwrap_err();
+        assert_eq!(
+            (damage.position, damage.problem),
+            (3, Problem::CopyDisagrees("is there twice"))
+        );
+    }
 }
