@@ -1424,6 +1424,20 @@ mod tests {
         Some(u64::from_be_bytes(value.as_ref().try_into().unwrap()))
     }
 
+    /// An event of company 1 with id `id`.
+    fn event(id: u128) -> NewEvent {
+        let company = tokenledger_events::CompanyId::from_u128(1);
+        NewEvent {
+            event_id: EventId::from_u128(id),
+            actor: tokenledger_events::Actor::System,
+            company,
+            event: tokenledger_events::Event::CompanyCreated {
+                company,
+                name: tokenledger_events::Name::new("Acme").unwrap(),
+            },
+        }
+    }
+
     #[test]
     fn a_new_log_is_settled_at_open_before_any_append() {
         let dir = tempfile::tempdir().unwrap();
@@ -1435,16 +1449,6 @@ mod tests {
     fn a_log_that_was_never_settled_is_settled_at_its_end_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let log = SledLog::open(dir.path(), Options::default()).unwrap();
-        let company = tokenledger_events::CompanyId::from_u128(1);
-        let event = |id| NewEvent {
-            event_id: EventId::from_u128(id),
-            actor: tokenledger_events::Actor::System,
-            company,
-            event: tokenledger_events::Event::CompanyCreated {
-                company,
-                name: tokenledger_events::Name::new("Acme").unwrap(),
-            },
-        };
         log.append(vec![event(1), event(2)], Expectation::Any)
             .unwrap();
         drop(log);
@@ -1478,20 +1482,10 @@ mod tests {
     fn a_forged_or_repeated_copy_in_a_companys_stream_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let log = SledLog::open(dir.path(), Options::default()).unwrap();
-        let company = tokenledger_events::CompanyId::from_u128(1);
-        let event = |id| NewEvent {
-            event_id: EventId::from_u128(id),
-            actor: tokenledger_events::Actor::System,
-            company,
-            event: tokenledger_events::Event::WorkspaceCreated {
-                workspace: tokenledger_events::WorkspaceId::from_u128(id),
-                name: tokenledger_events::Name::new("Support").unwrap(),
-            },
-        };
         log.append((1..=4).map(event).collect(), Expectation::Any)
             .unwrap();
         let events = &log.shared.trees.events;
-        let stream = stream_key(Stream::Company(company));
+        let stream = stream_key(Stream::Company(event(1).company));
         let run = stream_index::key(&stream, 1);
         let original = events.get(run).unwrap().unwrap();
         let entries: Vec<(u64, Vec<u8>)> = stream_index::records(&run, &original)
@@ -1500,13 +1494,7 @@ mod tests {
             .map(|(p, r)| (p, r.to_vec()))
             .collect();
         let encode = |entries: &[(u64, Vec<u8>)]| {
-            let mut value = Vec::new();
-            for (position, record) in entries {
-                value.extend_from_slice(&position.to_be_bytes());
-                value.extend_from_slice(&(record.len() as u32).to_be_bytes());
-                value.extend_from_slice(record);
-            }
-            value
+            stream_index::encode_records(entries.iter().map(|(p, r)| (*p, r.as_slice())))
         };
         let copy_of = |position: u64| log.read(position, 1).unwrap().remove(0).envelope;
         assert!(log.verify().is_ok());

@@ -120,14 +120,19 @@ fn encode(positions: &[u64]) -> Vec<u8> {
     positions.iter().flat_map(|p| p.to_be_bytes()).collect()
 }
 
-fn encode_records<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+pub(crate) fn encode_records<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
     let mut value = Vec::new();
     for (position, record) in entries {
-        value.extend_from_slice(&position.to_be_bytes());
-        value.extend_from_slice(&(record.len() as u32).to_be_bytes());
-        value.extend_from_slice(record);
+        push_record(&mut value, position, record);
     }
     value
+}
+
+/// Appends one entry of a run of records to `value`.
+fn push_record(value: &mut Vec<u8>, position: u64, record: &[u8]) {
+    value.extend_from_slice(&position.to_be_bytes());
+    value.extend_from_slice(&(record.len() as u32).to_be_bytes());
+    value.extend_from_slice(record);
 }
 
 /// The first position of the run stored under `key`, checked to be a run
@@ -484,9 +489,7 @@ impl Tails {
             };
             // A run of positions keeps its first in the key only.
             if records {
-                more.extend_from_slice(&position.to_be_bytes());
-                more.extend_from_slice(&(record.len() as u32).to_be_bytes());
-                more.extend_from_slice(record);
+                push_record(&mut more, position, record);
             } else if current.len > 0 {
                 more.extend_from_slice(&position.to_be_bytes());
             }
