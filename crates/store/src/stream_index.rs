@@ -120,6 +120,7 @@ fn encode(positions: &[u64]) -> Vec<u8> {
     positions.iter().flat_map(|p| p.to_be_bytes()).collect()
 }
 
+/// Lays `entries` out as the value of a run of records.
 pub(crate) fn encode_records<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
     let mut value = Vec::new();
     for (position, record) in entries {
@@ -159,12 +160,10 @@ pub(crate) fn records<'v>(key: &[u8], value: &'v [u8]) -> Result<Vec<(u64, &'v [
     let mut entries = Vec::new();
     let mut rest = value;
     while !rest.is_empty() {
-        let (header, after) = rest
-            .split_first_chunk::<ENTRY_HEADER>()
-            .ok_or(torn.clone())?;
-        let (position, len) = header.split_at(8);
-        let position = u64::from_be_bytes(position.try_into().map_err(|_| torn.clone())?);
-        let len = u32::from_be_bytes(len.try_into().map_err(|_| torn.clone())?) as usize;
+        let (position, after) = rest.split_first_chunk::<8>().ok_or(torn.clone())?;
+        let (len, after) = after.split_first_chunk::<4>().ok_or(torn.clone())?;
+        let position = u64::from_be_bytes(*position);
+        let len = u32::from_be_bytes(*len) as usize;
         if len > after.len() {
             return Err(torn);
         }
