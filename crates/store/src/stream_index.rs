@@ -315,12 +315,14 @@ pub(crate) fn hash_half(hash: &Hash) -> u128 {
 /// records' hashes `hashes` holds ([`hash_half`]), position `p`'s at `p - 1`:
 /// every record has exactly one copy, in the stream `stream_of` gives
 /// its envelope, and the copy is the record (its hash, which it is checked
-/// to match, is the record's).
+/// to match, is the record's). Returns the positions of the copies past
+/// the last hash, unchecked.
 pub(crate) fn check_copies(
     events: &sled::Tree,
     hashes: &[u128],
     stream_of: impl Fn(&Envelope) -> [u8; 17],
-) -> Result<(), Damage> {
+) -> Result<Vec<u64>, Damage> {
+    let mut beyond = Vec::new();
     let mut copied = vec![false; hashes.len()];
     for run in events.scan_prefix([STREAMS, COMPANY]) {
         let (key, value) = run.map_err(|e| Damage {
@@ -339,6 +341,10 @@ pub(crate) fn check_copies(
                 position,
                 problem: Problem::CopyDisagrees(what),
             };
+            if position > hashes.len() as u64 {
+                beyond.push(position);
+                continue;
+            }
             let (event, _) = stored_event(position, record)?;
             let index = position
                 .checked_sub(1)
@@ -360,7 +366,7 @@ pub(crate) fn check_copies(
             position: index as u64 + 1,
             problem: Problem::CopyDisagrees("is missing"),
         }),
-        None => Ok(()),
+        None => Ok(beyond),
     }
 }
 
