@@ -222,7 +222,7 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         digest: *t.digest.as_bytes(),
         expires_at: t.expires_at.map(Timestamp::as_micros),
         created: save_provenance(&t.created),
-        deleted: t.deleted().as_ref().map(save_provenance),
+        deleted: t.deleted.as_deref().map(save_provenance),
     }
 }
 

@@ -701,9 +701,10 @@ struct Planned {
 #[derive(Default)]
 struct Pending {
     events: Vec<Planned>,
-    /// The positions the group adds to each stream it touches, in order:
-    /// what the stream index gets, and the last is the stream's head.
-    streams: HashMap<[u8; 17], Vec<u64>>,
+    /// The events the group adds to each stream it touches, in order, as
+    /// indexes into `events`: what the stream index gets, and the last is
+    /// the stream's head.
+    streams: HashMap<[u8; 17], Vec<usize>>,
     event_ids: HashMap<EventId, u64>,
 }
 
@@ -954,33 +955,23 @@ impl Writer {
                 EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
             }
         }
-        let first = pending.events.first().map_or(0, |event| event.position);
-        for (stream, positions) in &pending.streams {
-            let entries = positions
-                .iter()
-                .map(|position| {
-                    // The group's positions are contiguous from its first.
-                    let event = position
-                        .checked_sub(first)
-                        .and_then(|index| usize::try_from(index).ok())
-                        .and_then(|index| pending.events.get(index))
-                        .filter(|event| event.position == *position)
-                        .ok_or_else(|| {
-                            sled::Error::ReportableBug(format!(
-                                "position {position} of a stream is not in its group"
-                            ))
-                        })?;
-                    Ok((*position, event.record.as_slice()))
-                })
-                .collect::<Result<Vec<_>, sled::Error>>()?;
+        for (stream, indexes) in &pending.streams {
+            let entries: Vec<(u64, &[u8])> = pending
+                .events_at(indexes)
+                .map(|event| (event.position, event.record.as_slice()))
+                .collect();
             self.tails.extend(events, stream, &entries)?;
         }
         Ok(())
     }
 
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
-        if let Some(head) = pending.streams.get(key).and_then(|p| p.last()) {
-            return Ok(*head);
+        if let Some(head) = pending
+            .streams
+            .get(key)
+            .and_then(|indexes| pending.events_at(indexes).last())
+        {
+            return Ok(head.position);
         }
         stream_index::head(&self.shared.trees.events, key)
             .map_err(|problem| AppendError::Io(problem.to_string()))
@@ -1170,12 +1161,21 @@ impl Pending {
         let positions = planned.iter().map(|p| p.position).collect();
         for event in planned {
             for key in &event.streams {
-                self.streams.entry(*key).or_default().push(event.position);
+                self.streams
+                    .entry(*key)
+                    .or_default()
+                    .push(self.events.len());
             }
             self.event_ids.insert(event.event_id, event.position);
             self.events.push(event);
         }
         positions
+    }
+
+    /// The group's events at `indexes`, which `add` took from `events`
+    /// as it grew, so every one is there.
+    fn events_at<'a>(&'a self, indexes: &'a [usize]) -> impl Iterator<Item = &'a Planned> {
+        indexes.iter().filter_map(|index| self.events.get(*index))
     }
 }
 

@@ -20,12 +20,12 @@
 //! each cost sled a leaf of up to 17 pages (70 KB) to read and take apart:
 //! 194 to 256 ms for the company of a random point of the generated
 //! 5M-event log. In runs of their own, a company's records lie together,
-//! about 15 to a run and 17 runs to a leaf: 12 to 15 ms.
+//! about 15 to a run and 17 runs to a leaf: 12 to 23 ms.
 //!
 //! The price is each record stored twice, and more that sled rewrites as
 //! runs grow. For the generated 5M-event log: sled's file went from 9.4 to
 //! 22 GB, its memory after opening from 392 to 403 bytes per live token,
-//! and a single durable append took 7 to 10% longer.
+//! and a single durable append took 6 to 11% longer.
 //!
 //! `verify` checks every copy against the chain, and that every record has
 //! one (`SledLog::verify_with`); a read checks each copy's own hash, as a
