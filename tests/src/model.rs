@@ -634,7 +634,7 @@ fn real_check(
         let token_company = decision
             .token
             .and_then(|token| state.token(token))
-            .map(|token| token.company);
+            .map(|token| token.company());
         let location_company = match location {
             Location::Global(company) => Some(company),
             Location::Shared(workspace) => state.workspace(workspace).map(|w| w.company),

@@ -350,7 +350,7 @@ fn administer(
     require_admin(acting, actor, company, command, system_may)
 }
 
-fn live_token(state: &State, token: TokenId) -> Result<&Token, CommandError> {
+fn live_token(state: &State, token: TokenId) -> Result<Token<'_>, CommandError> {
     let found = state
         .token(token)
         .ok_or(CommandError::UnknownToken(token))?;
@@ -553,7 +553,7 @@ pub fn decide(
             let found = state
                 .token(*token)
                 .ok_or(CommandError::UnknownToken(*token))?;
-            require_admin(&who, actor, found.company, command, false)?;
+            require_admin(&who, actor, found.company(), command, false)?;
             let found = live_token(state, *token)?;
             if let Some(expired_at) = found.expired_by(now) {
                 return Err(CommandError::TokenExpired {
@@ -561,17 +561,17 @@ pub fn decide(
                     expired_at,
                 });
             }
-            one(found.company, Event::TokenRevealed { token: *token })
+            one(found.company(), Event::TokenRevealed { token: *token })
         }
         Command::DeleteToken { token } => {
             let found = state
                 .token(*token)
                 .ok_or(CommandError::UnknownToken(*token))?;
-            require_admin(&who, actor, found.company, command, false)?;
+            require_admin(&who, actor, found.company(), command, false)?;
             // An expired token may still be deleted: it tidies the list, and
             // deletion only ever takes access away.
             let found = live_token(state, *token)?;
-            one(found.company, Event::TokenDeleted { token: *token })
+            one(found.company(), Event::TokenDeleted { token: *token })
         }
         Command::SetPrivateApiAccess { teammate, allowed } => {
             let mate = state

@@ -441,11 +441,11 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
             (owner.map(|t| t.company), None, owner)
         }
     };
-    if location_company != Some(token.company) {
+    if location_company != Some(token.company()) {
         return Err(refuse(
             Rule::SameCompany,
             Reason::OtherCompany {
-                token_company: token.company,
+                token_company: token.company(),
             },
         ));
     }
@@ -456,7 +456,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         Requirement::Feature(feature) => Some(feature),
         Requirement::LiveToken => None,
     };
-    let compiled = &token.compiled;
+    let compiled = token.compiled();
     if let Some(feature) = feature
         && !compiled.has_feature(feature)
     {
@@ -464,7 +464,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
             Rule::Feature,
             Reason::MissingFeature {
                 feature,
-                created: token.created,
+                created: token.created(),
             },
         ));
     }
@@ -481,7 +481,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         return Err(refuse(
             Rule::Permission,
             Reason::MissingPermission {
-                created: token.created,
+                created: token.created(),
             },
         ));
     }
@@ -504,7 +504,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         return Err(refuse(
             Rule::Namespace,
             Reason::NamespaceNotCovered {
-                created: token.created,
+                created: token.created(),
             },
         ));
     }

@@ -180,7 +180,7 @@ impl Ledger {
         let company = Secret::digest_of(presented).ok().and_then(|digest| {
             self.with_state(|state| {
                 let token = state.token_by_digest(&digest)?;
-                state.token_by_handle(token).map(|t| t.company)
+                state.token_by_handle(token).map(|t| t.company())
             })
         });
         match company {

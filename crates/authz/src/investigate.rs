@@ -125,7 +125,7 @@ impl Ledger {
         until: Timestamp,
     ) -> Result<Timeline, LedgerError> {
         let company = self
-            .with_state(|state| state.token(token).map(|t| t.company))
+            .with_state(|state| state.token(token).map(|t| t.company()))
             .ok_or_else(|| LedgerError::NotFound(format!("token `{token}`")))?;
         let end = self.position_at(until)?;
         let mut state = State::new();
@@ -135,7 +135,7 @@ impl Ledger {
         scan(&self.log, Some(Stream::Company(company)), 1, end, |event| {
             state.apply(&event.envelope);
             let at = event.envelope.recorded_at;
-            let expires_at = state.token(token).and_then(|t| t.expires_at);
+            let expires_at = state.token(token).and_then(|t| t.expires_at());
             if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
                 expiry_seen = true;
                 tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
@@ -145,7 +145,7 @@ impl Ledger {
         if !expiry_seen
             && let Some(expiry) = state
                 .token(token)
-                .and_then(|t| t.expires_at)
+                .and_then(|t| t.expires_at())
                 .filter(|x| *x <= until)
         {
             tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
@@ -182,8 +182,8 @@ impl Ledger {
             .filter(|(id, _)| decision::authorize(&state, *id, &request).is_allowed())
             .map(|(id, token)| Allowed {
                 token: id,
-                name: token.name.clone(),
-                created: token.created,
+                name: token.name().clone(),
+                created: token.created(),
             })
             .collect();
         tokens.sort_by_key(|allowed| allowed.created.position);
@@ -328,7 +328,13 @@ fn reach(
     };
     let scopes: Vec<Scope> = Permission::ALL
         .into_iter()
-        .filter_map(|p| found.compiled.grants().iter().find(|s| s.permission() == p))
+        .filter_map(|p| {
+            found
+                .compiled()
+                .grants()
+                .iter()
+                .find(|s| s.permission() == p)
+        })
         .collect();
     let members = state
         .company(company)

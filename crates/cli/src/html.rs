@@ -74,7 +74,7 @@ pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
     let width = LABEL_WIDTH + PLOT_WIDTH + 30.0;
     let name = state
         .token(timeline.token)
-        .map_or(String::new(), |t| format!(" “{}”", t.name));
+        .map_or(String::new(), |t| format!(" “{}”", t.name()));
 
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \

@@ -387,13 +387,13 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                 let scope = found.scope();
                 let json = json!({
                     "token": token.to_string(),
-                    "company": found.company.to_string(),
-                    "name": found.name.as_str(),
-                    "kind": found.kind.as_str(),
+                    "company": found.company().to_string(),
+                    "name": found.name().as_str(),
+                    "kind": found.kind().as_str(),
                     "scope": scope_json(&scope),
-                    "expires_at": found.expires_at.map(|t| t.to_string()),
-                    "created_by": found.created.actor.to_string(),
-                    "created_at": found.created.at.to_string(),
+                    "expires_at": found.expires_at().map(|t| t.to_string()),
+                    "created_by": found.created().actor.to_string(),
+                    "created_at": found.created().at.to_string(),
                     "reveals": revealed.iter().map(provenance_json).collect::<Vec<_>>(),
                     "deleted_by": found.deleted().map(|d| d.actor.to_string()),
                     "deleted_at": found.deleted().map(|d| d.at.to_string()),
@@ -421,8 +421,8 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                 };
                 let human = fields(&[
                     ("token", token.to_string()),
-                    ("name", found.name.to_string()),
-                    ("kind", found.kind.to_string()),
+                    ("name", found.name().to_string()),
+                    ("kind", found.kind().to_string()),
                     ("features", features.join(", ")),
                     ("global", scope.namespaces.global.to_string()),
                     ("shared", shared),
@@ -431,11 +431,11 @@ fn token(context: &Context, command: TokenCommand) -> Result<u8, Failure> {
                     (
                         "expires_at",
                         found
-                            .expires_at
+                            .expires_at()
                             .map_or("never".to_owned(), |t| t.to_string()),
                     ),
-                    ("created_by", who(state, found.created.actor)),
-                    ("created_at", found.created.at.to_string()),
+                    ("created_by", who(state, found.created().actor)),
+                    ("created_at", found.created().at.to_string()),
                     ("reveals", reveals),
                     (
                         "deleted_by",
@@ -492,22 +492,22 @@ fn token_list(state: &State, company: CompanyId) -> Result<Vec<(Value, Vec<Strin
         )));
     }
     let mut tokens: Vec<_> = state.tokens_of(company).collect();
-    tokens.sort_by_key(|(_, t)| t.created.position);
+    tokens.sort_by_key(|(_, t)| t.created().position);
     Ok(tokens
         .into_iter()
         .map(|(id, t)| {
             let json = json!({
                 "token": id.to_string(),
-                "name": t.name.as_str(),
-                "created_by": t.created.actor.to_string(),
-                "created_at": t.created.at.to_string(),
+                "name": t.name().as_str(),
+                "created_by": t.created().actor.to_string(),
+                "created_at": t.created().at.to_string(),
                 "deleted_at": t.deleted().map(|d| d.at.to_string()),
             });
             let cells = vec![
                 id.to_string(),
-                t.name.to_string(),
-                who(state, t.created.actor),
-                t.created.at.to_string(),
+                t.name().to_string(),
+                who(state, t.created().actor),
+                t.created().at.to_string(),
                 t.deleted().map_or("-".to_owned(), |d| d.at.to_string()),
             ];
             (json, cells)
@@ -823,7 +823,7 @@ fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
         .with_state(|state| {
             state
                 .token(args.token)
-                .map(|t| (t.created.at, t.deleted().map(|d| d.at)))
+                .map(|t| (t.created().at, t.deleted().map(|d| d.at)))
         })
         .ok_or_else(|| Failure::BadInput(format!("token `{}` does not exist", args.token)))?;
     let since = args.since.unwrap_or(created);

@@ -16,10 +16,8 @@ use tokenledger_events::{
 };
 
 use crate::hash::RandomKeyMap;
-use crate::state::{
-    Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace,
-};
-use crate::tokens::{Indexes, Tokens};
+use crate::state::{Company, Provenance, Setting, State, Teammate, Workspace};
+use crate::tokens::{CompiledScope, Indexes, NewToken, Rows, Token, Tokens};
 
 /// The layout version of the archive.
 /// 2: tokens no longer carry their sealed secret.
@@ -180,12 +178,9 @@ pub fn encode_checkpoint(state: &State) -> Result<Vec<u8>, CheckpointError> {
             })
             .collect(),
         tokens: {
-            let mut tokens: Vec<(TokenId, &Token)> = state.tokens.iter().collect();
-            tokens.sort_unstable_by_key(|(id, _)| *id);
-            tokens
-                .into_iter()
-                .map(|(id, t)| save_token(id, t))
-                .collect()
+            let mut tokens: Vec<Token<'_>> = state.tokens.iter().collect();
+            tokens.sort_unstable_by_key(Token::id);
+            tokens.into_iter().map(save_token).collect()
         },
     };
     rkyv::to_bytes::<rancor::Error>(&saved)
@@ -193,7 +188,7 @@ pub fn encode_checkpoint(state: &State) -> Result<Vec<u8>, CheckpointError> {
         .map_err(|e| damaged(format!("it could not be written: {e}")))
 }
 
-fn save_token(id: TokenId, t: &Token) -> SavedToken {
+fn save_token(t: Token<'_>) -> SavedToken {
     let scope = t.scope();
     let namespaces = &scope.namespaces;
     let (shared, workspaces) = match &namespaces.shared {
@@ -209,20 +204,20 @@ fn save_token(id: TokenId, t: &Token) -> SavedToken {
         .filter(|(_, f)| scope.features.contains(f))
         .fold(0u8, |bits, (i, _)| bits | (1 << i));
     SavedToken {
-        id: id.as_u128().to_be_bytes(),
-        company: t.company.as_u128().to_be_bytes(),
-        name: t.name.as_str().to_owned(),
-        oauth: t.kind == TokenKind::OAuthGrant,
+        id: t.id().as_u128().to_be_bytes(),
+        company: t.company().as_u128().to_be_bytes(),
+        name: t.name().as_str().to_owned(),
+        oauth: t.kind() == TokenKind::OAuthGrant,
         features,
         global: namespaces.global,
         private: namespaces.private,
         shared,
         workspaces,
         grants: scope.grants.bits().to_be_bytes(),
-        digest: *t.digest.as_bytes(),
-        expires_at: t.expires_at.map(Timestamp::as_micros),
-        created: save_provenance(&t.created),
-        deleted: t.deleted.as_deref().map(save_provenance),
+        digest: *t.digest().as_bytes(),
+        expires_at: t.expires_at().map(Timestamp::as_micros),
+        created: save_provenance(&t.created()),
+        deleted: t.deleted().as_ref().map(save_provenance),
     }
 }
 
@@ -348,26 +343,45 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, CheckpointError> {
     // The indexes need only each token's id and digest, so a second thread
     // builds them while this one builds the tokens: at a million tokens
     // each half takes hundreds of milliseconds.
-    let (entries, indexes) = std::thread::scope(|scope| {
+    let (rows, indexes) = std::thread::scope(|scope| {
         let indexes = scope.spawn(|| Indexes::build(tokens.len(), key));
-        let entries = tokens
-            .iter()
-            .map(|t| Ok((TokenId::from_u128(id(&t.id)), load_token(t)?)))
-            .collect::<Result<Vec<_>, CheckpointError>>();
+        let rows = load_tokens(tokens);
         let indexes = indexes
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (entries, indexes)
+        (rows, indexes)
     });
     // INVARIANT (digest-unique), as `apply` keeps it.
     let indexes =
         indexes.ok_or_else(|| damaged("two tokens have the same id or the same secret digest"))?;
-    state.tokens = Tokens::assemble(entries?, indexes, key)
+    state.tokens = Tokens::assemble(rows?, indexes, key)
         .ok_or_else(|| damaged("the tokens read differently the second time"))?;
     Ok(state)
 }
 
-fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
+fn load_tokens(tokens: &[ArchivedSavedToken]) -> Result<Rows, CheckpointError> {
+    let mut rows = Rows::with_capacity(tokens.len());
+    let mut listed = Vec::new();
+    for t in tokens {
+        let name = name(&t.name)?;
+        // Sorted and without repeats, as a set would be, rather than
+        // trusted to be.
+        listed.clear();
+        listed.extend(t.workspaces.iter().map(|w| WorkspaceId::from_u128(id(w))));
+        listed.sort_unstable();
+        listed.dedup();
+        if !rows.push(&load_token(t, &name, &listed)?) {
+            return Err(damaged("it holds more tokens than a table can number"));
+        }
+    }
+    Ok(rows)
+}
+
+fn load_token<'a>(
+    t: &ArchivedSavedToken,
+    name: &'a Name,
+    listed: &'a [WorkspaceId],
+) -> Result<NewToken<'a>, CheckpointError> {
     if t.features >> Feature::ALL.len() != 0 {
         return Err(damaged(format!(
             "a token has feature bits {:#b}",
@@ -376,38 +390,33 @@ fn load_token(t: &ArchivedSavedToken) -> Result<Token, CheckpointError> {
     }
     let grants = Grants::from_bits(u128::from_be_bytes(t.grants))
         .ok_or_else(|| damaged("a token's grants name no scope"))?;
-    let compiled = CompiledScope::from_parts(
-        t.features,
-        grants,
-        t.global,
-        t.private,
-        t.shared,
-        t.workspaces.iter().map(|w| WorkspaceId::from_u128(id(w))),
-    )
-    .ok_or_else(|| damaged(format!("a token has shared namespace {}", t.shared)))?;
-    Ok(Token {
+    let scope =
+        CompiledScope::from_parts(t.features, grants, t.global, t.private, t.shared, listed)
+            .ok_or_else(|| damaged(format!("a token has shared namespace {}", t.shared)))?;
+    Ok(NewToken {
+        id: TokenId::from_u128(id(&t.id)),
         company: CompanyId::from_u128(id(&t.company)),
-        name: name(&t.name)?,
+        name,
         kind: if t.oauth {
             TokenKind::OAuthGrant
         } else {
             TokenKind::ApiToken
         },
-        compiled,
+        scope,
         digest: SecretDigest::from_bytes(t.digest),
         expires_at: t
             .expires_at
             .as_ref()
             .map(|micros| Timestamp::from_micros(micros.to_native())),
         created: provenance(&t.created)?,
-        deleted: optional(&t.deleted)?.map(Box::new),
+        deleted: optional(&t.deleted)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::tests::created;
+    use crate::tokens::tests::{created, varied};
     use tokenledger_events::Secret;
 
     /// The state's archive with its tokens replaced by `tokens`, as a
@@ -441,8 +450,8 @@ mod tests {
             encode_checkpoint(&state).unwrap()
         );
 
-        let saved: Vec<(TokenId, &Token)> = state.tokens.iter().collect();
-        let save = |(id, token): (TokenId, &Token)| save_token(id, token);
+        let saved: Vec<(TokenId, Token<'_>)> = state.tokens.iter().map(|t| (t.id(), t)).collect();
+        let save = |(_, token): (TokenId, Token<'_>)| save_token(token);
         let same_id = {
             let mut second = save(saved[1]);
             second.id = saved[0].0.as_u128().to_be_bytes();
@@ -450,7 +459,7 @@ mod tests {
         };
         let same_digest = {
             let mut second = save(saved[1]);
-            second.digest = *saved[0].1.digest.as_bytes();
+            second.digest = *saved[0].1.digest().as_bytes();
             archive_with(&state, vec![save(saved[0]), second])
         };
         for forged in [same_id, same_digest] {
@@ -460,6 +469,24 @@ mod tests {
                     .to_string()
                     .contains("the same id or the same secret digest")
             );
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_token_survives_the_checkpoint() {
+        let (state, expected) = varied();
+        let decoded = decode_checkpoint(&encode_checkpoint(&state).unwrap()).unwrap();
+        for (id, _, _) in &expected {
+            assert_eq!(decoded.token(*id), state.token(*id));
+            assert!(decoded.token(*id).is_some());
+        }
+        for company in [1, 2].map(CompanyId::from_u128) {
+            let ids = |state: &State| {
+                let mut ids: Vec<TokenId> = state.tokens_of(company).map(|(id, _)| id).collect();
+                ids.sort();
+                ids
+            };
+            assert_eq!(ids(&decoded), ids(&state));
         }
     }
 }

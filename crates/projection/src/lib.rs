@@ -14,5 +14,5 @@ mod tokens;
 pub use checkpoint::{CheckpointError, decode_checkpoint, encode_checkpoint};
 pub use hash::{RandomKeyHasher, RandomKeyMap};
 pub use publish::{Projection, Readers};
-pub use state::{Company, CompiledScope, Provenance, Setting, State, Teammate, Token, Workspace};
-pub use tokens::TokenHandle;
+pub use state::{Company, Provenance, Setting, State, Teammate, Workspace};
+pub use tokens::{CompiledScope, Token, TokenHandle};

@@ -2,10 +2,10 @@
 //! I/O-free `apply` that folds one event into it.
 
 use crate::hash::RandomKeyMap;
-use crate::tokens::{TokenHandle, Tokens};
+use crate::tokens::{CompiledScope, NewToken, Token, TokenHandle, Tokens, listed_workspaces};
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Feature, Grants, Name, Namespaces, Role, SecretDigest,
-    SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope, WorkspaceId,
+    Actor, CompanyId, Envelope, Event, Name, Role, SecretDigest, TeammateId, Timestamp, TokenId,
+    WorkspaceId,
 };
 
 /// The event that put something in its current state: who, when, and where
@@ -104,195 +104,6 @@ pub struct Workspace {
     pub deleted: Option<Provenance>,
 }
 
-/// A token's scope in the form a decision reads: a handful of loads and
-/// bit tests, and no pointer to chase unless the token names workspaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompiledScope {
-    features: u8,
-    grants: Grants,
-    global: bool,
-    private: bool,
-    shared: Shared,
-    /// The workspaces of [`Shared::Listed`], sorted for a binary search;
-    /// empty otherwise. Kept beside the tag rather than inside an enum
-    /// variant, where the variant's tag would take a word of its own in
-    /// each of a million tokens.
-    workspaces: Box<[WorkspaceId]>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shared {
-    None,
-    All,
-    Listed,
-}
-
-impl CompiledScope {
-    /// Compiles a token's scope.
-    pub fn compile(scope: &TokenScope) -> CompiledScope {
-        let (shared, workspaces) = match &scope.namespaces.shared {
-            SharedNamespace::None => (Shared::None, Box::default()),
-            SharedNamespace::All => (Shared::All, Box::default()),
-            // A BTreeSet iterates in order, so the slice is sorted.
-            SharedNamespace::Workspaces(set) => (Shared::Listed, set.iter().copied().collect()),
-        };
-        CompiledScope {
-            features: scope
-                .features
-                .iter()
-                .fold(0, |bits, feature| bits | feature_bit(*feature)),
-            grants: scope.grants,
-            global: scope.namespaces.global,
-            private: scope.namespaces.private,
-            shared,
-            workspaces,
-        }
-    }
-
-    /// A scope from the parts a checkpoint keeps, without building the
-    /// sets a [`TokenScope`] holds: `features` has bit i for
-    /// `Feature::ALL[i]`, and `workspaces` is used only when `shared` is
-    /// [`SharedNamespace::Workspaces`]'s code, 2 (0 none, 1 all); any other
-    /// code is refused.
-    pub(crate) fn from_parts(
-        features: u8,
-        grants: Grants,
-        global: bool,
-        private: bool,
-        shared: u8,
-        workspaces: impl Iterator<Item = WorkspaceId>,
-    ) -> Option<CompiledScope> {
-        let (shared, workspaces) = match shared {
-            0 => (Shared::None, Box::default()),
-            1 => (Shared::All, Box::default()),
-            2 => {
-                // Sorted and deduplicated here, as a set would be, rather
-                // than trusted to be.
-                let mut sorted: Vec<WorkspaceId> = workspaces.collect();
-                sorted.sort_unstable();
-                sorted.dedup();
-                (Shared::Listed, sorted.into_boxed_slice())
-            }
-            _ => return None,
-        };
-        let features = Feature::ALL
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| features & (1 << i) != 0)
-            .fold(0, |bits, (_, feature)| bits | feature_bit(*feature));
-        Some(CompiledScope {
-            features,
-            grants,
-            global,
-            private,
-            shared,
-            workspaces,
-        })
-    }
-
-    /// Whether the token has `feature`.
-    pub fn has_feature(&self, feature: Feature) -> bool {
-        self.features & feature_bit(feature) != 0
-    }
-
-    /// The token's permissions.
-    pub fn grants(&self) -> Grants {
-        self.grants
-    }
-
-    /// Whether the token reaches company-level resources.
-    pub fn global(&self) -> bool {
-        self.global
-    }
-
-    /// Whether the token reaches teammates' private resources (each owner
-    /// must also allow it).
-    pub fn private(&self) -> bool {
-        self.private
-    }
-
-    /// The scope as it was chosen: compiling loses nothing, so a token
-    /// keeps only this form.
-    pub fn scope(&self) -> TokenScope {
-        TokenScope {
-            features: Feature::ALL
-                .iter()
-                .copied()
-                .filter(|feature| self.has_feature(*feature))
-                .collect(),
-            namespaces: Namespaces {
-                global: self.global,
-                shared: match self.shared {
-                    Shared::None => SharedNamespace::None,
-                    Shared::All => SharedNamespace::All,
-                    Shared::Listed => {
-                        SharedNamespace::Workspaces(self.workspaces.iter().copied().collect())
-                    }
-                },
-                private: self.private,
-            },
-            grants: self.grants,
-        }
-    }
-
-    /// Whether the token reaches the resources of `workspace`.
-    pub fn covers_workspace(&self, workspace: WorkspaceId) -> bool {
-        match self.shared {
-            Shared::None => false,
-            Shared::All => true,
-            Shared::Listed => self.workspaces.binary_search(&workspace).is_ok(),
-        }
-    }
-}
-
-const fn feature_bit(feature: Feature) -> u8 {
-    1 << (feature as u8)
-}
-
-/// A token: what decisions, commands and listings read.
-///
-/// Its reveals are not kept: no decision or command reads them, and a
-/// million tokens would carry them in memory for the rare investigation
-/// that asks. They are read from the token's events in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    /// Its company.
-    pub company: CompanyId,
-    /// Its descriptive name.
-    pub name: Name,
-    /// API token or OAuth grant.
-    pub kind: TokenKind,
-    /// What it may do, compiled for decisions; [`Token::scope`] gives it
-    /// back as it was chosen.
-    pub compiled: CompiledScope,
-    /// The digest of its secret.
-    pub digest: SecretDigest,
-    /// When it stops working, if ever.
-    pub expires_at: Option<Timestamp>,
-    /// When and by whom it was created.
-    pub created: Provenance,
-    /// When and by whom it was deleted, if it was. Boxed: a provenance is
-    /// 40 bytes and a box 8, and a live token, which most are, holds none.
-    pub(crate) deleted: Option<Box<Provenance>>,
-}
-
-impl Token {
-    /// When and by whom it was deleted, if it was.
-    pub fn deleted(&self) -> Option<Provenance> {
-        self.deleted.as_deref().copied()
-    }
-
-    /// What it may do, as it was chosen.
-    pub fn scope(&self) -> TokenScope {
-        self.compiled.scope()
-    }
-
-    /// The token's expiry, if it has passed at `now`.
-    pub fn expired_by(&self, now: Timestamp) -> Option<Timestamp> {
-        self.expires_at.filter(|expiry| now >= *expiry)
-    }
-}
-
 /// Everything the rules read, folded from the log.
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -353,13 +164,13 @@ impl State {
     }
 
     /// A token by id.
-    pub fn token(&self, id: TokenId) -> Option<&Token> {
+    pub fn token(&self, id: TokenId) -> Option<Token<'_>> {
         self.tokens.get(id)
     }
 
     /// A token by the handle its secret gave: the same as
     /// [`State::token`] for the handle's id, without the lookup by id.
-    pub fn token_by_handle(&self, handle: TokenHandle) -> Option<&Token> {
+    pub fn token_by_handle(&self, handle: TokenHandle) -> Option<Token<'_>> {
         self.tokens.by_handle(handle)
     }
 
@@ -369,10 +180,8 @@ impl State {
     }
 
     /// The tokens of a company, in the order they were created.
-    pub fn tokens_of(&self, company: CompanyId) -> impl Iterator<Item = (TokenId, &Token)> {
-        self.tokens
-            .iter()
-            .filter(move |(_, token)| token.company == company)
+    pub fn tokens_of(&self, company: CompanyId) -> impl Iterator<Item = (TokenId, Token<'_>)> {
+        self.tokens.of(company).map(|token| (token.id(), token))
     }
 
     /// The workspaces of a company, in no particular order.
@@ -481,28 +290,25 @@ impl State {
                 // The sealed secret stays in the log: a reveal reads it there.
                 sealed_secret: _,
             } => {
+                let listed = listed_workspaces(scope);
                 // INVARIANT (digest-unique), kept by `Tokens::insert`.
-                self.tokens.insert(
-                    *token,
-                    Token {
-                        company,
-                        name: name.clone(),
-                        kind: *kind,
-                        compiled: CompiledScope::compile(scope),
-                        digest: *secret_digest,
-                        expires_at: *expires_at,
-                        created: by,
-                        deleted: None,
-                    },
-                );
+                self.tokens.insert(&NewToken {
+                    id: *token,
+                    company,
+                    name,
+                    kind: *kind,
+                    scope: CompiledScope::compile(scope, &listed),
+                    digest: *secret_digest,
+                    expires_at: *expires_at,
+                    created: by,
+                    deleted: None,
+                });
             }
             // A reveal changes nothing a decision or a command reads; the
             // log keeps it (see `Token`).
             Event::TokenRevealed { .. } => {}
             Event::TokenDeleted { token } => {
-                if let Some(token) = self.tokens.get_mut(*token) {
-                    token.deleted.get_or_insert_with(|| Box::new(by));
-                }
+                self.tokens.delete(*token, by);
             }
             Event::PrivateApiAccessChanged { teammate, allowed } => {
                 if let Some(mate) = self.teammates.get_mut(teammate) {
@@ -539,46 +345,6 @@ impl State {
             (true, false) => owner.active_admins = owner.active_admins.saturating_sub(1),
             (false, true) => owner.active_admins += 1,
             _ => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_compiled_scope_gives_back_the_scope_it_was_compiled_from() {
-        let workspaces = |ids: &[u128]| {
-            SharedNamespace::Workspaces(ids.iter().map(|id| WorkspaceId::from_u128(*id)).collect())
-        };
-        let shared = [
-            SharedNamespace::None,
-            SharedNamespace::All,
-            workspaces(&[]),
-            workspaces(&[3, 1, 2]),
-        ];
-        let feature_sets: [std::collections::BTreeSet<Feature>; 3] = [
-            Feature::ALL.iter().copied().collect(),
-            [Feature::Resources].into(),
-            Default::default(),
-        ];
-        for shared in shared {
-            for features in &feature_sets {
-                let scope = TokenScope {
-                    features: features.clone(),
-                    namespaces: Namespaces {
-                        global: true,
-                        shared: shared.clone(),
-                        private: false,
-                    },
-                    grants: ["conversations:read", "tags:write"]
-                        .into_iter()
-                        .map(|s| s.parse().unwrap())
-                        .collect(),
-                };
-                assert_eq!(CompiledScope::compile(&scope).scope(), scope);
-            }
         }
     }
 }

@@ -12,14 +12,24 @@
 //! a bucket for ids (a `u128` is aligned to 16) and 37 for digests, against
 //! 5 each now. Opening the scale bench's 5M-event log (1.2 M tokens, 2²¹
 //! buckets) went from 1,187 to 1,087 resident bytes per live token.
+//!
+//! A token's row holds no pointer: what many tokens share (their company,
+//! name, creator and list of workspaces) is kept once in a pool and named
+//! by its index, and a deletion, which few tokens have, sits in a list of
+//! its own. A row is 112 bytes, where a token with its own name, list and
+//! provenance took 192 and two heap blocks; readers get a [`Token`], a view
+//! that resolves the indexes.
 
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, RandomState};
 
 use hashbrown::HashTable;
-use tokenledger_events::{SecretDigest, TokenId};
+use tokenledger_events::{
+    Actor, CompanyId, Feature, Grants, Name, Namespaces, SecretDigest, SharedNamespace, Timestamp,
+    TokenId, TokenKind, TokenScope, WorkspaceId,
+};
 
 use crate::hash::RandomKeyHasher;
-use crate::state::Token;
+use crate::state::Provenance;
 
 /// A token found by its secret, and where it sits in the state: deciding
 /// for a handle reads the token's slot directly, where deciding for a bare
@@ -50,9 +60,493 @@ impl From<TokenId> for TokenHandle {
     }
 }
 
+/// A token's scope in the form a decision reads: a handful of loads and
+/// bit tests, and no pointer to chase unless the token names workspaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompiledScope<'a> {
+    features: u8,
+    grants: Grants,
+    global: bool,
+    private: bool,
+    shared: Shared,
+    /// The workspaces of [`Shared::Listed`], sorted for a binary search;
+    /// empty otherwise.
+    workspaces: &'a [WorkspaceId],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    None,
+    All,
+    Listed,
+}
+
+impl<'a> CompiledScope<'a> {
+    /// Compiles `scope`, whose workspaces, sorted, are `listed` (see
+    /// [`listed_workspaces`]).
+    pub(crate) fn compile(scope: &TokenScope, listed: &'a [WorkspaceId]) -> CompiledScope<'a> {
+        let (shared, workspaces) = match &scope.namespaces.shared {
+            SharedNamespace::None => (Shared::None, &[][..]),
+            SharedNamespace::All => (Shared::All, &[][..]),
+            SharedNamespace::Workspaces(_) => (Shared::Listed, listed),
+        };
+        CompiledScope {
+            features: scope
+                .features
+                .iter()
+                .fold(0, |bits, feature| bits | feature_bit(*feature)),
+            grants: scope.grants,
+            global: scope.namespaces.global,
+            private: scope.namespaces.private,
+            shared,
+            workspaces,
+        }
+    }
+
+    /// A scope from the parts a checkpoint keeps, without building the
+    /// sets a [`TokenScope`] holds: `features` has bit i for
+    /// `Feature::ALL[i]`, and `workspaces`, sorted and without repeats, is
+    /// used only when `shared` is [`SharedNamespace::Workspaces`]'s code, 2
+    /// (0 none, 1 all); any other code is refused.
+    pub(crate) fn from_parts(
+        features: u8,
+        grants: Grants,
+        global: bool,
+        private: bool,
+        shared: u8,
+        workspaces: &'a [WorkspaceId],
+    ) -> Option<CompiledScope<'a>> {
+        let (shared, workspaces) = match shared {
+            0 => (Shared::None, &[][..]),
+            1 => (Shared::All, &[][..]),
+            2 => (Shared::Listed, workspaces),
+            _ => return None,
+        };
+        let features = Feature::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| features & (1 << i) != 0)
+            .fold(0, |bits, (_, feature)| bits | feature_bit(*feature));
+        Some(CompiledScope {
+            features,
+            grants,
+            global,
+            private,
+            shared,
+            workspaces,
+        })
+    }
+
+    /// Whether the token has `feature`.
+    pub fn has_feature(&self, feature: Feature) -> bool {
+        self.features & feature_bit(feature) != 0
+    }
+
+    /// The token's permissions.
+    pub fn grants(&self) -> Grants {
+        self.grants
+    }
+
+    /// Whether the token reaches company-level resources.
+    pub fn global(&self) -> bool {
+        self.global
+    }
+
+    /// Whether the token reaches teammates' private resources (each owner
+    /// must also allow it).
+    pub fn private(&self) -> bool {
+        self.private
+    }
+
+    /// The scope as it was chosen: compiling loses nothing.
+    pub fn scope(&self) -> TokenScope {
+        TokenScope {
+            features: Feature::ALL
+                .iter()
+                .copied()
+                .filter(|feature| self.has_feature(*feature))
+                .collect(),
+            namespaces: Namespaces {
+                global: self.global,
+                shared: match self.shared {
+                    Shared::None => SharedNamespace::None,
+                    Shared::All => SharedNamespace::All,
+                    Shared::Listed => {
+                        SharedNamespace::Workspaces(self.workspaces.iter().copied().collect())
+                    }
+                },
+                private: self.private,
+            },
+            grants: self.grants,
+        }
+    }
+
+    /// Whether the token reaches the resources of `workspace`.
+    pub fn covers_workspace(&self, workspace: WorkspaceId) -> bool {
+        match self.shared {
+            Shared::None => false,
+            Shared::All => true,
+            Shared::Listed => self.workspaces.binary_search(&workspace).is_ok(),
+        }
+    }
+}
+
+/// The workspaces `scope` lists, sorted (a set iterates in order), for
+/// [`CompiledScope::compile`]; empty unless it lists them.
+pub(crate) fn listed_workspaces(scope: &TokenScope) -> Box<[WorkspaceId]> {
+    match &scope.namespaces.shared {
+        SharedNamespace::Workspaces(set) => set.iter().copied().collect(),
+        SharedNamespace::None | SharedNamespace::All => Box::default(),
+    }
+}
+
+const fn feature_bit(feature: Feature) -> u8 {
+    1 << (feature as u8)
+}
+
+/// A token: what decisions, commands and listings read. A view of the
+/// table's row, with what the row names by index looked up.
+///
+/// Its reveals are not kept: no decision or command reads them, and a
+/// million tokens would carry them in memory for the rare investigation
+/// that asks. They are read from the token's events in the log.
+#[derive(Clone, Copy)]
+pub struct Token<'a> {
+    row: &'a Row,
+    company: CompanyId,
+    name: &'a Name,
+    created_by: Actor,
+    workspaces: &'a [WorkspaceId],
+    deleted: Option<&'a Provenance>,
+}
+
+impl<'a> Token<'a> {
+    /// Its id.
+    pub fn id(&self) -> TokenId {
+        self.row.id
+    }
+
+    /// Its company.
+    pub fn company(&self) -> CompanyId {
+        self.company
+    }
+
+    /// Its descriptive name.
+    pub fn name(&self) -> &'a Name {
+        self.name
+    }
+
+    /// API token or OAuth grant.
+    pub fn kind(&self) -> TokenKind {
+        if self.row.flags & OAUTH == 0 {
+            TokenKind::ApiToken
+        } else {
+            TokenKind::OAuthGrant
+        }
+    }
+
+    /// What it may do, compiled for decisions.
+    pub fn compiled(&self) -> CompiledScope<'a> {
+        let flags = self.row.flags;
+        CompiledScope {
+            features: self.row.features,
+            grants: self.row.grants,
+            global: flags & GLOBAL != 0,
+            private: flags & PRIVATE != 0,
+            shared: if flags & SHARED_LISTED != 0 {
+                Shared::Listed
+            } else if flags & SHARED_ALL != 0 {
+                Shared::All
+            } else {
+                Shared::None
+            },
+            workspaces: self.workspaces,
+        }
+    }
+
+    /// What it may do, as it was chosen.
+    pub fn scope(&self) -> TokenScope {
+        self.compiled().scope()
+    }
+
+    /// The digest of its secret.
+    pub fn digest(&self) -> SecretDigest {
+        self.row.digest
+    }
+
+    /// When it stops working, if ever.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        (self.row.flags & EXPIRES != 0).then_some(self.row.expires_at)
+    }
+
+    /// The token's expiry, if it has passed at `now`.
+    pub fn expired_by(&self, now: Timestamp) -> Option<Timestamp> {
+        self.expires_at().filter(|expiry| now >= *expiry)
+    }
+
+    /// When and by whom it was created.
+    pub fn created(&self) -> Provenance {
+        Provenance {
+            position: self.row.created_position,
+            at: self.row.created_at,
+            actor: self.created_by,
+        }
+    }
+
+    /// When and by whom it was deleted, if it was.
+    pub fn deleted(&self) -> Option<Provenance> {
+        self.deleted.copied()
+    }
+}
+
+impl PartialEq for Token<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+            && self.company == other.company
+            && self.name == other.name
+            && self.kind() == other.kind()
+            && self.compiled() == other.compiled()
+            && self.digest() == other.digest()
+            && self.expires_at() == other.expires_at()
+            && self.created() == other.created()
+            && self.deleted() == other.deleted()
+    }
+}
+
+impl Eq for Token<'_> {}
+
+impl std::fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &self.id())
+            .field("company", &self.company)
+            .field("name", self.name)
+            .field("kind", &self.kind())
+            .field("compiled", &self.compiled())
+            .field("digest", &self.digest())
+            .field("expires_at", &self.expires_at())
+            .field("created", &self.created())
+            .field("deleted", &self.deleted())
+            .finish()
+    }
+}
+
+/// A token to add to the table, as an event or a checkpoint gives it.
+pub(crate) struct NewToken<'a> {
+    pub(crate) id: TokenId,
+    pub(crate) company: CompanyId,
+    pub(crate) name: &'a Name,
+    pub(crate) kind: TokenKind,
+    pub(crate) scope: CompiledScope<'a>,
+    pub(crate) digest: SecretDigest,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) created: Provenance,
+    pub(crate) deleted: Option<Provenance>,
+}
+
+/// A token as the table keeps it: fixed size, no pointer, 112 bytes.
+#[derive(Debug, Clone)]
+struct Row {
+    id: TokenId,
+    digest: SecretDigest,
+    grants: Grants,
+    created_position: u64,
+    created_at: Timestamp,
+    /// Read only with [`EXPIRES`] set.
+    expires_at: Timestamp,
+    company: u32,
+    name: u32,
+    created_by: u32,
+    /// Read only with [`SHARED_LISTED`] set.
+    workspaces: u32,
+    /// One more than its index in the deletions; 0 while it is live.
+    deleted: u32,
+    /// `feature_bit`s.
+    features: u8,
+    flags: u8,
+}
+
+const OAUTH: u8 = 1;
+const GLOBAL: u8 = 1 << 1;
+const PRIVATE: u8 = 1 << 2;
+const SHARED_ALL: u8 = 1 << 3;
+const SHARED_LISTED: u8 = 1 << 4;
+const EXPIRES: u8 = 1 << 5;
+
+// The size the module's docs and the memory figures rely on.
+const _: () = assert!(std::mem::size_of::<Row>() == 112);
+
+/// The value at `index`.
+fn at<T>(values: &[T], index: u32) -> Option<&T> {
+    values.get(usize::try_from(index).ok()?)
+}
+
+/// Values kept once and named by their index.
+#[derive(Debug, Clone)]
+struct Pool<T, S> {
+    values: Vec<T>,
+    index: HashTable<u32>,
+    hasher: S,
+}
+
+impl<T, S: Default> Default for Pool<T, S> {
+    fn default() -> Self {
+        Pool {
+            values: Vec::new(),
+            index: HashTable::new(),
+            hasher: S::default(),
+        }
+    }
+}
+
+/// The hasher for ids, which tokenledger draws at random (see
+/// [`RandomKeyHasher`]).
+type ById = BuildHasherDefault<RandomKeyHasher>;
+
+impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
+    fn find(&self, value: &T) -> Option<u32> {
+        let values = &self.values;
+        self.index
+            .find(self.hasher.hash_one(value), |held| {
+                at(values, *held) == Some(value)
+            })
+            .copied()
+    }
+
+    /// The index of `value`, added if it is new; `None` if the pool already
+    /// numbers four billion values.
+    fn intern(&mut self, value: &T) -> Option<u32> {
+        if let Some(found) = self.find(value) {
+            return Some(found);
+        }
+        let index = u32::try_from(self.values.len()).ok()?;
+        let hash = self.hasher.hash_one(value);
+        self.values.push(value.clone());
+        let Pool {
+            values,
+            index: table,
+            hasher,
+        } = self;
+        table.insert_unique(hash, index, |held| {
+            at(values, *held).map_or(0, |v| hasher.hash_one(v))
+        });
+        Some(index)
+    }
+
+    fn get(&self, index: u32) -> Option<&T> {
+        at(&self.values, index)
+    }
+}
+
+/// Records a deletion, giving the number a row keeps for it: one more than
+/// its index.
+fn record_deletion(deletions: &mut Vec<Provenance>, by: Provenance) -> Option<u32> {
+    let number = u32::try_from(deletions.len()).ok()?.checked_add(1)?;
+    deletions.push(by);
+    Some(number)
+}
+
+/// The rows and the pools they index, without the indexes by id and
+/// digest: what a checkpoint's load builds while another thread builds
+/// those.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rows {
+    rows: Vec<Row>,
+    companies: Pool<CompanyId, ById>,
+    /// Names are chosen by callers, so they are hashed with a keyed hash
+    /// that a chosen set of names cannot make collide.
+    names: Pool<Name, RandomState>,
+    actors: Pool<Actor, ById>,
+    lists: Pool<Box<[WorkspaceId]>, ById>,
+    deletions: Vec<Provenance>,
+}
+
+impl Rows {
+    pub(crate) fn with_capacity(tokens: usize) -> Rows {
+        Rows {
+            rows: Vec::with_capacity(tokens),
+            ..Rows::default()
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Adds `token` in the next slot, without looking at the others;
+    /// `false` if a pool is full.
+    pub(crate) fn push(&mut self, token: &NewToken<'_>) -> bool {
+        self.row(token).map(|row| self.rows.push(row)).is_some()
+    }
+
+    fn row(&mut self, token: &NewToken<'_>) -> Option<Row> {
+        let scope = &token.scope;
+        let (shared, workspaces) = match scope.shared {
+            Shared::None => (0, 0),
+            Shared::All => (SHARED_ALL, 0),
+            Shared::Listed => (
+                SHARED_LISTED,
+                self.lists.intern(&Box::from(scope.workspaces))?,
+            ),
+        };
+        let company = self.companies.intern(&token.company)?;
+        let name = self.names.intern(token.name)?;
+        let created_by = self.actors.intern(&token.created.actor)?;
+        // Last, so that a full pool leaves no deletion without its row.
+        let deleted = match token.deleted {
+            None => 0,
+            Some(by) => record_deletion(&mut self.deletions, by)?,
+        };
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        Some(Row {
+            id: token.id,
+            digest: token.digest,
+            grants: scope.grants,
+            created_position: token.created.position,
+            created_at: token.created.at,
+            expires_at: token.expires_at.unwrap_or_default(),
+            company,
+            name,
+            created_by,
+            workspaces,
+            deleted,
+            features: scope.features,
+            flags: flag(token.kind == TokenKind::OAuthGrant, OAUTH)
+                | flag(scope.global, GLOBAL)
+                | flag(scope.private, PRIVATE)
+                | flag(token.expires_at.is_some(), EXPIRES)
+                | shared,
+        })
+    }
+
+    fn at(&self, slot: u32) -> Option<&Row> {
+        at(&self.rows, slot)
+    }
+
+    /// The token in `row`: `None` only if the row names something its
+    /// pools lack, which `row` never writes.
+    fn view<'a>(&'a self, row: &'a Row) -> Option<Token<'a>> {
+        Some(Token {
+            row,
+            company: *self.companies.get(row.company)?,
+            name: self.names.get(row.name)?,
+            created_by: *self.actors.get(row.created_by)?,
+            workspaces: if row.flags & SHARED_LISTED == 0 {
+                &[]
+            } else {
+                self.lists.get(row.workspaces)?
+            },
+            deleted: match row.deleted.checked_sub(1) {
+                None => None,
+                Some(index) => Some(at(&self.deletions, index)?),
+            },
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tokens {
-    entries: Vec<(TokenId, Token)>,
+    rows: Rows,
     /// Slots, hashed by their token's id.
     slots: HashTable<u32>,
     /// Slots, hashed by their token's digest.
@@ -60,25 +554,17 @@ pub(crate) struct Tokens {
 }
 
 fn hash_id(id: &TokenId) -> u64 {
-    BuildHasherDefault::<RandomKeyHasher>::default().hash_one(id)
+    ById::default().hash_one(id)
 }
 
 fn hash_digest(digest: &SecretDigest) -> u64 {
-    BuildHasherDefault::<RandomKeyHasher>::default().hash_one(digest)
+    ById::default().hash_one(digest)
 }
 
-/// The entry at `slot`.
-fn entry(entries: &[(TokenId, Token)], slot: u32) -> Option<&(TokenId, Token)> {
-    entries.get(usize::try_from(slot).ok()?)
-}
-
-/// The hash of the entry at `slot` for the index `hash` builds, for
-/// when a table grows. Every slot in a table holds an entry.
-fn rehash(
-    entries: &[(TokenId, Token)],
-    hash: impl Fn(&(TokenId, Token)) -> u64,
-) -> impl Fn(&u32) -> u64 {
-    move |slot| entry(entries, *slot).map_or(0, &hash)
+/// The hash of the row at `slot` for the index `hash` builds, for when a
+/// table grows. Every slot in a table holds a row.
+fn rehash(rows: &[Row], hash: impl Fn(&Row) -> u64) -> impl Fn(&u32) -> u64 {
+    move |slot| at(rows, *slot).map_or(0, &hash)
 }
 
 /// The two indexes of a table, built from the keys of its tokens alone,
@@ -129,20 +615,21 @@ impl Indexes {
 }
 
 impl Tokens {
-    /// The table of `entries` with `indexes` built from the same keys:
-    /// `None` unless slot `i` of both holds the same id and digest.
+    /// The table of `rows` with `indexes` built from the same keys: `None`
+    /// unless slot `i` of both holds the same id and digest.
     pub(crate) fn assemble(
-        entries: Vec<(TokenId, Token)>,
+        rows: Rows,
         indexes: Indexes,
         key: impl Fn(usize) -> (TokenId, SecretDigest),
     ) -> Option<Tokens> {
-        let matches = entries.len() == indexes.len
-            && entries
+        let matches = rows.len() == indexes.len
+            && rows
+                .rows
                 .iter()
                 .enumerate()
-                .all(|(slot, (id, token))| key(slot) == (*id, token.digest));
+                .all(|(slot, row)| key(slot) == (row.id, row.digest));
         matches.then_some(Tokens {
-            entries,
+            rows,
             slots: indexes.slots,
             by_digest: indexes.by_digest,
         })
@@ -151,7 +638,7 @@ impl Tokens {
     fn slot_of(&self, id: TokenId) -> Option<u32> {
         self.slots
             .find(hash_id(&id), |slot| {
-                entry(&self.entries, *slot).is_some_and(|(held, _)| *held == id)
+                self.rows.at(*slot).is_some_and(|row| row.id == id)
             })
             .copied()
     }
@@ -159,7 +646,7 @@ impl Tokens {
     fn slot_by_digest(&self, digest: &SecretDigest) -> Option<u32> {
         self.by_digest
             .find(hash_digest(digest), |slot| {
-                entry(&self.entries, *slot).is_some_and(|(_, token)| token.digest == *digest)
+                self.rows.at(*slot).is_some_and(|row| row.digest == *digest)
             })
             .copied()
     }
@@ -169,67 +656,88 @@ impl Tokens {
     /// INVARIANT (digest-unique): a digest maps to one token, the first
     /// that claimed it; a second claim is not trusted. Returns whether the
     /// token was added.
-    pub(crate) fn insert(&mut self, id: TokenId, token: Token) -> bool {
+    pub(crate) fn insert(&mut self, token: &NewToken<'_>) -> bool {
         // A table of four billion tokens is far beyond what a process can
         // hold; refusing the token is what `apply` does with anything it
         // cannot trust.
-        let Ok(slot) = u32::try_from(self.entries.len()) else {
+        let Ok(slot) = u32::try_from(self.rows.len()) else {
             return false;
         };
         if slot == NO_SLOT
-            || self.slot_of(id).is_some()
+            || self.slot_of(token.id).is_some()
             || self.slot_by_digest(&token.digest).is_some()
+            || !self.rows.push(token)
         {
             return false;
         }
-        let (id_hash, digest_hash) = (hash_id(&id), hash_digest(&token.digest));
-        self.entries.push((id, token));
-        let Tokens {
-            entries,
-            slots,
-            by_digest,
-        } = self;
-        slots.insert_unique(id_hash, slot, rehash(entries, |(id, _)| hash_id(id)));
-        by_digest.insert_unique(
+        let (id_hash, digest_hash) = (hash_id(&token.id), hash_digest(&token.digest));
+        let rows = &self.rows.rows;
+        self.slots
+            .insert_unique(id_hash, slot, rehash(rows, |row| hash_id(&row.id)));
+        self.by_digest.insert_unique(
             digest_hash,
             slot,
-            rehash(entries, |(_, token)| hash_digest(&token.digest)),
+            rehash(rows, |row| hash_digest(&row.digest)),
         );
         true
     }
 
-    pub(crate) fn get(&self, id: TokenId) -> Option<&Token> {
+    pub(crate) fn get(&self, id: TokenId) -> Option<Token<'_>> {
         let slot = self.slot_of(id)?;
         self.at(slot, id)
     }
 
-    /// The token, to record a reveal or a deletion. Its digest must not
-    /// change: the digest index is hashed by it.
-    pub(crate) fn get_mut(&mut self, id: TokenId) -> Option<&mut Token> {
-        let slot = usize::try_from(self.slot_of(id)?).ok()?;
-        self.entries.get_mut(slot).map(|(_, token)| token)
+    /// Records the token's deletion, unless it has one already: a
+    /// deletion is for good, and the first one is what it keeps.
+    pub(crate) fn delete(&mut self, id: TokenId, by: Provenance) {
+        let Some(slot) = self.slot_of(id).and_then(|slot| usize::try_from(slot).ok()) else {
+            return;
+        };
+        let Rows {
+            rows, deletions, ..
+        } = &mut self.rows;
+        if let Some(row) = rows.get_mut(slot)
+            && row.deleted == 0
+            && let Some(deleted) = record_deletion(deletions, by)
+        {
+            row.deleted = deleted;
+        }
     }
 
     /// The token behind `handle`: at its slot if the slot holds it, else
     /// by its id.
-    pub(crate) fn by_handle(&self, handle: TokenHandle) -> Option<&Token> {
+    pub(crate) fn by_handle(&self, handle: TokenHandle) -> Option<Token<'_>> {
         self.at(handle.slot, handle.id)
             .or_else(|| self.get(handle.id))
     }
 
     pub(crate) fn handle_by_digest(&self, digest: &SecretDigest) -> Option<TokenHandle> {
         let slot = self.slot_by_digest(digest)?;
-        let (id, _) = entry(&self.entries, slot)?;
-        Some(TokenHandle { id: *id, slot })
+        let row = self.rows.at(slot)?;
+        Some(TokenHandle { id: row.id, slot })
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (TokenId, &Token)> {
-        self.entries.iter().map(|(id, token)| (*id, token))
+    /// Every token, in the order they were created.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Token<'_>> {
+        self.rows.rows.iter().filter_map(|row| self.rows.view(row))
     }
 
-    fn at(&self, slot: u32, id: TokenId) -> Option<&Token> {
-        let (held, token) = entry(&self.entries, slot)?;
-        (*held == id).then_some(token)
+    /// The tokens of `company`, in the order they were created.
+    pub(crate) fn of(&self, company: CompanyId) -> impl Iterator<Item = Token<'_>> {
+        let index = self.rows.companies.find(&company);
+        self.rows
+            .rows
+            .iter()
+            .filter(move |row| Some(row.company) == index)
+            .filter_map(|row| self.rows.view(row))
+    }
+
+    fn at(&self, slot: u32, id: TokenId) -> Option<Token<'_>> {
+        let row = self.rows.at(slot)?;
+        if row.id != id {
+            return None;
+        }
+        self.rows.view(row)
     }
 }
 
@@ -238,8 +746,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::State;
     use tokenledger_events::{
-        Actor, CompanyId, Envelope, Event, EventId, Grants, Name, Namespaces, Secret, Timestamp,
-        TokenKind, TokenScope,
+        Actor, CompanyId, Envelope, Event, EventId, Grants, Name, Namespaces, Secret, TeammateId,
+        Timestamp, TokenKind, TokenScope,
     };
 
     /// The event that creates `token` with `secret`, at `position`.
@@ -285,7 +793,7 @@ pub(crate) mod tests {
         assert_eq!(handle.id(), a);
         assert_eq!(one.token_by_handle(handle), one.token(a));
         // In `other`, the handle's slot holds b: the slot is not trusted.
-        assert_eq!(other.token_by_handle(handle).unwrap().digest, sa.digest());
+        assert_eq!(other.token_by_handle(handle).unwrap().digest(), sa.digest());
         assert_eq!(one.token_by_handle(TokenHandle::from(b)), one.token(b));
         let unknown = TokenHandle::from(TokenId::from_u128(30));
         assert!(one.token_by_handle(unknown).is_none());
@@ -296,7 +804,7 @@ pub(crate) mod tests {
         let (a, b) = (TokenId::from_u128(10), TokenId::from_u128(20));
         let (sa, sb) = (Secret::from_random([1; 32]), Secret::from_random([2; 32]));
         let state = state_with(&[(a, &sa), (a, &sb), (b, &sa)]);
-        assert_eq!(state.token(a).unwrap().digest, sa.digest());
+        assert_eq!(state.token(a).unwrap().digest(), sa.digest());
         assert!(state.token(b).is_none());
         assert!(state.token_by_digest(&sb.digest()).is_none());
         assert_eq!(state.tokens_of(CompanyId::from_u128(1)).count(), 1);
@@ -313,12 +821,130 @@ pub(crate) mod tests {
 
         let built = state_with(&[(a, &sa), (b, &sb)]).tokens;
         let indexes = Indexes::build(2, keys(both.clone())).unwrap();
-        let tokens = Tokens::assemble(built.entries.clone(), indexes, keys(both.clone())).unwrap();
+        let tokens = Tokens::assemble(built.rows.clone(), indexes, keys(both.clone())).unwrap();
         assert_eq!(tokens.handle_by_digest(&sb.digest()).unwrap().id(), b);
-        assert!(tokens.get(a).is_some_and(|t| t.digest == sa.digest()));
+        assert!(tokens.get(a).is_some_and(|t| t.digest() == sa.digest()));
 
         let swapped = vec![(b, sb.digest()), (a, sa.digest())];
         let indexes = Indexes::build(2, keys(swapped.clone())).unwrap();
-        assert!(Tokens::assemble(built.entries, indexes, keys(swapped)).is_none());
+        assert!(Tokens::assemble(built.rows, indexes, keys(swapped)).is_none());
+    }
+
+    /// The token that `created` makes, with `scope` and the other fields
+    /// changed to values of their own.
+    fn created_with(position: u64, token: TokenId, scope: TokenScope) -> Envelope {
+        let mut envelope = created(position, token, &Secret::from_random([position as u8; 32]));
+        envelope.actor = Actor::Teammate(TeammateId::from_u128(u128::from(position)));
+        if let Event::TokenCreated {
+            scope: kept,
+            kind,
+            expires_at,
+            name,
+            ..
+        } = &mut envelope.event
+        {
+            *kept = scope;
+            *kind = TokenKind::OAuthGrant;
+            *expires_at = Some(Timestamp::from_micros(position * 1_000));
+            *name = Name::new(&format!("Token {}", position % 3)).unwrap();
+        }
+        envelope
+    }
+
+    /// The token a scope test expects: its id, the event that created it,
+    /// and its scope.
+    pub(crate) type Expected = (TokenId, Envelope, TokenScope);
+
+    /// A state whose tokens differ in every field a row keeps, two
+    /// companies and three names among them, the fifth deleted twice.
+    pub(crate) fn varied() -> (State, Vec<Expected>) {
+        let workspaces = |ids: &[u128]| {
+            SharedNamespace::Workspaces(ids.iter().map(|id| WorkspaceId::from_u128(*id)).collect())
+        };
+        let shared = [
+            SharedNamespace::None,
+            SharedNamespace::All,
+            workspaces(&[]),
+            workspaces(&[3, 1, 2]),
+            workspaces(&[1, 2, 3]),
+        ];
+        let feature_sets: [std::collections::BTreeSet<Feature>; 3] = [
+            Feature::ALL.iter().copied().collect(),
+            [Feature::Resources].into(),
+            Default::default(),
+        ];
+        let mut state = State::new();
+        let mut expected = Vec::new();
+        for shared in shared {
+            for features in &feature_sets {
+                let position = expected.len() as u64 + 1;
+                let scope = TokenScope {
+                    features: features.clone(),
+                    namespaces: Namespaces {
+                        global: position.is_multiple_of(2),
+                        shared: shared.clone(),
+                        private: position.is_multiple_of(3),
+                    },
+                    grants: ["conversations:read", "tags:write"]
+                        .into_iter()
+                        .take(position as usize % 3)
+                        .map(|s| s.parse().unwrap())
+                        .collect(),
+                };
+                let token = TokenId::from_u128(u128::from(position) * 7);
+                let mut envelope = created_with(position, token, scope.clone());
+                envelope.company = CompanyId::from_u128(1 + u128::from(position % 2));
+                state.apply(&envelope);
+                expected.push((token, envelope, scope));
+            }
+        }
+        let deleted = Envelope {
+            position: 100,
+            event: Event::TokenDeleted {
+                token: expected[4].0,
+            },
+            ..expected[0].1.clone()
+        };
+        state.apply(&deleted);
+        state.apply(&Envelope {
+            position: 101,
+            ..deleted.clone()
+        });
+        (state, expected)
+    }
+
+    #[test]
+    fn a_token_reads_back_as_it_was_created_whatever_its_neighbours_share() {
+        let (state, expected) = varied();
+        for (i, (token, envelope, scope)) in expected.iter().enumerate() {
+            let found = state.token(*token).unwrap();
+            let Event::TokenCreated { name, .. } = &envelope.event else {
+                unreachable!()
+            };
+            assert_eq!(found.id(), *token);
+            assert_eq!(found.scope(), *scope, "token {i}");
+            assert_eq!(found.name(), name);
+            assert_eq!(found.kind(), TokenKind::OAuthGrant);
+            assert_eq!(found.company(), envelope.company);
+            assert_eq!(
+                found.expires_at(),
+                Some(Timestamp::from_micros(envelope.position * 1_000))
+            );
+            assert_eq!(found.created().actor, envelope.actor);
+            assert_eq!(found.created().position, envelope.position);
+            // The first deletion is the one kept.
+            let deletion = (i == 4).then_some(100);
+            assert_eq!(found.deleted().map(|d| d.position), deletion);
+        }
+        for company in [1, 2].map(CompanyId::from_u128) {
+            let listed: Vec<TokenId> = state.tokens_of(company).map(|(id, _)| id).collect();
+            let created: Vec<TokenId> = expected
+                .iter()
+                .filter(|(_, envelope, _)| envelope.company == company)
+                .map(|(id, _, _)| *id)
+                .collect();
+            assert_eq!(listed, created);
+        }
+        assert_eq!(state.tokens_of(CompanyId::from_u128(3)).count(), 0);
     }
 }
