@@ -36,6 +36,15 @@ pub enum NameError {
     },
 }
 
+/// A pool of names can be searched by the text alone, without building a
+/// `Name` (see the projection's token table): equal names have equal text,
+/// and a name hashes as its text does.
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -363,14 +363,18 @@ fn load_tokens(tokens: &[ArchivedSavedToken]) -> Result<Rows, CheckpointError> {
     let mut rows = Rows::with_capacity(tokens.len());
     let mut listed = Vec::new();
     for t in tokens {
-        let name = name(&t.name)?;
+        // A name already in the table is a valid one; only a new one is
+        // checked, so that a bad one is reported for what it is.
+        if !rows.has_name(&t.name) {
+            name(&t.name)?;
+        }
         // Sorted and without repeats, as a set would be, rather than
         // trusted to be.
         listed.clear();
         listed.extend(t.workspaces.iter().map(|w| WorkspaceId::from_u128(id(w))));
         listed.sort_unstable();
         listed.dedup();
-        if !rows.push(&load_token(t, &name, &listed)?) {
+        if !rows.push(&load_token(t, &listed)?) {
             return Err(damaged("it holds more tokens than a table can number"));
         }
     }
@@ -378,8 +382,7 @@ fn load_tokens(tokens: &[ArchivedSavedToken]) -> Result<Rows, CheckpointError> {
 }
 
 fn load_token<'a>(
-    t: &ArchivedSavedToken,
-    name: &'a Name,
+    t: &'a ArchivedSavedToken,
     listed: &'a [WorkspaceId],
 ) -> Result<NewToken<'a>, CheckpointError> {
     if t.features >> Feature::ALL.len() != 0 {
@@ -396,7 +399,7 @@ fn load_token<'a>(
     Ok(NewToken {
         id: TokenId::from_u128(id(&t.id)),
         company: CompanyId::from_u128(id(&t.company)),
-        name,
+        name: &t.name,
         kind: if t.oauth {
             TokenKind::OAuthGrant
         } else {
@@ -487,6 +490,26 @@ mod tests {
                 ids
             };
             assert_eq!(ids(&decoded), ids(&state));
+        }
+    }
+
+    #[test]
+    fn a_token_name_is_checked_when_it_is_new_to_the_table() {
+        let (state, _) = varied();
+        let renamed = |names: [&str; 2]| {
+            let mut tokens: Vec<SavedToken> = state.tokens.iter().take(2).map(save_token).collect();
+            for (token, name) in tokens.iter_mut().zip(names) {
+                token.name = name.to_owned();
+            }
+            archive_with(&state, tokens)
+        };
+        let shared = decode_checkpoint(&renamed(["Zapier", "Zapier"])).unwrap();
+        assert!(shared.tokens.iter().all(|t| t.name().as_str() == "Zapier"));
+        let trimmed = decode_checkpoint(&renamed(["Zapier", "  Zapier "])).unwrap();
+        assert!(trimmed.tokens.iter().all(|t| t.name().as_str() == "Zapier"));
+        for bad in ["   ", "Zap\u{7}ier"] {
+            let error = decode_checkpoint(&renamed(["Zapier", bad])).err().unwrap();
+            assert!(error.to_string().contains("name"), "{error}");
         }
     }
 }

@@ -295,7 +295,7 @@ impl State {
                 self.tokens.insert(&NewToken {
                     id: *token,
                     company,
-                    name,
+                    name: name.as_str(),
                     kind: *kind,
                     scope: CompiledScope::compile(scope, &listed),
                     digest: *secret_digest,

@@ -22,6 +22,7 @@
 //! view that resolves the indexes. Opening the 5M-event log went from 408
 //! to 259 resident bytes per live token.
 
+use std::borrow::Borrow;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, RandomState};
 
 use hashbrown::HashTable;
@@ -356,7 +357,9 @@ impl std::fmt::Debug for Token<'_> {
 pub(crate) struct NewToken<'a> {
     pub(crate) id: TokenId,
     pub(crate) company: CompanyId,
-    pub(crate) name: &'a Name,
+    /// Its name's text, a [`Name`]'s (the pool makes one of it only if it
+    /// has none with that text).
+    pub(crate) name: &'a str,
     pub(crate) kind: TokenKind,
     pub(crate) scope: CompiledScope<'a>,
     pub(crate) digest: SecretDigest,
@@ -437,11 +440,14 @@ impl<T, S: Default> Default for Pool<T, S> {
 type ById = BuildHasherDefault<RandomKeyHasher>;
 
 impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
-    fn find(&self, value: &T) -> Option<u32> {
+    fn find<Q: Hash + Eq + ?Sized>(&self, value: &Q) -> Option<u32>
+    where
+        T: Borrow<Q>,
+    {
         let values = &self.values;
         self.index
             .find(self.hasher.hash_one(value), |held| {
-                at(values, *held) == Some(value)
+                at(values, *held).is_some_and(|held| held.borrow() == value)
             })
             .copied()
     }
@@ -464,6 +470,26 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
             at(values, *held).map_or(0, |v| hasher.hash_one(v))
         });
         Some(index)
+    }
+
+    /// The index of what `make` makes of `value`, found by `value` alone
+    /// when it is in the pool already, so that nothing is made: a
+    /// checkpoint's million tokens share a handful of names and lists.
+    /// `None` if `make` refuses `value`, or the pool is full.
+    fn intern_by<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        value: &Q,
+        make: impl FnOnce(&Q) -> Option<T>,
+    ) -> Option<u32>
+    where
+        T: Borrow<Q>,
+    {
+        match self.find(value) {
+            Some(found) => Some(found),
+            // Made and then looked for again: what is made need not be
+            // `value` (a name is trimmed).
+            None => self.intern(&make(value)?),
+        }
     }
 
     fn get(&self, index: u32) -> Option<&T> {
@@ -509,6 +535,11 @@ impl Rows {
         self.rows.len()
     }
 
+    /// Whether a token already added has a name with this text.
+    pub(crate) fn has_name(&self, text: &str) -> bool {
+        self.names.find(text).is_some()
+    }
+
     /// Adds `token` in the next slot, without looking at the others;
     /// `false` if a pool is full.
     pub(crate) fn push(&mut self, token: &NewToken<'_>) -> bool {
@@ -527,11 +558,14 @@ impl Rows {
             Shared::All => (SHARED_ALL, 0),
             Shared::Listed => (
                 SHARED_LISTED,
-                self.lists.intern(&Box::from(scope.workspaces))?,
+                self.lists
+                    .intern_by(scope.workspaces, |listed| Some(Box::from(listed)))?,
             ),
         };
         let company = self.companies.intern(&token.company)?;
-        let name = self.names.intern(token.name)?;
+        let name = self
+            .names
+            .intern_by(token.name, |text| Name::new(text).ok())?;
         let created_by = self.actors.intern(&token.created.actor)?;
         // Last, so that a full pool leaves no deletion without its row.
         let deleted = match token.deleted {
