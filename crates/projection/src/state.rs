@@ -301,7 +301,6 @@ impl State {
                     digest: *secret_digest,
                     expires_at: *expires_at,
                     created: by,
-                    deleted: None,
                 });
             }
             // A reveal changes nothing a decision or a command reads; the

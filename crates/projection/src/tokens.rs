@@ -106,40 +106,6 @@ impl<'a> CompiledScope<'a> {
         }
     }
 
-    /// A scope from the parts a checkpoint keeps, without building the
-    /// sets a [`TokenScope`] holds: `features` has bit i for
-    /// `Feature::ALL[i]`, and `workspaces`, sorted and without repeats, is
-    /// used only when `shared` is [`SharedNamespace::Workspaces`]'s code, 2
-    /// (0 none, 1 all); any other code is refused.
-    pub(crate) fn from_parts(
-        features: u8,
-        grants: Grants,
-        global: bool,
-        private: bool,
-        shared: u8,
-        workspaces: &'a [WorkspaceId],
-    ) -> Option<CompiledScope<'a>> {
-        let (shared, workspaces) = match shared {
-            0 => (Shared::None, &[][..]),
-            1 => (Shared::All, &[][..]),
-            2 => (Shared::Listed, workspaces),
-            _ => return None,
-        };
-        let features = Feature::ALL
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| features & (1 << i) != 0)
-            .fold(0, |bits, (_, feature)| bits | feature_bit(*feature));
-        Some(CompiledScope {
-            features,
-            grants,
-            global,
-            private,
-            shared,
-            workspaces,
-        })
-    }
-
     /// Whether the token has `feature`.
     #[inline]
     pub fn has_feature(&self, feature: Feature) -> bool {
@@ -365,40 +331,41 @@ pub(crate) struct NewToken<'a> {
     pub(crate) digest: SecretDigest,
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) created: Provenance,
-    pub(crate) deleted: Option<Provenance>,
 }
 
 /// What a decision reads of a token, in one cache line: at a million
 /// tokens each decision misses the cache on its token, and a row spread
 /// over two lines missed twice. No pointer; what it names by index is in
 /// the pools.
+///
+/// A checkpoint keeps rows as they are, so their fields are the crate's.
 #[derive(Debug, Clone)]
 #[repr(align(64))]
-struct Row {
-    id: TokenId,
-    grants: Grants,
-    /// Read only with [`EXPIRES`] set.
-    expires_at: Timestamp,
-    company: u32,
-    name: u32,
-    created_by: u32,
-    /// Read only with [`SHARED_LISTED`] set.
-    workspaces: u32,
+pub(crate) struct Row {
+    pub(crate) id: TokenId,
+    pub(crate) grants: Grants,
+    /// 0 unless [`EXPIRES`] is set.
+    pub(crate) expires_at: Timestamp,
+    pub(crate) company: u32,
+    pub(crate) name: u32,
+    pub(crate) created_by: u32,
+    /// 0 unless [`SHARED_LISTED`] is set.
+    pub(crate) workspaces: u32,
     /// One more than its index in the deletions; 0 while it is live.
-    deleted: u32,
+    pub(crate) deleted: u32,
     /// `feature_bit`s.
-    features: u8,
-    flags: u8,
+    pub(crate) features: u8,
+    pub(crate) flags: u8,
 }
 
 /// The rest of a token, read to authenticate it (the digest) and to
 /// explain a refusal (when it was created), in a vector of its own beside
 /// the rows.
 #[derive(Debug, Clone)]
-struct Origin {
-    digest: SecretDigest,
-    created_position: u64,
-    created_at: Timestamp,
+pub(crate) struct Origin {
+    pub(crate) digest: SecretDigest,
+    pub(crate) created_position: u64,
+    pub(crate) created_at: Timestamp,
 }
 
 const OAUTH: u8 = 1;
@@ -407,6 +374,10 @@ const PRIVATE: u8 = 1 << 2;
 const SHARED_ALL: u8 = 1 << 3;
 const SHARED_LISTED: u8 = 1 << 4;
 const EXPIRES: u8 = 1 << 5;
+const FLAGS: u8 = OAUTH | GLOBAL | PRIVATE | SHARED_ALL | SHARED_LISTED | EXPIRES;
+const FEATURES: u8 = feature_bit(Feature::Resources)
+    | feature_bit(Feature::Provisioning)
+    | feature_bit(Feature::AppTriggers);
 
 // The sizes the module's docs and the memory figures rely on.
 const _: () = assert!(std::mem::size_of::<Row>() == 64);
@@ -495,6 +466,31 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
     fn get(&self, index: u32) -> Option<&T> {
         at(&self.values, index)
     }
+
+    /// The pool of `values`, each at its index; `None` if one repeats, as
+    /// interning would never have made it.
+    fn of(values: Vec<T>) -> Option<Pool<T, S>>
+    where
+        S: Default,
+    {
+        let mut pool = Pool::default();
+        for (index, value) in (0u32..).zip(&values) {
+            if pool.intern(value)? != index {
+                return None;
+            }
+        }
+        Some(pool)
+    }
+}
+
+/// The pools of a table, each value at its index, as a checkpoint keeps
+/// them.
+pub(crate) struct Pools {
+    pub(crate) companies: Vec<CompanyId>,
+    pub(crate) names: Vec<Name>,
+    pub(crate) actors: Vec<Actor>,
+    pub(crate) lists: Vec<Box<[WorkspaceId]>>,
+    pub(crate) deletions: Vec<Provenance>,
 }
 
 /// Records a deletion, giving the number a row keeps for it: one more than
@@ -523,26 +519,82 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
-    pub(crate) fn with_capacity(tokens: usize) -> Rows {
-        Rows {
-            rows: Vec::with_capacity(tokens),
-            origins: Vec::with_capacity(tokens),
-            ..Rows::default()
-        }
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
     }
 
-    /// Whether a token already added has a name with this text.
-    pub(crate) fn has_name(&self, text: &str) -> bool {
-        self.names.find(text).is_some()
+    /// The table of no tokens yet over `pools`, with room for `tokens`;
+    /// `None` if a pool repeats a value.
+    pub(crate) fn over(pools: Pools, tokens: usize) -> Option<Rows> {
+        Some(Rows {
+            rows: Vec::with_capacity(tokens),
+            origins: Vec::with_capacity(tokens),
+            companies: Pool::of(pools.companies)?,
+            names: Pool::of(pools.names)?,
+            actors: Pool::of(pools.actors)?,
+            lists: Pool::of(pools.lists)?,
+            deletions: pools.deletions,
+        })
+    }
+
+    /// Adds a row as a checkpoint kept it, in the next slot, without
+    /// looking at the others; `false` unless everything it names is in
+    /// the pools, and its flags and features are ones `push` writes.
+    pub(crate) fn push_kept(&mut self, row: Row, origin: Origin) -> bool {
+        let flags = row.flags;
+        let listed = flags & SHARED_LISTED != 0;
+        let sound = flags & !FLAGS == 0
+            && !(listed && flags & SHARED_ALL != 0)
+            && row.features & !FEATURES == 0
+            && (flags & EXPIRES != 0 || row.expires_at == Timestamp::default())
+            && (if listed {
+                self.lists.get(row.workspaces).is_some()
+            } else {
+                row.workspaces == 0
+            })
+            && self.companies.get(row.company).is_some()
+            && self.names.get(row.name).is_some()
+            && self.actors.get(row.created_by).is_some()
+            && row
+                .deleted
+                .checked_sub(1)
+                .is_none_or(|index| at(&self.deletions, index).is_some());
+        if sound {
+            self.rows.push(row);
+            self.origins.push(origin);
+        }
+        sound
+    }
+
+    /// Every row and its origin, slot by slot.
+    pub(crate) fn kept(&self) -> impl Iterator<Item = (&Row, &Origin)> {
+        self.rows.iter().zip(&self.origins)
+    }
+
+    /// The pools, each value at its index.
+    pub(crate) fn companies(&self) -> &[CompanyId] {
+        &self.companies.values
+    }
+
+    pub(crate) fn names(&self) -> &[Name] {
+        &self.names.values
+    }
+
+    pub(crate) fn actors(&self) -> &[Actor] {
+        &self.actors.values
+    }
+
+    pub(crate) fn lists(&self) -> &[Box<[WorkspaceId]>] {
+        &self.lists.values
+    }
+
+    pub(crate) fn deletions(&self) -> &[Provenance] {
+        &self.deletions
     }
 
     /// Adds `token` in the next slot, without looking at the others;
     /// `false` if a pool is full.
-    pub(crate) fn push(&mut self, token: &NewToken<'_>) -> bool {
+    fn push(&mut self, token: &NewToken<'_>) -> bool {
         let Some((row, origin)) = self.row(token) else {
             return false;
         };
@@ -567,11 +619,6 @@ impl Rows {
             .names
             .intern_by(token.name, |text| Name::new(text).ok())?;
         let created_by = self.actors.intern(&token.created.actor)?;
-        // Last, so that a full pool leaves no deletion without its row.
-        let deleted = match token.deleted {
-            None => 0,
-            Some(by) => record_deletion(&mut self.deletions, by)?,
-        };
         let flag = |set: bool, bit: u8| if set { bit } else { 0 };
         let origin = Origin {
             digest: token.digest,
@@ -586,7 +633,7 @@ impl Rows {
             name,
             created_by,
             workspaces,
-            deleted,
+            deleted: 0,
             features: scope.features,
             flags: flag(token.kind == TokenKind::OAuthGrant, OAUTH)
                 | flag(scope.global, GLOBAL)
@@ -769,6 +816,11 @@ impl Tokens {
         true
     }
 
+    /// The rows and their pools.
+    pub(crate) fn rows(&self) -> &Rows {
+        &self.rows
+    }
+
     pub(crate) fn get(&self, id: TokenId) -> Option<Token<'_>> {
         let slot = self.slot_of(id)?;
         self.at(slot, id)
@@ -802,13 +854,6 @@ impl Tokens {
         let slot = self.slot_by_digest(digest)?;
         let row = self.rows.at(slot)?;
         Some(TokenHandle { id: row.id, slot })
-    }
-
-    /// Every token, in the order they were created.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = Token<'_>> {
-        (0u32..)
-            .take(self.rows.len())
-            .filter_map(|slot| self.rows.view(slot))
     }
 
     /// The tokens of `company`, in the order they were created.
