@@ -190,7 +190,7 @@ pub struct Token<'a> {
     origin: &'a Origin,
     company: CompanyId,
     name: &'a Name,
-    created_by: Actor,
+    created_by: &'a Actor,
     workspaces: &'a [WorkspaceId],
     deleted: Option<&'a Provenance>,
 }
@@ -276,7 +276,7 @@ impl<'a> Token<'a> {
         Provenance {
             position: self.origin.created_position,
             at: self.origin.created_at,
-            actor: self.created_by,
+            actor: *self.created_by,
         }
     }
 
@@ -661,7 +661,7 @@ impl Rows {
             origin: self.origin(slot)?,
             company: *self.companies.get(row.company)?,
             name: self.names.get(row.name)?,
-            created_by: *self.actors.get(row.created_by)?,
+            created_by: self.actors.get(row.created_by)?,
             workspaces: if row.flags & SHARED_LISTED == 0 {
                 &[]
             } else {
