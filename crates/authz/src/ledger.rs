@@ -322,12 +322,12 @@ impl Ledger {
         self.log.verify()
     }
 
-    /// As [`Ledger::verify`], telling `progress` the position reached and
-    /// the head every so often.
+    /// As [`Ledger::verify`], telling `progress` every so often the checks
+    /// done and the checks to do: two a record, its place in the chain and
+    /// its company's copy of it.
     pub fn verify_with(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<Verified, Damage> {
-        let head = self.head().position;
-        self.log
-            .verify_with(&mut |position| progress(position, head))
+        let checks = 2 * self.head().position;
+        self.log.verify_with(&mut |done| progress(done, checks))
     }
 
     /// Reads the current state.

@@ -374,8 +374,11 @@ pub trait EventLog: Send + Sync {
         self.verify_with(&mut |_| {})
     }
 
-    /// As [`EventLog::verify`], calling `progress` with the position
-    /// reached, every so often, for long walks.
+    /// As [`EventLog::verify`], calling `progress` every so often, for long
+    /// walks, with the checks done so far: a log may check each record twice
+    /// (sled's checks the chain, then each company's copies), so the count
+    /// runs up to twice the head as the walk started, and is reported at
+    /// that end.
     fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage>;
 
     /// Up to `limit` records from position `from`, as stored: each checked

@@ -1396,9 +1396,20 @@ impl EventLog for SledLog {
             });
         }
         let events = &self.shared.trees.events;
-        let beyond = stream_index::check_copies(events, &hashes, |envelope| {
-            stream_key(Stream::Company(envelope.company))
-        })?;
+        // The copies take about as long as the chain: the count goes on
+        // past the head rather than stand at it.
+        let mut copies = 0;
+        let beyond = stream_index::check_copies(
+            events,
+            &hashes,
+            |envelope| stream_key(Stream::Company(envelope.company)),
+            || {
+                copies += 1;
+                if copies % PROGRESS_EVERY == 0 {
+                    progress(durable + copies);
+                }
+            },
+        )?;
         // Copies past those checked are of appends that landed since, whose
         // pages are there (a page goes in before its copies), or else were
         // left behind when their records were cut.
@@ -1409,6 +1420,7 @@ impl EventLog for SledLog {
                 problem: Problem::CopyDisagrees("has no record in the log"),
             });
         }
+        progress(2 * durable);
         Ok(Verified {
             records: previous.position,
             head: previous,
@@ -1563,5 +1575,29 @@ mod tests {
         });
         assert!(verified > 0);
         assert_eq!(log.verify().unwrap().records, 2_000);
+    }
+
+    /// The count goes on through the copies, and ends at twice the head.
+    #[test]
+    fn verify_reports_progress_through_both_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        let records = 2 * PROGRESS_EVERY + 1;
+        for first in (1..=u128::from(records)).step_by(1_000) {
+            let last = (first + 999).min(u128::from(records));
+            log.append((first..=last).map(event).collect(), Expectation::Any)
+                .unwrap();
+        }
+        let mut reported = Vec::new();
+        log.verify_with(&mut |done| reported.push(done)).unwrap();
+        let step = PROGRESS_EVERY;
+        let expected = [
+            step,
+            2 * step,
+            records + step,
+            records + 2 * step,
+            2 * records,
+        ];
+        assert_eq!(reported, expected);
     }
 }

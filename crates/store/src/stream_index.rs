@@ -321,6 +321,7 @@ pub(crate) fn check_copies(
     events: &sled::Tree,
     hashes: &[u128],
     stream_of: impl Fn(&Envelope) -> [u8; 17],
+    mut checked: impl FnMut(),
 ) -> Result<Vec<u64>, Damage> {
     let mut beyond = Vec::new();
     let mut copied = vec![false; hashes.len()];
@@ -359,6 +360,7 @@ pub(crate) fn check_copies(
                 Some(seen) if !*seen => *seen = true,
                 _ => return Err(disagrees("is there twice")),
             }
+            checked();
         }
     }
     match copied.iter().position(|seen| !seen) {
