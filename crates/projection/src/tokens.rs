@@ -319,7 +319,7 @@ impl std::fmt::Debug for Token<'_> {
     }
 }
 
-/// A token to add to the table, as an event or a checkpoint gives it.
+/// A token to add to the table, as its creation event gives it.
 pub(crate) struct NewToken<'a> {
     pub(crate) id: TokenId,
     pub(crate) company: CompanyId,
@@ -426,12 +426,17 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
     /// The index of `value`, added if it is new; `None` if the pool already
     /// numbers four billion values.
     fn intern(&mut self, value: &T) -> Option<u32> {
-        if let Some(found) = self.find(value) {
-            return Some(found);
+        match self.find(value) {
+            Some(found) => Some(found),
+            None => self.add(value.clone()),
         }
+    }
+
+    /// Adds `value`, which the pool lacks, at the next index.
+    fn add(&mut self, value: T) -> Option<u32> {
         let index = u32::try_from(self.values.len()).ok()?;
-        let hash = self.hasher.hash_one(value);
-        self.values.push(value.clone());
+        let hash = self.hasher.hash_one(&value);
+        self.values.push(value);
         let Pool {
             values,
             index: table,
@@ -444,9 +449,9 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
     }
 
     /// The index of what `make` makes of `value`, found by `value` alone
-    /// when it is in the pool already, so that nothing is made: a
-    /// checkpoint's million tokens share a handful of names and lists.
-    /// `None` if `make` refuses `value`, or the pool is full.
+    /// when it is in the pool already, so that nothing is made: most new
+    /// tokens share a name and a list with an older one. `None` if `make`
+    /// refuses `value`, or the pool is full.
     fn intern_by<Q: Hash + Eq + ?Sized>(
         &mut self,
         value: &Q,
@@ -474,10 +479,11 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
         S: Default,
     {
         let mut pool = Pool::default();
-        for (index, value) in (0u32..).zip(&values) {
-            if pool.intern(value)? != index {
+        for value in values {
+            if pool.find(&value).is_some() {
                 return None;
             }
+            pool.add(value)?;
         }
         Some(pool)
     }
@@ -539,7 +545,8 @@ impl Rows {
 
     /// Adds a row as a checkpoint kept it, in the next slot, without
     /// looking at the others; `false` unless everything it names is in
-    /// the pools, and its flags and features are ones `push` writes.
+    /// the pools, and its flags, features and unused fields are as `row`
+    /// writes them.
     pub(crate) fn push_kept(&mut self, row: Row, origin: Origin) -> bool {
         let flags = row.flags;
         let listed = flags & SHARED_LISTED != 0;
