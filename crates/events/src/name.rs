@@ -36,9 +36,9 @@ pub enum NameError {
     },
 }
 
-/// A pool of names can be searched by the text alone, without building a
-/// `Name` (see the projection's token table): equal names have equal text,
-/// and a name hashes as its text does.
+/// A set or map of names can be searched by text alone, without building
+/// a `Name`: equal names have equal text, and a name hashes as its text
+/// does.
 impl std::borrow::Borrow<str> for Name {
     fn borrow(&self) -> &str {
         &self.0

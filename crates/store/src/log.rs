@@ -375,10 +375,11 @@ pub trait EventLog: Send + Sync {
     }
 
     /// As [`EventLog::verify`], calling `progress` every so often, for long
-    /// walks, with the checks done so far: a log may check each record twice
-    /// (sled's checks the chain, then each company's copies), so the count
-    /// runs up to twice the head as the walk started, and is reported at
-    /// that end.
+    /// walks, with the checks done so far, out of twice the head as the
+    /// walk started: each record counts twice, once for its place in the
+    /// chain and once for its company's copy of it (a log that keeps no
+    /// copies counts its records twice over), and the count is reported at
+    /// its end.
     fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage>;
 
     /// Up to `limit` records from position `from`, as stored: each checked
