@@ -236,28 +236,11 @@ fn scan_beside(
         let (readers, inboxes): (Vec<_>, Vec<_>) = (0..READERS)
             .map(|reader| {
                 let (sender, chunks) = std::sync::mpsc::sync_channel(1);
+                let first = from.saturating_add(reader.saturating_mul(chunk));
                 let read = scope.spawn(move || {
-                    let mut start = from.saturating_add(reader.saturating_mul(chunk));
-                    while start <= to {
-                        let end = to.min(start.saturating_add(chunk - 1));
-                        let len = usize::try_from(end - start + 1).unwrap_or(CHUNK);
-                        let read = match log.read(start, len) {
-                            Ok(read) if read.len() == len => read,
-                            Ok(short) => Err((
-                                start,
-                                Damage {
-                                    position: start + short.len() as u64,
-                                    problem: Problem::Missing,
-                                },
-                            ))?,
-                            Err(damage) => Err((start, damage))?,
-                        };
-                        if sender.send(read).is_err() {
-                            break;
-                        }
-                        start = start.saturating_add(READERS.saturating_mul(chunk));
-                    }
-                    Ok(())
+                    read_every(log, first, READERS.saturating_mul(chunk), to, |read| {
+                        sender.send(read).is_ok()
+                    })
                 });
                 (read, chunks)
             })
@@ -275,22 +258,50 @@ fn scan_beside(
         }
         drop(inboxes);
         // The damage in the earliest chunk is where the scan stopped.
-        let mut damaged: Option<(u64, Damage)> = None;
-        for read in readers {
-            let result = read
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            if let Err((chunk, damage)) = result
-                && damaged.as_ref().is_none_or(|(first, _)| chunk < *first)
-            {
-                damaged = Some((chunk, damage));
-            }
-        }
-        match damaged {
+        let earliest = readers
+            .into_iter()
+            .filter_map(|read| {
+                read.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    .err()
+            })
+            .min_by_key(|(chunk, _)| *chunk);
+        match earliest {
             Some((_, damage)) => Err(LedgerError::Damaged(damage)),
             None => Ok(()),
         }
     })
+}
+
+/// Reads the whole log's chunks of `..=to` that start at `first`, `first +
+/// stride` and so on, each [`CHUNK`] long or up to `to`, handing each to
+/// `send` until it answers false. A damaged or short chunk is an error
+/// carrying the chunk's start.
+fn read_every(
+    log: &dyn EventLog,
+    first: u64,
+    stride: u64,
+    to: u64,
+    mut send: impl FnMut(Vec<StoredEvent>) -> bool,
+) -> Result<(), (u64, Damage)> {
+    let mut start = first;
+    while start <= to {
+        let end = to.min(start.saturating_add(CHUNK as u64 - 1));
+        let len = usize::try_from(end - start + 1).unwrap_or(CHUNK);
+        let read = log.read(start, len).map_err(|damage| (start, damage))?;
+        if read.len() != len {
+            let missing = Damage {
+                position: start + read.len() as u64,
+                problem: Problem::Missing,
+            };
+            return Err((start, missing));
+        }
+        if !send(read) {
+            break;
+        }
+        start = start.saturating_add(stride);
+    }
+    Ok(())
 }
 
 /// Reads `from..=to` as `scan` does, handing over a chunk at a time until

@@ -280,6 +280,14 @@ fn name(text: &str) -> Result<Name, CheckpointError> {
     Name::new(text).map_err(|e| damaged(e.to_string()))
 }
 
+/// What `load` makes of every item, or the first error.
+fn each<A, T>(
+    items: &[A],
+    load: impl Fn(&A) -> Result<T, CheckpointError>,
+) -> Result<Vec<T>, CheckpointError> {
+    items.iter().map(load).collect()
+}
+
 /// A name of the tokens' pool, which holds names as `Name::new` made them:
 /// one it would change (trim) is not the one saved.
 fn pooled_name(text: &str) -> Result<Name, CheckpointError> {
@@ -389,26 +397,10 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, CheckpointError> {
             .iter()
             .map(|c| CompanyId::from_u128(id(c)))
             .collect(),
-        names: tokens
-            .names
-            .iter()
-            .map(|n| pooled_name(n))
-            .collect::<Result<_, _>>()?,
-        actors: tokens
-            .actors
-            .iter()
-            .map(|a| actor(a.kind, &a.id))
-            .collect::<Result<_, _>>()?,
-        lists: tokens
-            .lists
-            .iter()
-            .map(|l| pooled_list(l))
-            .collect::<Result<_, _>>()?,
-        deletions: tokens
-            .deletions
-            .iter()
-            .map(provenance)
-            .collect::<Result<_, _>>()?,
+        names: each(&tokens.names, |n| pooled_name(n))?,
+        actors: each(&tokens.actors, |a| actor(a.kind, &a.id))?,
+        lists: each(&tokens.lists, |l| pooled_list(l))?,
+        deletions: each(&tokens.deletions, provenance)?,
     };
     let saved_rows = tokens.rows.as_slice();
     let key = |slot: usize| {

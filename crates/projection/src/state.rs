@@ -2,7 +2,7 @@
 //! I/O-free `apply` that folds one event into it.
 
 use crate::hash::RandomKeyMap;
-use crate::tokens::{CompiledScope, NewToken, Token, TokenHandle, Tokens, listed_workspaces};
+use crate::tokens::{NewToken, Token, TokenHandle, Tokens};
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Name, Role, SecretDigest, TeammateId, Timestamp, TokenId,
     WorkspaceId,
@@ -290,14 +290,13 @@ impl State {
                 // The sealed secret stays in the log: a reveal reads it there.
                 sealed_secret: _,
             } => {
-                let listed = listed_workspaces(scope);
                 // INVARIANT (digest-unique), kept by `Tokens::insert`.
                 self.tokens.insert(&NewToken {
                     id: *token,
                     company,
                     name: name.as_str(),
                     kind: *kind,
-                    scope: CompiledScope::compile(scope, &listed),
+                    scope,
                     digest: *secret_digest,
                     expires_at: *expires_at,
                     created: by,

@@ -17,7 +17,7 @@
 //! took 192 and two (its name and its list of workspaces): what many
 //! tokens share (their company, name, creator and list) is kept once in a
 //! pool and named by its index, a deletion, which few tokens have, sits in
-//! a list of its own, and what a decision reads fills one cache line (a
+//! a list of its own, and what a decision reads sits in one cache line (a
 //! `Row`) apart from the rest (an `Origin`). Readers get a [`Token`], a
 //! view that resolves the indexes. Opening the 5M-event log went from 408
 //! to 259 resident bytes per live token.
@@ -85,27 +85,6 @@ enum Shared {
 }
 
 impl<'a> CompiledScope<'a> {
-    /// Compiles `scope`, whose workspaces, sorted, are `listed` (see
-    /// [`listed_workspaces`]).
-    pub(crate) fn compile(scope: &TokenScope, listed: &'a [WorkspaceId]) -> CompiledScope<'a> {
-        let (shared, workspaces) = match &scope.namespaces.shared {
-            SharedNamespace::None => (Shared::None, &[][..]),
-            SharedNamespace::All => (Shared::All, &[][..]),
-            SharedNamespace::Workspaces(_) => (Shared::Listed, listed),
-        };
-        CompiledScope {
-            features: scope
-                .features
-                .iter()
-                .fold(0, |bits, feature| bits | feature_bit(*feature)),
-            grants: scope.grants,
-            global: scope.namespaces.global,
-            private: scope.namespaces.private,
-            shared,
-            workspaces,
-        }
-    }
-
     /// Whether the token has `feature`.
     #[inline]
     pub fn has_feature(&self, feature: Feature) -> bool {
@@ -162,15 +141,6 @@ impl<'a> CompiledScope<'a> {
             Shared::All => true,
             Shared::Listed => self.workspaces.binary_search(&workspace).is_ok(),
         }
-    }
-}
-
-/// The workspaces `scope` lists, sorted (a set iterates in order), for
-/// [`CompiledScope::compile`]; empty unless it lists them.
-pub(crate) fn listed_workspaces(scope: &TokenScope) -> Box<[WorkspaceId]> {
-    match &scope.namespaces.shared {
-        SharedNamespace::Workspaces(set) => set.iter().copied().collect(),
-        SharedNamespace::None | SharedNamespace::All => Box::default(),
     }
 }
 
@@ -327,16 +297,15 @@ pub(crate) struct NewToken<'a> {
     /// has none with that text).
     pub(crate) name: &'a str,
     pub(crate) kind: TokenKind,
-    pub(crate) scope: CompiledScope<'a>,
+    pub(crate) scope: &'a TokenScope,
     pub(crate) digest: SecretDigest,
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) created: Provenance,
 }
 
-/// What a decision reads of a token, in one cache line: at a million
-/// tokens each decision misses the cache on its token, and a row spread
-/// over two lines missed twice. No pointer; what it names by index is in
-/// the pools.
+/// What a decision reads of a token, together in one cache line (the row
+/// is aligned to it), apart from what only authentication and
+/// explanations read. No pointer; what it names by index is in the pools.
 ///
 /// A checkpoint keeps rows as they are, so their fields are the crate's.
 #[derive(Debug, Clone)]
@@ -429,6 +398,14 @@ impl<T: Hash + Eq + Clone, S: BuildHasher> Pool<T, S> {
         match self.find(value) {
             Some(found) => Some(found),
             None => self.add(value.clone()),
+        }
+    }
+
+    /// As [`Pool::intern`], keeping `value` itself if it is new.
+    fn intern_owned(&mut self, value: T) -> Option<u32> {
+        match self.find(&value) {
+            Some(found) => Some(found),
+            None => self.add(value),
         }
     }
 
@@ -611,14 +588,16 @@ impl Rows {
     }
 
     fn row(&mut self, token: &NewToken<'_>) -> Option<(Row, Origin)> {
-        let scope = &token.scope;
-        let (shared, workspaces) = match scope.shared {
-            Shared::None => (0, 0),
-            Shared::All => (SHARED_ALL, 0),
-            Shared::Listed => (
+        let scope = token.scope;
+        let namespaces = &scope.namespaces;
+        let (shared, workspaces) = match &namespaces.shared {
+            SharedNamespace::None => (0, 0),
+            SharedNamespace::All => (SHARED_ALL, 0),
+            // A set iterates in order, so the list is sorted for a
+            // decision's binary search.
+            SharedNamespace::Workspaces(set) => (
                 SHARED_LISTED,
-                self.lists
-                    .intern_by(scope.workspaces, |listed| Some(Box::from(listed)))?,
+                self.lists.intern_owned(set.iter().copied().collect())?,
             ),
         };
         let company = self.companies.intern(&token.company)?;
@@ -641,10 +620,13 @@ impl Rows {
             created_by,
             workspaces,
             deleted: 0,
-            features: scope.features,
+            features: scope
+                .features
+                .iter()
+                .fold(0, |bits, feature| bits | feature_bit(*feature)),
             flags: flag(token.kind == TokenKind::OAuthGrant, OAUTH)
-                | flag(scope.global, GLOBAL)
-                | flag(scope.private, PRIVATE)
+                | flag(namespaces.global, GLOBAL)
+                | flag(namespaces.private, PRIVATE)
                 | flag(token.expires_at.is_some(), EXPIRES)
                 | shared,
         };

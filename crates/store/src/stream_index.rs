@@ -23,9 +23,10 @@
 //! about 15 to a run and 17 runs to a leaf: 12 to 23 ms.
 //!
 //! The price is each record stored twice, and more that sled rewrites as
-//! runs grow. For the generated 5M-event log: sled's file went from 9.4 to
-//! 22 GB, its memory after opening from 392 to 403 bytes per live token,
-//! and a single durable append took 6 to 11% longer.
+//! runs grow. For the generated 5M-event log, when the runs came in: sled's
+//! file went from 9.4 to 22 GB, the memory after opening grew by 11 bytes
+//! per live token (392 to 403), and a single durable append took 6 to 11%
+//! longer.
 //!
 //! `verify` checks every copy against the chain, and that every record has
 //! one (`SledLog::verify_with`); a read checks each copy's own hash, as a
