@@ -144,9 +144,10 @@ impl Journal {
         self.truncate(to)
     }
 
-    /// Makes every frame appended so far durable.
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Another handle on the file, for the syncer: `fdatasync` through it
+    /// makes durable every frame appended before it was called.
+    pub(crate) fn handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     /// Empties the journal, once sled holds everything in it durably.
@@ -313,7 +314,7 @@ mod tests {
             journal.append(&entries).unwrap();
             ends.push(journal.len());
         }
-        journal.sync().unwrap();
+        journal.file.sync_data().unwrap();
         ends
     }
 
@@ -396,7 +397,7 @@ mod tests {
                 record: b"again",
             }])
             .unwrap();
-        journal.sync().unwrap();
+        journal.file.sync_data().unwrap();
         let (_, records) = Journal::open(&path).unwrap();
         assert_eq!(records[1].record, b"again");
         journal.clear().unwrap();

@@ -29,12 +29,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
 use crate::buckets::EVENT_IDS;
@@ -47,6 +45,7 @@ use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
 use crate::stream_index::{self, Tails};
+use crate::syncer::{Durable, Flight, Syncer};
 
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,9 +212,7 @@ struct Trees {
 
 struct Shared {
     trees: Trees,
-    durable: Mutex<Head>,
-    grew: Condvar,
-    poisoned: AtomicBool,
+    durable: Arc<Durable>,
 }
 
 /// One append waiting for the writer.
@@ -328,12 +325,12 @@ impl SledLog {
                 problem,
             },
         })?;
-        let shared = Arc::new(Shared {
-            trees,
-            durable: Mutex::new(Head::EMPTY),
-            grew: Condvar::new(),
-            poisoned: AtomicBool::new(false),
-        });
+        let durable = Arc::new(Durable::new());
+        let syncer = journal
+            .handle()
+            .and_then(|file| Syncer::start(file, Arc::clone(&durable), options.faults.clone()))
+            .map_err(io_error(&journal_path))?;
+        let shared = Arc::new(Shared { trees, durable });
         let mut writer = Writer {
             shared: Arc::clone(&shared),
             head: Head::EMPTY,
@@ -344,6 +341,8 @@ impl SledLog {
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
             tails: Tails::default(),
+            syncer,
+            frames: 0,
         };
         writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
@@ -655,14 +654,11 @@ impl DurableFiles {
 
 /// The thread that writes: it takes every append waiting, checks them in
 /// order against the head it keeps, writes them to the journal as one
-/// frame and into sled key by key, and syncs the journal once for all of
-/// them. The appends that arrive during one sync are made durable together
-/// by the next (group commit).
-///
-/// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
-/// journal's sync that covers it returned, and readers see a record only
-/// once the durable head, published then, reaches it. Every group is synced
-/// before the next is planned, so a retry only ever finds durable records.
+/// frame and into sled key by key, and hands the group to the syncer
+/// (`syncer.rs`), which syncs the journal once for every group waiting
+/// and answers them. The appends that arrive meanwhile form the next group
+/// (group commit), planned against the head the writer keeps, which may be
+/// ahead of the durable head.
 struct Writer {
     shared: Arc<Shared>,
     head: Head,
@@ -674,9 +670,13 @@ struct Writer {
     files: DurableFiles,
     /// The last run of each stream written since opening.
     tails: Tails,
+    /// Makes each group durable and answers it.
+    syncer: Syncer,
+    /// How many frames have been written to the journal since opening.
+    frames: u64,
 }
 
-fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
+pub(crate) fn inject(faults: Option<&FaultInjector>, point: FaultPoint) -> io::Result<()> {
     match faults {
         Some(inject) => inject(point),
         None => Ok(()),
@@ -720,10 +720,12 @@ impl Writer {
             }
             self.commit(group);
         }
-        // Closed: leave sled whole and the journal empty, so the next open
-        // has nothing to replay. If this fails, the journal still holds
-        // everything and the next open replays it.
-        if !self.shared.poisoned.load(Ordering::Acquire) {
+        // Closed: answer every group in flight, then leave sled whole and
+        // the journal empty, so the next open has nothing to replay. If
+        // this fails, the journal still holds everything and the next open
+        // replays it.
+        self.syncer.stop();
+        if !self.shared.durable.is_poisoned() {
             let _ = self.settle();
         }
     }
@@ -796,7 +798,7 @@ impl Writer {
             self.settle()
                 .map_err(|e| OpenError::Storage(e.to_string()))?;
         }
-        *self.shared.durable.lock() = head;
+        *self.shared.durable.head.lock() = head;
         Ok(())
     }
 
@@ -820,7 +822,7 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<Request>) {
-        if self.shared.poisoned.load(Ordering::Acquire) {
+        if self.shared.durable.is_poisoned() {
             for request in group {
                 request.reply.send(Err(AppendError::Poisoned(
                     "an earlier commit could not be made durable".to_owned(),
@@ -831,7 +833,7 @@ impl Writer {
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
-        let mut replies = Vec::new();
+        let mut answers = Vec::new();
         for request in group {
             let planned = match &request.job {
                 Job::Events { batch, expectation } => {
@@ -841,62 +843,42 @@ impl Writer {
                     self.plan_records(records, &mut pending, &mut head, &mut last_time)
                 }
             };
-            match planned {
-                Ok(positions) => replies.push((request.reply, positions)),
-                Err(error) => {
-                    request.reply.send(Err(error));
-                }
-            }
+            answers.push((request.reply, planned));
         }
         if !pending.events.is_empty()
             && let Err(error) = self.write(&pending)
         {
             if let AppendError::Poisoned(_) = error {
-                self.poison(replies, &error);
+                self.shared.durable.poison(answers, &error);
                 return;
             }
             // Nothing of this group was written: the appends that needed it
-            // fail; retries of earlier appends found durable records.
+            // fail; retries of earlier appends found earlier records.
             let applied = self.head.position;
-            let (failed, kept): (Vec<_>, Vec<_>) = replies
-                .into_iter()
-                .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
-            for (reply, _) in failed {
-                reply.send(Err(error.clone()));
+            for (_, outcome) in &mut answers {
+                if let Ok(positions) = outcome
+                    && positions.iter().any(|p| *p > applied)
+                {
+                    *outcome = Err(error.clone());
+                }
             }
-            replies = kept;
             head = self.head;
             last_time = self.last_time;
         }
-        let wrote = self.head != head;
         self.head = head;
         self.last_time = last_time;
-        if wrote
-            && let Err(error) =
-                inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync())
-        {
-            self.poison(replies, &AppendError::Poisoned(error.to_string()));
-            return;
-        }
-        *self.shared.durable.lock() = head;
-        self.shared.grew.notify_all();
-        for (reply, positions) in replies {
-            reply.send(Ok(positions));
-        }
-        if self.journal.len() >= self.journal_bytes
-            && let Err(error) = self.settle()
-        {
-            self.poison(Vec::new(), &AppendError::Poisoned(error.to_string()));
-        }
-    }
-
-    /// After a failed sync or sled write, the state on disk or in sled is
-    /// unknown: every append waiting, and every later one, fails until the
-    /// log is reopened.
-    fn poison(&self, replies: Vec<(Reply, Vec<u64>)>, error: &AppendError) {
-        self.shared.poisoned.store(true, Ordering::Release);
-        for (reply, _) in replies {
-            reply.send(Err(error.clone()));
+        self.syncer.land(Flight {
+            head,
+            frames: self.frames,
+            answers,
+        });
+        if self.journal.len() >= self.journal_bytes {
+            // Emptying the journal must not race a sync of what it holds.
+            self.syncer.drain();
+            if let Err(error) = self.settle() {
+                let error = AppendError::Poisoned(error.to_string());
+                self.shared.durable.poison(Vec::new(), &error);
+            }
         }
     }
 
@@ -905,7 +887,7 @@ impl Writer {
     /// `Poisoned`, and the caller poisons the log.
     fn write(&mut self, pending: &Pending) -> Result<(), AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
-        inject(&self.faults, FaultPoint::Commit).map_err(io)?;
+        inject(self.faults.as_ref(), FaultPoint::Commit).map_err(io)?;
         let before = self.journal.len();
         let entries: Vec<Entry<'_>> = pending
             .events
@@ -916,6 +898,8 @@ impl Writer {
             })
             .collect();
         self.journal.append(&entries).map_err(io)?;
+        self.frames += 1;
+        self.syncer.written(self.frames);
         if let Err(error) = self.insert(pending) {
             // Part of the group may be in sled; only a reopen, which takes
             // out everything above the settled position, clears it. And
@@ -1271,7 +1255,7 @@ impl EventLog for SledLog {
     }
 
     fn head(&self) -> Head {
-        *self.shared.durable.lock()
+        *self.shared.durable.head.lock()
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
@@ -1343,12 +1327,13 @@ impl EventLog for SledLog {
     }
 
     fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        let mut head = self.shared.durable.lock();
+        let mut head = self.shared.durable.head.lock();
         if head.position < position {
-            let _ = self
-                .shared
-                .grew
-                .wait_while_for(&mut head, |h| h.position < position, timeout);
+            let _ = self.shared.durable.grew.wait_while_for(
+                &mut head,
+                |h| h.position < position,
+                timeout,
+            );
         }
         head.position
     }
@@ -1446,6 +1431,8 @@ mod tests {
         clippy::unwrap_used,
         reason = "a test fails loudly at the first surprise"
     )]
+
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 

@@ -501,6 +501,49 @@ fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
     assert!(verified.records <= 2, "{verified:?}");
 }
 
+/// The syncer syncs while the writer goes on to the next group; neither an
+/// append nor a retry of it, answered from the record in flight, may
+/// return before that sync has.
+#[test]
+fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, syncing) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let held = Arc::new(AtomicBool::new(false));
+    let hold = Arc::clone(&held);
+    let options = Options {
+        faults: Some(Arc::new(move |at| {
+            if at == FaultPoint::Sync && hold.swap(false, Ordering::SeqCst) {
+                let _ = entered.send(());
+                let _ = gate.lock().unwrap().recv();
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
+    held.store(true, Ordering::SeqCst);
+    let append = |log: &Arc<SledLog>| {
+        let log = Arc::clone(log);
+        std::thread::spawn(move || log.append(vec![event(1)], Expectation::Any))
+    };
+    let first = append(&log);
+    syncing.recv_timeout(Duration::from_secs(10)).unwrap();
+    let retry = append(&log);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!first.is_finished(), "answered before its sync returned");
+    assert!(
+        !retry.is_finished(),
+        "a retry answered before the sync returned"
+    );
+    assert_eq!(log.head().position, 0, "a record readable before its sync");
+    open_gate.send(()).unwrap();
+    assert_eq!(first.join().unwrap(), Ok(vec![1]));
+    assert_eq!(retry.join().unwrap(), Ok(vec![1]));
+    assert_eq!(log.head().position, 1);
+}
+
 #[test]
 fn concurrent_appenders_with_expectations_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
