@@ -144,10 +144,9 @@ impl Journal {
         self.truncate(to)
     }
 
-    /// Another handle on the file, for the syncer: `fdatasync` through it
-    /// makes durable every frame appended before it was called.
-    pub(crate) fn handle(&self) -> io::Result<File> {
-        self.file.try_clone()
+    /// Makes every frame appended so far durable.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Empties the journal, once sled holds everything in it durably.
@@ -314,7 +313,7 @@ mod tests {
             journal.append(&entries).unwrap();
             ends.push(journal.len());
         }
-        journal.file.sync_data().unwrap();
+        journal.sync().unwrap();
         ends
     }
 
@@ -397,7 +396,7 @@ mod tests {
                 record: b"again",
             }])
             .unwrap();
-        journal.file.sync_data().unwrap();
+        journal.sync().unwrap();
         let (_, records) = Journal::open(&path).unwrap();
         assert_eq!(records[1].record, b"again");
         journal.clear().unwrap();

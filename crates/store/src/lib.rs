@@ -73,7 +73,7 @@ mod reply;
 mod sled_log;
 mod state_files;
 mod stream_index;
-mod syncer;
+mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use log::{

@@ -29,10 +29,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
 use crate::buckets::EVENT_IDS;
@@ -45,7 +47,7 @@ use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
 use crate::stream_index::{self, Tails};
-use crate::syncer::{Durable, Flight, Syncer};
+use crate::worker::Worker;
 
 /// A place in an append where a test can make I/O fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +214,9 @@ struct Trees {
 
 struct Shared {
     trees: Trees,
-    durable: Arc<Durable>,
+    durable: Mutex<Head>,
+    grew: Condvar,
+    poisoned: AtomicBool,
 }
 
 /// One append waiting for the writer.
@@ -310,6 +314,14 @@ impl SledLog {
         // appends (`stream_index.rs`, `buckets.rs`).
         events.set_merge_operator(stream_index::append);
         check_layout(&events)?;
+        let inserter = {
+            let events = events.clone();
+            let mut tails = Tails::default();
+            Worker::start("tl-log-inserter", move |pending: Pending| {
+                insert(&events, &mut tails, &pending)
+            })
+            .map_err(io_error(dir))?
+        };
         let trees = Trees { events, db };
         let files = DurableFiles::open(&sled_dir)?;
         let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
@@ -325,12 +337,12 @@ impl SledLog {
                 problem,
             },
         })?;
-        let durable = Arc::new(Durable::new());
-        let syncer = journal
-            .handle()
-            .and_then(|file| Syncer::start(file, Arc::clone(&durable), options.faults.clone()))
-            .map_err(io_error(&journal_path))?;
-        let shared = Arc::new(Shared { trees, durable });
+        let shared = Arc::new(Shared {
+            trees,
+            durable: Mutex::new(Head::EMPTY),
+            grew: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+        });
         let mut writer = Writer {
             shared: Arc::clone(&shared),
             head: Head::EMPTY,
@@ -340,9 +352,7 @@ impl SledLog {
             journal,
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
-            tails: Tails::default(),
-            syncer,
-            frames: 0,
+            inserter,
         };
         writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
@@ -350,7 +360,7 @@ impl SledLog {
         }
         let (requests, inbox) = crossbeam_channel::unbounded();
         let writer = std::thread::Builder::new()
-            .name("tokenledger-log-writer".to_owned())
+            .name("tl-log-writer".to_owned())
             .spawn(move || writer.run(&inbox))
             .map_err(io_error(dir))?;
         Ok(SledLog {
@@ -654,11 +664,14 @@ impl DurableFiles {
 
 /// The thread that writes: it takes every append waiting, checks them in
 /// order against the head it keeps, writes them to the journal as one
-/// frame and into sled key by key, and hands the group to the syncer
-/// (`syncer.rs`), which syncs the journal once for every group waiting
-/// and answers them. The appends that arrive meanwhile form the next group
-/// (group commit), planned against the head the writer keeps, which may be
-/// ahead of the durable head.
+/// frame, and syncs the journal once for all of them while the inserter
+/// thread puts them into sled key by key. The appends that arrive during
+/// one sync are made durable together by the next (group commit).
+///
+/// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
+/// journal's sync that covers it returned, and readers see a record only
+/// once the durable head, published then, reaches it. Every group is synced
+/// before the next is planned, so a retry only ever finds durable records.
 struct Writer {
     shared: Arc<Shared>,
     head: Head,
@@ -668,15 +681,11 @@ struct Writer {
     journal: Journal,
     journal_bytes: u64,
     files: DurableFiles,
-    /// The last run of each stream written since opening.
-    tails: Tails,
-    /// Makes each group durable and answers it.
-    syncer: Syncer,
-    /// How many frames have been written to the journal since opening.
-    frames: u64,
+    /// Puts each group into sled while the journal syncs (`insert`).
+    inserter: Worker<Pending, Result<(), sled::Error>>,
 }
 
-pub(crate) fn inject(faults: Option<&FaultInjector>, point: FaultPoint) -> io::Result<()> {
+fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
     match faults {
         Some(inject) => inject(point),
         None => Ok(()),
@@ -720,12 +729,10 @@ impl Writer {
             }
             self.commit(group);
         }
-        // Closed: answer every group in flight, then leave sled whole and
-        // the journal empty, so the next open has nothing to replay. If
-        // this fails, the journal still holds everything and the next open
-        // replays it.
-        self.syncer.stop();
-        if !self.shared.durable.is_poisoned() {
+        // Closed: leave sled whole and the journal empty, so the next open
+        // has nothing to replay. If this fails, the journal still holds
+        // everything and the next open replays it.
+        if !self.shared.poisoned.load(Ordering::Acquire) {
             let _ = self.settle();
         }
     }
@@ -791,14 +798,15 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
-        self.insert(&pending).map_err(open_storage)?;
+        self.inserter.begin(pending);
+        self.inserted().map_err(OpenError::Storage)?;
         self.head = head;
         self.last_time = last_time;
         if !unchanged {
             self.settle()
                 .map_err(|e| OpenError::Storage(e.to_string()))?;
         }
-        *self.shared.durable.head.lock() = head;
+        *self.shared.durable.lock() = head;
         Ok(())
     }
 
@@ -822,7 +830,7 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<Request>) {
-        if self.shared.durable.is_poisoned() {
+        if self.shared.poisoned.load(Ordering::Acquire) {
             for request in group {
                 request.reply.send(Err(AppendError::Poisoned(
                     "an earlier commit could not be made durable".to_owned(),
@@ -833,7 +841,7 @@ impl Writer {
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
-        let mut answers = Vec::new();
+        let mut replies = Vec::new();
         for request in group {
             let planned = match &request.job {
                 Job::Events { batch, expectation } => {
@@ -843,51 +851,68 @@ impl Writer {
                     self.plan_records(records, &mut pending, &mut head, &mut last_time)
                 }
             };
-            answers.push((request.reply, planned));
+            match planned {
+                Ok(positions) => replies.push((request.reply, positions)),
+                Err(error) => {
+                    request.reply.send(Err(error));
+                }
+            }
         }
         if !pending.events.is_empty()
-            && let Err(error) = self.write(&pending)
+            && let Err(error) = self.write(pending)
         {
             if let AppendError::Poisoned(_) = error {
-                self.shared.durable.poison(answers, &error);
+                self.poison(replies, &error);
                 return;
             }
             // Nothing of this group was written: the appends that needed it
-            // fail; retries of earlier appends found earlier records.
+            // fail; retries of earlier appends found durable records.
             let applied = self.head.position;
-            for (_, outcome) in &mut answers {
-                if let Ok(positions) = outcome
-                    && positions.iter().any(|p| *p > applied)
-                {
-                    *outcome = Err(error.clone());
-                }
+            let (failed, kept): (Vec<_>, Vec<_>) = replies
+                .into_iter()
+                .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
+            for (reply, _) in failed {
+                reply.send(Err(error.clone()));
             }
+            replies = kept;
             head = self.head;
             last_time = self.last_time;
         }
         self.head = head;
         self.last_time = last_time;
-        self.syncer.land(Flight {
-            head,
-            frames: self.frames,
-            answers,
-        });
-        if self.journal.len() >= self.journal_bytes {
-            // Emptying the journal must not race a sync of what it holds.
-            self.syncer.drain();
-            if let Err(error) = self.settle() {
-                let error = AppendError::Poisoned(error.to_string());
-                self.shared.durable.poison(Vec::new(), &error);
-            }
+        *self.shared.durable.lock() = head;
+        self.shared.grew.notify_all();
+        for (reply, positions) in replies {
+            reply.send(Ok(positions));
+        }
+        if self.journal.len() >= self.journal_bytes
+            && let Err(error) = self.settle()
+        {
+            self.poison(Vec::new(), &AppendError::Poisoned(error.to_string()));
         }
     }
 
-    /// Writes the group to the journal, then to sled. A failure to write
-    /// the journal leaves both as they were (`Io`); a failure in sled is
-    /// `Poisoned`, and the caller poisons the log.
-    fn write(&mut self, pending: &Pending) -> Result<(), AppendError> {
+    /// After a failed sync or sled write, the state on disk or in sled is
+    /// unknown: every append waiting, and every later one, fails until the
+    /// log is reopened.
+    fn poison(&self, replies: Vec<(Reply, Vec<u64>)>, error: &AppendError) {
+        self.shared.poisoned.store(true, Ordering::Release);
+        for (reply, _) in replies {
+            reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Writes the group to the journal and makes it durable there, and
+    /// meanwhile has the inserter put it into sled. A failure to write the
+    /// journal leaves both as they were (`Io`); a failure to sync, or in
+    /// sled, is `Poisoned`, and the caller poisons the log.
+    ///
+    /// The inserts are most of a group's work and need no trip to the
+    /// device, so they run on the inserter while this thread waits for the
+    /// sync: a group costs the longer of the two, not their sum.
+    fn write(&mut self, pending: Pending) -> Result<(), AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
-        inject(self.faults.as_ref(), FaultPoint::Commit).map_err(io)?;
+        inject(&self.faults, FaultPoint::Commit).map_err(io)?;
         let before = self.journal.len();
         let entries: Vec<Entry<'_>> = pending
             .events
@@ -898,55 +923,29 @@ impl Writer {
             })
             .collect();
         self.journal.append(&entries).map_err(io)?;
-        self.frames += 1;
-        self.syncer.written(self.frames);
-        if let Err(error) = self.insert(pending) {
+        drop(entries);
+        self.inserter.begin(pending);
+        let synced = inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync());
+        if let Err(error) = self.inserted() {
             // Part of the group may be in sled; only a reopen, which takes
             // out everything above the settled position, clears it. And
             // the frame is cut off again, or that reopen would bring back
             // what the caller is told failed.
             let undone = self.journal.undo(before);
             return Err(AppendError::Poisoned(match undone {
-                Ok(()) => error.to_string(),
+                Ok(()) => error,
                 Err(undo) => format!("{error}; and undoing it failed: {undo}"),
             }));
         }
-        Ok(())
+        synced.map_err(|error| AppendError::Poisoned(error.to_string()))
     }
 
-    /// Inserts the group into sled, in memory: the journal makes it
-    /// durable, and a reopen makes it whole (see [`Writer::recover`]).
-    ///
-    /// The group's records go into pages (`page.rs`), each with its event
-    /// ids; then each stream it touches gets its positions, in runs
-    /// (`stream_index.rs`). One key at a time, pages before index entries,
-    /// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
-    /// for every batch (`pin_log`), a second write on the device beside the
-    /// journal's. A five-key event took 24 to 28 µs in a batch against 10
-    /// to 14 µs key by key (sled alone, 50,000 events, a throwaway
-    /// program), and `append/single_durable` went from 96 to 61 µs. Since
-    /// sled recovers a prefix of its writes, an index entry is never there
-    /// without its page.
-    fn insert(&mut self, pending: &Pending) -> Result<(), sled::Error> {
-        let events = &self.shared.trees.events;
-        for records in page::split(&pending.events, |event| event.record.len()) {
-            let Some(last) = records.last() else {
-                continue;
-            };
-            let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
-            events.insert(log_key(last.position), bytes)?;
-            for event in records {
-                EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
-            }
+    /// Waits for the inserter to finish the group begun last.
+    fn inserted(&self) -> Result<(), String> {
+        match self.inserter.finish() {
+            Some(result) => result.map_err(|error| error.to_string()),
+            None => Err("the thread inserting into sled has ended".to_owned()),
         }
-        for (stream, indexes) in &pending.streams {
-            let entries: Vec<(u64, &[u8])> = pending
-                .events_at(indexes)
-                .map(|event| (event.position, event.record.as_slice()))
-                .collect();
-            self.tails.extend(events, stream, &entries)?;
-        }
-        Ok(())
     }
 
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
@@ -957,7 +956,7 @@ impl Writer {
         {
             return Ok(head.position);
         }
-        stream_index::head(&self.shared.trees.events, key)
+        stream_index::head(&self.shared.trees.events, key, u64::MAX)
             .map_err(|problem| AppendError::Io(problem.to_string()))
     }
 
@@ -1112,6 +1111,41 @@ impl Writer {
 /// Checks that a page read in order starts where the previous one ended,
 /// at `expected`; or, for the first page of a read (`first_read`), that it
 /// holds `expected`.
+/// Inserts a group into sled, in memory: the journal makes it durable,
+/// and a reopen makes it whole (see [`Writer::recover`]). `tails` is the
+/// last run of each stream written since opening. Runs on the inserter.
+///
+/// The group's records go into pages (`page.rs`), each with its event
+/// ids; then each stream it touches gets its positions, in runs
+/// (`stream_index.rs`). One key at a time, pages before index entries,
+/// rather than one `sled::Batch`: sled 0.34 writes out its I/O buffer
+/// for every batch (`pin_log`), a second write on the device beside the
+/// journal's. A five-key event took 24 to 28 µs in a batch against 10
+/// to 14 µs key by key (sled alone, 50,000 events, a throwaway
+/// program), and `append/single_durable` went from 96 to 61 µs. Since
+/// sled recovers a prefix of its writes, an index entry is never there
+/// without its page.
+fn insert(events: &sled::Tree, tails: &mut Tails, pending: &Pending) -> Result<(), sled::Error> {
+    for records in page::split(&pending.events, |event| event.record.len()) {
+        let Some(last) = records.last() else {
+            continue;
+        };
+        let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
+        events.insert(log_key(last.position), bytes)?;
+        for event in records {
+            EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
+        }
+    }
+    for (stream, indexes) in &pending.streams {
+        let entries: Vec<(u64, &[u8])> = pending
+            .events_at(indexes)
+            .map(|event| (event.position, event.record.as_slice()))
+            .collect();
+        tails.extend(events, stream, &entries)?;
+    }
+    Ok(())
+}
+
 fn check_starts_at(page: &Page<'_>, expected: u64, first_read: bool) -> Result<(), Damage> {
     let first = page.first();
     if first > expected {
@@ -1255,7 +1289,7 @@ impl EventLog for SledLog {
     }
 
     fn head(&self) -> Head {
-        *self.shared.durable.head.lock()
+        *self.shared.durable.lock()
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
@@ -1318,22 +1352,22 @@ impl EventLog for SledLog {
     }
 
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {
-        stream_index::head(&self.shared.trees.events, &stream_key(stream)).map_err(|problem| {
-            Damage {
+        let durable = self.head().position;
+        stream_index::head(&self.shared.trees.events, &stream_key(stream), durable).map_err(
+            |problem| Damage {
                 position: 0,
                 problem,
-            }
-        })
+            },
+        )
     }
 
     fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        let mut head = self.shared.durable.head.lock();
+        let mut head = self.shared.durable.lock();
         if head.position < position {
-            let _ = self.shared.durable.grew.wait_while_for(
-                &mut head,
-                |h| h.position < position,
-                timeout,
-            );
+            let _ = self
+                .shared
+                .grew
+                .wait_while_for(&mut head, |h| h.position < position, timeout);
         }
         head.position
     }
@@ -1431,8 +1465,6 @@ mod tests {
         clippy::unwrap_used,
         reason = "a test fails loudly at the first surprise"
     )]
-
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 

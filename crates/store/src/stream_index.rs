@@ -215,24 +215,23 @@ pub(crate) fn positions(key: &[u8], value: &[u8]) -> Result<Vec<u64>, Problem> {
     Ok(positions)
 }
 
-/// The position of the last event of `stream`, 0 if it has none.
-pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17]) -> Result<u64, Problem> {
+/// The position of the last event of `stream` at or before `at_most`, 0
+/// if it has none. Readers pass the durable head: sled holds a group's
+/// records while its journal frame is still being synced.
+pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17], at_most: u64) -> Result<u64, Problem> {
+    let last = |positions: Vec<u64>| positions.into_iter().rev().find(|p| *p <= at_most);
     if let Some(token) = token_of(stream) {
-        return Ok(TOKEN_STREAMS
-            .positions(events, token)?
-            .last()
-            .copied()
-            .unwrap_or(0));
+        return Ok(last(TOKEN_STREAMS.positions(events, token)?).unwrap_or(0));
     }
-    let last = events
-        .scan_prefix(prefix(stream))
-        .next_back()
-        .transpose()
-        .map_err(|e| Problem::Storage(e.to_string()))?;
-    match last {
-        Some((key, value)) => Ok(positions(&key, &value)?.last().copied().unwrap_or(0)),
-        None => Ok(0),
+    // From the last run back: only runs of records not yet durable lie
+    // wholly above `at_most`.
+    for run in events.scan_prefix(prefix(stream)).rev() {
+        let (key, value) = run.map_err(|e| Problem::Storage(e.to_string()))?;
+        if let Some(position) = last(positions(&key, &value)?) {
+            return Ok(position);
+        }
     }
+    Ok(0)
 }
 
 /// The positions of `stream`'s events from `from` to `to`, in order: from
@@ -598,9 +597,9 @@ mod tests {
         }
         tails.extend(&events, &b, &at(&[101])).unwrap();
         assert_eq!(all(&events, &a), written);
-        assert_eq!(head(&events, &a).unwrap(), 100);
-        assert_eq!(head(&events, &b).unwrap(), 101);
-        assert_eq!(head(&events, &[3; 17]).unwrap(), 0);
+        assert_eq!(head(&events, &a, u64::MAX).unwrap(), 100);
+        assert_eq!(head(&events, &b, u64::MAX).unwrap(), 101);
+        assert_eq!(head(&events, &[3; 17], u64::MAX).unwrap(), 0);
         // 1..=49 in two runs (32, 17); forgotten after 50's group; then
         // 50..=56 and on in runs of 32.
         let runs = events.scan_prefix(prefix(&a)).count();
@@ -641,13 +640,33 @@ mod tests {
             .unwrap();
         // A writer that never saw the token adds to the same bucket.
         Tails::default().extend(&events, &token, &at(&[8])).unwrap();
-        assert_eq!(head(&events, &token).unwrap(), 8);
+        assert_eq!(head(&events, &token, u64::MAX).unwrap(), 8);
         assert_eq!(events.scan_prefix(prefix(&token)).count(), 0);
         let id = token_of(&token).unwrap();
         assert_eq!(TOKEN_STREAMS.positions(&events, id).unwrap(), vec![3, 5, 8]);
         remove_above(&events, &token, 5).unwrap();
-        assert_eq!(head(&events, &token).unwrap(), 5);
+        assert_eq!(head(&events, &token, u64::MAX).unwrap(), 5);
         assert_eq!(token_of(&[6; 17]), None);
+    }
+
+    #[test]
+    fn a_head_at_most_a_position_is_the_last_event_at_or_before_it() {
+        let events = tree();
+        let stream = [7; 17];
+        let positions: Vec<u64> = (1..=100).map(|p| p * 2).collect();
+        Tails::default()
+            .extend(&events, &stream, &at(&positions))
+            .unwrap();
+        let mut token = [9; 17];
+        token[0] = TOKEN;
+        Tails::default()
+            .extend(&events, &token, &at(&positions))
+            .unwrap();
+        for limit in 0..=201 {
+            let expected = limit / 2 * 2;
+            assert_eq!(head(&events, &stream, limit).unwrap(), expected);
+            assert_eq!(head(&events, &token, limit).unwrap(), expected);
+        }
     }
 
     #[test]
@@ -665,7 +684,7 @@ mod tests {
                 .collect();
             assert_eq!(all(&events, &stream), kept, "cut at {cut}");
             assert_eq!(
-                head(&events, &stream).unwrap(),
+                head(&events, &stream, u64::MAX).unwrap(),
                 kept.last().copied().unwrap_or(0)
             );
         }
@@ -735,7 +754,7 @@ mod tests {
             all(&events, &stream),
             written.iter().map(|(p, _)| *p).collect::<Vec<_>>()
         );
-        assert_eq!(head(&events, &stream).unwrap(), 600);
+        assert_eq!(head(&events, &stream, u64::MAX).unwrap(), 600);
         for entry in events.scan_prefix(prefix(&stream)) {
             let (key, value) = entry.unwrap();
             let len = records(&key, &value).unwrap().len();

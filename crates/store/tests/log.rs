@@ -501,9 +501,9 @@ fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
     assert!(verified.records <= 2, "{verified:?}");
 }
 
-/// The syncer syncs while the writer goes on to the next group; neither an
-/// append nor a retry of it, answered from the record in flight, may
-/// return before that sync has.
+/// The journal syncs while the group goes into sled; neither an append
+/// nor a retry of it, sent during that sync, may return before the sync
+/// has, nor may the record be read.
 #[test]
 fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -538,6 +538,17 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
         "a retry answered before the sync returned"
     );
     assert_eq!(log.head().position, 0, "a record readable before its sync");
+    for stream in [
+        Stream::Company(COMPANY),
+        Stream::Teammate(TeammateId::from_u128(1)),
+    ] {
+        assert_eq!(
+            log.stream_head(stream).unwrap(),
+            0,
+            "{stream:?} moved before the sync"
+        );
+        assert!(log.read_stream(stream, 1, 10).unwrap().is_empty());
+    }
     open_gate.send(()).unwrap();
     assert_eq!(first.join().unwrap(), Ok(vec![1]));
     assert_eq!(retry.join().unwrap(), Ok(vec![1]));
