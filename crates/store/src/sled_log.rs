@@ -1108,9 +1108,6 @@ impl Writer {
     }
 }
 
-/// Checks that a page read in order starts where the previous one ended,
-/// at `expected`; or, for the first page of a read (`first_read`), that it
-/// holds `expected`.
 /// Inserts a group into sled, in memory: the journal makes it durable,
 /// and a reopen makes it whole (see [`Writer::recover`]). `tails` is the
 /// last run of each stream written since opening. Runs on the inserter.
@@ -1146,6 +1143,9 @@ fn insert(events: &sled::Tree, tails: &mut Tails, pending: &Pending) -> Result<(
     Ok(())
 }
 
+/// Checks that a page read in order starts where the previous one ended,
+/// at `expected`; or, for the first page of a read (`first_read`), that it
+/// holds `expected`.
 fn check_starts_at(page: &Page<'_>, expected: u64, first_read: bool) -> Result<(), Damage> {
     let first = page.first();
     if first > expected {
