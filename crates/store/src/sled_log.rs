@@ -909,7 +909,9 @@ impl Writer {
     ///
     /// The inserts are most of a group's work and need no trip to the
     /// device, so they run on the inserter while this thread waits for the
-    /// sync: a group costs the longer of the two, not their sum.
+    /// sync: a group costs the longer of the two, not their sum. In three
+    /// alternating runs `append/single_durable` went from 3.19, 3.11 and
+    /// 2.91 times the same run's `fsync_floor` to 1.87, 2.04 and 2.29.
     fn write(&mut self, pending: Pending) -> Result<(), AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
         inject(&self.faults, FaultPoint::Commit).map_err(io)?;
