@@ -19,8 +19,10 @@
 //! pool and named by its index, a deletion, which few tokens have, sits in
 //! a list of its own, and what a decision reads sits in one cache line (a
 //! `Row`) apart from the rest (an `Origin`). Readers get a [`Token`], a
-//! view that resolves the indexes. Opening the 5M-event log went from 408
-//! to 259 resident bytes per live token.
+//! view that resolves the indexes. Opening the 5M-event log from its
+//! checkpoint went from 404 and 404 resident bytes per live token to 260
+//! and 262, with this table and the checkpoint that keeps it as it is
+//! (two runs of each, alternating).
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, RandomState};
