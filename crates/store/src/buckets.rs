@@ -107,6 +107,21 @@ impl Buckets {
             .collect()
     }
 
+    /// Every bucket, in order of its key.
+    pub(crate) fn all(&self, events: &sled::Tree) -> sled::Iter {
+        events.scan_prefix([self.prefix])
+    }
+
+    /// The ids in a bucket that [`Buckets::all`] gave, checked as
+    /// [`Buckets::positions`] checks them.
+    pub(crate) fn ids(&self, key: &[u8], value: &[u8]) -> Result<Vec<u128>, Problem> {
+        Ok(self
+            .entries(key, value)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Records that `id` has events at `positions`, in one merge: each
     /// merge rewrites the whole bucket.
     pub(crate) fn add(

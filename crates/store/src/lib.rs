@@ -66,6 +66,7 @@
 mod buckets;
 mod checkpoint;
 mod journal;
+mod known_ids;
 mod log;
 mod page;
 mod record;

@@ -33,12 +33,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
 use crate::buckets::EVENT_IDS;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
+use crate::known_ids::KnownIds;
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
     StoredEvent, StoredRecord, Stream, Verified, hex,
@@ -353,6 +354,7 @@ impl SledLog {
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
             inserter,
+            known_ids: KnownIds::new(),
         };
         writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
@@ -668,6 +670,10 @@ impl DurableFiles {
 /// thread puts them into sled key by key. The appends that arrive during
 /// one sync are made durable together by the next (group commit).
 ///
+/// A retry is recognised by its event ids: those of the group being
+/// planned, then `known_ids`, which rules out most new ids without
+/// asking sled, then the `I` buckets.
+///
 /// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
 /// journal's sync that covers it returned, and readers see a record only
 /// once the durable head, published then, reaches it. Every group is synced
@@ -683,6 +689,8 @@ struct Writer {
     files: DurableFiles,
     /// Puts each group into sled while the journal syncs (`insert`).
     inserter: Worker<Pending, Result<(), sled::Error>>,
+    /// Which event ids are certainly not in the log, once gathered.
+    known_ids: KnownIds,
 }
 
 fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
@@ -719,7 +727,23 @@ struct Pending {
 
 impl Writer {
     fn run(mut self, inbox: &Receiver<Request>) {
-        while let Ok(first) = inbox.recv() {
+        loop {
+            // The event ids are gathered while no append waits.
+            let first = if self.known_ids.gathering() {
+                match inbox.try_recv() {
+                    Ok(request) => request,
+                    Err(TryRecvError::Empty) => {
+                        self.known_ids.step();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match inbox.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match inbox.try_recv() {
@@ -838,6 +862,8 @@ impl Writer {
             }
             return;
         }
+        self.known_ids
+            .start(&self.shared.trees.events, self.head.position);
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
@@ -858,6 +884,10 @@ impl Writer {
                 }
             }
         }
+        // Added before the write: if it fails, an id the log lacks costs
+        // only a lookup in sled later.
+        self.known_ids
+            .add(pending.events.iter().map(|event| event.event_id.as_u128()));
         if !pending.events.is_empty()
             && let Err(error) = self.write(pending)
         {
@@ -969,6 +999,9 @@ impl Writer {
     ) -> Result<Option<u64>, AppendError> {
         if let Some(position) = pending.event_ids.get(&id) {
             return Ok(Some(*position));
+        }
+        if !self.known_ids.may_hold(id.as_u128()) {
+            return Ok(None);
         }
         EVENT_IDS
             .positions(&self.shared.trees.events, id.as_u128())
