@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
@@ -727,23 +727,7 @@ struct Pending {
 
 impl Writer {
     fn run(mut self, inbox: &Receiver<Request>) {
-        loop {
-            // The event ids are gathered while no append waits.
-            let first = if self.known_ids.gathering() {
-                match inbox.try_recv() {
-                    Ok(request) => request,
-                    Err(TryRecvError::Empty) => {
-                        self.known_ids.step();
-                        continue;
-                    }
-                    Err(TryRecvError::Disconnected) => break,
-                }
-            } else {
-                match inbox.recv() {
-                    Ok(request) => request,
-                    Err(_) => break,
-                }
-            };
+        while let Ok(first) = inbox.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match inbox.try_recv() {
@@ -864,6 +848,7 @@ impl Writer {
         }
         self.known_ids
             .start(&self.shared.trees.events, self.head.position);
+        self.known_ids.poll();
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;

@@ -151,8 +151,8 @@ fn a_retried_append_returns_its_original_positions() {
 }
 
 /// The writer learns the ids written before it opened from sled's
-/// buckets, a few at a time between appends, and skips the lookup for
-/// an id it has not seen; one it missed would be appended again.
+/// buckets, on a thread of their own, and then skips the lookup for an id
+/// it has not seen; one it missed would be appended again.
 #[test]
 fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,8 +173,8 @@ fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_aft
             log.append(vec![event(id)], Expectation::Any).unwrap(),
             vec![id as u64]
         );
-        // New events among the retries: each gives the writer a pause to
-        // gather in, and is itself retried below.
+        // New events among the retries, some written while the ids are
+        // gathered: each is itself retried below.
         if id % 50 == 0 {
             head += 1;
             assert_eq!(
