@@ -712,27 +712,91 @@ impl Indexes {
         // Slots run below `len`, so none is `NO_SLOT` once `len` fits.
         u32::try_from(len).ok()?;
         let key = |slot: u32| key(usize::try_from(slot).unwrap_or(usize::MAX));
-        let mut slots = HashTable::with_capacity(len);
-        let mut by_digest = HashTable::with_capacity(len);
-        for slot in (0u32..).take(len) {
-            let (id, digest) = key(slot);
-            let id_hash = hash_id(&id);
-            let digest_hash = hash_digest(&digest);
-            if slots.find(id_hash, |held| key(*held).0 == id).is_some()
-                || by_digest
-                    .find(digest_hash, |held| key(*held).1 == digest)
-                    .is_some()
-            {
-                return None;
-            }
-            slots.insert_unique(id_hash, slot, |held| hash_id(&key(*held).0));
-            by_digest.insert_unique(digest_hash, slot, |held| hash_digest(&key(*held).1));
-        }
+        // One pair of buffers for both: each is 16 MB at a million
+        // tokens, and a fresh one costs its page faults.
+        let mut buffers = (Vec::with_capacity(len), Vec::with_capacity(len));
+        let slots = index(
+            len,
+            |slot| hash_id(&key(slot).0),
+            |a, b| key(a).0 == key(b).0,
+            &mut buffers,
+        )?;
+        let by_digest = index(
+            len,
+            |slot| hash_digest(&key(slot).1),
+            |a, b| key(a).1 == key(b).1,
+            &mut buffers,
+        )?;
         Some(Indexes {
             len,
             slots,
             by_digest,
         })
+    }
+}
+
+/// A slot and its hash.
+type Hashed = (u64, u32);
+
+/// A table of the slots below `len`, each under its `hash`; `None` if two
+/// are `same`. `buffers` are scratch space.
+///
+/// The slots go in in the order of the buckets they land in, not their
+/// own: a million in slot order hit a random cache line of a 10 MB table
+/// each, and building the two indexes of a checkpoint took 330 to 380 ms,
+/// twice as long as its rows; in bucket order, 175 to 258 ms (three runs
+/// each, a throwaway program).
+fn index(
+    len: usize,
+    hash: impl Fn(u32) -> u64,
+    same: impl Fn(u32, u32) -> bool,
+    buffers: &mut (Vec<Hashed>, Vec<Hashed>),
+) -> Option<HashTable<u32>> {
+    let mut table = HashTable::with_capacity(len);
+    // hashbrown starts looking for a hash's place at the bucket its low
+    // bits name, among a power of two of buckets kept at most 7/8 full.
+    let buckets = (table.capacity().saturating_mul(8) / 7).next_power_of_two();
+    let (hashed, sorted) = buffers;
+    hashed.clear();
+    hashed.extend((0u32..).take(len).map(|slot| (hash(slot), slot)));
+    in_bucket_order(hashed, buckets.trailing_zeros(), sorted);
+    for &(held_hash, slot) in sorted.iter() {
+        if table.find(held_hash, |held| same(*held, slot)).is_some() {
+            return None;
+        }
+        table.insert_unique(held_hash, slot, |held| hash(*held));
+    }
+    Some(table)
+}
+
+/// `items` into `sorted` in 256 runs, by the top 8 of the low `bits` bits
+/// of their hash (a counting sort): each run's places lie in a 256th of
+/// the table, which the caches hold while its slots go in.
+fn in_bucket_order(items: &[Hashed], bits: u32, sorted: &mut Vec<Hashed>) {
+    let low = 1u64
+        .checked_shl(bits)
+        .map_or(u64::MAX, |buckets| buckets - 1);
+    let shift = bits.saturating_sub(8);
+    let run = |hash: u64| ((hash & low) >> shift) as usize;
+    let mut starts = [0usize; 256];
+    for (hash, _) in items {
+        if let Some(count) = starts.get_mut(run(*hash)) {
+            *count += 1;
+        }
+    }
+    let mut next = 0;
+    for start in &mut starts {
+        (*start, next) = (next, next + *start);
+    }
+    sorted.clear();
+    sorted.resize(items.len(), (0, 0));
+    for item in items {
+        if let Some(start) = starts.get_mut(run(item.0))
+            && let Some(place) = sorted.get_mut(*start)
+        {
+            *place = *item;
+            *start += 1;
+        }
     }
 }
 
@@ -933,6 +997,59 @@ pub(crate) mod tests {
         assert!(state.token(b).is_none());
         assert!(state.token_by_digest(&sb.digest()).is_none());
         assert_eq!(state.tokens_of(CompanyId::from_u128(1)).count(), 1);
+    }
+
+    #[test]
+    fn indexes_built_in_bucket_order_find_every_token_and_any_repeat() {
+        let tokens: Vec<(TokenId, Secret)> = (1..=3_000u32)
+            .map(|i| {
+                let mut random = [0; 32];
+                random[..4].copy_from_slice(&i.to_be_bytes());
+                (
+                    TokenId::from_u128(u128::from(i) << 64),
+                    Secret::from_random(random),
+                )
+            })
+            .collect();
+        let listed: Vec<(TokenId, &Secret)> = tokens.iter().map(|(t, s)| (*t, s)).collect();
+        let built = state_with(&listed).tokens;
+        let keys: Vec<(TokenId, SecretDigest)> =
+            tokens.iter().map(|(t, s)| (*t, s.digest())).collect();
+        let key = |slot: usize| keys[slot];
+        let indexes = Indexes::build(keys.len(), key).unwrap();
+        let table = Tokens::assemble(built.rows, indexes, key).unwrap();
+        for (slot, (id, digest)) in keys.iter().enumerate() {
+            assert_eq!(table.slot_of(*id), Some(slot as u32));
+            assert_eq!(table.slot_by_digest(digest), Some(slot as u32));
+        }
+        // A repeat is found wherever it falls in the order of insertion.
+        for (first, again) in [(0, 2_999), (1_500, 7), (42, 43)] {
+            let mut ids = keys.clone();
+            ids[again].0 = ids[first].0;
+            assert!(Indexes::build(ids.len(), |slot| ids[slot]).is_none());
+            let mut digests = keys.clone();
+            digests[again].1 = digests[first].1;
+            assert!(Indexes::build(digests.len(), |slot| digests[slot]).is_none());
+        }
+    }
+
+    #[test]
+    fn bucket_order_keeps_every_item_and_sorts_by_the_top_of_the_low_bits() {
+        let items: Vec<(u64, u32)> = (0..10_000u32)
+            .map(|i| (u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15), i))
+            .collect();
+        for bits in [0, 3, 8, 21] {
+            let mut sorted = Vec::new();
+            in_bucket_order(&items, bits, &mut sorted);
+            let run = |hash: u64| (hash & ((1 << bits) - 1)) >> bits.saturating_sub(8);
+            assert!(
+                sorted.is_sorted_by_key(|(hash, _)| run(*hash)),
+                "bits {bits}"
+            );
+            let mut slots: Vec<u32> = sorted.iter().map(|(_, slot)| *slot).collect();
+            slots.sort_unstable();
+            assert!(slots.iter().copied().eq(0..10_000), "bits {bits}");
+        }
     }
 
     #[test]
