@@ -1,32 +1,42 @@
-//! What the writer knows of the event ids in the log without asking sled:
-//! a Bloom filter of every id, so that an append of new events, the usual
-//! case, skips the lookup that checks whether it is a retry.
+//! What the writer knows of the event ids in the log without asking
+//! sled: a Bloom filter of every id, so that an append of new events,
+//! the usual case, skips the lookup that checks whether it is a retry.
 //!
-//! Why: that lookup, a sled `get` of the id's bucket (`buckets.rs`), took
-//! about 15 µs of the writer's time before each group's journal write, on
-//! the path of every append (perf); a filter answers in well under a
-//! microsecond. A "maybe" still asks sled, so a false positive costs what
-//! every append cost before, and a retry is found as before. In five
-//! alternating pairs of runs, `append/single_durable` went from a median
-//! of 219 to 203 µs and `append/group_commit_8` from 103 to 92 µs an event.
+//! Why: that lookup, a sled `get` of the id's bucket (`buckets.rs`),
+//! took about 15 µs of the writer's time before each group's journal
+//! write, on the path of every append (perf); a filter answers in well
+//! under a microsecond. A "maybe" still asks sled, so a false positive
+//! costs what every append cost before, and a retry is found as before.
+//! In five alternating pairs of runs, `append/single_durable` went from
+//! a median of 219 to 203 µs and `append/group_commit_8` from 103 to 92
+//! µs an event.
 //!
 //! The filter must hold every id in the log before it may say "no". A
-//! thread of its own gathers it from sled's event-id buckets, starting
-//! with the first append after opening: opening costs nothing, a log that
-//! is only read never gathers, and no append waits for it. The writer
-//! keeps the ids of every group it writes meanwhile, and adds them when
-//! the gathered filter arrives. Together they cover the log: groups are
-//! made whole in sled one after another, so when gathering starts every
-//! earlier id is in a bucket, and buckets only grow while the log is open
+//! thread of its own gathers it from sled's event-id buckets once
+//! [`GATHER_AFTER`] events have been appended since opening: opening
+//! costs nothing, a log that is only read or rarely written never
+//! gathers, and no append waits for it. The writer keeps the ids of
+//! every group it writes meanwhile, and adds them when the gathered
+//! filter arrives. Together they cover the log: groups are made whole
+//! in sled one after another, so when gathering starts every earlier id
+//! is in a bucket, and buckets only grow while the log is open
 //! (`remove_above` runs before the writer starts).
 //!
 //! Gathering a 5 M-event log's 262,144 buckets took 1.1 s with sled's
-//! pages in memory and 8.3 s without (a throwaway test): in steps on the
-//! writer, between appends, a step of 64 buckets took 0.27 ms on average
-//! and up to 51 ms, which an append arriving meanwhile would have waited.
+//! pages in memory and 8.3 s without (a throwaway test). In steps on
+//! the writer, between appends, a step of 64 buckets took 0.27 ms on
+//! average with the pages in memory, and up to 51 ms without: an append
+//! arriving meanwhile would have waited that long.
 //!
-//! Memory: 12 bits an id, sized at twice the log's events when gathering
-//! starts and doubled when full: about 15 MB for a 5 M-event log.
+//! Memory: 12 bits an id, sized at twice the log's events when
+//! gathering starts and doubled when full: about 15 MB for a 5 M-event
+//! log. Reading every bucket also brings them into sled's cache: on the
+//! 5 M-event bench log, with gathering started by the first command,
+//! the process grew from 440 to 600 MiB in the 10 s after it (a
+//! throwaway program). Appends bring them in anyway, more slowly: each
+//! one merges into a bucket of its own. Hence [`GATHER_AFTER`]: a
+//! service that writes a few events a day saves little by skipping the
+//! lookup, and would hold the buckets early.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +52,9 @@ pub(crate) struct KnownIds {
 }
 
 enum State {
-    /// Not gathered: no append since opening.
-    NotYet,
+    /// Not gathered: fewer than [`GATHER_AFTER`] events appended since
+    /// opening, `written` of them.
+    NotYet { written: u64 },
     /// Being gathered by `thread`, which sends the filter, or `None` if a
     /// bucket could not be read; `written` are the ids written since it
     /// started.
@@ -70,14 +81,17 @@ impl KnownIds {
     /// Nothing known yet.
     pub(crate) fn new() -> KnownIds {
         KnownIds {
-            state: State::NotYet,
+            state: State::NotYet { written: 0 },
         }
     }
 
     /// Starts gathering the ids of a log of `events` events from `tree`,
-    /// unless it has started already.
+    /// once [`GATHER_AFTER`] have been written since opening, unless it has
+    /// started already.
     pub(crate) fn start(&mut self, tree: &sled::Tree, events: u64) {
-        if let State::NotYet = self.state {
+        if let State::NotYet { written } = self.state
+            && written >= GATHER_AFTER
+        {
             self.state = match Gatherer::start(tree.clone(), events) {
                 Ok(thread) => State::Gathering {
                     thread,
@@ -113,7 +127,8 @@ impl KnownIds {
         match &mut self.state {
             State::Gathering { written, .. } => written.extend(ids),
             State::All(filter) => ids.for_each(|id| filter.insert(id)),
-            State::NotYet | State::Unknown => {}
+            State::NotYet { written } => *written += ids.count() as u64,
+            State::Unknown => {}
         }
     }
 
@@ -166,6 +181,9 @@ impl Drop for Gatherer {
         }
     }
 }
+
+/// How many events appended since opening start the gathering.
+pub(crate) const GATHER_AFTER: u64 = 1_000;
 
 /// A Bloom filter of 128-bit ids that grows: a list of blocked Bloom
 /// filters, each twice the one before, the newest taking new ids. An id
@@ -331,11 +349,20 @@ mod tests {
             EVENT_IDS.add(&events, *id, &[position]).unwrap();
         }
         let mut known = KnownIds::new();
+        known.start(&events, before.len() as u64);
+        assert!(
+            matches!(known.state, State::NotYet { written: 0 }),
+            "no gathering before {GATHER_AFTER} events are written"
+        );
+        // Written before gathering, so in sled by then: counted, not kept.
+        known.add(before.iter().copied());
+        known.add(before.iter().copied());
         assert!(
             known.may_hold(during[0]),
             "nothing is known before gathering"
         );
         known.start(&events, before.len() as u64);
+        assert!(matches!(known.state, State::Gathering { .. }));
         // Written while gathering: whether the thread sees them in their
         // buckets or not, the writer keeps them until the filter arrives.
         for id in &during {
@@ -365,6 +392,7 @@ mod tests {
         EVENT_IDS.add(&events, 1, &[1]).unwrap();
         events.insert([b'I', 0, 0, 0], &[1u8; 20][..]).unwrap();
         let mut known = KnownIds::new();
+        known.add(0..u128::from(GATHER_AFTER));
         known.start(&events, 1);
         gathered(&mut known);
         assert!(known.may_hold(2));

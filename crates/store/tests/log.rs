@@ -167,7 +167,18 @@ fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_aft
         }
     }
     let log = open(dir.path());
-    let mut head = 5_000;
+    // Gathering starts once a thousand events are written since opening.
+    let fresh: Vec<Vec<NewEvent>> = (200_001..=201_000)
+        .map(event)
+        .collect::<Vec<_>>()
+        .chunks(100)
+        .map(<[NewEvent]>::to_vec)
+        .collect();
+    for (batch, first) in fresh.iter().zip((5_001..).step_by(100)) {
+        let positions = log.append(batch.clone(), Expectation::Any).unwrap();
+        assert_eq!(positions, (first..first + 100).collect::<Vec<u64>>());
+    }
+    let mut head = 6_000;
     for id in 1..=5_000 {
         assert_eq!(
             log.append(vec![event(id)], Expectation::Any).unwrap(),
@@ -185,7 +196,7 @@ fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_aft
         }
     }
     std::thread::sleep(Duration::from_millis(50));
-    for (position, id) in (5_001..).zip((50..=5_000).step_by(50)) {
+    for (position, id) in (6_001..).zip((50..=5_000).step_by(50)) {
         assert_eq!(
             log.append(vec![event(100_000 + id)], Expectation::Any)
                 .unwrap(),
@@ -195,6 +206,10 @@ fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_aft
             log.append(vec![event(id)], Expectation::Any).unwrap(),
             vec![id as u64]
         );
+    }
+    for (batch, first) in fresh.iter().zip((5_001..).step_by(100)) {
+        let positions = log.append(batch.clone(), Expectation::Any).unwrap();
+        assert_eq!(positions, (first..first + 100).collect::<Vec<u64>>());
     }
     assert_eq!(log.head().position, head);
     assert_eq!(log.verify().unwrap().records, head);
