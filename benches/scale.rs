@@ -92,7 +92,7 @@ fn measure_memory(dir: &Path) {
 
 /// The time `iterations` opens of the log in `dir` take, without closing
 /// each: that frees the state and settles sled, which `b.iter` would
-/// count (about 90 ms of a million tokens' open).
+/// count (60 to 90 ms of a million tokens' open).
 fn opening(dir: &Path, iterations: u64) -> Duration {
     let mut opening = Duration::ZERO;
     for _ in 0..iterations {

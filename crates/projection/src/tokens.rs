@@ -744,8 +744,8 @@ type Hashed = (u64, u32);
 /// The slots go in in the order of the buckets they land in, not their
 /// own: a million in slot order hit a random cache line of a 10 MB table
 /// each, and building the two indexes of a checkpoint took 330 to 380 ms,
-/// twice as long as its rows; in bucket order, 175 to 258 ms (three runs
-/// each, a throwaway program).
+/// twice as long as its rows; in bucket order, 178 to 229 ms (six runs,
+/// a throwaway program).
 fn index(
     len: usize,
     hash: impl Fn(u32) -> u64,

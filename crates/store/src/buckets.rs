@@ -57,16 +57,21 @@ const ENTRY: usize = 24;
 
 /// The bucket `id` is in.
 fn bucket(id: u128) -> [u8; 3] {
-    // MurmurHash3's 64-bit finalizer over both halves: every bit of the
-    // id moves the top bits, which choose the bucket.
-    let mut x = (id >> 64) as u64 ^ (id as u64).rotate_left(32);
+    // The finalizer over both halves: every bit of the id moves the top
+    // bits, which choose the bucket.
+    let x = fmix64((id >> 64) as u64 ^ (id as u64).rotate_left(32));
+    let [_, a, b, c] = ((x >> (64 - BUCKET_BITS)) as u32).to_be_bytes();
+    [a, b, c]
+}
+
+/// MurmurHash3's 64-bit finalizer: every bit of `x` moves every bit of
+/// the result.
+pub(crate) fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
     x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^= x >> 33;
-    let [_, a, b, c] = ((x >> (64 - BUCKET_BITS)) as u32).to_be_bytes();
-    [a, b, c]
+    x ^ (x >> 33)
 }
 
 fn entry(id: u128, position: u64) -> [u8; ENTRY] {

@@ -33,10 +33,10 @@
 //! log. Reading every bucket also brings them into sled's cache: on the
 //! 5 M-event bench log, with gathering started by the first command,
 //! the process grew from 440 to 600 MiB in the 10 s after it (a
-//! throwaway program). Appends bring them in anyway, more slowly: each
-//! one merges into a bucket of its own. Hence [`GATHER_AFTER`]: a
-//! service that writes a few events a day saves little by skipping the
-//! lookup, and would hold the buckets early.
+//! throwaway program). Appends bring buckets in too, one at a time:
+//! sled reads the leaf of the bucket each merges into. Hence
+//! [`GATHER_AFTER`]: a service that writes a few events a day saves
+//! little by skipping the lookup, and would hold the buckets early.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +44,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
-use crate::buckets::EVENT_IDS;
+use crate::buckets::{EVENT_IDS, fmix64};
 
 /// The ids of the log, as far as the writer knows them.
 pub(crate) struct KnownIds {
@@ -85,27 +85,23 @@ impl KnownIds {
         }
     }
 
-    /// Starts gathering the ids of a log of `events` events from `tree`,
-    /// once [`GATHER_AFTER`] have been written since opening, unless it has
-    /// started already.
-    pub(crate) fn start(&mut self, tree: &sled::Tree, events: u64) {
-        if let State::NotYet { written } = self.state
-            && written >= GATHER_AFTER
-        {
-            self.state = match Gatherer::start(tree.clone(), events) {
-                Ok(thread) => State::Gathering {
-                    thread,
-                    written: Vec::new(),
-                },
-                Err(_) => State::Unknown,
-            };
-        }
-    }
-
-    /// Takes the gathered filter if it has arrived, with the ids written
-    /// since gathering started.
-    pub(crate) fn poll(&mut self) {
+    /// Called before each group, with the log's `tree` and its number of
+    /// `events`: starts gathering once [`GATHER_AFTER`] events have been
+    /// written since opening; later, takes the gathered filter if it has
+    /// arrived, with the ids written since gathering started.
+    pub(crate) fn catch_up(&mut self, tree: &sled::Tree, events: u64) {
         let State::Gathering { thread, written } = &mut self.state else {
+            if let State::NotYet { written } = self.state
+                && written >= GATHER_AFTER
+            {
+                self.state = match Gatherer::start(tree.clone(), events) {
+                    Ok(thread) => State::Gathering {
+                        thread,
+                        written: Vec::new(),
+                    },
+                    Err(_) => State::Unknown,
+                };
+            }
             return;
         };
         let gathered = match thread.gathered.try_recv() {
@@ -250,12 +246,14 @@ impl Level {
 
     /// The block of `id` and the bits it sets there, as (word, mask).
     fn bits(&self, id: u128) -> (usize, impl Iterator<Item = (usize, u64)> + use<>) {
-        let hash = mix(id);
+        // Both halves through the finalizer: ids need not be random
+        // (`buckets.rs`).
+        let hash = fmix64(fmix64((id >> 64) as u64) ^ id as u64);
         // The high half of a 64×64-bit product maps the hash onto the
         // blocks evenly, without a division.
         let block = ((u128::from(hash) * self.blocks.len() as u128) >> 64) as usize;
         // Bit positions from a second mix, so they do not follow the block.
-        let bits = mix(u128::from(hash) << 64 | 0x2545_f491_4f6c_dd1d);
+        let bits = fmix64(hash ^ 0x2545_f491_4f6c_dd1d);
         let each = (0..BITS_SET).map(move |i| {
             let bit = (bits >> (i * 9)) & 511;
             ((bit / 64) as usize, 1u64 << (bit % 64))
@@ -281,21 +279,6 @@ impl Level {
             bits.all(|(word, mask)| words.get(word).is_some_and(|w| w & mask != 0))
         })
     }
-}
-
-/// MurmurHash3's 64-bit finalizer over both halves: ids need not be
-/// random (`buckets.rs`), and every bit of the id moves every bit here.
-fn mix(id: u128) -> u64 {
-    let mut x = (id >> 64) as u64;
-    for half in [x, id as u64] {
-        x ^= half.rotate_left(31);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^= x >> 33;
-    }
-    x
 }
 
 #[cfg(test)]
@@ -349,7 +332,7 @@ mod tests {
             EVENT_IDS.add(&events, *id, &[position]).unwrap();
         }
         let mut known = KnownIds::new();
-        known.start(&events, before.len() as u64);
+        known.catch_up(&events, before.len() as u64);
         assert!(
             matches!(known.state, State::NotYet { written: 0 }),
             "no gathering before {GATHER_AFTER} events are written"
@@ -361,7 +344,7 @@ mod tests {
             known.may_hold(during[0]),
             "nothing is known before gathering"
         );
-        known.start(&events, before.len() as u64);
+        known.catch_up(&events, before.len() as u64);
         assert!(matches!(known.state, State::Gathering { .. }));
         // Written while gathering: whether the thread sees them in their
         // buckets or not, the writer keeps them until the filter arrives.
@@ -369,7 +352,7 @@ mod tests {
             known.add(std::iter::once(*id));
         }
         assert!(known.may_hold(u128::MAX - 1), "no answer while gathering");
-        gathered(&mut known);
+        gathered(&mut known, &events);
         assert!(matches!(known.state, State::All(_)));
         assert!(before.iter().chain(&during).all(|id| known.may_hold(*id)));
         let strangers = (1..=10_000u128).map(|i| i << 100 | 7);
@@ -379,10 +362,10 @@ mod tests {
         assert!(known.may_hold(u128::MAX - 1));
     }
 
-    fn gathered(known: &mut KnownIds) {
+    fn gathered(known: &mut KnownIds, events: &sled::Tree) {
         while let State::Gathering { .. } = known.state {
             std::thread::sleep(std::time::Duration::from_millis(1));
-            known.poll();
+            known.catch_up(events, 0);
         }
     }
 
@@ -393,8 +376,8 @@ mod tests {
         events.insert([b'I', 0, 0, 0], &[1u8; 20][..]).unwrap();
         let mut known = KnownIds::new();
         known.add(0..u128::from(GATHER_AFTER));
-        known.start(&events, 1);
-        gathered(&mut known);
+        known.catch_up(&events, 1);
+        gathered(&mut known, &events);
         assert!(known.may_hold(2));
         assert!(matches!(known.state, State::Unknown));
     }

@@ -847,8 +847,7 @@ impl Writer {
             return;
         }
         self.known_ids
-            .start(&self.shared.trees.events, self.head.position);
-        self.known_ids.poll();
+            .catch_up(&self.shared.trees.events, self.head.position);
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
