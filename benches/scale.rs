@@ -5,7 +5,8 @@
 //! the head of a 5-million-event log), `asof/random_point` (a decision as
 //! of a random position of that log, from the token's company's events),
 //! the resident memory per live token after opening, printed, and
-//! `authorize_1m_tokens/by_handle`, the hot path at that size. An open is
+//! `authorize_1m_tokens/by_handle`, the hot path at that size, beside
+//! `authorize_1m_tokens/hashmap_floor`, its baseline. An open is
 //! timed from the call to the ledger it returns; closing it is not.
 //!
 //! The memory is measured in a fresh process (this bench run again, with
@@ -18,6 +19,7 @@
     reason = "a benchmark whose setup fails should stop at once"
 )]
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, decid
 use tokenledger_benches::generate::{
     FIVE_MILLION, ONE_MILLION, Rng, generated, secret_of, teammate,
 };
-use tokenledger_events::{Actor, Requirement, Timestamp};
+use tokenledger_events::{Actor, Requirement, Timestamp, TokenId};
 
 /// Set to a log's directory, the bench only measures the memory of opening
 /// it, and exits.
@@ -102,6 +104,23 @@ fn opening(dir: &Path, iterations: u64) -> Duration {
         drop(black_box(ledger));
     }
     opening
+}
+
+/// The baseline of `authorize_1m_tokens/by_handle`: `sampled` found in a
+/// std `HashMap` of `tokens` 64-byte rows, then a bit of the row tested,
+/// as MEASUREMENTS.md's "HashMap lookup plus a few bit tests" at this
+/// size. The other ids are random; the sampled ones are spread over the
+/// map as they are over the ledger's table, so each lookup costs what
+/// reaching one row of a million costs on this machine.
+fn hashmap_floor(sampled: &[TokenId], tokens: u64) -> HashMap<TokenId, [u64; 8]> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut random = || u128::from(rng.below(u64::MAX));
+    let mut rows = HashMap::with_capacity(tokens as usize);
+    while (rows.len() as u64) < tokens.saturating_sub(sampled.len() as u64) {
+        rows.insert(TokenId::from_u128(random() << 64 | random()), [0x5a; 8]);
+    }
+    rows.extend(sampled.iter().map(|token| (*token, [0x5a; 8])));
+    rows
 }
 
 fn scale(c: &mut Criterion) {
@@ -187,6 +206,16 @@ fn scale(c: &mut Criterion) {
             black_box(authorizer.authorize(*token, request))
         });
     });
+    let sampled: Vec<TokenId> = large.live.iter().map(|(token, _)| *token).collect();
+    let floor = hashmap_floor(&sampled, large.live_tokens);
+    let mut i = 0;
+    group.bench_function("hashmap_floor", |b| {
+        b.iter(|| {
+            i = (i + 1) % sampled.len();
+            black_box(floor.get(&sampled[i]).is_some_and(|row| row[1] & 4 != 0))
+        });
+    });
+    drop(floor);
     group.finish();
 
     let mut group = c.benchmark_group("asof");
