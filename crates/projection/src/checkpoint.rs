@@ -406,12 +406,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, CheckpointError> {
     let key = |slot: usize| {
         saved_rows.get(slot).map_or(
             (TokenId::from_u128(0), SecretDigest::from_bytes([0; 32])),
-            |r| {
-                (
-                    TokenId::from_u128(id(&r.id)),
-                    SecretDigest::from_bytes(r.digest),
-                )
-            },
+            key_of,
         )
     };
     // The indexes need only each token's id and digest, so a second thread
@@ -428,9 +423,18 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, CheckpointError> {
     // INVARIANT (digest-unique), as `apply` keeps it.
     let indexes =
         indexes.ok_or_else(|| damaged("two tokens have the same id or the same secret digest"))?;
-    state.tokens = Tokens::assemble(rows?, indexes, key)
-        .ok_or_else(|| damaged("the tokens read differently the second time"))?;
+    state.tokens = Tokens::assemble(rows?, indexes)
+        .ok_or_else(|| damaged("the token table and its indexes differ in length"))?;
     Ok(state)
+}
+
+/// A kept token's id and digest: the rows and the indexes both take them
+/// from here, so slot `i` of each holds the same token.
+fn key_of(r: &ArchivedSavedRow) -> (TokenId, SecretDigest) {
+    (
+        TokenId::from_u128(id(&r.id)),
+        SecretDigest::from_bytes(r.digest),
+    )
 }
 
 fn load_rows(pools: Pools, saved: &[ArchivedSavedRow]) -> Result<Rows, CheckpointError> {
@@ -439,8 +443,9 @@ fn load_rows(pools: Pools, saved: &[ArchivedSavedRow]) -> Result<Rows, Checkpoin
     for (slot, r) in saved.iter().enumerate() {
         let grants = Grants::from_bits(u128::from_be_bytes(r.grants))
             .ok_or_else(|| damaged(format!("the token in slot {slot} has grants for no scope")))?;
+        let (token, digest) = key_of(r);
         let row = Row {
-            id: TokenId::from_u128(id(&r.id)),
+            id: token,
             grants,
             expires_at: Timestamp::from_micros(r.expires_at.to_native()),
             company: r.company.to_native(),
@@ -452,7 +457,7 @@ fn load_rows(pools: Pools, saved: &[ArchivedSavedRow]) -> Result<Rows, Checkpoin
             flags: r.flags,
         };
         let origin = Origin {
-            digest: SecretDigest::from_bytes(r.digest),
+            digest,
             created_position: r.created_position.to_native(),
             created_at: Timestamp::from_micros(r.created_at.to_native()),
         };

@@ -801,21 +801,15 @@ fn in_bucket_order(items: &[Hashed], bits: u32, sorted: &mut Vec<Hashed>) {
 }
 
 impl Tokens {
-    /// The table of `rows` with `indexes` built from the same keys: `None`
-    /// unless slot `i` of both holds the same id and digest.
-    pub(crate) fn assemble(
-        rows: Rows,
-        indexes: Indexes,
-        key: impl Fn(usize) -> (TokenId, SecretDigest),
-    ) -> Option<Tokens> {
-        let matches = rows.len() == indexes.len
-            && rows
-                .rows
-                .iter()
-                .zip(&rows.origins)
-                .enumerate()
-                .all(|(slot, (row, origin))| key(slot) == (row.id, origin.digest));
-        matches.then_some(Tokens {
+    /// The table of `rows` with `indexes` built from the same keys, slot
+    /// for slot; `None` if they hold different numbers of tokens.
+    ///
+    /// That slot `i` of both holds the same id and digest is the caller's
+    /// to keep, by taking both from one function of each kept token (a
+    /// checkpoint's `key_of`): comparing a million of them again took 32
+    /// to 36 ms at the end of an open, after both threads were done.
+    pub(crate) fn assemble(rows: Rows, indexes: Indexes) -> Option<Tokens> {
+        (rows.len() == indexes.len).then_some(Tokens {
             rows,
             slots: indexes.slots,
             by_digest: indexes.by_digest,
@@ -1017,7 +1011,7 @@ pub(crate) mod tests {
             tokens.iter().map(|(t, s)| (*t, s.digest())).collect();
         let key = |slot: usize| keys[slot];
         let indexes = Indexes::build(keys.len(), key).unwrap();
-        let table = Tokens::assemble(built.rows, indexes, key).unwrap();
+        let table = Tokens::assemble(built.rows, indexes).unwrap();
         for (slot, (id, digest)) in keys.iter().enumerate() {
             assert_eq!(table.slot_of(*id), Some(slot as u32));
             assert_eq!(table.slot_by_digest(digest), Some(slot as u32));
@@ -1053,7 +1047,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn indexes_built_apart_refuse_a_repeated_id_or_digest_and_keys_that_differ() {
+    fn indexes_built_apart_refuse_a_repeated_id_or_digest_and_another_length() {
         let (a, b) = (TokenId::from_u128(10), TokenId::from_u128(20));
         let (sa, sb) = (Secret::from_random([1; 32]), Secret::from_random([2; 32]));
         let keys = |list: Vec<(TokenId, SecretDigest)>| move |slot: usize| list[slot];
@@ -1063,13 +1057,12 @@ pub(crate) mod tests {
 
         let built = state_with(&[(a, &sa), (b, &sb)]).tokens;
         let indexes = Indexes::build(2, keys(both.clone())).unwrap();
-        let tokens = Tokens::assemble(built.rows.clone(), indexes, keys(both.clone())).unwrap();
+        let tokens = Tokens::assemble(built.rows.clone(), indexes).unwrap();
         assert_eq!(tokens.handle_by_digest(&sb.digest()).unwrap().id(), b);
         assert!(tokens.get(a).is_some_and(|t| t.digest() == sa.digest()));
 
-        let swapped = vec![(b, sb.digest()), (a, sa.digest())];
-        let indexes = Indexes::build(2, keys(swapped.clone())).unwrap();
-        assert!(Tokens::assemble(built.rows, indexes, keys(swapped)).is_none());
+        let indexes = Indexes::build(1, keys(both)).unwrap();
+        assert!(Tokens::assemble(built.rows, indexes).is_none());
     }
 
     /// The token that `created` makes, with `scope` and the other fields
