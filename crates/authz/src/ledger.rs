@@ -15,8 +15,8 @@ use tokenledger_projection::{
     CheckpointError, Projection, Readers, State, decode_checkpoint, encode_checkpoint,
 };
 use tokenledger_store::{
-    AppendError, CheckpointKey, Damage, EventLog, Expectation, Head, NewEvent, OpenError, Options,
-    SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
+    AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
+    OpenError, Options, SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
@@ -203,6 +203,16 @@ impl Ledger {
     /// Opens the ledger in `dir` (created if needed), replaying its log.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         Ledger::open_with(dir, LedgerOptions::default())
+    }
+
+    /// Rewrites the storage files of the closed ledger in `dir` with only
+    /// what its log holds, and returns their sizes before and after: the
+    /// store reclaims the space of rewritten index entries slowly, and a
+    /// long-lived log's files grow to several times its contents. The log
+    /// must not be open; nothing is replaced unless the copy holds the
+    /// whole log.
+    pub fn compact(dir: &Path, options: LedgerOptions) -> Result<Compacted, LedgerError> {
+        SledLog::compact(dir, options.log).map_err(LedgerError::Open)
     }
 
     /// Opens the ledger in `dir` with options.

@@ -84,5 +84,7 @@ pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, TokenHandle, Workspace,
     decode_checkpoint, encode_checkpoint,
 };
-pub use tokenledger_store::{CheckpointKey, Damage, Head, OpenError, StoredEvent, Verified, hex};
+pub use tokenledger_store::{
+    CheckpointKey, Compacted, Damage, Head, OpenError, StoredEvent, Verified, hex,
+};
 pub use transfer::TransferError;

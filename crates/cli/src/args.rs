@@ -82,6 +82,9 @@ pub enum Top {
         #[arg(value_name = "FILE.jsonl")]
         file: PathBuf,
     },
+    /// Rewrite the log's storage files with only what they hold, and print
+    /// their sizes. The data directory must not be in use.
+    Compact,
     /// Run the forum story on a fresh data directory, and show what to try next.
     Demo,
 }

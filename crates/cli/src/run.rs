@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Top::Verify => verify(&context),
         Top::Export { out } => export(&context, &out),
         Top::Import { file } => import(&context, &file),
+        Top::Compact => compact(&context),
         Top::Demo => demo::run(explicit, context.json),
     }
 }
@@ -974,6 +975,25 @@ fn transfer_failure(error: TransferError) -> Failure {
             Failure::BadInput(error.to_string())
         }
     }
+}
+
+fn compact(context: &Context) -> Result<u8, Failure> {
+    let compacted = Ledger::compact(&context.data, LedgerOptions::default()).map_err(failure)?;
+    let json = json!({
+        "before": compacted.before,
+        "after": compacted.after,
+        "keys": compacted.keys,
+    });
+    print(context.json, &json, || {
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+        format!(
+            "compacted: the storage files took {:.1} MiB and now take {:.1} MiB ({} keys copied)",
+            mib(compacted.before),
+            mib(compacted.after),
+            compacted.keys
+        )
+    });
+    Ok(0)
 }
 
 fn import(context: &Context, file: &Path) -> Result<u8, Failure> {

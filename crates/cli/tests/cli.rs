@@ -221,6 +221,28 @@ fn wide_token(ledger: &Ledger, acme: &Acme) -> (String, String) {
     )
 }
 
+/// Checks that the token with `secret` is refused as deleted.
+fn assert_deleted(ledger: &Ledger, acme: &Acme, secret: &str) {
+    let run = ledger.run_with(
+        &[
+            "check",
+            "--scope",
+            "conversations:read",
+            "--resource",
+            "cnv_1",
+            "--global",
+            "--company",
+            &acme.company,
+            "--json",
+        ],
+        Some(secret),
+    );
+    assert_eq!(
+        (run.code, run.json()["rule"].as_str()),
+        (1, Some("token_live"))
+    );
+}
+
 #[test]
 fn administration_commands_print_what_they_created() {
     let ledger = Ledger::sealed();
@@ -833,24 +855,7 @@ fn export_then_import_rebuilds_the_same_log_and_a_tampered_export_imports_nothin
     assert_eq!(imported["imported"], 6);
     assert_eq!(copy.head(), ledger.head());
     // The deleted token stays refused in the copy.
-    let run = copy.run_with(
-        &[
-            "check",
-            "--scope",
-            "conversations:read",
-            "--resource",
-            "cnv_1",
-            "--global",
-            "--company",
-            &acme.company,
-            "--json",
-        ],
-        Some(&secret),
-    );
-    assert_eq!(
-        (run.code, run.json()["rule"].as_str()),
-        (1, Some("token_live"))
-    );
+    assert_deleted(&copy, &acme, &secret);
     // Not into a ledger that holds events.
     copy.fails(2, &["import", export.to_str().unwrap()], None);
 
@@ -862,6 +867,26 @@ fn export_then_import_rebuilds_the_same_log_and_a_tampered_export_imports_nothin
     assert!(run.stderr.contains("line 1"), "{}", run.stderr);
     assert_eq!(fresh.head().0, 0);
     fresh.fails(2, &["import", "/nonexistent/export.jsonl"], None);
+}
+
+#[test]
+fn compact_rewrites_the_storage_and_keeps_the_log() {
+    let ledger = Ledger::new();
+    let acme = acme(&ledger);
+    let (token, secret) = wide_token(&ledger, &acme);
+    ledger.ok(&["token", "delete", &token, "--by", &acme.admin]);
+    let before = ledger.head();
+    let compacted = ledger.ok(&["compact"]);
+    assert!(compacted["keys"].as_u64().unwrap() > 0, "{compacted}");
+    assert!(compacted["after"].as_u64().unwrap() > 0, "{compacted}");
+    assert_eq!(ledger.head(), before);
+    // The deleted token stays refused, and the ledger goes on.
+    assert_deleted(&ledger, &acme, &secret);
+    ledger.ok(&["company", "create", "--name", "Later"]);
+    assert_eq!(ledger.head().0, before.0 + 1);
+    let run = ledger.run(&["compact"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("MiB"), "{}", run.stdout);
 }
 
 #[test]

@@ -65,6 +65,7 @@
 
 mod buckets;
 mod checkpoint;
+mod compact;
 mod journal;
 mod known_ids;
 mod log;
@@ -77,6 +78,7 @@ mod stream_index;
 mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
+pub use compact::Compacted;
 pub use log::{
     AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
     StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,

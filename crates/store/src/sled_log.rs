@@ -242,11 +242,11 @@ pub struct SledLog {
     shared: Arc<Shared>,
     requests: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
-    // Held for the life of the log: the directory's exclusive lock.
-    _lock: File,
+    /// Held for the life of the log: the directory's exclusive lock.
+    pub(crate) lock: File,
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     move |error| OpenError::Io {
         path: path.to_owned(),
         error,
@@ -257,7 +257,7 @@ fn storage(error: sled::Error) -> Problem {
     Problem::Storage(error.to_string())
 }
 
-fn open_storage(error: sled::Error) -> OpenError {
+pub(crate) fn open_storage(error: sled::Error) -> OpenError {
     OpenError::Storage(error.to_string())
 }
 
@@ -308,6 +308,7 @@ impl SledLog {
                 });
             }
         }
+        crate::compact::finish_interrupted(dir)?;
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
         let events = db.open_tree("events").map_err(open_storage)?;
@@ -369,20 +370,20 @@ impl SledLog {
             shared,
             requests: Some(requests),
             writer: Some(writer),
-            _lock: lock,
+            lock,
         })
     }
 }
 
 /// How long to wait for sled's own lock on its files.
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens sled. Our `LOCK` is held already, so no other process has the
 /// directory; but a log of this process that was just dropped can still
 /// hold sled's lock on its `db` file for a moment, while sled's background
 /// threads finish (they own the file, not the handle). So a lock conflict
 /// is waited out, briefly, instead of reported.
-fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
+pub(crate) fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
     let started = std::time::Instant::now();
     loop {
         match sled::Config::new().path(sled_dir).open() {
@@ -611,13 +612,13 @@ fn last_position(events: &sled::Tree) -> Result<u64, Damage> {
 /// which does not flush the drive's cache or the file's metadata. So after
 /// a flush the writer calls `fsync` on the database file, on any blob
 /// files, and on the directories that hold them.
-struct DurableFiles {
+pub(crate) struct DurableFiles {
     dir: PathBuf,
     db: File,
 }
 
 impl DurableFiles {
-    fn open(sled_dir: &Path) -> Result<DurableFiles, OpenError> {
+    pub(crate) fn open(sled_dir: &Path) -> Result<DurableFiles, OpenError> {
         let db_path = sled_dir.join("db");
         let db = File::open(&db_path).map_err(io_error(&db_path))?;
         let files = DurableFiles {
@@ -637,7 +638,7 @@ impl DurableFiles {
         File::open(dir)?.sync_all()
     }
 
-    fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         self.db.sync_all()?;
         // Values over sled's blob threshold (far above the record limit)
         // would live in their own files; sync them too rather than rely on
