@@ -77,6 +77,11 @@ impl SledLog {
         let copy_dir = dir.join(COMPACTING);
         remove_dir(&copy_dir)?;
         let compacted = copy(&sled_dir, &copy_dir)?;
+        // sled writes no snapshot of a database built by inserts until it
+        // is opened again, and without one an open reads all of it: 650
+        // ms for the 1M-event log's copy, against 47 to 63 ms after. The
+        // reopen pays that here rather than at the service's next start.
+        drop(open_sled(&copy_dir)?);
         // Dropped, but sled's threads may hold either database a moment
         // longer; once their files can be locked, nothing of sled writes
         // under either path any more.
