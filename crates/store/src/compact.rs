@@ -143,7 +143,13 @@ fn check_copy(old: &sled::Db, new: &sled::Db) -> Result<(), OpenError> {
             "the copy differs from the log {what}, so it was not used"
         ))
     };
-    if old.tree_names() != new.tree_names() {
+    // sled lists its trees from a hash map, in no particular order.
+    let sorted = |db: &sled::Db| {
+        let mut names = db.tree_names();
+        names.sort_unstable();
+        names
+    };
+    if sorted(old) != sorted(new) {
         return Err(differs("in its trees".to_owned()));
     }
     for name in old.tree_names() {
