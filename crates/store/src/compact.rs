@@ -47,8 +47,9 @@ impl SledLog {
     /// recovered and a known head checked), then closed and copied.
     ///
     /// Nothing is replaced unless the copy holds every key and value of
-    /// the log, byte for byte, and is synced. An error leaves the log as
-    /// it was.
+    /// the log, byte for byte, and is synced. An error or a crash during
+    /// the swap leaves the old files or the copy in place, whole, and the
+    /// next open finishes or undoes the swap.
     ///
     /// ```
     /// use tokenledger_store::{Options, SledLog};
