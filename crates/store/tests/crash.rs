@@ -11,7 +11,9 @@
 //! journal its killed predecessor left, unchecked, so recovery is itself
 //! killed and followed by more appends; every other child keeps a journal
 //! of 4 KiB, so kills also land while sled is synced and the journal
-//! emptied. 50 kill points by default;
+//! emptied. Every fourth child compacts the log over and over instead
+//! of appending, so kills land in the copy and the swap of sled's files
+//! too. 50 kill points by default;
 //! `TOKENLEDGER_CRASH_ITERATIONS` asks for more, `TOKENLEDGER_CRASH_SEED`
 //! repeats a run.
 
@@ -35,6 +37,8 @@ use tokenledger_store::*;
 
 const CHILD: &str = "TOKENLEDGER_CRASH_CHILD";
 const JOURNAL_BYTES: &str = "TOKENLEDGER_CRASH_JOURNAL_BYTES";
+/// Set, the child compacts the log over and over rather than appending.
+const COMPACT: &str = "TOKENLEDGER_CRASH_COMPACT";
 const THREADS: u128 = 4;
 const BATCH: u128 = 3;
 
@@ -61,6 +65,13 @@ fn child(dir: &Path) {
             .and_then(|v| v.parse().ok()),
         ..Options::default()
     };
+    if std::env::var_os(COMPACT).is_some() {
+        println!("open");
+        loop {
+            SledLog::compact(dir, options.clone()).unwrap();
+            println!("compacted");
+        }
+    }
     let log = SledLog::open(dir, options).unwrap();
     println!("open");
     let nonce = u128::from(std::process::id()) << 32
@@ -141,10 +152,16 @@ fn parent() {
     let exe = std::env::current_exe().unwrap();
     // Every batch ever acknowledged: first event id → first position.
     let mut acknowledged: BTreeMap<u128, u64> = BTreeMap::new();
+    let mut compactions = 0;
     let started = Instant::now();
     for iteration in 0..iterations {
         let journal_bytes = if iteration % 2 == 0 { "4096" } else { "" };
-        let mut child = Command::new(&exe)
+        let compacting = iteration % 4 == 3;
+        let mut child = Command::new(&exe);
+        if compacting {
+            child.env(COMPACT, "1");
+        }
+        let mut child = child
             .env(CHILD, dir.path())
             .env(JOURNAL_BYTES, journal_bytes)
             .stdout(Stdio::piped())
@@ -155,10 +172,15 @@ fn parent() {
         let (opened, open) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
+            let mut compactions = 0;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line == "open" {
                     let _ = opened.send(());
+                    continue;
+                }
+                if line == "compacted" {
+                    compactions += 1;
                     continue;
                 }
                 let parts: Vec<&str> = line.split(' ').collect();
@@ -169,7 +191,7 @@ fn parent() {
                     acks.push((id, position));
                 }
             }
-            acks
+            (acks, compactions)
         });
         // A slow start (a debug build, a loaded machine) must not leave
         // every kill before the first append.
@@ -177,7 +199,13 @@ fn parent() {
             open.recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("kill point {iteration}: the child did not open: {e}"));
         }
-        let delay = 5 + rng.next() % 120;
+        // A compaction of this log takes longer than an append: its kills
+        // are spread wider, to land in the swap of its files too.
+        let delay = if compacting {
+            5 + rng.next() % 1_500
+        } else {
+            5 + rng.next() % 120
+        };
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -188,9 +216,10 @@ fn parent() {
             Some(9),
             "kill point {iteration}: the child ended on its own: {status}"
         );
-        let acks = reader.join().unwrap();
+        let (acks, done) = reader.join().unwrap();
         acknowledged.extend(acks);
-        if iteration % 3 != 2 || iteration + 1 == iterations {
+        compactions += done;
+        if compacting || iteration % 3 != 2 || iteration + 1 == iterations {
             check(dir.path(), &acknowledged, iteration);
         }
     }
@@ -199,7 +228,8 @@ fn parent() {
         "no append was acknowledged before a kill: nothing was checked"
     );
     println!(
-        "crash test: {iterations} kill points, {} acknowledged batches, all present and whole, in {:.1} s",
+        "crash test: {iterations} kill points, {} acknowledged batches, all present and whole, \
+         {compactions} compactions finished, in {:.1} s",
         acknowledged.len(),
         started.elapsed().as_secs_f64()
     );
