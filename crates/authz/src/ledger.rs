@@ -212,7 +212,18 @@ impl Ledger {
     /// must not be open; nothing is replaced unless the copy holds the
     /// whole log.
     pub fn compact(dir: &Path, options: LedgerOptions) -> Result<Compacted, LedgerError> {
-        SledLog::compact(dir, options.log).map_err(LedgerError::Open)
+        Ledger::compact_with(dir, options, &mut |_, _| {})
+    }
+
+    /// [`Ledger::compact`], reporting its progress every 10,000 keys:
+    /// `progress(copied, 0)` while copying, then `progress(checked, keys)`
+    /// while checking the copy.
+    pub fn compact_with(
+        dir: &Path,
+        options: LedgerOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Compacted, LedgerError> {
+        SledLog::compact_with(dir, options.log, progress).map_err(LedgerError::Open)
     }
 
     /// Opens the ledger in `dir` with options.

@@ -3,11 +3,13 @@
 
 use std::io::{IsTerminal, Write};
 
-/// Draws `label [#####-----] 50% (n/total)` in place.
+/// Draws `label [#####-----] 50% (n/total)` in place, or `label: n what`
+/// while the total is not known.
 pub struct Progress {
     label: &'static str,
     shown: bool,
-    last_percent: Option<u64>,
+    /// The percent last drawn, or the ten thousands of a count.
+    last: Option<u64>,
 }
 
 impl Progress {
@@ -16,7 +18,7 @@ impl Progress {
         Progress {
             label,
             shown: std::io::stderr().is_terminal(),
-            last_percent: None,
+            last: None,
         }
     }
 
@@ -26,10 +28,10 @@ impl Progress {
             return;
         }
         let percent = done.min(total) * 100 / total;
-        if self.last_percent == Some(percent) {
+        if self.last == Some(percent) {
             return;
         }
-        self.last_percent = Some(percent);
+        self.last = Some(percent);
         let filled = usize::try_from(percent / 5).unwrap_or(20);
         let bar = format!("{}{}", "#".repeat(filled), "-".repeat(20 - filled.min(20)));
         let mut stderr = std::io::stderr();
@@ -40,11 +42,24 @@ impl Progress {
         );
         let _ = stderr.flush();
     }
+
+    /// Reports `done` of a total not known yet, each time it passes
+    /// another 10,000.
+    pub fn count(&mut self, done: u64, what: &str) {
+        let step = done / 10_000;
+        if !self.shown || step == 0 || self.last == Some(step) {
+            return;
+        }
+        self.last = Some(step);
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "\r{}: {done} {what}", self.label);
+        let _ = stderr.flush();
+    }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        if self.shown && self.last_percent.is_some() {
+        if self.shown && self.last.is_some() {
             eprintln!();
         }
     }

@@ -978,7 +978,17 @@ fn transfer_failure(error: TransferError) -> Failure {
 }
 
 fn compact(context: &Context) -> Result<u8, Failure> {
-    let compacted = Ledger::compact(&context.data, LedgerOptions::default()).map_err(failure)?;
+    let mut bar = Progress::new("compacting");
+    let compacted = Ledger::compact_with(
+        &context.data,
+        LedgerOptions::default(),
+        &mut |done, total| match total {
+            0 => bar.count(done, "keys copied"),
+            _ => bar.update(done, total),
+        },
+    );
+    drop(bar);
+    let compacted = compacted.map_err(failure)?;
     let json = json!({
         "before": compacted.before,
         "after": compacted.after,
