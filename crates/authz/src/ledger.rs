@@ -217,7 +217,7 @@ impl Ledger {
 
     /// [`Ledger::compact`], reporting its progress every 10,000 keys:
     /// `progress(copied, 0)` while copying, then `progress(checked, keys)`
-    /// while checking the copy.
+    /// while checking the copy, and once more when the check is done.
     pub fn compact_with(
         dir: &Path,
         options: LedgerOptions,
