@@ -16,10 +16,10 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
-use std::time::Instant;
 
+use crate::dirs::sync_dir;
 use crate::sled_log::{
-    DurableFiles, OpenError, Options, SLED_LOCK_WAIT, SledLog, io_error, open_sled, open_storage,
+    DurableFiles, OpenError, Options, SledLog, io_error, open_sled, open_storage, waiting_for_sled,
 };
 
 /// Where the copy is made.
@@ -87,8 +87,8 @@ impl SledLog {
             ));
         }
         let sled_dir = dir.join("sled");
+        // No copy is left from before: opening removed any.
         let copy_dir = dir.join(COMPACTING);
-        remove_dir(&copy_dir)?;
         let compacted = copy(&sled_dir, &copy_dir, progress)?;
         // sled writes no snapshot of a database built by inserts until it
         // is opened again, and without one an open reads all of it: 650
@@ -103,7 +103,7 @@ impl SledLog {
         let replaced = dir.join(REPLACED);
         fs::rename(&sled_dir, &replaced).map_err(io_error(&sled_dir))?;
         fs::rename(&copy_dir, &sled_dir).map_err(io_error(&copy_dir))?;
-        sync_dir(dir)?;
+        sync(dir)?;
         remove_dir(&replaced)?;
         drop(lock);
         Ok(compacted)
@@ -210,7 +210,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), OpenError> {
             remove_dir(&replaced)?;
         } else {
             fs::rename(&replaced, &sled_dir).map_err(io_error(&replaced))?;
-            sync_dir(dir)?;
+            sync(dir)?;
         }
     }
     remove_dir(&dir.join(COMPACTING))
@@ -219,21 +219,16 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), OpenError> {
 /// A lock on sled's file `db`, once sled holds it no longer.
 fn wait_unlocked(db: &Path) -> Result<File, OpenError> {
     let file = File::open(db).map_err(io_error(db))?;
-    let started = Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if started.elapsed() < SLED_LOCK_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(db.to_owned())),
-            Err(fs::TryLockError::Error(error)) => {
-                return Err(OpenError::Io {
-                    path: db.to_owned(),
-                    error,
-                });
-            }
-        }
+    match waiting_for_sled(
+        || file.try_lock(),
+        |error| matches!(error, fs::TryLockError::WouldBlock),
+    ) {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(OpenError::Locked(db.to_owned())),
+        Err(fs::TryLockError::Error(error)) => Err(OpenError::Io {
+            path: db.to_owned(),
+            error,
+        }),
     }
 }
 
@@ -248,16 +243,14 @@ fn exists(path: &Path) -> Result<bool, OpenError> {
 /// Removes the directory at `path` and everything in it, if it is there.
 fn remove_dir(path: &Path) -> Result<(), OpenError> {
     match fs::remove_dir_all(path) {
-        Ok(()) => path.parent().map_or(Ok(()), sync_dir),
+        Ok(()) => path.parent().map_or(Ok(()), sync),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(io_error(path)(error)),
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), OpenError> {
-    File::open(dir)
-        .and_then(|opened| opened.sync_all())
-        .map_err(io_error(dir))
+fn sync(dir: &Path) -> Result<(), OpenError> {
+    sync_dir(dir).map_err(io_error(dir))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::dirs::sync_dir;
+
 const MAGIC: [u8; 4] = *b"TLJ2";
 const HEADER_LEN: u64 = 4 + 8 + 8 + 32;
 
@@ -89,7 +91,7 @@ impl Journal {
         if created {
             file.sync_all()?;
             if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+                sync_dir(dir)?;
             }
         }
         let mut bytes = Vec::new();

@@ -66,6 +66,7 @@
 mod buckets;
 mod checkpoint;
 mod compact;
+mod dirs;
 mod journal;
 mod known_ids;
 mod log;

@@ -38,6 +38,7 @@ use parking_lot::{Condvar, Mutex};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
 use crate::buckets::EVENT_IDS;
+use crate::dirs::sync_dir;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::known_ids::KnownIds;
 use crate::log::{
@@ -376,7 +377,7 @@ impl SledLog {
 }
 
 /// How long to wait for sled's own lock on its files.
-pub(crate) const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens sled. Our `LOCK` is held already, so no other process has the
 /// directory; but a log of this process that was just dropped can still
@@ -384,17 +385,26 @@ pub(crate) const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// threads finish (they own the file, not the handle). So a lock conflict
 /// is waited out, briefly, instead of reported.
 pub(crate) fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
+    waiting_for_sled(
+        || sled::Config::new().path(sled_dir).open(),
+        |error| error.to_string().contains("could not acquire lock"),
+    )
+    .map_err(open_storage)
+}
+
+/// `attempt`, made again every 10 ms while it fails as `busy` says (sled's
+/// lock on a `db` file still held, as above), for up to [`SLED_LOCK_WAIT`].
+pub(crate) fn waiting_for_sled<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    busy: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(sled_dir).open() {
-            Ok(db) => return Ok(db),
-            Err(error)
-                if error.to_string().contains("could not acquire lock")
-                    && started.elapsed() < SLED_LOCK_WAIT =>
-            {
+        match attempt() {
+            Err(error) if busy(&error) && started.elapsed() < SLED_LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(error) => return Err(OpenError::Storage(error.to_string())),
+            done => return done,
         }
     }
 }
@@ -627,15 +637,11 @@ impl DurableFiles {
         };
         // New files sled created on open must be reachable after a crash.
         // (What sled recovered is synced when the writer settles on open.)
-        files.sync_dir(sled_dir).map_err(io_error(sled_dir))?;
+        sync_dir(sled_dir).map_err(io_error(sled_dir))?;
         if let Some(parent) = sled_dir.parent() {
-            files.sync_dir(parent).map_err(io_error(parent))?;
+            sync_dir(parent).map_err(io_error(parent))?;
         }
         Ok(files)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
@@ -658,7 +664,7 @@ impl DurableFiles {
                 }
             }
             if any {
-                self.sync_dir(&blobs)?;
+                sync_dir(&blobs)?;
             }
         }
         Ok(())

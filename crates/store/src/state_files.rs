@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use hmac::Mac;
 
 use crate::checkpoint::CheckpointKey;
+use crate::dirs::sync_dir;
 use crate::log::Head;
 
 const MAGIC: &[u8; 8] = b"TLSTATE2";
@@ -144,7 +145,7 @@ impl StateFiles {
             file.sync_all()?;
         }
         fs::rename(&partial, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        sync_dir(&self.dir)?;
         for old in self.list()?.into_iter().skip(keep.max(1)) {
             fs::remove_file(old.path)?;
         }
