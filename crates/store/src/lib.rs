@@ -63,16 +63,17 @@
 //! assert_eq!(log.verify().unwrap().records, 1);
 //! ```
 
-mod buckets;
 mod checkpoint;
 mod compact;
 mod dirs;
+mod filter;
 mod journal;
 mod known_ids;
 mod log;
 mod page;
 mod record;
 mod reply;
+mod segments;
 mod sled_log;
 mod state_files;
 mod stream_index;

@@ -3,13 +3,12 @@
 //! Everything lives in one sled tree, `events`, under these keys:
 //! - `L` ‖ position of its last record (u64, big-endian) → a page of the
 //!   records of consecutive positions (see `page.rs` and `record.rs`);
-//! - `I` ‖ a bucket of event ids → their ids and positions, for
-//!   idempotent retries (see `buckets.rs`);
+//! - `J` and `F` ‖ an index of ids to positions, written in segments
+//!   once per settle: of event ids, for idempotent retries, and of token
+//!   ids, for reads of a token's stream (see `segments.rs`);
 //! - `S` ‖ stream key ‖ first position → the positions of a run of the
 //!   stream's events, for reads by stream (see `stream_index.rs`), for
 //!   every stream but tokens';
-//! - `T` ‖ a bucket of token ids → their ids and the positions of their
-//!   events, for reads of a token's stream (see `buckets.rs`);
 //! - `H` → the position sled was last settled at: flushed and synced,
 //!   with every record up to it whole;
 //! - `V` → the layout version of all of these (u32, big-endian), written
@@ -34,10 +33,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
 
-use crate::buckets::EVENT_IDS;
 use crate::dirs::sync_dir;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::known_ids::KnownIds;
@@ -48,6 +46,7 @@ use crate::log::{
 use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
+use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
 use crate::stream_index::{self, Tails};
 use crate::worker::Worker;
 
@@ -192,15 +191,17 @@ const SETTLED: u8 = b'H';
 /// The key of the layout version, written when the log is created.
 const LAYOUT: u8 = b'V';
 /// The meaning of every key and value in the tree: pages (`page.rs`), the
-/// buckets of event ids and of tokens' streams (`buckets.rs`), runs of the
-/// stream index (`stream_index.rs`), `H`. Raised whenever
+/// segments of event ids and of tokens' streams (`segments.rs`), runs of
+/// the stream index (`stream_index.rs`), `H`. Raised whenever
 /// one of them changes, so that no build reads a log it would misread.
 /// 2: event ids in buckets rather than one key each.
 /// 3: a bucket chosen by a mix of the id's bits, not its leading bits.
 /// 4: tokens' streams in buckets rather than runs.
 /// 5: records, journal frames and state checkpoints hashed with BLAKE3.
 /// 6: a company's runs carry its records.
-const LAYOUT_VERSION: u32 = 6;
+/// 7: event ids and tokens' streams in segments written at each settle,
+/// rather than buckets merged into at each event.
+const LAYOUT_VERSION: u32 = 7;
 
 fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
@@ -214,8 +215,18 @@ struct Trees {
     events: sled::Tree,
 }
 
+/// The two indexes of ids. The inserter adds a group's entries before its
+/// records are durable, so readers bound what they find by the durable
+/// head, as they do in the stream index; a settle moves the entries into
+/// segments under the write lock, so a reader finds each in one place.
+struct Indexes {
+    ids: Index,
+    tokens: Index,
+}
+
 struct Shared {
     trees: Trees,
+    indexes: Arc<RwLock<Indexes>>,
     durable: Mutex<Head>,
     grew: Condvar,
     poisoned: AtomicBool,
@@ -313,15 +324,20 @@ impl SledLog {
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
         let events = db.open_tree("events").map_err(open_storage)?;
-        // Runs of the stream index and buckets grow by merging, which
-        // appends (`stream_index.rs`, `buckets.rs`).
+        // Runs of the stream index grow by merging, which appends
+        // (`stream_index.rs`).
         events.set_merge_operator(stream_index::append);
         check_layout(&events)?;
+        let indexes = Arc::new(RwLock::new(Indexes {
+            ids: Index::load(&events, EVENT_IDS).map_err(OpenError::Damaged)?,
+            tokens: Index::load(&events, TOKENS).map_err(OpenError::Damaged)?,
+        }));
         let inserter = {
             let events = events.clone();
+            let indexes = Arc::clone(&indexes);
             let mut tails = Tails::default();
             Worker::start("tl-log-inserter", move |pending: Pending| {
-                insert(&events, &mut tails, &pending)
+                insert(&events, &mut tails, &indexes, &pending)
             })
             .map_err(io_error(dir))?
         };
@@ -342,6 +358,7 @@ impl SledLog {
         })?;
         let shared = Arc::new(Shared {
             trees,
+            indexes,
             durable: Mutex::new(Head::EMPTY),
             grew: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -506,36 +523,50 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
                 problem: Problem::Page("a page spans the position sled was settled at"),
             });
         }
-        let mut records = Vec::new();
         for (at, record) in page.iter() {
             let envelope = stored_event(at, record)?.0.envelope;
             streams.extend(streams_of(&envelope));
-            records.push(envelope.event_id);
         }
-        pages.push((key, page.first(), records));
+        pages.push((key, page.first()));
     }
     // Runs first: a run's position above `position` always has its page.
-    for stream in &streams {
+    // The ids' indexes hold nothing above a settled position: their
+    // segments are written with it, and their other entries in memory.
+    for stream in streams
+        .iter()
+        .filter(|s| stream_index::token_of(s).is_none())
+    {
         stream_index::remove_above(events, stream, position).map_err(|problem| Damage {
             position: position + 1,
             problem,
         })?;
     }
-    for (key, first, ids) in pages {
-        for id in ids {
-            EVENT_IDS
-                .remove_above(events, id.as_u128(), position)
-                .map_err(|problem| Damage {
-                    position: first,
-                    problem,
-                })?;
-        }
+    for (key, first) in pages {
         events.remove(&key).map_err(|e| Damage {
             position: first,
             problem: storage(e),
         })?;
     }
     Ok(())
+}
+
+/// The position of the last event of `stream` at or before `at_most`, 0
+/// if it has none: from the index of token ids for a token's stream, else
+/// from the stream index.
+fn head_of(shared: &Shared, stream: &[u8; 17], at_most: u64) -> Result<u64, Problem> {
+    let Some(token) = stream_index::token_of(stream) else {
+        return stream_index::head(&shared.trees.events, stream, at_most);
+    };
+    let positions = shared
+        .indexes
+        .read()
+        .tokens
+        .positions(&shared.trees.events, token)?;
+    Ok(positions
+        .into_iter()
+        .rev()
+        .find(|position| *position <= at_most)
+        .unwrap_or(0))
 }
 
 /// The stream keys an event is indexed under.
@@ -679,7 +710,7 @@ impl DurableFiles {
 ///
 /// A retry is recognised by its event ids: those of the group being
 /// planned, then `known_ids`, which rules out most new ids without
-/// asking sled, then the `I` buckets.
+/// asking sled, then the index of event ids.
 ///
 /// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
 /// journal's sync that covers it returned, and readers see a record only
@@ -827,11 +858,32 @@ impl Writer {
 
     /// Makes sled hold everything inserted durably, with the position it
     /// has reached, then empties the journal.
+    ///
+    /// The entries of the ids' indexes since the last settle go into sled
+    /// as segments in the same batch as the position, so that a crash
+    /// leaves both or neither.
     fn settle(&mut self) -> io::Result<()> {
-        let events = &self.shared.trees.events;
-        events
-            .insert([SETTLED], &self.head.position.to_be_bytes()[..])
+        let settled = self.head.position;
+        let mut batch = sled::Batch::default();
+        let written: [Option<Segment>; 2] = {
+            let indexes = self.shared.indexes.read();
+            [
+                indexes.ids.write_segment(settled, &mut batch),
+                indexes.tokens.write_segment(settled, &mut batch),
+            ]
+        };
+        batch.insert(&[SETTLED], &settled.to_be_bytes()[..]);
+        self.shared
+            .trees
+            .events
+            .apply_batch(batch)
             .map_err(io::Error::other)?;
+        {
+            let mut indexes = self.shared.indexes.write();
+            let [ids, tokens] = written;
+            indexes.ids.settled(ids);
+            indexes.tokens.settled(tokens);
+        }
         self.shared.trees.db.flush().map_err(io::Error::other)?;
         self.files.sync()?;
         self.journal.clear()
@@ -853,8 +905,11 @@ impl Writer {
             }
             return;
         }
+        let indexes = &self.shared.indexes;
         self.known_ids
-            .catch_up(&self.shared.trees.events, self.head.position);
+            .catch_up(&self.shared.trees.events, self.head.position, || {
+                indexes.read().ids.recent_ids().collect()
+            });
         let mut pending = Pending::default();
         let mut head = self.head;
         let mut last_time = self.last_time;
@@ -979,8 +1034,7 @@ impl Writer {
         {
             return Ok(head.position);
         }
-        stream_index::head(&self.shared.trees.events, key, u64::MAX)
-            .map_err(|problem| AppendError::Io(problem.to_string()))
+        head_of(&self.shared, key, u64::MAX).map_err(|problem| AppendError::Io(problem.to_string()))
     }
 
     fn existing_position(
@@ -994,7 +1048,9 @@ impl Writer {
         if !self.known_ids.may_hold(id.as_u128()) {
             return Ok(None);
         }
-        EVENT_IDS
+        let indexes = self.shared.indexes.read();
+        indexes
+            .ids
             .positions(&self.shared.trees.events, id.as_u128())
             .map(|positions| positions.first().copied())
             .map_err(|problem| AppendError::Io(problem.to_string()))
@@ -1148,23 +1204,39 @@ impl Writer {
 /// program), and `append/single_durable` went from 96 to 61 µs. Since
 /// sled recovers a prefix of its writes, an index entry is never there
 /// without its page.
-fn insert(events: &sled::Tree, tails: &mut Tails, pending: &Pending) -> Result<(), sled::Error> {
+fn insert(
+    events: &sled::Tree,
+    tails: &mut Tails,
+    indexes: &RwLock<Indexes>,
+    pending: &Pending,
+) -> Result<(), sled::Error> {
     for records in page::split(&pending.events, |event| event.record.len()) {
         let Some(last) = records.last() else {
             continue;
         };
         let bytes = page::encode(records.iter().map(|event| event.record.as_slice()));
         events.insert(log_key(last.position), bytes)?;
-        for event in records {
-            EVENT_IDS.add(events, event.event_id.as_u128(), &[event.position])?;
-        }
     }
-    for (stream, indexes) in &pending.streams {
+    let mut tokens = Vec::new();
+    for (stream, at) in &pending.streams {
+        if let Some(token) = stream_index::token_of(stream) {
+            tokens.push((token, at));
+            continue;
+        }
         let entries: Vec<(u64, &[u8])> = pending
-            .events_at(indexes)
+            .events_at(at)
             .map(|event| (event.position, event.record.as_slice()))
             .collect();
         tails.extend(events, stream, &entries)?;
+    }
+    let mut indexes = indexes.write();
+    for event in &pending.events {
+        indexes.ids.add(event.event_id.as_u128(), event.position);
+    }
+    for (token, at) in tokens {
+        for event in pending.events_at(at) {
+            indexes.tokens.add(token, event.position);
+        }
     }
     Ok(())
 }
@@ -1351,11 +1423,27 @@ impl EventLog for SledLog {
             return Ok(events);
         }
         let damage = |position| move |problem| Damage { position, problem };
+        let positions: Box<dyn Iterator<Item = Result<u64, Problem>>> =
+            match stream_index::token_of(&stream) {
+                Some(token) => {
+                    let positions = self.shared.indexes.read().tokens.positions(tree, token);
+                    let wanted = move |position: &u64| (from..=head).contains(position);
+                    Box::new(
+                        positions
+                            .map_err(damage(from))?
+                            .into_iter()
+                            .filter(wanted)
+                            .map(Ok),
+                    )
+                }
+                None => Box::new(
+                    stream_index::positions_between(tree, &stream, from, head)
+                        .map_err(damage(from))?,
+                ),
+            };
         // Nearby events of a stream often share a page: keep the last one.
         let mut page: Option<StoredPage> = None;
-        for position in
-            stream_index::positions_between(tree, &stream, from, head).map_err(damage(from))?
-        {
+        for position in positions {
             let position = position.map_err(damage(from))?;
             if events.len() >= limit {
                 break;
@@ -1379,12 +1467,10 @@ impl EventLog for SledLog {
 
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {
         let durable = self.head().position;
-        stream_index::head(&self.shared.trees.events, &stream_key(stream), durable).map_err(
-            |problem| Damage {
-                position: 0,
-                problem,
-            },
-        )
+        head_of(&self.shared, &stream_key(stream), durable).map_err(|problem| Damage {
+            position: 0,
+            problem,
+        })
     }
 
     fn wait_for(&self, position: u64, timeout: Duration) -> u64 {

@@ -2,9 +2,10 @@
 //! token's, a teammate's, an actor's).
 //!
 //! A token's stream is short (created, perhaps revealed, perhaps deleted)
-//! and there are a million of them, so tokens' streams are kept in buckets
-//! of token ids (`buckets.rs`, [`TOKEN_STREAMS`]). Every other stream is
-//! kept in runs of up to [`RUN`] positions under one sled key:
+//! and there are a million of them, so tokens' streams are kept in the
+//! segments of an index of token ids (`segments.rs`, [`TOKENS`](crate::segments::TOKENS)),
+//! and never reach this module. Every other stream is kept in runs of up
+//! to [`RUN`] positions under one sled key:
 //!
 //! `S` ‖ stream key (17 bytes) ‖ first position (u64, big-endian) → the
 //! run's later positions, each a big-endian u64, strictly increasing.
@@ -49,7 +50,6 @@
 
 use std::collections::HashMap;
 
-use crate::buckets::TOKEN_STREAMS;
 use tokenledger_events::Envelope;
 
 use crate::log::{Damage, Hash, Problem};
@@ -67,8 +67,8 @@ pub(crate) fn carries_records(stream: &[u8; 17]) -> bool {
 }
 
 /// The token whose stream `stream` is, if it is a token's: its events are
-/// in [`TOKEN_STREAMS`], not in runs.
-fn token_of(stream: &[u8; 17]) -> Option<u128> {
+/// in the index of token ids, not in runs.
+pub(crate) fn token_of(stream: &[u8; 17]) -> Option<u128> {
     match stream.split_first() {
         Some((&TOKEN, id)) => <[u8; 16]>::try_from(id).ok().map(u128::from_be_bytes),
         _ => None,
@@ -220,9 +220,6 @@ pub(crate) fn positions(key: &[u8], value: &[u8]) -> Result<Vec<u64>, Problem> {
 /// records while its journal frame is still being synced.
 pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17], at_most: u64) -> Result<u64, Problem> {
     let last = |positions: Vec<u64>| positions.into_iter().rev().find(|p| *p <= at_most);
-    if let Some(token) = token_of(stream) {
-        return Ok(last(TOKEN_STREAMS.positions(events, token)?).unwrap_or(0));
-    }
     // From the last run back: only runs of records not yet durable lie
     // wholly above `at_most`.
     for run in events.scan_prefix(prefix(stream)).rev() {
@@ -234,22 +231,18 @@ pub(crate) fn head(events: &sled::Tree, stream: &[u8; 17], at_most: u64) -> Resu
     Ok(0)
 }
 
-/// The positions of `stream`'s events from `from` to `to`, in order: from
-/// its bucket for a token, else read run by run as they are wanted.
+/// The positions of `stream`'s events from `from` to `to`, in order, read
+/// run by run as they are wanted.
 pub(crate) fn positions_between<'a>(
     events: &'a sled::Tree,
     stream: &[u8; 17],
     from: u64,
     to: u64,
-) -> Result<Box<dyn Iterator<Item = Result<u64, Problem>> + 'a>, Problem> {
+) -> Result<impl Iterator<Item = Result<u64, Problem>> + 'a, Problem> {
     let wanted = move |position: &u64| (from..=to).contains(position);
-    if let Some(token) = token_of(stream) {
-        let positions = TOKEN_STREAMS.positions(events, token)?;
-        return Ok(Box::new(positions.into_iter().filter(wanted).map(Ok)));
-    }
     let storage = |e: sled::Error| Problem::Storage(e.to_string());
     let runs = runs_between(events, stream, from, to)?;
-    Ok(Box::new(runs.flat_map(move |run| {
+    Ok(runs.flat_map(move |run| {
         let positions = run
             .map_err(storage)
             .and_then(|(key, value)| positions(&key, &value));
@@ -257,7 +250,7 @@ pub(crate) fn positions_between<'a>(
             Ok(positions) => positions.into_iter().filter(wanted).map(Ok).collect(),
             Err(problem) => vec![Err(problem)],
         }
-    })))
+    }))
 }
 
 /// The runs of `stream` that can hold positions from `from` to `to`: from
@@ -378,9 +371,6 @@ pub(crate) fn remove_above(
     stream: &[u8; 17],
     position: u64,
 ) -> Result<(), Problem> {
-    if let Some(token) = token_of(stream) {
-        return TOKEN_STREAMS.remove_above(events, token, position);
-    }
     let storage = |e: sled::Error| Problem::Storage(e.to_string());
     let Some(next) = position.checked_add(1) else {
         return Ok(());
@@ -469,10 +459,6 @@ impl Tails {
         stream: &[u8; 17],
         new: &[(u64, &[u8])],
     ) -> Result<(), sled::Error> {
-        if let Some(token) = token_of(stream) {
-            let positions: Vec<u64> = new.iter().map(|(p, _)| *p).collect();
-            return TOKEN_STREAMS.add(events, token, &positions);
-        }
         let records = carries_records(stream);
         let mut tail = self.take(stream);
         // What `tail`'s run gets, and whether the run is new to sled.
@@ -631,25 +617,6 @@ mod tests {
     }
 
     #[test]
-    fn a_tokens_stream_is_kept_in_buckets_not_runs() {
-        let events = tree();
-        let mut token = [9; 17];
-        token[0] = TOKEN;
-        Tails::default()
-            .extend(&events, &token, &at(&[3, 5]))
-            .unwrap();
-        // A writer that never saw the token adds to the same bucket.
-        Tails::default().extend(&events, &token, &at(&[8])).unwrap();
-        assert_eq!(head(&events, &token, u64::MAX).unwrap(), 8);
-        assert_eq!(events.scan_prefix(prefix(&token)).count(), 0);
-        let id = token_of(&token).unwrap();
-        assert_eq!(TOKEN_STREAMS.positions(&events, id).unwrap(), vec![3, 5, 8]);
-        remove_above(&events, &token, 5).unwrap();
-        assert_eq!(head(&events, &token, u64::MAX).unwrap(), 5);
-        assert_eq!(token_of(&[6; 17]), None);
-    }
-
-    #[test]
     fn a_head_at_most_a_position_is_the_last_event_at_or_before_it() {
         let events = tree();
         let stream = [7; 17];
@@ -657,15 +624,9 @@ mod tests {
         Tails::default()
             .extend(&events, &stream, &at(&positions))
             .unwrap();
-        let mut token = [9; 17];
-        token[0] = TOKEN;
-        Tails::default()
-            .extend(&events, &token, &at(&positions))
-            .unwrap();
         for limit in 0..=201 {
             let expected = limit / 2 * 2;
             assert_eq!(head(&events, &stream, limit).unwrap(), expected);
-            assert_eq!(head(&events, &token, limit).unwrap(), expected);
         }
     }
 

@@ -95,7 +95,7 @@ fn child(dir: &Path) {
                                 // A company per thread: a stream each,
                                 // whose runs grow across crashes; and a
                                 // token per thread, whose stream is kept
-                                // in a bucket.
+                                // in the index of token ids.
                                 company: CompanyId::from_u128(1 + thread),
                                 event: if index % 2 == 0 {
                                     Event::WorkspaceCreated {
@@ -255,7 +255,7 @@ fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
         );
     }
     // Each company's stream and each token's holds exactly its events,
-    // however the runs and buckets of the index were cut.
+    // however the runs of the index were cut and its segments written.
     for thread in 0..THREADS {
         let (company, token) = (
             CompanyId::from_u128(1 + thread),

@@ -150,8 +150,8 @@ fn a_retried_append_returns_its_original_positions() {
     assert_eq!(log.head().position, 3);
 }
 
-/// The writer learns the ids written before it opened from sled's
-/// buckets, on a thread of their own, and then skips the lookup for an id
+/// The writer learns the ids written before it opened from the segments
+/// of the index of event ids, on a thread of their own, and then skips the lookup for an id
 /// it has not seen; one it missed would be appended again.
 #[test]
 fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_after() {

@@ -334,15 +334,15 @@ fn a_log_in_another_layout_or_in_none_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     let written = edit_through_sled(dir.path(), |log| {
-        log.insert(b"V", &7u32.to_be_bytes()[..]).unwrap()
+        log.insert(b"V", &8u32.to_be_bytes()[..]).unwrap()
     })
     .expect("the log was created with its layout version");
     let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
     assert!(
-        matches!(error, OpenError::Layout { found: Some(7), expected } if expected.to_be_bytes()[..] == written[..]),
+        matches!(error, OpenError::Layout { found: Some(8), expected } if expected.to_be_bytes()[..] == written[..]),
         "{error}"
     );
-    assert!(error.to_string().contains("layout version 7"), "{error}");
+    assert!(error.to_string().contains("layout version 8"), "{error}");
 
     // A log written before layouts were recorded has none.
     edit_through_sled(dir.path(), |log| {
