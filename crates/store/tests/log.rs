@@ -265,6 +265,60 @@ fn streams_hold_the_events_of_one_token_teammate_company_or_actor() {
     );
 }
 
+/// A settle moves a token's entries from memory into a segment of the
+/// index while readers read the token's stream: each reader must find
+/// every event acknowledged before it began, once and in order.
+#[test]
+fn a_tokens_stream_read_while_settles_move_its_entries_finds_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        // A settle every few appends.
+        journal_bytes: Some(1024),
+        ..Options::default()
+    };
+    let log = SledLog::open(dir.path(), options).unwrap();
+    let token = TokenId::from_u128(5);
+    let acknowledged = parking_lot::Mutex::new(Vec::new());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for id in 1..=400 {
+                let batch = vec![token_event(id, token), event(1_000 + id)];
+                let at = log.append(batch, Expectation::Any).unwrap();
+                acknowledged.lock().push(at[0]);
+            }
+            done.store(true, Ordering::Release);
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let before = acknowledged.lock().clone();
+                    let found: Vec<u64> = log
+                        .read_stream(Stream::Token(token), 1, usize::MAX)
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.envelope.position)
+                        .collect();
+                    assert!(found.is_sorted_by(|a, b| a < b), "{found:?}");
+                    assert_eq!(found[..before.len()], before[..]);
+                    let head = log.stream_head(Stream::Token(token)).unwrap();
+                    assert!(head >= found.last().copied().unwrap_or(0));
+                }
+            });
+        }
+    });
+    let all = acknowledged.into_inner();
+    drop(log);
+    let log = open(dir.path());
+    let found: Vec<u64> = log
+        .read_stream(Stream::Token(token), 1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope.position)
+        .collect();
+    assert_eq!(found, all);
+}
+
 /// Reads by position and by stream must agree with the whole log filtered,
 /// from any position and for any limit, wherever the pages (up to 64
 /// records, stored under their last position) begin and end.
