@@ -152,22 +152,25 @@ pub(crate) fn fmix64(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// Ids spread as a service's are not: numbered, time-ordered, random;
+/// for tests of filters.
+#[cfg(test)]
+pub(crate) fn test_ids(n: u128) -> impl Iterator<Item = u128> {
+    (1..=n).flat_map(|i| {
+        [
+            i,
+            (0x0190_1234_5678 << 80) | i,
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
     use super::*;
-
-    /// Ids spread as a service's are not: numbered, time-ordered, random.
-    fn ids(n: u128) -> impl Iterator<Item = u128> {
-        (1..=n).flat_map(|i| {
-            [
-                i,
-                (0x0190_1234_5678 << 80) | i,
-                i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
-            ]
-        })
-    }
+    use test_ids as ids;
 
     #[test]
     fn an_inserted_id_is_always_found_and_others_rarely() {

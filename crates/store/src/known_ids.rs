@@ -193,19 +193,9 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
     use super::*;
+    use crate::filter::test_ids as ids;
     use crate::segments::Index;
     use crate::stream_index::temporary_tree as tree;
-
-    /// Ids spread as a service's are not: numbered, time-ordered, random.
-    fn ids(n: u128) -> impl Iterator<Item = u128> {
-        (1..=n).flat_map(|i| {
-            [
-                i,
-                (0x0190_1234_5678 << 80) | i,
-                i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
-            ]
-        })
-    }
 
     #[test]
     fn gathering_finds_every_id_in_the_segments_and_those_written_meanwhile() {

@@ -293,12 +293,7 @@ fn a_tokens_stream_read_while_settles_move_its_entries_finds_each_event_once() {
             scope.spawn(|| {
                 while !done.load(Ordering::Acquire) {
                     let before = acknowledged.lock().clone();
-                    let found: Vec<u64> = log
-                        .read_stream(Stream::Token(token), 1, usize::MAX)
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.envelope.position)
-                        .collect();
+                    let found = positions_in(&log, Stream::Token(token));
                     assert!(found.is_sorted_by(|a, b| a < b), "{found:?}");
                     assert_eq!(found[..before.len()], before[..]);
                     let head = log.stream_head(Stream::Token(token)).unwrap();
@@ -310,13 +305,12 @@ fn a_tokens_stream_read_while_settles_move_its_entries_finds_each_event_once() {
     let all = acknowledged.into_inner();
     drop(log);
     let log = open(dir.path());
-    let found: Vec<u64> = log
-        .read_stream(Stream::Token(token), 1, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.envelope.position)
-        .collect();
-    assert_eq!(found, all);
+    assert_eq!(positions_in(&log, Stream::Token(token)), all);
+}
+
+fn positions_in(log: &SledLog, stream: Stream) -> Vec<u64> {
+    let events = log.read_stream(stream, 1, usize::MAX).unwrap();
+    events.iter().map(|e| e.envelope.position).collect()
 }
 
 /// Reads by position and by stream must agree with the whole log filtered,
