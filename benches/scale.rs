@@ -75,15 +75,7 @@ fn measure_memory(dir: &Path) {
 
     // The first command gives the writer a copy of its own.
     let started = Instant::now();
-    ledger
-        .execute(
-            Actor::System,
-            Command::SetPrivateApiAccess {
-                teammate: teammate(&FIVE_MILLION, 0, 1),
-                allowed: true,
-            },
-        )
-        .expect("a command");
+    set_private_access(&ledger, true);
     let written = resident_bytes();
     println!(
         "memory: {} resident bytes per live token after the first command ({} MiB), which took {:.1?}",
@@ -93,21 +85,14 @@ fn measure_memory(dir: &Path) {
     );
 
     // A service appends right after it restarts. sled 0.34.7 stalled those
-    // appends for 15 s here (vendor/README.md), so the slowest is printed.
+    // appends for about 20 s here (vendor/README.md), so the slowest is
+    // printed.
     let commands = 1_000;
     let mut slowest = Duration::ZERO;
     let started = Instant::now();
     for i in 0..commands {
         let command = Instant::now();
-        ledger
-            .execute(
-                Actor::System,
-                Command::SetPrivateApiAccess {
-                    teammate: teammate(&FIVE_MILLION, 0, 1),
-                    allowed: i % 2 == 0,
-                },
-            )
-            .expect("a command");
+        set_private_access(&ledger, i % 2 == 0);
         slowest = slowest.max(command.elapsed());
     }
     println!(
@@ -117,6 +102,20 @@ fn measure_memory(dir: &Path) {
     );
     // Back at the head, so that `open/checkpoint_1m_tokens` replays nothing.
     ledger.checkpoint().expect("checkpoint");
+}
+
+/// Runs one small command: a teammate's private resources opened to API
+/// access, or closed.
+fn set_private_access(ledger: &Ledger, allowed: bool) {
+    ledger
+        .execute(
+            Actor::System,
+            Command::SetPrivateApiAccess {
+                teammate: teammate(&FIVE_MILLION, 0, 1),
+                allowed,
+            },
+        )
+        .expect("a command");
 }
 
 /// The time `iterations` opens of the log in `dir` take, without closing
