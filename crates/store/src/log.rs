@@ -172,6 +172,9 @@ pub enum Problem {
     /// The copy of the record in its company's stream is not the record
     /// in the log, is missing, or is in another company's stream.
     CopyDisagrees(&'static str),
+    /// An index names the record for what its event is not: a stream it
+    /// is not in, or another event id.
+    IndexDisagrees(&'static str),
 }
 
 impl fmt::Display for Problem {
@@ -210,6 +213,9 @@ impl fmt::Display for Problem {
             }
             Problem::JournalDisagrees => {
                 f.write_str("the journal holds a different record for this position")
+            }
+            Problem::IndexDisagrees(what) => {
+                write!(f, "an index names it for {what}, which its event is not")
             }
             Problem::CopyDisagrees(what) => {
                 write!(f, "its copy in its company's stream {what}")

@@ -569,6 +569,21 @@ fn head_of(shared: &Shared, stream: &[u8; 17], at_most: u64) -> Result<u64, Prob
         .unwrap_or(0))
 }
 
+/// The event of the record at `position`, read by `stream`: an error if
+/// the event is not in that stream. The stream index is not chained, so
+/// an entry edited to name another record, even a whole one, would
+/// otherwise put a stranger into the stream.
+fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<StoredEvent, Damage> {
+    let event = stored_event(position, record)?.0;
+    if !streams_of(&event.envelope).contains(stream) {
+        return Err(Damage {
+            position,
+            problem: Problem::IndexDisagrees("the stream read"),
+        });
+    }
+    Ok(event)
+}
+
 /// The stream keys an event is indexed under.
 fn streams_of(envelope: &Envelope) -> Vec<[u8; 17]> {
     let event = NewEvent {
@@ -1048,12 +1063,34 @@ impl Writer {
         if !self.known_ids.may_hold(id.as_u128()) {
             return Ok(None);
         }
-        let indexes = self.shared.indexes.read();
-        indexes
+        let io = |damage: Damage| AppendError::Io(damage.to_string());
+        let events = &self.shared.trees.events;
+        let found = self
+            .shared
+            .indexes
+            .read()
             .ids
-            .positions(&self.shared.trees.events, id.as_u128())
-            .map(|positions| positions.first().copied())
-            .map_err(|problem| AppendError::Io(problem.to_string()))
+            .positions(events, id.as_u128())
+            .map_err(|problem| AppendError::Io(problem.to_string()))?;
+        let Some(position) = found.first().copied() else {
+            return Ok(None);
+        };
+        // A retry is answered with this position as where its events are:
+        // an index entry edited to name another record must not pass.
+        let record = record_bytes(events, position).map_err(io)?.ok_or_else(|| {
+            io(Damage {
+                position,
+                problem: Problem::Missing,
+            })
+        })?;
+        let (event, _) = stored_event(position, &record).map_err(io)?;
+        if event.envelope.event_id != id {
+            return Err(io(Damage {
+                position,
+                problem: Problem::IndexDisagrees("an event id being appended"),
+            }));
+        }
+        Ok(Some(position))
     }
 
     /// Checks one append against the state the group has reached and, if it
@@ -1417,7 +1454,7 @@ impl EventLog for SledLog {
                 if events.len() >= limit {
                     return Ok(false);
                 }
-                events.push(stored_event(position, record)?.0);
+                events.push(event_of_stream(position, record, &stream)?);
                 Ok(true)
             })?;
             return Ok(events);
@@ -1460,7 +1497,7 @@ impl EventLog for SledLog {
                 .ok_or(missing.clone())?
                 .record(position)?
                 .ok_or(missing)?;
-            events.push(stored_event(position, record)?.0);
+            events.push(event_of_stream(position, record, &stream)?);
         }
         Ok(events)
     }
@@ -1597,6 +1634,44 @@ mod tests {
                 name: tokenledger_events::Name::new("Acme").unwrap(),
             },
         }
+    }
+
+    #[test]
+    fn a_retry_the_index_of_event_ids_names_at_another_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        log.append(vec![event(1)], Expectation::Any).unwrap();
+        log.append(vec![event(2)], Expectation::Any).unwrap();
+        // As if an entry had been edited: event 3 said to be at position 1.
+        log.shared.indexes.write().ids.add(3, 1);
+        let refused = log.append(vec![event(3)], Expectation::Any).unwrap_err();
+        let expected = Damage {
+            position: 1,
+            problem: Problem::IndexDisagrees("an event id being appended"),
+        };
+        assert_eq!(refused, AppendError::Io(expected.to_string()));
+        assert_eq!(log.head().position, 2);
+        // A true retry still gets its position back.
+        assert_eq!(log.append(vec![event(2)], Expectation::Any), Ok(vec![2]));
+    }
+
+    #[test]
+    fn a_stream_read_refuses_a_record_its_index_names_wrongly() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        log.append(vec![event(1), event(2)], Expectation::Any)
+            .unwrap();
+        let token = tokenledger_events::TokenId::from_u128(0x70);
+        // As if an entry had been edited: a company's record put in a
+        // token's stream.
+        log.shared.indexes.write().tokens.add(token.as_u128(), 2);
+        assert_eq!(
+            log.read_stream(Stream::Token(token), 1, 10),
+            Err(Damage {
+                position: 2,
+                problem: Problem::IndexDisagrees("the stream read"),
+            })
+        );
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //!
 //! `verify` checks every copy against the chain, and that every record has
 //! one (`SledLog::verify_with`); a read checks each copy's own hash, as a
-//! read of a page does.
+//! read of a page does, and that its event is in the stream read, as it
+//! does for the events of every stream.
 //!
 //! A stream's head is the last position of its last run, found with one
 //! reverse seek.

@@ -221,6 +221,15 @@ fn a_copy_cut_from_or_moved_out_of_a_companys_stream_is_found() {
             problem: Problem::CopyDisagrees("is in another company's stream"),
         }
     );
+    // A read of company 2's stream refuses the stranger too.
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(
+        log.read_stream(Stream::Company(CompanyId::from_u128(2)), 1, 1000),
+        Err(Damage {
+            position: moved,
+            problem: Problem::IndexDisagrees("the stream read"),
+        })
+    );
 }
 
 #[test]
