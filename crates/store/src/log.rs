@@ -172,8 +172,8 @@ pub enum Problem {
     /// The copy of the record in its company's stream is not the record
     /// in the log, is missing, or is in another company's stream.
     CopyDisagrees(&'static str),
-    /// An index names the record for what its event is not: a stream it
-    /// is not in, or another event id.
+    /// An index disagrees with the record: names it for a stream it is
+    /// not in or an event id it does not hold, or lacks its entry.
     IndexDisagrees(&'static str),
 }
 
@@ -215,7 +215,7 @@ impl fmt::Display for Problem {
                 f.write_str("the journal holds a different record for this position")
             }
             Problem::IndexDisagrees(what) => {
-                write!(f, "an index names it for {what}, which its event is not")
+                write!(f, "an index disagrees with the record: {what}")
             }
             Problem::CopyDisagrees(what) => {
                 write!(f, "its copy in its company's stream {what}")
@@ -372,10 +372,11 @@ pub trait EventLog: Send + Sync {
     fn wait_for(&self, position: u64, timeout: Duration) -> u64;
 
     /// Walks the whole log and checks contiguity, each record's hash, the
-    /// chain, the encoding, positions and times, and any copies an
+    /// chain, the encoding, positions and times, any copies an
     /// implementation keeps of its records for reads by stream (the sled
     /// log keeps one in each company's stream, and holds 16 bytes a record
-    /// while it checks them). Reports the first damage.
+    /// while it checks them), and the indexes it has written for retries
+    /// and reads by stream. Reports the first damage.
     fn verify(&self) -> Result<Verified, Damage> {
         self.verify_with(&mut |_| {})
     }

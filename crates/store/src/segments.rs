@@ -33,7 +33,7 @@
 //! of 100 M events (about 3,000 segments) would feel. Merging segments
 //! would bound that; it is not built.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::filter::Level;
 use crate::log::{Damage, Problem};
@@ -87,6 +87,23 @@ impl Kind {
         at.copy_from_slice(&settled.to_be_bytes());
         first.copy_from_slice(&entry(id, position));
         key
+    }
+
+    /// A check of this index's segments settled at or before `durable`
+    /// against the records they index ([`IndexCheck`]).
+    pub(crate) fn check(self, events: &sled::Tree, durable: u64) -> Result<IndexCheck, Damage> {
+        let index = Index::load(events, self)?;
+        let mut segments: Vec<Segment> = index
+            .segments
+            .into_iter()
+            .filter(|segment| segment.settled <= durable)
+            .collect();
+        segments.reverse();
+        Ok(IndexCheck {
+            kind: self,
+            segments,
+            expected: Vec::new(),
+        })
     }
 
     /// The entries of every chunk of this index, chunk by chunk, each
@@ -157,6 +174,91 @@ fn entries(value: &[u8], first: (u128, u64), settled: u64) -> Result<Vec<(u128, 
 pub(crate) struct Segment {
     settled: u64,
     filter: Level,
+}
+
+/// The check of one index by `verify`, fed the records in order: each
+/// segment must hold exactly the entries of the records after the previous
+/// segment's, up to its settled position, and its filter every id of them.
+///
+/// The segments are not chained. Without this, an entry deleted from one
+/// would let a retry of its event be appended again, and a filter damaged
+/// to leave an id out would do the same; reads and retries check what an
+/// entry names, not what is missing (`SledLog`'s `event_of_stream`,
+/// `existing_position`). Entries since the last settle are held in memory,
+/// derived from the records, and are not checked.
+pub(crate) struct IndexCheck {
+    kind: Kind,
+    /// The segments still to compare, the next last.
+    segments: Vec<Segment>,
+    /// The entries of the records since the last segment compared.
+    expected: Vec<(u128, u64)>,
+}
+
+impl IndexCheck {
+    /// Adds the entry a record at `position` should have: `id` there.
+    pub(crate) fn expect(&mut self, id: u128, position: u64) {
+        self.expected.push((id, position));
+    }
+
+    /// Called after the entries of the record at `position` are in: if
+    /// `position` is the next segment's settled position, compares that
+    /// segment with them.
+    pub(crate) fn passed(&mut self, events: &sled::Tree, position: u64) -> Result<(), Damage> {
+        let Some(segment) = self.segments.pop_if(|next| next.settled == position) else {
+            return Ok(());
+        };
+        let mut expected = std::mem::take(&mut self.expected);
+        expected.sort_unstable();
+        let damage = |position, what| Damage {
+            position,
+            problem: Problem::IndexDisagrees(what),
+        };
+        let left_out = expected
+            .iter()
+            .filter(|(id, _)| !segment.filter.may_contain(*id))
+            .map(|(_, at)| *at)
+            .min();
+        if let Some(at) = left_out {
+            return Err(damage(at, "the filter of its segment leaves its id out"));
+        }
+        let mut found = Vec::with_capacity(expected.len());
+        let prefix = self.kind.chunk_key(segment.settled, (0, 0));
+        for chunk in events.scan_prefix(prefix.get(..10).unwrap_or_default()) {
+            let problem = |problem| Damage { position, problem };
+            let (key, value) = chunk.map_err(|e| problem(storage(e)))?;
+            let (_, first) = chunk_key_parts(&key).map_err(problem)?;
+            found.extend(entries(&value, first, segment.settled).map_err(problem)?);
+        }
+        if found == expected {
+            return Ok(());
+        }
+        // The first position one side has an entry for and the other lacks;
+        // the segment's own if they differ only in an entry held twice.
+        let (in_found, in_expected): (HashSet<_>, HashSet<_>) =
+            (found.iter().collect(), expected.iter().collect());
+        let at = found
+            .iter()
+            .filter(|entry| !in_expected.contains(entry))
+            .chain(expected.iter().filter(|entry| !in_found.contains(entry)))
+            .map(|(_, at)| *at)
+            .min()
+            .unwrap_or(segment.settled);
+        Err(damage(at, "its segment holds other entries than it should"))
+    }
+
+    /// Called after the last record: a segment settled beyond it indexes
+    /// records the log does not have.
+    pub(crate) fn finish(self) -> Result<(), Damage> {
+        match self.segments.last() {
+            None => Ok(()),
+            Some(segment) => Err(Damage {
+                position: segment.settled,
+                problem: Problem::IndexDisagrees(
+                    "a segment is settled at this position, which has no record",
+                ),
+            }),
+        }
+    }
 }
 
 /// One index: its segments, oldest first, and the entries not yet in one.

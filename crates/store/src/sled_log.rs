@@ -578,7 +578,7 @@ fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<St
     if !streams_of(&event.envelope).contains(stream) {
         return Err(Damage {
             position,
-            problem: Problem::IndexDisagrees("the stream read"),
+            problem: Problem::IndexDisagrees("it is not in the stream read"),
         });
     }
     Ok(event)
@@ -1087,7 +1087,7 @@ impl Writer {
         if event.envelope.event_id != id {
             return Err(io(Damage {
                 position,
-                problem: Problem::IndexDisagrees("an event id being appended"),
+                problem: Problem::IndexDisagrees("it does not hold the event id a retry looked up"),
             }));
         }
         Ok(Some(position))
@@ -1533,7 +1533,10 @@ impl EventLog for SledLog {
         // 32; a copy that differs and matches it is a second preimage of
         // 128 bits of BLAKE3.
         let mut hashes = Vec::with_capacity(usize::try_from(durable).unwrap_or(0));
-        for entry in self.shared.trees.events.scan_prefix([LOG]) {
+        let events = &self.shared.trees.events;
+        let mut ids = EVENT_IDS.check(events, durable)?;
+        let mut tokens = TOKENS.check(events, durable)?;
+        for entry in events.scan_prefix([LOG]) {
             let expected = chain.head().position + 1;
             let damage = |problem| Damage {
                 position: expected,
@@ -1549,6 +1552,14 @@ impl EventLog for SledLog {
                 if position <= durable {
                     hashes.push(stream_index::hash_half(&event.hash));
                 }
+                ids.expect(event.envelope.event_id.as_u128(), position);
+                for stream in streams_of(&event.envelope) {
+                    if let Some(token) = stream_index::token_of(&stream) {
+                        tokens.expect(token, position);
+                    }
+                }
+                ids.passed(events, position)?;
+                tokens.passed(events, position)?;
                 if position % PROGRESS_EVERY == 0 {
                     progress(position);
                 }
@@ -1563,7 +1574,8 @@ impl EventLog for SledLog {
                 problem: Problem::Missing,
             });
         }
-        let events = &self.shared.trees.events;
+        ids.finish()?;
+        tokens.finish()?;
         // The copies take about as long as the chain: the count goes on
         // past the head rather than stand at it.
         let mut copies = 0;
@@ -1647,7 +1659,7 @@ mod tests {
         let refused = log.append(vec![event(3)], Expectation::Any).unwrap_err();
         let expected = Damage {
             position: 1,
-            problem: Problem::IndexDisagrees("an event id being appended"),
+            problem: Problem::IndexDisagrees("it does not hold the event id a retry looked up"),
         };
         assert_eq!(refused, AppendError::Io(expected.to_string()));
         assert_eq!(log.head().position, 2);
@@ -1669,7 +1681,7 @@ mod tests {
             log.read_stream(Stream::Token(token), 1, 10),
             Err(Damage {
                 position: 2,
-                problem: Problem::IndexDisagrees("the stream read"),
+                problem: Problem::IndexDisagrees("it is not in the stream read"),
             })
         );
     }

@@ -227,8 +227,54 @@ fn a_copy_cut_from_or_moved_out_of_a_companys_stream_is_found() {
         log.read_stream(Stream::Company(CompanyId::from_u128(2)), 1, 1000),
         Err(Damage {
             position: moved,
-            problem: Problem::IndexDisagrees("the stream read"),
+            problem: Problem::IndexDisagrees("it is not in the stream read"),
         })
+    );
+}
+
+/// The first entry of the index of event ids, as
+/// `crates/store/src/segments.rs` lays them out: chunks under `J` ‖ `I`,
+/// entries of id (16 bytes) ‖ position (8), and filters under `F` ‖ `I`,
+/// after an 8-byte count.
+const EVENT_ID_CHUNKS: [u8; 2] = [b'J', b'I'];
+const EVENT_ID_FILTERS: [u8; 2] = [b'F', b'I'];
+const ENTRY: usize = 24;
+
+#[test]
+fn an_entry_cut_from_or_a_filter_emptied_in_the_index_of_event_ids_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    // Cut: the second entry of the first chunk.
+    let cut = edit_through_sled(dir.path(), |log| {
+        let (key, value) = log.scan_prefix(EVENT_ID_CHUNKS).next().unwrap().unwrap();
+        let (kept, rest) = value.split_at(ENTRY);
+        let (second, rest) = rest.split_at(ENTRY);
+        log.insert(key, [kept, rest].concat()).unwrap();
+        u64::from_be_bytes(second[16..].try_into().unwrap())
+    });
+    assert_eq!(
+        damage_reported(dir.path()),
+        Damage {
+            position: cut,
+            problem: Problem::IndexDisagrees("its segment holds other entries than it should"),
+        }
+    );
+
+    // Emptied: a filter that holds no id, so every lookup would miss.
+    let dir = tempfile::tempdir().unwrap();
+    given_a_log(dir.path());
+    edit_through_sled(dir.path(), |log| {
+        let (key, value) = log.scan_prefix(EVENT_ID_FILTERS).next().unwrap().unwrap();
+        let mut emptied = value.to_vec();
+        emptied[8..].fill(0);
+        log.insert(key, emptied).unwrap();
+    });
+    assert_eq!(
+        damage_reported(dir.path()),
+        Damage {
+            position: 1,
+            problem: Problem::IndexDisagrees("the filter of its segment leaves its id out"),
+        }
     );
 }
 
