@@ -67,14 +67,24 @@ pub enum Stream {
 impl Stream {
     /// The streams an event belongs to.
     pub fn of(event: &NewEvent) -> impl Iterator<Item = Stream> {
-        let actor = match event.actor {
+        Stream::of_parts(event.company, event.actor, &event.event)
+    }
+
+    /// The streams of an event given by its parts, as a stored envelope
+    /// holds them.
+    pub(crate) fn of_parts(
+        company: CompanyId,
+        actor: Actor,
+        event: &Event,
+    ) -> impl Iterator<Item = Stream> {
+        let actor = match actor {
             Actor::Teammate(teammate) => Some(Stream::Actor(teammate)),
             Actor::System | Actor::Token(_) => None,
         };
         [
-            Some(Stream::Company(event.company)),
-            event.event.token().map(Stream::Token),
-            event.event.teammate().map(Stream::Teammate),
+            Some(Stream::Company(company)),
+            event.token().map(Stream::Token),
+            event.teammate().map(Stream::Teammate),
             actor,
         ]
         .into_iter()

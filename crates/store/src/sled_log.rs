@@ -575,7 +575,7 @@ fn head_of(shared: &Shared, stream: &[u8; 17], at_most: u64) -> Result<u64, Prob
 /// otherwise put a stranger into the stream.
 fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<StoredEvent, Damage> {
     let event = stored_event(position, record)?.0;
-    if !streams_of(&event.envelope).contains(stream) {
+    if !streams(&event.envelope).any(|of| stream_key(of) == *stream) {
         return Err(Damage {
             position,
             problem: Problem::IndexDisagrees("it is not in the stream read"),
@@ -586,13 +586,12 @@ fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<St
 
 /// The stream keys an event is indexed under.
 fn streams_of(envelope: &Envelope) -> Vec<[u8; 17]> {
-    let event = NewEvent {
-        event_id: envelope.event_id,
-        actor: envelope.actor,
-        company: envelope.company,
-        event: envelope.event.clone(),
-    };
-    Stream::of(&event).map(stream_key).collect()
+    streams(envelope).map(stream_key).collect()
+}
+
+/// The streams an event is in.
+fn streams(envelope: &Envelope) -> impl Iterator<Item = Stream> {
+    Stream::of_parts(envelope.company, envelope.actor, &envelope.event)
 }
 
 fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
@@ -1553,9 +1552,9 @@ impl EventLog for SledLog {
                     hashes.push(stream_index::hash_half(&event.hash));
                 }
                 ids.expect(event.envelope.event_id.as_u128(), position);
-                for stream in streams_of(&event.envelope) {
-                    if let Some(token) = stream_index::token_of(&stream) {
-                        tokens.expect(token, position);
+                for stream in streams(&event.envelope) {
+                    if let Stream::Token(token) = stream {
+                        tokens.expect(token.as_u128(), position);
                     }
                 }
                 ids.passed(events, position)?;
