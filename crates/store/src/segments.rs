@@ -68,12 +68,18 @@ fn entry(id: u128, position: u64) -> [u8; ENTRY] {
 }
 
 impl Kind {
-    fn descriptor_key(self, settled: u64) -> [u8; 10] {
+    /// `tag` ‖ kind ‖ settled: a segment's descriptor key, or the prefix
+    /// of its chunks' keys.
+    fn segment_key(self, tag: u8, settled: u64) -> [u8; 10] {
         let mut key = [0; 10];
         let (head, tail) = key.split_at_mut(2);
-        head.copy_from_slice(&[DESCRIPTORS, self.0]);
+        head.copy_from_slice(&[tag, self.0]);
         tail.copy_from_slice(&settled.to_be_bytes());
         key
+    }
+
+    fn descriptor_key(self, settled: u64) -> [u8; 10] {
+        self.segment_key(DESCRIPTORS, settled)
     }
 
     /// The key of the chunk of the segment settled at `settled` whose
@@ -81,10 +87,8 @@ impl Kind {
     /// entries can fill more than one chunk.
     fn chunk_key(self, settled: u64, (id, position): (u128, u64)) -> [u8; CHUNK_KEY] {
         let mut key = [0; CHUNK_KEY];
-        let (head, tail) = key.split_at_mut(2);
-        head.copy_from_slice(&[CHUNKS, self.0]);
-        let (at, first) = tail.split_at_mut(8);
-        at.copy_from_slice(&settled.to_be_bytes());
+        let (segment, first) = key.split_at_mut(10);
+        segment.copy_from_slice(&self.segment_key(CHUNKS, settled));
         first.copy_from_slice(&entry(id, position));
         key
     }
@@ -112,12 +116,21 @@ impl Kind {
         self,
         events: &sled::Tree,
     ) -> impl Iterator<Item = Result<Vec<(u128, u64)>, Problem>> {
-        events.scan_prefix([CHUNKS, self.0]).map(move |chunk| {
-            let (key, value) = chunk.map_err(storage)?;
-            let (settled, first) = chunk_key_parts(&key)?;
-            entries(&value, first, settled)
-        })
+        chunks(events, [CHUNKS, self.0])
     }
+}
+
+/// The entries of each chunk under `prefix`, chunk by chunk, each checked
+/// as a lookup checks it.
+fn chunks(
+    events: &sled::Tree,
+    prefix: impl AsRef<[u8]>,
+) -> impl Iterator<Item = Result<Vec<(u128, u64)>, Problem>> {
+    events.scan_prefix(prefix).map(|chunk| {
+        let (key, value) = chunk.map_err(storage)?;
+        let (settled, first) = chunk_key_parts(&key)?;
+        entries(&value, first, settled)
+    })
 }
 
 fn storage(error: sled::Error) -> Problem {
@@ -222,12 +235,8 @@ impl IndexCheck {
             return Err(damage(at, "the filter of its segment leaves its id out"));
         }
         let mut found = Vec::with_capacity(expected.len());
-        let prefix = self.kind.chunk_key(segment.settled, (0, 0));
-        for chunk in events.scan_prefix(prefix.get(..10).unwrap_or_default()) {
-            let problem = |problem| Damage { position, problem };
-            let (key, value) = chunk.map_err(|e| problem(storage(e)))?;
-            let (_, first) = chunk_key_parts(&key).map_err(problem)?;
-            found.extend(entries(&value, first, segment.settled).map_err(problem)?);
+        for chunk in chunks(events, self.kind.segment_key(CHUNKS, segment.settled)) {
+            found.extend(chunk.map_err(|problem| Damage { position, problem })?);
         }
         if found == expected {
             return Ok(());
