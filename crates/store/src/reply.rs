@@ -22,7 +22,7 @@ struct Slot {
 
 /// The writer's end. Dropped unanswered (the log closing), it answers
 /// [`AppendError::Closed`], so an appender never waits forever.
-pub(crate) struct Reply(Arc<Slot>);
+pub(crate) struct Reply(Option<Arc<Slot>>);
 
 /// The appender's end.
 pub(crate) struct Awaited(Arc<Slot>);
@@ -33,22 +33,21 @@ pub(crate) fn reply() -> (Reply, Awaited) {
         outcome: Mutex::new(None),
         ready: Condvar::new(),
     });
-    (Reply(Arc::clone(&slot)), Awaited(slot))
+    (Reply(Some(Arc::clone(&slot))), Awaited(slot))
 }
 
 impl Reply {
     /// Answers the append.
-    pub(crate) fn send(self, outcome: Outcome) {
+    pub(crate) fn send(mut self, outcome: Outcome) {
         self.put(outcome);
     }
 
-    /// Keeps the first answer only: `send` answers, then `drop` finds the
-    /// slot full.
-    fn put(&self, outcome: Outcome) {
-        let mut slot = self.0.outcome.lock();
-        if slot.is_none() {
-            *slot = Some(outcome);
-            self.0.ready.notify_one();
+    /// Answers once: `send` takes the slot, so that `drop` after it does
+    /// not lock the slot again while the woken appender may hold it.
+    fn put(&mut self, outcome: Outcome) {
+        if let Some(slot) = self.0.take() {
+            *slot.outcome.lock() = Some(outcome);
+            slot.ready.notify_one();
         }
     }
 }
