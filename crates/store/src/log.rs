@@ -360,7 +360,8 @@ pub trait EventLog: Send + Sync {
         expectation: Expectation,
     ) -> Result<Vec<u64>, AppendError>;
 
-    /// The last durable record.
+    /// The last durable record. It covers every append answered before
+    /// the call, so what an append returned can be read.
     fn head(&self) -> Head;
 
     /// Up to `limit` events from position `from` (1 is the first), in order.

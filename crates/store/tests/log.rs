@@ -668,6 +668,90 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
     assert_eq!(log.head().position, 1);
 }
 
+/// An append is answered once its group is synced, while the group may
+/// still be going into sled; the head a reader gets covers it all the
+/// same, so an appender reads what it was told is there.
+#[test]
+fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, inserting) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let held = Arc::new(AtomicBool::new(false));
+    let hold = Arc::clone(&held);
+    let options = Options {
+        faults: Some(Arc::new(move |at| {
+            if at == FaultPoint::Insert && hold.swap(false, Ordering::SeqCst) {
+                let _ = entered.send(());
+                let _ = gate.lock().unwrap().recv();
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
+    // Dropped before the log if an assertion fails, which frees the
+    // inserter, so the log can close.
+    let open_gate = open_gate;
+    held.store(true, Ordering::SeqCst);
+    assert_eq!(log.append(vec![event(1)], Expectation::Any), Ok(vec![1]));
+    inserting.recv_timeout(Duration::from_secs(10)).unwrap();
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.read(1, 10))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !reader.is_finished(),
+        "a read went ahead of an answered append"
+    );
+    open_gate.send(()).unwrap();
+    let read = reader.join().unwrap().unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].envelope.event_id, EventId::from_u128(1));
+}
+
+/// A group whose appends were answered is in the journal: if sled then
+/// fails to take it, the log is poisoned, readers are not left waiting
+/// for it, and a reopen puts it back.
+#[test]
+fn an_answered_group_sled_failed_to_take_comes_back_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let options = Options {
+        faults: Some(failing_at(FaultPoint::Insert, Arc::clone(&armed))),
+        ..Options::default()
+    };
+    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
+    log.append(vec![event(1)], Expectation::Any).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    assert_eq!(log.append(vec![event(2)], Expectation::Any), Ok(vec![2]));
+    let (sent, head) = std::sync::mpsc::channel();
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || sent.send(log.head()))
+    };
+    let head = head.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        head.map(|head| head.position),
+        Ok(1),
+        "sled does not hold it"
+    );
+    reader.join().unwrap().unwrap();
+    armed.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(vec![event(3)], Expectation::Any),
+        Err(AppendError::Poisoned(_))
+    ));
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.verify().unwrap().records, 2);
+    assert_eq!(
+        log.read(2, 1).unwrap()[0].envelope.event_id,
+        EventId::from_u128(2)
+    );
+}
+
 #[test]
 fn concurrent_appenders_with_expectations_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
