@@ -105,13 +105,21 @@ impl fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
-/// The layout of format 1. The schema version comes before the event so a
+/// The layout of format 1 is `RecordV1`'s fields in order, written in two
+/// parts: what the log's writer fills in, then what an appender can
+/// encode ahead of it ([`EncodedEvent`]). bincode writes a struct's fields
+/// one after another with nothing between them, so the two parts side by
+/// side are the record. The schema version comes before the event so a
 /// later decoder can read it first and pick the fields to expect.
 #[derive(Serialize)]
-struct RecordV1Ref<'a> {
+struct PlaceV1 {
     position: u64,
     event_id: EventId,
     recorded_at: Timestamp,
+}
+
+#[derive(Serialize)]
+struct TailV1Ref<'a> {
     actor: Actor,
     company: CompanyId,
     schema_version: u16,
@@ -131,24 +139,99 @@ struct RecordV1 {
 
 /// Encodes an envelope as one record.
 pub fn encode_envelope(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
-    let record = RecordV1Ref {
-        position: envelope.position,
-        event_id: envelope.event_id,
-        recorded_at: envelope.recorded_at,
-        actor: envelope.actor,
-        company: envelope.company,
-        schema_version: envelope.event.schema_version(),
-        event: &envelope.event,
-    };
-    let mut bytes = vec![FORMAT_V1];
-    let body = bincode::serde::encode_to_vec(&record, CONFIG).map_err(|e| CodecError::Encode {
-        detail: e.to_string(),
-    })?;
-    bytes.extend_from_slice(&body);
-    if bytes.len() > MAX_RECORD_BYTES {
-        return Err(CodecError::TooLarge { len: bytes.len() });
+    EncodedEvent::new(
+        envelope.event_id,
+        envelope.actor,
+        envelope.company,
+        &envelope.event,
+    )?
+    .place(envelope.position, envelope.recorded_at)
+}
+
+/// An event encoded before it has a place in the log: all of its record
+/// but the position and the time, which only the log's writer knows. The
+/// log's appenders encode their events with it on their own threads, and
+/// the writer only places them.
+///
+/// ```
+/// use tokenledger_events::{encode_envelope, Actor, CompanyId, EncodedEvent, Envelope,
+///     Event, EventId, Name, Timestamp};
+///
+/// let company = CompanyId::from_u128(1);
+/// let event = Event::CompanyCreated { company, name: Name::new("Acme").unwrap() };
+/// let encoded = EncodedEvent::new(EventId::from_u128(2), Actor::System, company, &event).unwrap();
+/// let placed = encoded.place(7, Timestamp::from_micros(3)).unwrap();
+/// let envelope = Envelope {
+///     position: 7,
+///     event_id: EventId::from_u128(2),
+///     recorded_at: Timestamp::from_micros(3),
+///     actor: Actor::System,
+///     company,
+///     event,
+/// };
+/// assert_eq!(placed, encode_envelope(&envelope).unwrap());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    event_id: EventId,
+    /// The record after its time: actor, company, schema version, event.
+    tail: Vec<u8>,
+}
+
+/// The bytes before an [`EncodedEvent`]'s tail: the format, the position,
+/// the event id (16 bytes) and the time.
+const PLACE_LEN: usize = 1 + 8 + 16 + 8;
+
+fn encode_error(error: bincode::error::EncodeError) -> CodecError {
+    CodecError::Encode {
+        detail: error.to_string(),
     }
-    Ok(bytes)
+}
+
+impl EncodedEvent {
+    /// Encodes everything of a record but its position and time. Fails if
+    /// the event cannot be encoded, or makes a record longer than
+    /// [`MAX_RECORD_BYTES`].
+    pub fn new(
+        event_id: EventId,
+        actor: Actor,
+        company: CompanyId,
+        event: &Event,
+    ) -> Result<EncodedEvent, CodecError> {
+        let tail = TailV1Ref {
+            actor,
+            company,
+            schema_version: event.schema_version(),
+            event,
+        };
+        let tail = bincode::serde::encode_to_vec(&tail, CONFIG).map_err(encode_error)?;
+        let len = PLACE_LEN + tail.len();
+        if len > MAX_RECORD_BYTES {
+            return Err(CodecError::TooLarge { len });
+        }
+        Ok(EncodedEvent { event_id, tail })
+    }
+
+    /// The event's id.
+    pub fn event_id(&self) -> EventId {
+        self.event_id
+    }
+
+    /// The whole record, at `position` in the log, recorded at
+    /// `recorded_at`: the bytes [`encode_envelope`] gives for the same
+    /// envelope.
+    pub fn place(&self, position: u64, recorded_at: Timestamp) -> Result<Vec<u8>, CodecError> {
+        let mut bytes = Vec::with_capacity(PLACE_LEN + self.tail.len());
+        bytes.push(FORMAT_V1);
+        let place = PlaceV1 {
+            position,
+            event_id: self.event_id,
+            recorded_at,
+        };
+        bincode::serde::encode_into_std_write(&place, &mut bytes, CONFIG).map_err(encode_error)?;
+        bytes.extend_from_slice(&self.tail);
+        Ok(bytes)
+    }
 }
 
 /// Decodes one record. Any damage is an error, never a panic.
@@ -203,4 +286,27 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
         company: record.company,
         event: record.event,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use super::*;
+    use crate::id::TokenId;
+
+    #[test]
+    fn the_place_before_a_tail_is_as_long_as_its_constant_says() {
+        let token = TokenId::from_u128(3);
+        let event = Event::TokenRevealed { token };
+        let encoded = EncodedEvent::new(
+            EventId::from_u128(1),
+            Actor::System,
+            CompanyId::from_u128(2),
+            &event,
+        )
+        .unwrap();
+        let placed = encoded.place(u64::MAX, Timestamp::from_micros(4)).unwrap();
+        assert_eq!(placed.len(), PLACE_LEN + encoded.tail.len());
+    }
 }

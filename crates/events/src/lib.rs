@@ -25,7 +25,7 @@ mod scope;
 mod secret;
 mod token;
 
-pub use codec::{CodecError, MAX_RECORD_BYTES, decode_envelope, encode_envelope};
+pub use codec::{CodecError, EncodedEvent, MAX_RECORD_BYTES, decode_envelope, encode_envelope};
 pub use endpoint::{
     Endpoint, EndpointError, MAX_PATH_BYTES, Method, Requirement, endpoints, resolve_endpoint,
     resolve_endpoint_line,

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex, RwLock};
-use tokenledger_events::{Envelope, EventId, Timestamp, decode_envelope, encode_envelope};
+use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_envelope};
 
 use crate::dirs::sync_dir;
 use crate::journal::{Entry, Journal, JournalError, Recovered};
@@ -247,9 +247,10 @@ struct Request {
 
 /// What an append brings.
 enum Job {
-    /// New events, sealed by the writer.
+    /// New events, encoded by the appender and placed and sealed by the
+    /// writer.
     Events {
-        batch: Vec<NewEvent>,
+        batch: Vec<Prepared>,
         expectation: Expectation,
     },
     /// Records sealed elsewhere, to be checked against the head.
@@ -344,7 +345,7 @@ impl SledLog {
             let indexes = Arc::clone(&indexes);
             let mut tails = Tails::default();
             let faults = options.faults.clone();
-            Worker::start("tl-log-inserter", move |pending: Pending| {
+            Worker::start("tl-log-inserter", move |pending: Arc<Pending>| {
                 inject(&faults, FaultPoint::Insert).map_err(sled::Error::Io)?;
                 insert(&events, &mut tails, &indexes, &pending)
             })
@@ -383,6 +384,7 @@ impl SledLog {
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
             inserter,
+            inserting: None,
             known_ids: KnownIds::new(),
         };
         writer.recover(last, recovered)?;
@@ -739,13 +741,15 @@ impl DurableFiles {
 /// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
 /// journal's sync that covers it returned, and readers see a record only
 /// once the durable head reaches it, which is published when the group is
-/// both synced and in sled. Every group is synced and in sled before the
-/// next is planned, so a retry only ever finds durable records.
+/// both synced and in sled. Every group is synced before the next is
+/// planned, so a retry only ever finds durable records.
 ///
-/// The answers go out before the inserter is done with the group, and
-/// the writer waits for it while the appenders wake: in `group_commit_8`
-/// that wait was 34 µs of each group's 274. So a reader asks for the head
-/// only once it covers every answered append (`SledLog::head`): an
+/// The answers go out before the inserter is done with the group: waiting
+/// for it took 34 µs of each group's 274 in `group_commit_8`. The next
+/// group is planned against sled and the group still going in
+/// (`inserting`), and the writer waits for that one only before the next
+/// goes to the inserter, or before it sleeps. So a reader asks for the
+/// head only once it covers every answered append (`SledLog::head`): an
 /// appender reads what it was told is there.
 struct Writer {
     shared: Arc<Shared>,
@@ -757,7 +761,11 @@ struct Writer {
     journal_bytes: u64,
     files: DurableFiles,
     /// Puts each group into sled while the journal syncs (`insert`).
-    inserter: Worker<Pending, Result<(), sled::Error>>,
+    inserter: Worker<Arc<Pending>, Result<(), sled::Error>>,
+    /// The group the inserter has, answered but perhaps not yet in sled,
+    /// with the head it brings: the next group is planned against it
+    /// while it goes in, and readers get it once it is in (`land`).
+    inserting: Option<(Arc<Pending>, Head)>,
     /// Which event ids are certainly not in the log, once gathered.
     known_ids: KnownIds,
 }
@@ -774,6 +782,45 @@ const PROGRESS_EVERY: u64 = 10_000;
 
 /// The most appends committed together.
 const MAX_GROUP: usize = 256;
+
+/// A new event as its appender made it ready: all the writer adds is the
+/// position and time (`EncodedEvent::place`) and the chain (`record::seal`).
+/// The encoding is done on the appender's thread because the writer's
+/// work is what every appender of a group waits for.
+struct Prepared {
+    encoded: EncodedEvent,
+    streams: Vec<[u8; 17]>,
+}
+
+impl Prepared {
+    /// Encodes `event`, and checks that its record reads back as `event`:
+    /// placing it changes only the position and time.
+    fn new(event: NewEvent) -> Result<Prepared, AppendError> {
+        let streams = Stream::of(&event).map(stream_key).collect();
+        let encoded = EncodedEvent::new(event.event_id, event.actor, event.company, &event.event)
+            .map_err(AppendError::Encode)?;
+        let record = encoded
+            .place(0, Timestamp::EPOCH)
+            .map_err(AppendError::Encode)?;
+        let meant = Envelope {
+            position: 0,
+            event_id: event.event_id,
+            recorded_at: Timestamp::EPOCH,
+            actor: event.actor,
+            company: event.company,
+            event: event.event,
+        };
+        // Pair assertion: what is written must read back as what was meant.
+        if decode_envelope(&record).as_ref() != Ok(&meant) {
+            return Err(AppendError::Encode(
+                tokenledger_events::CodecError::Encode {
+                    detail: "the record does not decode to the event it encodes".to_owned(),
+                },
+            ));
+        }
+        Ok(Prepared { encoded, streams })
+    }
+}
 
 /// One event ready to be written.
 struct Planned {
@@ -796,7 +843,20 @@ struct Pending {
 
 impl Writer {
     fn run(mut self, inbox: &Receiver<Request>) {
-        while let Ok(first) = inbox.recv() {
+        loop {
+            let first = match inbox.try_recv() {
+                Ok(request) => request,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Nothing waiting: readers get the group in flight
+                    // before this thread sleeps.
+                    let _ = self.land();
+                    match inbox.recv() {
+                        Ok(request) => request,
+                        Err(_) => break,
+                    }
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match inbox.try_recv() {
@@ -809,7 +869,7 @@ impl Writer {
         // Closed: leave sled whole and the journal empty, so the next open
         // has nothing to replay. If this fails, the journal still holds
         // everything and the next open replays it.
-        if !self.shared.poisoned.load(Ordering::Acquire) {
+        if self.land().is_ok() && !self.shared.poisoned.load(Ordering::Acquire) {
             let _ = self.settle();
         }
     }
@@ -875,7 +935,7 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
-        self.inserter.begin(pending);
+        self.inserter.begin(Arc::new(pending));
         self.inserted().map_err(OpenError::Storage)?;
         self.head = head;
         self.last_time = last_time;
@@ -894,6 +954,7 @@ impl Writer {
     /// as segments in the same batch as the position, so that a crash
     /// leaves both or neither.
     fn settle(&mut self) -> io::Result<()> {
+        self.land().map_err(io::Error::other)?;
         let settled = self.head.position;
         let mut batch = sled::Batch::default();
         let written: [Option<Segment>; 2] = {
@@ -945,20 +1006,18 @@ impl Writer {
         let mut head = self.head;
         let mut last_time = self.last_time;
         let mut replies = Vec::new();
-        for request in group {
-            let planned = match &request.job {
+        for Request { job, reply } in group {
+            let planned = match job {
                 Job::Events { batch, expectation } => {
-                    self.plan(batch, *expectation, &mut pending, &mut head, &mut last_time)
+                    self.plan(batch, expectation, &mut pending, &mut head, &mut last_time)
                 }
                 Job::Records(records) => {
-                    self.plan_records(records, &mut pending, &mut head, &mut last_time)
+                    self.plan_records(&records, &mut pending, &mut head, &mut last_time)
                 }
             };
             match planned {
-                Ok(positions) => replies.push((request.reply, positions)),
-                Err(error) => {
-                    request.reply.send(Err(error));
-                }
+                Ok(positions) => replies.push((reply, positions)),
+                Err(error) => reply.send(Err(error)),
             }
         }
         // Added before the write: if it fails, an id the log lacks costs
@@ -966,45 +1025,44 @@ impl Writer {
         self.known_ids
             .add(pending.events.iter().map(|event| event.event_id.as_u128()));
         let written = if pending.events.is_empty() {
-            Ok(false)
+            Ok(None)
         } else {
-            self.write(pending).map(|()| true)
+            self.write(pending).map(Some)
         };
-        let inserting = matches!(written, Ok(true));
-        if let Err(error) = written {
-            if let AppendError::Poisoned(_) = error {
-                self.poison(replies, &error);
-                return;
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                if let AppendError::Poisoned(_) = error {
+                    self.poison(replies, &error);
+                    return;
+                }
+                // Nothing of this group was written: the appends that
+                // needed it fail; retries of earlier appends found durable
+                // records.
+                let applied = self.head.position;
+                let (failed, kept): (Vec<_>, Vec<_>) = replies
+                    .into_iter()
+                    .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
+                for (reply, _) in failed {
+                    reply.send(Err(error.clone()));
+                }
+                replies = kept;
+                head = self.head;
+                last_time = self.last_time;
+                None
             }
-            // Nothing of this group was written: the appends that needed it
-            // fail; retries of earlier appends found durable records.
-            let applied = self.head.position;
-            let (failed, kept): (Vec<_>, Vec<_>) = replies
-                .into_iter()
-                .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
-            for (reply, _) in failed {
-                reply.send(Err(error.clone()));
-            }
-            replies = kept;
-            head = self.head;
-            last_time = self.last_time;
-        }
+        };
         self.head = head;
         self.last_time = last_time;
+        if let Some(pending) = written {
+            self.inserting = Some((pending, head));
+        }
         self.shared
             .acknowledged
             .store(head.position, Ordering::Release);
         for (reply, positions) in replies {
             reply.send(Ok(positions));
         }
-        if inserting && let Err(error) = self.inserted() {
-            // The group is acknowledged and in the journal, which a reopen
-            // puts back into sled whole.
-            self.poison(Vec::new(), &AppendError::Poisoned(error));
-            return;
-        }
-        *self.shared.durable.lock() = head;
-        self.shared.grew.notify_all();
         if self.journal.len() >= self.journal_bytes
             && let Err(error) = self.settle()
         {
@@ -1027,8 +1085,9 @@ impl Writer {
     }
 
     /// Writes the group to the journal and makes it durable there, and
-    /// meanwhile has the inserter put it into sled; on `Ok` the inserter
-    /// is still at it, and the caller collects its result (`inserted`). A
+    /// meanwhile has the inserter put it into sled, once the group before
+    /// it is in (`land`); on `Ok` the inserter is still at it, and the
+    /// group is returned to be kept in flight. A
     /// failure to write the journal leaves both as they were (`Io`); a
     /// failure to sync is `Poisoned`, and the caller poisons the log.
     ///
@@ -1037,7 +1096,7 @@ impl Writer {
     /// sync: a group costs the longer of the two, not their sum. In three
     /// alternating runs `append/single_durable` went from 3.19, 3.11 and
     /// 2.91 times the same run's `fsync_floor` to 1.87, 2.04 and 2.29.
-    fn write(&mut self, pending: Pending) -> Result<(), AppendError> {
+    fn write(&mut self, pending: Pending) -> Result<Arc<Pending>, AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
         inject(&self.faults, FaultPoint::Commit).map_err(io)?;
         let before = self.journal.len();
@@ -1051,10 +1110,20 @@ impl Writer {
             .collect();
         self.journal.append(&entries).map_err(io)?;
         drop(entries);
-        self.inserter.begin(pending);
+        // One group goes into sled at a time, in order.
+        if let Err(error) = self.land() {
+            // This group is told it failed: its frame must not come back.
+            let undone = self.journal.undo(before);
+            return Err(AppendError::Poisoned(match undone {
+                Ok(()) => error,
+                Err(undo) => format!("{error}; and undoing it failed: {undo}"),
+            }));
+        }
+        let pending = Arc::new(pending);
+        self.inserter.begin(Arc::clone(&pending));
         let synced = inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync());
         let Err(sync) = synced else {
-            return Ok(());
+            return Ok(pending);
         };
         if let Err(error) = self.inserted() {
             // Part of the group may be in sled; only a reopen, which takes
@@ -1070,6 +1139,23 @@ impl Writer {
         Err(AppendError::Poisoned(sync.to_string()))
     }
 
+    /// Waits for the group in flight to be in sled, and then shows it to
+    /// readers. If sled failed to take it, the log is poisoned: the group
+    /// was answered, and the journal, which holds it, puts it back on
+    /// reopen.
+    fn land(&mut self) -> Result<(), String> {
+        let Some((_, head)) = self.inserting.take() else {
+            return Ok(());
+        };
+        if let Err(error) = self.inserted() {
+            self.poison(Vec::new(), &AppendError::Poisoned(error.clone()));
+            return Err(error);
+        }
+        *self.shared.durable.lock() = head;
+        self.shared.grew.notify_all();
+        Ok(())
+    }
+
     /// Waits for the inserter to finish the group begun last.
     fn inserted(&self) -> Result<(), String> {
         match self.inserter.finish() {
@@ -1078,13 +1164,21 @@ impl Writer {
         }
     }
 
+    /// The group being planned, then the one going into sled: what sled
+    /// may not hold yet, newest first.
+    fn ahead_of_sled<'a>(&'a self, pending: &'a Pending) -> impl Iterator<Item = &'a Pending> {
+        std::iter::once(pending).chain(self.inserting.as_ref().map(|(group, _)| &**group))
+    }
+
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
-        if let Some(head) = pending
-            .streams
-            .get(key)
-            .and_then(|indexes| pending.events_at(indexes).last())
-        {
-            return Ok(head.position);
+        for group in self.ahead_of_sled(pending) {
+            if let Some(head) = group
+                .streams
+                .get(key)
+                .and_then(|indexes| group.events_at(indexes).last())
+            {
+                return Ok(head.position);
+            }
         }
         head_of(&self.shared, key, u64::MAX).map_err(|problem| AppendError::Io(problem.to_string()))
     }
@@ -1094,8 +1188,10 @@ impl Writer {
         id: EventId,
         pending: &Pending,
     ) -> Result<Option<u64>, AppendError> {
-        if let Some(position) = pending.event_ids.get(&id) {
-            return Ok(Some(*position));
+        for group in self.ahead_of_sled(pending) {
+            if let Some(position) = group.event_ids.get(&id) {
+                return Ok(Some(*position));
+            }
         }
         if !self.known_ids.may_hold(id.as_u128()) {
             return Ok(None);
@@ -1134,26 +1230,23 @@ impl Writer {
     /// holds, adds its records to the group. Returns its positions.
     fn plan(
         &self,
-        batch: &[NewEvent],
+        batch: Vec<Prepared>,
         expectation: Expectation,
         pending: &mut Pending,
         head: &mut Head,
         last_time: &mut Timestamp,
     ) -> Result<Vec<u64>, AppendError> {
-        check_batch_size(batch.len())?;
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
-        for event in batch {
-            if !seen.insert(event.event_id) {
-                return Err(AppendError::DuplicateEventId(event.event_id));
+        for event in &batch {
+            if !seen.insert(event.encoded.event_id()) {
+                return Err(AppendError::DuplicateEventId(event.encoded.event_id()));
             }
         }
         // A retry: every id is in the log already.
         let mut existing = Vec::with_capacity(batch.len());
-        for event in batch {
-            existing.push((
-                event.event_id,
-                self.existing_position(event.event_id, pending)?,
-            ));
+        for event in &batch {
+            let id = event.encoded.event_id();
+            existing.push((id, self.existing_position(id, pending)?));
         }
         if existing.iter().all(|(_, position)| position.is_some()) {
             return Ok(existing.iter().filter_map(|(_, p)| *p).collect());
@@ -1181,7 +1274,7 @@ impl Writer {
                 }
             }
         }
-        // Encode everything before touching the group, so a failure leaves it as it was.
+        // Place everything before touching the group, so a failure leaves it as it was.
         let now = self.now();
         let (recorded_at, flags) = if now < *last_time {
             (*last_time, FLAG_CLOCK_CLAMPED)
@@ -1191,33 +1284,18 @@ impl Writer {
         let mut planned = Vec::with_capacity(batch.len());
         let mut chain = *head;
         for event in batch {
-            let envelope = Envelope {
-                position: chain.position + 1,
-                event_id: event.event_id,
-                recorded_at,
-                actor: event.actor,
-                company: event.company,
-                event: event.event.clone(),
-            };
-            let bytes = encode_envelope(&envelope).map_err(AppendError::Encode)?;
-            // Pair assertion: what is written must read back as what was meant.
-            if decode_envelope(&bytes).as_ref() != Ok(&envelope) {
-                return Err(AppendError::Encode(
-                    tokenledger_events::CodecError::Encode {
-                        detail: "the record does not decode to the event it encodes".to_owned(),
-                    },
-                ));
-            }
+            let position = chain.position + 1;
+            let bytes = event
+                .encoded
+                .place(position, recorded_at)
+                .map_err(AppendError::Encode)?;
             let (record, hash) = record::seal(&chain.hash, flags, &bytes);
-            chain = Head {
-                position: envelope.position,
-                hash,
-            };
+            chain = Head { position, hash };
             planned.push(Planned {
-                position: envelope.position,
-                event_id: event.event_id,
+                position,
+                event_id: event.encoded.event_id(),
                 record,
-                streams: Stream::of(event).map(stream_key).collect(),
+                streams: event.streams,
             });
         }
         *head = chain;
@@ -1437,6 +1515,11 @@ impl EventLog for SledLog {
         expectation: Expectation,
     ) -> Result<Vec<u64>, AppendError> {
         let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
+        check_batch_size(batch.len())?;
+        let batch = batch
+            .into_iter()
+            .map(Prepared::new)
+            .collect::<Result<_, _>>()?;
         let (reply, answer) = reply::reply();
         requests
             .send(Request {
@@ -1673,6 +1756,7 @@ mod tests {
     )]
 
     use super::*;
+    use tokenledger_events::encode_envelope;
 
     fn settled(log: &SledLog) -> Option<u64> {
         let value = log.shared.trees.events.get([SETTLED]).unwrap()?;

@@ -711,6 +711,72 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
     assert_eq!(read[0].envelope.event_id, EventId::from_u128(1));
 }
 
+/// The writer plans a group while the one before it is still going into
+/// sled: a retry of an event of that group, and an expectation on a
+/// stream it moved, are checked against it, not against sled.
+#[test]
+fn a_group_is_planned_against_the_one_sled_is_still_taking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, reached) = std::sync::mpsc::channel();
+    let (open_sync, sync_gate) = std::sync::mpsc::channel::<()>();
+    let (open_insert, insert_gate) = std::sync::mpsc::channel::<()>();
+    // The sync and the insert run at once, on two threads: one gate each.
+    let sync_gate = std::sync::Mutex::new(Some(sync_gate));
+    let insert_gate = std::sync::Mutex::new(Some(insert_gate));
+    let hold = Arc::new(AtomicBool::new(false));
+    let holding = Arc::clone(&hold);
+    let options = Options {
+        faults: Some(Arc::new(move |at| {
+            let gate = match at {
+                FaultPoint::Sync => &sync_gate,
+                FaultPoint::Insert => &insert_gate,
+                _ => return Ok(()),
+            };
+            if !holding.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Each is held once: the gate is taken on the way through.
+            let gate = gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = entered.send(at);
+                let _ = gate.recv();
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
+    // Dropped before the log if an assertion fails, which frees the
+    // writer and the inserter, so the log can close.
+    let (open_sync, open_insert) = (open_sync, open_insert);
+    let append = |id: u128, expectation: Expectation| {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(vec![event(id)], expectation))
+    };
+    hold.store(true, Ordering::SeqCst);
+    let first = append(1, Expectation::Any);
+    // The first group waits for its sync and its insert; the next appends
+    // queue behind it.
+    let wait = Duration::from_secs(10);
+    let mut reached = [
+        reached.recv_timeout(wait).unwrap(),
+        reached.recv_timeout(wait).unwrap(),
+    ];
+    reached.sort_by_key(|at| *at == FaultPoint::Insert);
+    assert_eq!(reached, [FaultPoint::Sync, FaultPoint::Insert]);
+    let next = append(2, Expectation::Stream(Stream::Company(COMPANY), 1));
+    let retry = append(1, Expectation::Any);
+    std::thread::sleep(Duration::from_millis(100));
+    open_sync.send(()).unwrap();
+    assert_eq!(first.join().unwrap(), Ok(vec![1]));
+    // The inserter still holds the first group while the next is planned.
+    std::thread::sleep(Duration::from_millis(100));
+    open_insert.send(()).unwrap();
+    assert_eq!(retry.join().unwrap(), Ok(vec![1]));
+    assert_eq!(next.join().unwrap(), Ok(vec![2]));
+    assert_eq!(log.verify().unwrap().records, 2);
+}
+
 /// A group whose appends were answered is in the journal: if sled then
 /// fails to take it, the log is poisoned, readers are not left waiting
 /// for it, and a reopen puts it back.
