@@ -3,8 +3,9 @@
 //! A record is one format byte followed by bincode 2 (via serde) with
 //! big-endian, fixed-width integers, so that every integer on disk has an
 //! explicit width and byte order. Everything else in tokenledger sees only
-//! [`encode_envelope`] and [`decode_envelope`], so the format can be replaced
-//! by a migration without touching the rest.
+//! [`encode_envelope`] (or its two halves, [`EncodedEvent`]) and
+//! [`decode_envelope`], so the format can be replaced by a migration without
+//! touching the rest.
 //!
 //! Decoding never trusts its input: the length is checked before anything
 //! else, bincode's allocation limit is set to the same bound, trailing bytes

@@ -1054,8 +1054,13 @@ impl Writer {
         };
         self.head = head;
         self.last_time = last_time;
-        if let Some(pending) = written {
-            self.inserting = Some((pending, head));
+        match written {
+            Some(pending) => self.inserting = Some((pending, head)),
+            // Nothing went to the inserter: land the group in flight now,
+            // or readers waiting for it would wait for a group that writes.
+            None => {
+                let _ = self.land();
+            }
         }
         self.shared
             .acknowledged
@@ -1545,8 +1550,8 @@ impl EventLog for SledLog {
 
     fn head(&self) -> Head {
         let mut durable = self.shared.durable.lock();
-        // Read after taking the lock: an appender's answer came after its
-        // position was stored here, so it is covered.
+        // An appender is answered only after `acknowledged` covers its
+        // append, so a head asked for after the answer covers it too.
         let acknowledged = self.shared.acknowledged.load(Ordering::Acquire);
         let shared = &self.shared;
         shared.grew.wait_while(&mut durable, |head| {
