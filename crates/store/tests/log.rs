@@ -614,36 +614,101 @@ fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
     assert!(verified.records <= 2, "{verified:?}");
 }
 
+/// Fault points that stop their thread once, when armed, until the test
+/// opens their gate: how a test holds the writer in its sync, or the
+/// inserter before sled, in the middle of a group.
+struct Held {
+    armed: Arc<AtomicBool>,
+    reached: std::sync::mpsc::Receiver<FaultPoint>,
+    gates: Vec<(FaultPoint, std::sync::mpsc::Sender<()>)>,
+}
+
+impl Held {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for a held point to be reached, and says which.
+    fn reached(&self) -> FaultPoint {
+        self.reached.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    fn open(&self, point: FaultPoint) {
+        for (held, gate) in &self.gates {
+            if *held == point {
+                gate.send(()).unwrap();
+            }
+        }
+    }
+}
+
+/// Opens a log in `dir` whose `points` are held (see [`Held`]). The gates
+/// come second, so they are dropped first: after a failed assertion, that
+/// frees the held threads and the log can close.
+fn open_held(dir: &std::path::Path, points: &[FaultPoint]) -> (Arc<SledLog>, Held) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let (entered, reached) = std::sync::mpsc::channel();
+    let mut gates = Vec::new();
+    let mut shut = Vec::new();
+    for point in points {
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        gates.push((*point, open));
+        shut.push((*point, std::sync::Mutex::new(Some(gate))));
+    }
+    let arming = Arc::clone(&armed);
+    let faults: FaultInjector = Arc::new(move |at| {
+        if !arming.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        for (point, gate) in &shut {
+            // Taken on the way through: each point is held once.
+            let gate = if *point == at {
+                gate.lock().unwrap().take()
+            } else {
+                None
+            };
+            if let Some(gate) = gate {
+                let _ = entered.send(at);
+                let _ = gate.recv();
+            }
+        }
+        Ok(())
+    });
+    let options = Options {
+        faults: Some(faults),
+        ..Options::default()
+    };
+    let log = Arc::new(SledLog::open(dir, options).unwrap());
+    (
+        log,
+        Held {
+            armed,
+            reached,
+            gates,
+        },
+    )
+}
+
+fn append_in_thread(
+    log: &Arc<SledLog>,
+    id: u128,
+    expectation: Expectation,
+) -> std::thread::JoinHandle<Result<Vec<u64>, AppendError>> {
+    let log = Arc::clone(log);
+    std::thread::spawn(move || log.append(vec![event(id)], expectation))
+}
+
 /// The journal syncs while the group goes into sled; neither an append
 /// nor a retry of it, sent during that sync, may return before the sync
 /// has, nor may the record be read.
 #[test]
 fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let (entered, syncing) = std::sync::mpsc::channel();
-    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate);
-    let held = Arc::new(AtomicBool::new(false));
-    let hold = Arc::clone(&held);
-    let options = Options {
-        faults: Some(Arc::new(move |at| {
-            if at == FaultPoint::Sync && hold.swap(false, Ordering::SeqCst) {
-                let _ = entered.send(());
-                let _ = gate.lock().unwrap().recv();
-            }
-            Ok(())
-        })),
-        ..Options::default()
-    };
-    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
-    held.store(true, Ordering::SeqCst);
-    let append = |log: &Arc<SledLog>| {
-        let log = Arc::clone(log);
-        std::thread::spawn(move || log.append(vec![event(1)], Expectation::Any))
-    };
-    let first = append(&log);
-    syncing.recv_timeout(Duration::from_secs(10)).unwrap();
-    let retry = append(&log);
+    let (log, held) = open_held(dir.path(), &[FaultPoint::Sync]);
+    held.arm();
+    let first = append_in_thread(&log, 1, Expectation::Any);
+    assert_eq!(held.reached(), FaultPoint::Sync);
+    let retry = append_in_thread(&log, 1, Expectation::Any);
     std::thread::sleep(Duration::from_millis(100));
     assert!(!first.is_finished(), "answered before its sync returned");
     assert!(
@@ -662,7 +727,7 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
         );
         assert!(log.read_stream(stream, 1, 10).unwrap().is_empty());
     }
-    open_gate.send(()).unwrap();
+    held.open(FaultPoint::Sync);
     assert_eq!(first.join().unwrap(), Ok(vec![1]));
     assert_eq!(retry.join().unwrap(), Ok(vec![1]));
     assert_eq!(log.head().position, 1);
@@ -674,28 +739,10 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
 #[test]
 fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (entered, inserting) = std::sync::mpsc::channel();
-    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate);
-    let held = Arc::new(AtomicBool::new(false));
-    let hold = Arc::clone(&held);
-    let options = Options {
-        faults: Some(Arc::new(move |at| {
-            if at == FaultPoint::Insert && hold.swap(false, Ordering::SeqCst) {
-                let _ = entered.send(());
-                let _ = gate.lock().unwrap().recv();
-            }
-            Ok(())
-        })),
-        ..Options::default()
-    };
-    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
-    // Dropped before the log if an assertion fails, which frees the
-    // inserter, so the log can close.
-    let open_gate = open_gate;
-    held.store(true, Ordering::SeqCst);
+    let (log, held) = open_held(dir.path(), &[FaultPoint::Insert]);
+    held.arm();
     assert_eq!(log.append(vec![event(1)], Expectation::Any), Ok(vec![1]));
-    inserting.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(held.reached(), FaultPoint::Insert);
     let reader = {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.read(1, 10))
@@ -705,7 +752,7 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
         !reader.is_finished(),
         "a read went ahead of an answered append"
     );
-    open_gate.send(()).unwrap();
+    held.open(FaultPoint::Insert);
     let read = reader.join().unwrap().unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].envelope.event_id, EventId::from_u128(1));
@@ -717,61 +764,22 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
 #[test]
 fn a_group_is_planned_against_the_one_sled_is_still_taking() {
     let dir = tempfile::tempdir().unwrap();
-    let (entered, reached) = std::sync::mpsc::channel();
-    let (open_sync, sync_gate) = std::sync::mpsc::channel::<()>();
-    let (open_insert, insert_gate) = std::sync::mpsc::channel::<()>();
-    // The sync and the insert run at once, on two threads: one gate each.
-    let sync_gate = std::sync::Mutex::new(Some(sync_gate));
-    let insert_gate = std::sync::Mutex::new(Some(insert_gate));
-    let hold = Arc::new(AtomicBool::new(false));
-    let holding = Arc::clone(&hold);
-    let options = Options {
-        faults: Some(Arc::new(move |at| {
-            let gate = match at {
-                FaultPoint::Sync => &sync_gate,
-                FaultPoint::Insert => &insert_gate,
-                _ => return Ok(()),
-            };
-            if !holding.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            // Each is held once: the gate is taken on the way through.
-            let gate = gate.lock().unwrap().take();
-            if let Some(gate) = gate {
-                let _ = entered.send(at);
-                let _ = gate.recv();
-            }
-            Ok(())
-        })),
-        ..Options::default()
-    };
-    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
-    // Dropped before the log if an assertion fails, which frees the
-    // writer and the inserter, so the log can close.
-    let (open_sync, open_insert) = (open_sync, open_insert);
-    let append = |id: u128, expectation: Expectation| {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.append(vec![event(id)], expectation))
-    };
-    hold.store(true, Ordering::SeqCst);
-    let first = append(1, Expectation::Any);
-    // The first group waits for its sync and its insert; the next appends
-    // queue behind it.
-    let wait = Duration::from_secs(10);
-    let mut reached = [
-        reached.recv_timeout(wait).unwrap(),
-        reached.recv_timeout(wait).unwrap(),
-    ];
+    let (log, held) = open_held(dir.path(), &[FaultPoint::Sync, FaultPoint::Insert]);
+    held.arm();
+    let first = append_in_thread(&log, 1, Expectation::Any);
+    // The first group waits for its sync and its insert, which run at
+    // once; the next appends queue behind it.
+    let mut reached = [held.reached(), held.reached()];
     reached.sort_by_key(|at| *at == FaultPoint::Insert);
     assert_eq!(reached, [FaultPoint::Sync, FaultPoint::Insert]);
-    let next = append(2, Expectation::Stream(Stream::Company(COMPANY), 1));
-    let retry = append(1, Expectation::Any);
+    let next = append_in_thread(&log, 2, Expectation::Stream(Stream::Company(COMPANY), 1));
+    let retry = append_in_thread(&log, 1, Expectation::Any);
     std::thread::sleep(Duration::from_millis(100));
-    open_sync.send(()).unwrap();
+    held.open(FaultPoint::Sync);
     assert_eq!(first.join().unwrap(), Ok(vec![1]));
     // The inserter still holds the first group while the next is planned.
     std::thread::sleep(Duration::from_millis(100));
-    open_insert.send(()).unwrap();
+    held.open(FaultPoint::Insert);
     assert_eq!(retry.join().unwrap(), Ok(vec![1]));
     assert_eq!(next.join().unwrap(), Ok(vec![2]));
     assert_eq!(log.verify().unwrap().records, 2);
@@ -790,6 +798,9 @@ fn an_answered_group_sled_failed_to_take_comes_back_on_reopen() {
     };
     let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
     log.append(vec![event(1)], Expectation::Any).unwrap();
+    // Once the head covers it, the first group is in sled: only the
+    // second meets the fault.
+    assert_eq!(log.head().position, 1);
     armed.store(true, Ordering::SeqCst);
     assert_eq!(log.append(vec![event(2)], Expectation::Any), Ok(vec![2]));
     let (sent, head) = std::sync::mpsc::channel();
