@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_envelope};
 
@@ -345,7 +345,7 @@ impl SledLog {
             let indexes = Arc::clone(&indexes);
             let mut tails = Tails::default();
             let faults = options.faults.clone();
-            Worker::start("tl-log-inserter", move |pending: Arc<Pending>| {
+            Worker::start("tl-log-inserter", move |pending: Pending| {
                 inject(&faults, FaultPoint::Insert).map_err(sled::Error::Io)?;
                 insert(&events, &mut tails, &indexes, &pending)
             })
@@ -384,7 +384,6 @@ impl SledLog {
             journal_bytes: options.journal_bytes.unwrap_or(JOURNAL_BYTES),
             files,
             inserter,
-            inserting: None,
             known_ids: KnownIds::new(),
         };
         writer.recover(last, recovered)?;
@@ -741,15 +740,13 @@ impl DurableFiles {
 /// INVARIANT (ack-after-sync): an append is answered `Ok` only after the
 /// journal's sync that covers it returned, and readers see a record only
 /// once the durable head reaches it, which is published when the group is
-/// both synced and in sled. Every group is synced before the next is
-/// planned, so a retry only ever finds durable records.
+/// both synced and in sled. Every group is synced and in sled before the
+/// next is planned, so a retry only ever finds durable records.
 ///
-/// The answers go out before the inserter is done with the group: waiting
-/// for it took 34 µs of each group's 274 in `group_commit_8`. The next
-/// group is planned against sled and the group still going in
-/// (`inserting`), and the writer waits for that one only before the next
-/// goes to the inserter, or before it sleeps. So a reader asks for the
-/// head only once it covers every answered append (`SledLog::head`): an
+/// The answers go out before the inserter is done with the group, and
+/// the writer waits for it while the appenders wake: in `group_commit_8`
+/// that wait was 34 µs of each group's 274. So a reader asks for the head
+/// only once it covers every answered append (`SledLog::head`): an
 /// appender reads what it was told is there.
 struct Writer {
     shared: Arc<Shared>,
@@ -761,11 +758,7 @@ struct Writer {
     journal_bytes: u64,
     files: DurableFiles,
     /// Puts each group into sled while the journal syncs (`insert`).
-    inserter: Worker<Arc<Pending>, Result<(), sled::Error>>,
-    /// The group the inserter has, answered but perhaps not yet in sled,
-    /// with the head it brings: the next group is planned against it
-    /// while it goes in, and readers get it once it is in (`land`).
-    inserting: Option<(Arc<Pending>, Head)>,
+    inserter: Worker<Pending, Result<(), sled::Error>>,
     /// Which event ids are certainly not in the log, once gathered.
     known_ids: KnownIds,
 }
@@ -843,20 +836,7 @@ struct Pending {
 
 impl Writer {
     fn run(mut self, inbox: &Receiver<Request>) {
-        loop {
-            let first = match inbox.try_recv() {
-                Ok(request) => request,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    // Nothing waiting: readers get the group in flight
-                    // before this thread sleeps.
-                    let _ = self.land();
-                    match inbox.recv() {
-                        Ok(request) => request,
-                        Err(_) => break,
-                    }
-                }
-            };
+        while let Ok(first) = inbox.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match inbox.try_recv() {
@@ -869,7 +849,7 @@ impl Writer {
         // Closed: leave sled whole and the journal empty, so the next open
         // has nothing to replay. If this fails, the journal still holds
         // everything and the next open replays it.
-        if self.land().is_ok() && !self.shared.poisoned.load(Ordering::Acquire) {
+        if !self.shared.poisoned.load(Ordering::Acquire) {
             let _ = self.settle();
         }
     }
@@ -935,7 +915,7 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
-        self.inserter.begin(Arc::new(pending));
+        self.inserter.begin(pending);
         self.inserted().map_err(OpenError::Storage)?;
         self.head = head;
         self.last_time = last_time;
@@ -954,7 +934,6 @@ impl Writer {
     /// as segments in the same batch as the position, so that a crash
     /// leaves both or neither.
     fn settle(&mut self) -> io::Result<()> {
-        self.land().map_err(io::Error::other)?;
         let settled = self.head.position;
         let mut batch = sled::Batch::default();
         let written: [Option<Segment>; 2] = {
@@ -1025,49 +1004,45 @@ impl Writer {
         self.known_ids
             .add(pending.events.iter().map(|event| event.event_id.as_u128()));
         let written = if pending.events.is_empty() {
-            Ok(None)
+            Ok(false)
         } else {
-            self.write(pending).map(Some)
+            self.write(pending).map(|()| true)
         };
-        let written = match written {
-            Ok(written) => written,
-            Err(error) => {
-                if let AppendError::Poisoned(_) = error {
-                    self.poison(replies, &error);
-                    return;
-                }
-                // Nothing of this group was written: the appends that
-                // needed it fail; retries of earlier appends found durable
-                // records.
-                let applied = self.head.position;
-                let (failed, kept): (Vec<_>, Vec<_>) = replies
-                    .into_iter()
-                    .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
-                for (reply, _) in failed {
-                    reply.send(Err(error.clone()));
-                }
-                replies = kept;
-                head = self.head;
-                last_time = self.last_time;
-                None
+        let inserting = matches!(written, Ok(true));
+        if let Err(error) = written {
+            if let AppendError::Poisoned(_) = error {
+                self.poison(replies, &error);
+                return;
             }
-        };
+            // Nothing of this group was written: the appends that needed it
+            // fail; retries of earlier appends found durable records.
+            let applied = self.head.position;
+            let (failed, kept): (Vec<_>, Vec<_>) = replies
+                .into_iter()
+                .partition(|(_, positions)| positions.iter().any(|p| *p > applied));
+            for (reply, _) in failed {
+                reply.send(Err(error.clone()));
+            }
+            replies = kept;
+            head = self.head;
+            last_time = self.last_time;
+        }
         self.head = head;
         self.last_time = last_time;
-        match written {
-            Some(pending) => self.inserting = Some((pending, head)),
-            // Nothing went to the inserter: land the group in flight now,
-            // or readers waiting for it would wait for a group that writes.
-            None => {
-                let _ = self.land();
-            }
-        }
         self.shared
             .acknowledged
             .store(head.position, Ordering::Release);
         for (reply, positions) in replies {
             reply.send(Ok(positions));
         }
+        if inserting && let Err(error) = self.inserted() {
+            // The group is acknowledged and in the journal, which a reopen
+            // puts back into sled whole.
+            self.poison(Vec::new(), &AppendError::Poisoned(error));
+            return;
+        }
+        *self.shared.durable.lock() = head;
+        self.shared.grew.notify_all();
         if self.journal.len() >= self.journal_bytes
             && let Err(error) = self.settle()
         {
@@ -1090,9 +1065,8 @@ impl Writer {
     }
 
     /// Writes the group to the journal and makes it durable there, and
-    /// meanwhile has the inserter put it into sled, once the group before
-    /// it is in (`land`); on `Ok` the inserter is still at it, and the
-    /// group is returned to be kept in flight. A
+    /// meanwhile has the inserter put it into sled; on `Ok` the inserter
+    /// is still at it, and the caller collects its result (`inserted`). A
     /// failure to write the journal leaves both as they were (`Io`); a
     /// failure to sync is `Poisoned`, and the caller poisons the log.
     ///
@@ -1101,7 +1075,7 @@ impl Writer {
     /// sync: a group costs the longer of the two, not their sum. In three
     /// alternating runs `append/single_durable` went from 3.19, 3.11 and
     /// 2.91 times the same run's `fsync_floor` to 1.87, 2.04 and 2.29.
-    fn write(&mut self, pending: Pending) -> Result<Arc<Pending>, AppendError> {
+    fn write(&mut self, pending: Pending) -> Result<(), AppendError> {
         let io = |e: io::Error| AppendError::Io(e.to_string());
         inject(&self.faults, FaultPoint::Commit).map_err(io)?;
         let before = self.journal.len();
@@ -1115,20 +1089,10 @@ impl Writer {
             .collect();
         self.journal.append(&entries).map_err(io)?;
         drop(entries);
-        // One group goes into sled at a time, in order.
-        if let Err(error) = self.land() {
-            // This group is told it failed: its frame must not come back.
-            let undone = self.journal.undo(before);
-            return Err(AppendError::Poisoned(match undone {
-                Ok(()) => error,
-                Err(undo) => format!("{error}; and undoing it failed: {undo}"),
-            }));
-        }
-        let pending = Arc::new(pending);
-        self.inserter.begin(Arc::clone(&pending));
+        self.inserter.begin(pending);
         let synced = inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync());
         let Err(sync) = synced else {
-            return Ok(pending);
+            return Ok(());
         };
         if let Err(error) = self.inserted() {
             // Part of the group may be in sled; only a reopen, which takes
@@ -1144,23 +1108,6 @@ impl Writer {
         Err(AppendError::Poisoned(sync.to_string()))
     }
 
-    /// Waits for the group in flight to be in sled, and then shows it to
-    /// readers. If sled failed to take it, the log is poisoned: the group
-    /// was answered, and the journal, which holds it, puts it back on
-    /// reopen.
-    fn land(&mut self) -> Result<(), String> {
-        let Some((_, head)) = self.inserting.take() else {
-            return Ok(());
-        };
-        if let Err(error) = self.inserted() {
-            self.poison(Vec::new(), &AppendError::Poisoned(error.clone()));
-            return Err(error);
-        }
-        *self.shared.durable.lock() = head;
-        self.shared.grew.notify_all();
-        Ok(())
-    }
-
     /// Waits for the inserter to finish the group begun last.
     fn inserted(&self) -> Result<(), String> {
         match self.inserter.finish() {
@@ -1169,21 +1116,13 @@ impl Writer {
         }
     }
 
-    /// The group being planned, then the one going into sled: what sled
-    /// may not hold yet, newest first.
-    fn ahead_of_sled<'a>(&'a self, pending: &'a Pending) -> impl Iterator<Item = &'a Pending> {
-        std::iter::once(pending).chain(self.inserting.as_ref().map(|(group, _)| &**group))
-    }
-
     fn stream_head(&self, key: &[u8; 17], pending: &Pending) -> Result<u64, AppendError> {
-        for group in self.ahead_of_sled(pending) {
-            if let Some(head) = group
-                .streams
-                .get(key)
-                .and_then(|indexes| group.events_at(indexes).last())
-            {
-                return Ok(head.position);
-            }
+        if let Some(head) = pending
+            .streams
+            .get(key)
+            .and_then(|indexes| pending.events_at(indexes).last())
+        {
+            return Ok(head.position);
         }
         head_of(&self.shared, key, u64::MAX).map_err(|problem| AppendError::Io(problem.to_string()))
     }
@@ -1193,10 +1132,8 @@ impl Writer {
         id: EventId,
         pending: &Pending,
     ) -> Result<Option<u64>, AppendError> {
-        for group in self.ahead_of_sled(pending) {
-            if let Some(position) = group.event_ids.get(&id) {
-                return Ok(Some(*position));
-            }
+        if let Some(position) = pending.event_ids.get(&id) {
+            return Ok(Some(*position));
         }
         if !self.known_ids.may_hold(id.as_u128()) {
             return Ok(None);

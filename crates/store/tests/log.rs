@@ -758,33 +758,6 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
     assert_eq!(read[0].envelope.event_id, EventId::from_u128(1));
 }
 
-/// The writer plans a group while the one before it is still going into
-/// sled: a retry of an event of that group, and an expectation on a
-/// stream it moved, are checked against it, not against sled.
-#[test]
-fn a_group_is_planned_against_the_one_sled_is_still_taking() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, held) = open_held(dir.path(), &[FaultPoint::Sync, FaultPoint::Insert]);
-    held.arm();
-    let first = append_in_thread(&log, 1, Expectation::Any);
-    // The first group waits for its sync and its insert, which run at
-    // once; the next appends queue behind it.
-    let mut reached = [held.reached(), held.reached()];
-    reached.sort_by_key(|at| *at == FaultPoint::Insert);
-    assert_eq!(reached, [FaultPoint::Sync, FaultPoint::Insert]);
-    let next = append_in_thread(&log, 2, Expectation::Stream(Stream::Company(COMPANY), 1));
-    let retry = append_in_thread(&log, 1, Expectation::Any);
-    std::thread::sleep(Duration::from_millis(100));
-    held.open(FaultPoint::Sync);
-    assert_eq!(first.join().unwrap(), Ok(vec![1]));
-    // The inserter still holds the first group while the next is planned.
-    std::thread::sleep(Duration::from_millis(100));
-    held.open(FaultPoint::Insert);
-    assert_eq!(retry.join().unwrap(), Ok(vec![1]));
-    assert_eq!(next.join().unwrap(), Ok(vec![2]));
-    assert_eq!(log.verify().unwrap().records, 2);
-}
-
 /// A group whose appends were answered is in the journal: if sled then
 /// fails to take it, the log is poisoned, readers are not left waiting
 /// for it, and a reopen puts it back.
