@@ -1003,13 +1003,9 @@ impl Writer {
         // only a lookup in sled later.
         self.known_ids
             .add(pending.events.iter().map(|event| event.event_id.as_u128()));
-        let written = if pending.events.is_empty() {
-            Ok(false)
-        } else {
-            self.write(pending).map(|()| true)
-        };
-        let inserting = matches!(written, Ok(true));
-        if let Err(error) = written {
+        if !pending.events.is_empty()
+            && let Err(error) = self.write(pending)
+        {
             if let AppendError::Poisoned(_) = error {
                 self.poison(replies, &error);
                 return;
@@ -1027,6 +1023,9 @@ impl Writer {
             head = self.head;
             last_time = self.last_time;
         }
+        // The inserter has the group if it planned events and they were
+        // written; a failed write put `head` back.
+        let inserting = head.position > self.head.position;
         self.head = head;
         self.last_time = last_time;
         self.shared

@@ -614,13 +614,13 @@ fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
     assert!(verified.records <= 2, "{verified:?}");
 }
 
-/// Fault points that stop their thread once, when armed, until the test
-/// opens their gate: how a test holds the writer in its sync, or the
+/// A fault point that stops its thread once, when armed, until the test
+/// opens its gate: how a test holds the writer in its sync, or the
 /// inserter before sled, in the middle of a group.
 struct Held {
     armed: Arc<AtomicBool>,
-    reached: std::sync::mpsc::Receiver<FaultPoint>,
-    gates: Vec<(FaultPoint, std::sync::mpsc::Sender<()>)>,
+    reached: std::sync::mpsc::Receiver<()>,
+    gate: std::sync::mpsc::Sender<()>,
 }
 
 impl Held {
@@ -628,49 +628,30 @@ impl Held {
         self.armed.store(true, Ordering::SeqCst);
     }
 
-    /// Waits for a held point to be reached, and says which.
-    fn reached(&self) -> FaultPoint {
-        self.reached.recv_timeout(Duration::from_secs(10)).unwrap()
+    /// Waits for the point to be reached.
+    fn reached(&self) {
+        self.reached.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
-    fn open(&self, point: FaultPoint) {
-        for (held, gate) in &self.gates {
-            if *held == point {
-                gate.send(()).unwrap();
-            }
-        }
+    fn open(&self) {
+        self.gate.send(()).unwrap();
     }
 }
 
-/// Opens a log in `dir` whose `points` are held (see [`Held`]). The gates
-/// come second, so they are dropped first: after a failed assertion, that
-/// frees the held threads and the log can close.
-fn open_held(dir: &std::path::Path, points: &[FaultPoint]) -> (Arc<SledLog>, Held) {
+/// Opens a log in `dir` whose fault point `point` is held (see [`Held`]).
+/// The gate comes second, so it is dropped first: after a failed
+/// assertion, that frees the held thread and the log can close.
+fn open_held(dir: &std::path::Path, point: FaultPoint) -> (Arc<SledLog>, Held) {
     let armed = Arc::new(AtomicBool::new(false));
     let (entered, reached) = std::sync::mpsc::channel();
-    let mut gates = Vec::new();
-    let mut shut = Vec::new();
-    for point in points {
-        let (open, gate) = std::sync::mpsc::channel::<()>();
-        gates.push((*point, open));
-        shut.push((*point, std::sync::Mutex::new(Some(gate))));
-    }
+    let (gate, shut) = std::sync::mpsc::channel::<()>();
+    let shut = std::sync::Mutex::new(shut);
     let arming = Arc::clone(&armed);
     let faults: FaultInjector = Arc::new(move |at| {
-        if !arming.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        for (point, gate) in &shut {
-            // Taken on the way through: each point is held once.
-            let gate = if *point == at {
-                gate.lock().unwrap().take()
-            } else {
-                None
-            };
-            if let Some(gate) = gate {
-                let _ = entered.send(at);
-                let _ = gate.recv();
-            }
+        // Disarmed on the way through: the point is held once.
+        if at == point && arming.swap(false, Ordering::SeqCst) {
+            let _ = entered.send(());
+            let _ = shut.lock().unwrap().recv();
         }
         Ok(())
     });
@@ -684,7 +665,7 @@ fn open_held(dir: &std::path::Path, points: &[FaultPoint]) -> (Arc<SledLog>, Hel
         Held {
             armed,
             reached,
-            gates,
+            gate,
         },
     )
 }
@@ -704,10 +685,10 @@ fn append_in_thread(
 #[test]
 fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, held) = open_held(dir.path(), &[FaultPoint::Sync]);
+    let (log, held) = open_held(dir.path(), FaultPoint::Sync);
     held.arm();
     let first = append_in_thread(&log, 1, Expectation::Any);
-    assert_eq!(held.reached(), FaultPoint::Sync);
+    held.reached();
     let retry = append_in_thread(&log, 1, Expectation::Any);
     std::thread::sleep(Duration::from_millis(100));
     assert!(!first.is_finished(), "answered before its sync returned");
@@ -727,7 +708,7 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
         );
         assert!(log.read_stream(stream, 1, 10).unwrap().is_empty());
     }
-    held.open(FaultPoint::Sync);
+    held.open();
     assert_eq!(first.join().unwrap(), Ok(vec![1]));
     assert_eq!(retry.join().unwrap(), Ok(vec![1]));
     assert_eq!(log.head().position, 1);
@@ -739,10 +720,10 @@ fn an_append_and_its_retry_are_answered_only_once_the_sync_returns() {
 #[test]
 fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, held) = open_held(dir.path(), &[FaultPoint::Insert]);
+    let (log, held) = open_held(dir.path(), FaultPoint::Insert);
     held.arm();
     assert_eq!(log.append(vec![event(1)], Expectation::Any), Ok(vec![1]));
-    assert_eq!(held.reached(), FaultPoint::Insert);
+    held.reached();
     let reader = {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.read(1, 10))
@@ -752,7 +733,7 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
         !reader.is_finished(),
         "a read went ahead of an answered append"
     );
-    held.open(FaultPoint::Insert);
+    held.open();
     let read = reader.join().unwrap().unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].envelope.event_id, EventId::from_u128(1));
