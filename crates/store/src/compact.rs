@@ -20,8 +20,10 @@ use std::io;
 use std::path::Path;
 
 use crate::dirs::sync_dir;
+use crate::journal;
 use crate::sled_log::{
-    DurableFiles, OpenError, Options, SledLog, io_error, open_sled, open_storage, waiting_for_sled,
+    DurableFiles, OpenError, Options, SledLog, io_error, journal_error, open_sled, open_storage,
+    waiting_for_sled,
 };
 
 /// Where the copy is made.
@@ -82,7 +84,10 @@ impl SledLog {
         let lock = log.lock.try_clone().map_err(io_error(dir))?;
         drop(log);
         let journal = dir.join("journal");
-        if fs::metadata(&journal).map_err(io_error(&journal))?.len() != 0 {
+        if !journal::read(&journal)
+            .map_err(journal_error(&journal))?
+            .is_empty()
+        {
             return Err(OpenError::Storage(
                 "the log did not close cleanly (its journal is not empty), so it was not compacted"
                     .to_owned(),

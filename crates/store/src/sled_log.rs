@@ -110,11 +110,12 @@ pub enum OpenError {
     /// damaged or missing, or the journal holds a record that does not
     /// continue the log.
     Damaged(Damage),
-    /// A frame of the journal, other than the last, is damaged.
+    /// A frame of the journal, other than the last, is damaged, or
+    /// neither of its headers is whole, or it is in an earlier format.
     DamagedJournal {
         /// The journal's path.
         path: PathBuf,
-        /// Where the damaged frame starts, in bytes.
+        /// Where the damage starts, in bytes.
         offset: u64,
         /// What is wrong with it.
         problem: &'static str,
@@ -273,6 +274,20 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ 
     }
 }
 
+pub(crate) fn journal_error(path: &Path) -> impl FnOnce(JournalError) -> OpenError + '_ {
+    move |error| match error {
+        JournalError::Io(error) => OpenError::Io {
+            path: path.to_owned(),
+            error,
+        },
+        JournalError::Damaged { offset, problem } => OpenError::DamagedJournal {
+            path: path.to_owned(),
+            offset,
+            problem,
+        },
+    }
+}
+
 fn storage(error: sled::Error) -> Problem {
     Problem::Storage(error.to_string())
 }
@@ -355,17 +370,8 @@ impl SledLog {
         let files = DurableFiles::open(&sled_dir)?;
         let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
         let journal_path = dir.join("journal");
-        let (journal, recovered) = Journal::open(&journal_path).map_err(|error| match error {
-            JournalError::Io(error) => OpenError::Io {
-                path: journal_path.clone(),
-                error,
-            },
-            JournalError::Damaged { offset, problem } => OpenError::DamagedJournal {
-                path: journal_path.clone(),
-                offset,
-                problem,
-            },
-        })?;
+        let (journal, recovered) =
+            Journal::open(&journal_path).map_err(journal_error(&journal_path))?;
         let shared = Arc::new(Shared {
             trees,
             indexes,
@@ -1096,7 +1102,7 @@ impl Writer {
         if let Err(error) = self.inserted() {
             // Part of the group may be in sled; only a reopen, which takes
             // out everything above the settled position, clears it. And
-            // the frame is cut off again, or that reopen would bring back
+            // the frame is wiped out again, or that reopen would bring back
             // what the caller is told failed.
             let undone = self.journal.undo(before);
             return Err(AppendError::Poisoned(match undone {
@@ -1716,6 +1722,36 @@ mod tests {
                 name: tokenledger_events::Name::new("Acme").unwrap(),
             },
         }
+    }
+
+    #[test]
+    fn the_journal_is_emptied_into_sled_as_it_fills_and_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let options = Options {
+            journal_bytes: Some(1024),
+            ..Options::default()
+        };
+        let log = SledLog::open(dir.path(), options).unwrap();
+        let (mut longest, mut largest) = (0, 0);
+        for id in 1..=50 {
+            log.append(vec![event(id)], Expectation::Any).unwrap();
+            // One frame per append: its header, and each record's position and length.
+            let held = crate::journal::read(&journal).unwrap();
+            let bytes: usize = held.iter().map(|r| 60 + 12 + r.record.len()).sum();
+            longest = longest.max(bytes);
+            largest = held
+                .iter()
+                .map(|r| 72 + r.record.len())
+                .fold(largest, usize::max);
+        }
+        // Never more than the limit plus the frame that passed it.
+        assert!(0 < longest && longest < 1024 + largest, "{longest}");
+        drop(log);
+        assert!(crate::journal::read(&journal).unwrap().is_empty());
+        let log = SledLog::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(log.verify().unwrap().records, 50);
+        assert_eq!(log.read(1, 100).unwrap().len(), 50);
     }
 
     #[test]

@@ -882,26 +882,3 @@ fn sealed_records_copy_a_log_byte_for_byte_and_a_wrong_one_is_refused() {
         source.read_stream(stream, 1, 10).unwrap()
     );
 }
-
-#[test]
-fn the_journal_is_emptied_into_sled_as_it_fills_and_on_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
-    let options = Options {
-        journal_bytes: Some(1024),
-        ..Options::default()
-    };
-    let log = SledLog::open(dir.path(), options).unwrap();
-    let mut longest = 0;
-    for id in 1..=50 {
-        log.append(vec![event(id)], Expectation::Any).unwrap();
-        longest = longest.max(std::fs::metadata(&journal).unwrap().len());
-    }
-    // Never more than the limit plus the frame that passed it.
-    assert!(0 < longest && longest < 2048, "{longest}");
-    drop(log);
-    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
-    let log = open(dir.path());
-    assert_eq!(log.verify().unwrap().records, 50);
-    assert_eq!(log.read(1, 100).unwrap().len(), 50);
-}

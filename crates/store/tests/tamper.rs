@@ -471,6 +471,54 @@ fn flip_and_check(
     }
 }
 
+/// The journal of a log that was not closed, as a crash leaves it: its
+/// frames are what a reopen puts back. A damaged frame before the last is
+/// refused with its offset; a damaged last frame is taken for a write torn
+/// by the crash, which the known head catches.
+#[test]
+fn a_damaged_journal_frame_is_refused_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    for chunk in [[1, 2], [3, 4], [5, 6]] {
+        log.append(chunk.map(event).to_vec(), Expectation::Any)
+            .unwrap();
+    }
+    let (head, events) = (log.head(), log.read(1, 10).unwrap());
+    // Copied while open, as if the process had died here.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    drop(log);
+    let journal = std::fs::read(crashed.path().join("journal")).unwrap();
+    let last = journal.iter().rposition(|&b| b != 0).unwrap();
+    let known = Options {
+        known_head: Some(head),
+        ..Options::default()
+    };
+
+    let opened = |damaged_at: Option<usize>| {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(crashed.path(), copy.path());
+        let mut bytes = journal.clone();
+        if let Some(at) = damaged_at {
+            bytes[at] ^= 0x40;
+        }
+        std::fs::write(copy.path().join("journal"), &bytes).unwrap();
+        SledLog::open(copy.path(), known.clone()).map(|log| log.read(1, 10).unwrap())
+    };
+    assert_eq!(opened(None).unwrap(), events, "the control");
+    // The first frame starts after the journal's 4 KiB of headers.
+    for at in [4096, 4096 + 11, 4096 + 100] {
+        match opened(Some(at)) {
+            Err(OpenError::DamagedJournal { offset: 4096, .. }) => {}
+            other => panic!("byte {at}: {other:?}"),
+        }
+    }
+    match opened(Some(last)) {
+        Err(OpenError::RolledBack { .. }) => {}
+        other => panic!("the last frame: {other:?}"),
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
