@@ -21,6 +21,11 @@
 //! came, and from 96 to 61 µs when sled's batches went (see
 //! `Writer::insert`), each a back-to-back pair of runs; the floor of a
 //! plain write and `fsync` measured 32 to 46 µs in those runs.
+//! Since the journal is written over bytes already in its file rather than
+//! appended to (`journal.rs`), a sync need not commit a new file size: in
+//! three alternating rounds, the medians of `append/single_durable` went
+//! from 168 to 142 µs and of `append/group_commit_8` from 46 to 36 µs an
+//! event, against an `fsync_floor` of 120 to 146 µs.
 //!
 //! That makes an acknowledged event survive a process crash and, on a drive
 //! that honours `fsync` (flushes its cache, or has power-loss protection), a
