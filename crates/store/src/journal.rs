@@ -58,7 +58,7 @@ const FRAMES_AT: u64 = 4096;
 const FRAME_MAGIC: [u8; 4] = *b"TLJ3";
 /// The magic of the journal before it was written over.
 const OLD_MAGIC: [u8; 4] = *b"TLJ2";
-const FRAME_HEADER_LEN: usize = 4 + 8 + 16 + 32;
+pub(crate) const FRAME_HEADER_LEN: usize = 4 + 8 + 16 + 32;
 /// How much the file grows by when a frame does not fit: the first of the
 /// default 8 MiB of frames pay for the zeros, about one group in 400 of
 /// single events.

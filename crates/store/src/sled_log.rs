@@ -1757,6 +1757,7 @@ mod tests {
     )]
 
     use super::*;
+    use crate::journal::FRAME_HEADER_LEN;
     use tokenledger_events::encode_envelope;
 
     fn settled(log: &SledLog) -> Option<u64> {
@@ -1835,14 +1836,12 @@ mod tests {
         let (mut longest, mut largest) = (0, 0);
         for id in 1..=50 {
             log.append(vec![event(id)], Expectation::Any).unwrap();
-            // One frame per append: its header, and each record's position and length.
-            let held = crate::journal::read(&journal).unwrap();
-            let bytes: usize = held.iter().map(|r| 60 + 12 + r.record.len()).sum();
-            longest = longest.max(bytes);
-            largest = held
-                .iter()
-                .map(|r| 72 + r.record.len())
-                .fold(largest, usize::max);
+            // One frame per append: its header, the record's position and
+            // length, and the record.
+            let frames = crate::journal::read(&journal).unwrap();
+            let frame = |r: &Recovered| FRAME_HEADER_LEN + 8 + 4 + r.record.len();
+            longest = longest.max(frames.iter().map(frame).sum());
+            largest = frames.iter().map(frame).fold(largest, usize::max);
         }
         // Never more than the limit plus the frame that passed it.
         assert!(0 < longest && longest < 1024 + largest, "{longest}");
