@@ -20,7 +20,7 @@
 //! appended, 79–96 µs written over.
 //!
 //! ```text
-//! file:    header 0 (at 0) ‖ header 1 (at 512) ‖ zeros ‖ frames (from 4096)
+//! file:    header (at 0) ‖ its copy (at 512) ‖ zeros ‖ frames (from 4096)
 //! header:  magic "TLJH" ‖ generation (u64 BE) ‖ key (32 bytes) ‖ BLAKE3(all before)
 //! frame:   magic "TLJ3" ‖ payload length (u64 BE) ‖ MAC(magic ‖ length), 16 bytes
 //!          ‖ MAC(payload) ‖ payload
@@ -28,12 +28,16 @@
 //! ```
 //!
 //! MAC is BLAKE3 keyed with the header's key. Emptying the journal writes
-//! the other header, with the next generation and a fresh random key, and
-//! syncs it before any frame follows: the frames before it no longer check
-//! under the new key, so they read as stale bytes, and so does anything a
-//! record's own bytes might imitate, since no record author knows the key.
-//! A header cut short by a crash leaves the other one, and frames that
-//! sled already holds.
+//! a new header, with the next generation and a fresh random key, before
+//! any frame follows: the frames before it no longer check under the new
+//! key, so they read as stale bytes, and so does anything a record's own
+//! bytes might imitate, since no record author knows the key. The header
+//! is written twice, the copy only once the first is synced, so a crash
+//! cuts short at most one of them; the other holds the new header or the
+//! one before, whose frames sled already holds. Either copy damaged later
+//! leaves the other, and opening writes back a copy that differs: one
+//! flipped bit in a header must not turn the journal's records into stale
+//! bytes.
 //!
 //! A crash can leave only the last frame incomplete, because a group is
 //! acknowledged only once its frame is synced, and the next is written only
@@ -50,7 +54,7 @@ use crate::dirs::sync_dir;
 
 const HEADER_MAGIC: [u8; 4] = *b"TLJH";
 const HEADER_LEN: usize = 4 + 8 + 32 + 32;
-/// Where each of the two headers lies: sectors apart, so that a write cut
+/// Where the header and its copy lie: sectors apart, so that a write cut
 /// short in one leaves the other whole.
 const HEADER_AT: [u64; 2] = [0, 512];
 /// Where the first frame starts: a page of its own for the headers.
@@ -98,7 +102,7 @@ impl From<io::Error> for JournalError {
 }
 
 /// The header in force: the key frames are checked with.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Header {
     generation: u64,
     key: [u8; 32],
@@ -144,9 +148,15 @@ impl Journal {
         let (header, records, len) = match parse(&bytes)? {
             Some(Parsed {
                 header,
+                copies,
                 records,
                 len,
-            }) => (header, records, len),
+            }) => {
+                if copies < HEADER_AT.len() {
+                    write_header(&file, header)?;
+                }
+                (header, records, len)
+            }
             None => {
                 // New, or its creation was cut short before anything was
                 // acknowledged: write the first header and the zeros
@@ -156,10 +166,13 @@ impl Journal {
                     key: fresh_key()?,
                 };
                 let mut start = vec![0; FRAMES_AT as usize];
-                start
-                    .get_mut(..HEADER_LEN)
-                    .unwrap_or_default()
-                    .copy_from_slice(&header_bytes(header));
+                for at in HEADER_AT {
+                    let at = at as usize;
+                    start
+                        .get_mut(at..at + HEADER_LEN)
+                        .unwrap_or_default()
+                        .copy_from_slice(&header_bytes(header));
+                }
                 file.set_len(0)?;
                 file.write_all_at(&start, 0)?;
                 file.sync_all()?;
@@ -248,9 +261,7 @@ impl Journal {
             generation: self.header.generation + 1,
             key: fresh_key()?,
         };
-        self.file
-            .write_all_at(&header_bytes(header), header_at(header.generation))?;
-        self.file.sync_data()?;
+        write_header(&self.file, header)?;
         self.header = header;
         self.len = 0;
         self.broken = false;
@@ -291,12 +302,13 @@ fn fresh_key() -> io::Result<[u8; 32]> {
     Ok(key)
 }
 
-fn header_at(generation: u64) -> u64 {
-    if generation.is_multiple_of(2) {
-        HEADER_AT[0]
-    } else {
-        HEADER_AT[1]
+/// Writes `header` and then its copy, each synced before the next write.
+fn write_header(file: &File, header: Header) -> io::Result<()> {
+    for at in HEADER_AT {
+        file.write_all_at(&header_bytes(header), at)?;
+        file.sync_data()?;
     }
+    Ok(())
 }
 
 fn header_bytes(header: Header) -> [u8; HEADER_LEN] {
@@ -320,10 +332,7 @@ fn read_header(bytes: &[u8], at: u64) -> Option<Header> {
         generation: u64::from_be_bytes(*generation),
         key: <[u8; 32]>::try_from(key).ok()?,
     };
-    (*magic == HEADER_MAGIC
-        && blake3::hash(body).as_bytes().as_slice() == digest
-        && header_at(header.generation) == at)
-        .then_some(header)
+    (*magic == HEADER_MAGIC && blake3::hash(body).as_bytes().as_slice() == digest).then_some(header)
 }
 
 fn header_mac(key: &[u8; 32], len: u64) -> [u8; 16] {
@@ -358,6 +367,8 @@ fn frame(key: &[u8; 32], entries: &[Entry<'_>]) -> io::Result<Vec<u8>> {
 /// What a journal holds.
 struct Parsed {
     header: Header,
+    /// How many of the header's places hold it.
+    copies: usize,
     records: Vec<Recovered>,
     /// Bytes of whole frames.
     len: u64,
@@ -366,10 +377,12 @@ struct Parsed {
 /// Reads the journal's bytes: `None` if it has no header yet, which is
 /// only so while it is no longer than the headers' page.
 fn parse(bytes: &[u8]) -> Result<Option<Parsed>, JournalError> {
-    let header = HEADER_AT
+    let headers = HEADER_AT.map(|at| read_header(bytes, at));
+    let header = headers
         .iter()
-        .filter_map(|&at| read_header(bytes, at))
-        .max_by_key(|header| header.generation);
+        .flatten()
+        .max_by_key(|h| h.generation)
+        .copied();
     let Some(header) = header else {
         if bytes.starts_with(&OLD_MAGIC) {
             return Err(JournalError::Damaged {
@@ -407,6 +420,7 @@ fn parse(bytes: &[u8]) -> Result<Option<Parsed>, JournalError> {
     }
     Ok(Some(Parsed {
         header,
+        copies: headers.iter().filter(|h| **h == Some(header)).count(),
         records,
         len: offset as u64 - FRAMES_AT,
     }))
@@ -574,13 +588,69 @@ mod tests {
         journal.clear().unwrap();
         write(&mut journal, &[&[(4, b"four")]]);
         assert_eq!(positions(&read(&path).unwrap()), vec![4]);
-        // A clear cut short leaves the header before it, and its frames,
-        // which sled already holds.
+        // A clear cut short in the first copy leaves the header before it
+        // in the second, and its frames, which sled already holds.
+        let before = std::fs::read(&path).unwrap();
         journal.clear().unwrap();
         let mut torn = std::fs::read(&path).unwrap();
-        torn[HEADER_AT[1] as usize + 20] ^= 1;
+        torn[20] ^= 1;
+        let copy = HEADER_AT[1] as usize..HEADER_AT[1] as usize + HEADER_LEN;
+        torn[copy.clone()].copy_from_slice(&before[copy]);
         std::fs::write(&path, &torn).unwrap();
         assert_eq!(positions(&read(&path).unwrap()), vec![4]);
+    }
+
+    #[test]
+    fn any_one_flipped_byte_is_harmless_a_torn_last_frame_or_damage_at_its_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let ends = new(&path, &[&[(1, b"one")], &[(2, b"two")], &[(3, b"three")]]);
+        // The frames and some of the zeros after them: parsed in memory,
+        // a byte at a time, the rest of the file would only be scanned.
+        let whole = &std::fs::read(&path).unwrap()[..at(ends[2]) + 256];
+        for byte in 0..at(ends[2]) {
+            let mut flipped = whole.to_vec();
+            flipped[byte] ^= 0x01;
+            let parsed = parse(&flipped);
+            let outcome = match &parsed {
+                Ok(Some(parsed)) => Ok(positions(&parsed.records)),
+                Ok(None) => panic!("byte {byte}: no header"),
+                Err(JournalError::Damaged { offset, .. }) => Err(*offset as usize),
+                Err(error) => panic!("byte {byte}: {error:?}"),
+            };
+            let expected = if byte < at(0) {
+                // A header, or its copy, or the zeros around them.
+                Ok(vec![1, 2, 3])
+            } else if byte < at(ends[1]) {
+                Err(if byte < at(ends[0]) {
+                    at(0)
+                } else {
+                    at(ends[0])
+                })
+            } else {
+                Ok(vec![1, 2])
+            };
+            assert_eq!(outcome, expected, "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_header_copy_is_written_back_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        new(&path, &[&[(1, b"one")]]);
+        let whole = std::fs::read(&path).unwrap();
+        for at in HEADER_AT {
+            let mut damaged = whole.clone();
+            damaged[at as usize + 5] ^= 0x01;
+            std::fs::write(&path, &damaged).unwrap();
+            assert_eq!(positions(&Journal::open(&path).unwrap().1), vec![1]);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                whole,
+                "copy at {at} written back"
+            );
+        }
     }
 
     #[test]
