@@ -166,12 +166,10 @@ impl Journal {
                     key: fresh_key()?,
                 };
                 let mut start = vec![0; FRAMES_AT as usize];
-                for at in HEADER_AT {
-                    let at = at as usize;
-                    start
-                        .get_mut(at..at + HEADER_LEN)
-                        .unwrap_or_default()
-                        .copy_from_slice(&header_bytes(header));
+                for at in HEADER_AT.map(|at| at as usize) {
+                    if let Some(place) = start.get_mut(at..at + HEADER_LEN) {
+                        place.copy_from_slice(&header_bytes(header));
+                    }
                 }
                 file.set_len(0)?;
                 file.write_all_at(&start, 0)?;
