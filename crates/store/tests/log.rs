@@ -542,25 +542,29 @@ fn checkpoints_vouch_for_the_head_under_their_key_only() {
     ));
 }
 
-fn failing_at(point: FaultPoint, armed: Arc<AtomicBool>) -> FaultInjector {
-    Arc::new(move |at| {
-        if at == point && armed.load(Ordering::SeqCst) {
+/// Opens a log in `dir` whose fault point `point` fails while the flag
+/// returned with it is set.
+fn open_failing_at(dir: &std::path::Path, point: FaultPoint) -> (SledLog, Arc<AtomicBool>) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let failing = Arc::clone(&armed);
+    let faults: FaultInjector = Arc::new(move |at| {
+        if at == point && failing.load(Ordering::SeqCst) {
             Err(io::Error::other("injected: no space left on device"))
         } else {
             Ok(())
         }
-    })
+    });
+    let options = Options {
+        faults: Some(faults),
+        ..Options::default()
+    };
+    (SledLog::open(dir, options).unwrap(), armed)
 }
 
 #[test]
 fn a_failure_before_the_commit_leaves_the_log_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let options = Options {
-        faults: Some(failing_at(FaultPoint::Commit, Arc::clone(&armed))),
-        ..Options::default()
-    };
-    let log = SledLog::open(dir.path(), options).unwrap();
+    let (log, armed) = open_failing_at(dir.path(), FaultPoint::Commit);
     log.append(vec![event(1)], Expectation::Any).unwrap();
     let before = log.head();
     armed.store(true, Ordering::SeqCst);
@@ -586,12 +590,7 @@ fn a_failure_before_the_commit_leaves_the_log_as_it_was() {
 #[test]
 fn a_failure_to_sync_poisons_the_log_until_it_is_reopened() {
     let dir = tempfile::tempdir().unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let options = Options {
-        faults: Some(failing_at(FaultPoint::Sync, Arc::clone(&armed))),
-        ..Options::default()
-    };
-    let log = SledLog::open(dir.path(), options).unwrap();
+    let (log, armed) = open_failing_at(dir.path(), FaultPoint::Sync);
     log.append(vec![event(1)], Expectation::Any).unwrap();
     armed.store(true, Ordering::SeqCst);
     assert!(matches!(
@@ -745,12 +744,8 @@ fn an_answered_append_is_readable_though_sled_is_still_taking_it() {
 #[test]
 fn an_answered_group_sled_failed_to_take_comes_back_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let options = Options {
-        faults: Some(failing_at(FaultPoint::Insert, Arc::clone(&armed))),
-        ..Options::default()
-    };
-    let log = Arc::new(SledLog::open(dir.path(), options).unwrap());
+    let (log, armed) = open_failing_at(dir.path(), FaultPoint::Insert);
+    let log = Arc::new(log);
     log.append(vec![event(1)], Expectation::Any).unwrap();
     // Once the head covers it, the first group is in sled: only the
     // second meets the fault.
