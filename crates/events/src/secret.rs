@@ -313,12 +313,14 @@ impl PartialEq for SecretDigest {
 }
 
 impl std::hash::Hash for SecretDigest {
-    /// The first eight bytes: a digest is uniformly random, and no caller
-    /// chooses the digests a map holds (they come from secrets drawn from
-    /// the OS), so more bytes would spread keys no better.
+    /// All 32 bytes, as two `u128`s: a digest made from a secret is
+    /// uniformly random, but one in an edited log or a crafted import is
+    /// whatever its author chose, and a hash of fewer bytes lets them make
+    /// any number of digests that collide under every key.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let [first, ..] = self.words();
-        state.write_u64(first);
+        let [a, b, c, d] = self.words();
+        state.write_u128(u128::from(a) | (u128::from(b) << 64));
+        state.write_u128(u128::from(c) | (u128::from(d) << 64));
     }
 }
 
