@@ -196,6 +196,11 @@ pub enum CommandError {
         /// The time of the command.
         now: Timestamp,
     },
+    /// The expiry is later than any time tokenledger can print as RFC 3339.
+    ExpiryTooLate {
+        /// The expiry asked for.
+        expires_at: Timestamp,
+    },
     /// The token was deleted; deletion is final.
     TokenDeleted {
         /// The token.
@@ -250,6 +255,11 @@ impl fmt::Display for CommandError {
             CommandError::ExpiryNotInFuture { expires_at, now } => write!(
                 f,
                 "the expiry {expires_at} is not after the time of the request, {now}"
+            ),
+            CommandError::ExpiryTooLate { expires_at } => write!(
+                f,
+                "the expiry {expires_at} is after {}, the latest a token may have; a token without an expiry never expires",
+                Timestamp::MAX_RFC3339
             ),
             CommandError::TokenDeleted { token, deleted } => write!(
                 f,
@@ -528,13 +538,21 @@ pub fn decide(
                     }
                 }
             }
-            if let Some(expiry) = expires_at
-                && *expiry <= now
-            {
-                return Err(CommandError::ExpiryNotInFuture {
-                    expires_at: *expiry,
-                    now,
-                });
+            if let Some(expiry) = expires_at {
+                if *expiry <= now {
+                    return Err(CommandError::ExpiryNotInFuture {
+                        expires_at: *expiry,
+                        now,
+                    });
+                }
+                // Refused rather than capped: the event records what the
+                // admin asked for or nothing, and a replayed import of a
+                // crafted record is refused with this reason.
+                if *expiry > Timestamp::MAX_RFC3339 {
+                    return Err(CommandError::ExpiryTooLate {
+                        expires_at: *expiry,
+                    });
+                }
             }
             one(
                 *company,

@@ -56,7 +56,10 @@ pub fn event_id() -> Result<EventId, RandomError> {
 
 /// A new secret carrying 256 random bits.
 pub fn secret() -> Result<Secret, RandomError> {
-    random_bytes().map(Secret::from_random)
+    let mut random = random_bytes()?;
+    let secret = Secret::from_random(random);
+    zeroize::Zeroize::zeroize(&mut random);
+    Ok(secret)
 }
 
 #[cfg(test)]

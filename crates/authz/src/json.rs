@@ -96,3 +96,47 @@ pub fn scope_json(scope: &TokenScope) -> Value {
         "scopes": scope.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenledger_events::{
+        Actor, CompanyId, Envelope, EventId, Name, Namespaces, Secret, Timestamp, TokenId,
+        TokenKind,
+    };
+
+    #[test]
+    fn an_event_at_the_end_of_time_prints() {
+        let end = Timestamp::from_micros(u64::MAX);
+        let event = StoredEvent {
+            envelope: Envelope {
+                position: 1,
+                event_id: EventId::from_u128(1),
+                recorded_at: end,
+                actor: Actor::System,
+                company: CompanyId::from_u128(2),
+                event: Event::TokenCreated {
+                    token: TokenId::from_u128(3),
+                    name: Name::new("far").unwrap(),
+                    kind: TokenKind::ApiToken,
+                    scope: TokenScope {
+                        features: Default::default(),
+                        namespaces: Namespaces::none(),
+                        grants: Default::default(),
+                    },
+                    secret_digest: Secret::from_random([4; 32]).digest(),
+                    sealed_secret: None,
+                    expires_at: Some(end),
+                },
+            },
+            hash: [0; 32],
+            clock_clamped: false,
+        };
+        let json = event_json(&event);
+        assert_eq!(json["recorded_at"], "+586524-01-19T08:01:49.551615Z");
+        assert_eq!(
+            json["fields"]["expires_at"],
+            "+586524-01-19T08:01:49.551615Z"
+        );
+    }
+}

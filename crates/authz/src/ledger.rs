@@ -23,14 +23,19 @@ use crate::authorizer::Authorizer;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
 use crate::history::scan;
-use crate::sealing::{self, SealingError, SealingKey};
+use crate::sealing::{self, Binding, SealingError, SealingKey};
 
 /// How to open a ledger.
 #[derive(Clone)]
 pub struct LedgerOptions {
     /// Seals each new token's secret so an admin can reveal it again.
-    /// Without it, a secret is shown once, at creation.
+    /// Without it, a secret is shown once, at creation. Opening refuses a
+    /// key when neither it nor one of `old_sealing_keys` sealed the
+    /// newest sealed secret in the log.
     pub sealing_key: Option<SealingKey>,
+    /// Keys rotated out: they open the secrets they sealed, and seal
+    /// nothing new.
+    pub old_sealing_keys: Vec<SealingKey>,
     /// The log's options: a known head kept outside the data directory,
     /// and, for tests, fault injection and a clock.
     pub log: Options,
@@ -52,6 +57,7 @@ impl Default for LedgerOptions {
     fn default() -> LedgerOptions {
         LedgerOptions {
             sealing_key: None,
+            old_sealing_keys: Vec::new(),
             log: Options::default(),
             replay_progress: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
@@ -187,6 +193,7 @@ pub struct Ledger {
     pub(crate) writer: Mutex<Projection>,
     readers: Readers,
     sealing_key: Option<SealingKey>,
+    old_sealing_keys: Vec<SealingKey>,
     checkpoints: StateFiles,
     checkpoint_every: u64,
     /// The position of the newest checkpoint written or loaded.
@@ -265,13 +272,37 @@ impl Ledger {
             writer: Mutex::new(projection),
             readers,
             sealing_key: options.sealing_key,
+            old_sealing_keys: options.old_sealing_keys,
             checkpoints,
             checkpoint_every: options.checkpoint_every,
             last_checkpoint: AtomicU64::new(from),
             warnings: Mutex::new(warnings),
         };
+        ledger.check_sealing_keys()?;
         ledger.checkpoint_if_due(&ledger.writer.lock());
         Ok(ledger)
+    }
+
+    /// The sealing keys, current first.
+    fn sealing_keys(&self) -> impl Iterator<Item = &SealingKey> + Clone {
+        self.sealing_key.iter().chain(&self.old_sealing_keys)
+    }
+
+    /// Refuses keys of which none sealed the newest sealed secret, read
+    /// from the newest token's creation: one read. A newest token sealed
+    /// with no key checks nothing.
+    fn check_sealing_keys(&self) -> Result<(), LedgerError> {
+        if self.sealing_keys().next().is_none() {
+            return Ok(());
+        }
+        let Some(newest) = self.with_state(|state| state.newest_token().map(|t| t.id())) else {
+            return Ok(());
+        };
+        match sealed_at_creation(&self.log, newest).map_err(LedgerError::Damaged)? {
+            Some((binding, sealed)) => sealing::check_keys(self.sealing_keys(), &binding, &sealed)
+                .map_err(LedgerError::Sealing),
+            None => Ok(()),
+        }
     }
 
     /// What went wrong without stopping anything: checkpoints skipped as
@@ -409,7 +440,9 @@ impl Ledger {
         let token = fresh::token_id().map_err(LedgerError::Random)?;
         let secret = fresh::secret().map_err(LedgerError::Random)?;
         let sealed_secret = match &self.sealing_key {
-            Some(key) => Some(sealing::seal(key, token, &secret).map_err(LedgerError::Sealing)?),
+            Some(key) => Some(
+                sealing::seal(key, token, new.company, &secret).map_err(LedgerError::Sealing)?,
+            ),
             None => None,
         };
         let command = Command::CreateToken {
@@ -441,25 +474,47 @@ impl Ledger {
         projection
             .read(|state| decide(state, actor, now, &command))
             .map_err(LedgerError::Refused)?;
-        // The sealed secret is not kept in memory, where every token would
-        // pay for it on every request: it is read from the token's creation.
-        let created = self
-            .log
-            .read_stream(Stream::Token(token), 1, 1)
-            .map_err(LedgerError::Damaged)?;
-        let sealed = match created.into_iter().next().map(|e| e.envelope.event) {
-            Some(Event::TokenCreated { sealed_secret, .. }) => sealed_secret,
-            _ => None,
-        };
-        let (Some(key), Some(sealed)) = (&self.sealing_key, sealed) else {
+        let sealed = sealed_at_creation(&self.log, token).map_err(LedgerError::Damaged)?;
+        let (true, Some((binding, sealed))) = (self.sealing_keys().next().is_some(), sealed) else {
             return Err(LedgerError::SecretNotKept(token));
         };
-        // Unsealed before the reveal is recorded, so a reveal that cannot
-        // show the secret is not recorded as one that did.
-        let secret = sealing::open(key, token, &sealed).map_err(LedgerError::Sealing)?;
+        // Unsealed, and checked against the digest, before the reveal is
+        // recorded, so a reveal that cannot show the secret is not
+        // recorded as one that did.
+        let secret =
+            sealing::open(self.sealing_keys(), &binding, &sealed).map_err(LedgerError::Sealing)?;
         self.execute_locked(&mut projection, actor, &command)?;
         Ok(secret)
     }
+}
+
+/// What `token`'s creation recorded: its binding and sealed secret, if it
+/// has one. One read of the token's stream: the sealed secret is not kept
+/// in memory, where every token would pay for it on every request.
+fn sealed_at_creation(
+    log: &SledLog,
+    token: TokenId,
+) -> Result<Option<(Binding, tokenledger_events::SealedSecret)>, Damage> {
+    let created = log.read_stream(Stream::Token(token), 1, 1)?;
+    Ok(match created.into_iter().next().map(|e| e.envelope) {
+        Some(envelope) => match envelope.event {
+            Event::TokenCreated {
+                token: created,
+                secret_digest,
+                sealed_secret: Some(sealed),
+                ..
+            } if created == token => Some((
+                Binding {
+                    token,
+                    company: envelope.company,
+                    digest: secret_digest,
+                },
+                sealed,
+            )),
+            _ => None,
+        },
+        None => None,
+    })
 }
 
 /// A checkpoint file read and decoded, not yet checked against the log:

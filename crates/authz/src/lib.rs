@@ -79,7 +79,7 @@ pub use json::{event_json, scope_json};
 pub use ledger::{
     CreatedToken, DEFAULT_CHECKPOINT_EVERY, Ledger, LedgerError, LedgerOptions, NewToken, Receipt,
 };
-pub use sealing::{SealingError, SealingKey};
+pub use sealing::{SealingError, SealingKey, SealingKeyId};
 pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, TokenHandle, Workspace,
     decode_checkpoint, encode_checkpoint,

@@ -247,6 +247,43 @@ fn an_expiry_must_be_in_the_future() {
 }
 
 #[test]
+fn an_expiry_after_year_9999_is_refused_and_the_last_moment_taken() {
+    let mut c = given_a_company();
+    let admin = Actor::Teammate(c.admin);
+    for too_late in [
+        Timestamp::from_micros(Timestamp::MAX_RFC3339.as_micros() + 1),
+        Timestamp::from_micros(u64::MAX),
+    ] {
+        let (mut create, _, _) = c
+            .world
+            .create_token_command(c.company, conversations_read());
+        if let Command::CreateToken { expires_at, .. } = &mut create {
+            *expires_at = Some(too_late);
+        }
+        let error = c.world.refused(admin, create);
+        assert_eq!(
+            error,
+            CommandError::ExpiryTooLate {
+                expires_at: too_late
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("is after 9999-12-31T23:59:59.999999Z, the latest a token may have"),
+            "{error}"
+        );
+    }
+    let (mut create, _, _) = c
+        .world
+        .create_token_command(c.company, conversations_read());
+    if let Command::CreateToken { expires_at, .. } = &mut create {
+        *expires_at = Some(Timestamp::MAX_RFC3339);
+    }
+    c.world.ok(admin, create);
+}
+
+#[test]
 fn a_token_id_or_secret_cannot_be_used_twice() {
     let mut c = given_a_company();
     let admin = Actor::Teammate(c.admin);

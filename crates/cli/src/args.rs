@@ -25,6 +25,10 @@ pub struct Cli {
         env = "TOKENLEDGER_SEALING_KEY_FILE"
     )]
     pub sealing_key_file: Option<PathBuf>,
+    /// A sealing key rotated out (repeat for several): it reveals the
+    /// secrets it sealed, and seals nothing new.
+    #[arg(long = "old-sealing-key-file", global = true, value_name = "FILE")]
+    pub old_sealing_key_files: Vec<PathBuf>,
     /// A file holding the 32-byte key that signs checkpoints of the state,
     /// so a forged one is refused (raw, or 64 hex digits). Keep it outside
     /// the data directory.

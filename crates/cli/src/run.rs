@@ -33,6 +33,7 @@ pub struct Context {
     pub data: PathBuf,
     pub json: bool,
     pub sealing_key_file: Option<PathBuf>,
+    pub old_sealing_key_files: Vec<PathBuf>,
     pub checkpoint_key_file: Option<PathBuf>,
 }
 
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             .unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
         json: cli.json,
         sealing_key_file: cli.sealing_key_file,
+        old_sealing_key_files: cli.old_sealing_key_files,
         checkpoint_key_file: cli.checkpoint_key_file,
     };
     match cli.command {
@@ -116,6 +118,11 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         Some(path) => Some(SealingKey::from_bytes(key_bytes("sealing key", path)?)),
         None => None,
     };
+    let old_sealing_keys = context
+        .old_sealing_key_files
+        .iter()
+        .map(|path| key_bytes("old sealing key", path).map(SealingKey::from_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
     let checkpoint_key = match &context.checkpoint_key_file {
         Some(path) => Some(CheckpointKey::from_bytes(key_bytes(
             "checkpoint key",
@@ -126,6 +133,7 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
     let bar = Mutex::new(Progress::new("replaying the log"));
     let options = LedgerOptions {
         sealing_key,
+        old_sealing_keys,
         checkpoint_key,
         replay_progress: Some(Arc::new(move |done, total| {
             if let Ok(mut bar) = bar.lock() {
@@ -156,9 +164,13 @@ pub fn failure(error: LedgerError) -> Failure {
             | CommandError::UnknownToken(_)
             | CommandError::InvalidScope(_)
             | CommandError::ExpiryNotInFuture { .. }
+            | CommandError::ExpiryTooLate { .. }
             | CommandError::WorkspaceNotInCompany(_),
         ) => Failure::BadInput(message),
-        LedgerError::Open(_) | LedgerError::NotFound(_) | LedgerError::BeyondHead { .. } => {
+        LedgerError::Open(_)
+        | LedgerError::NotFound(_)
+        | LedgerError::BeyondHead { .. }
+        | LedgerError::Sealing(tokenledger_authz::SealingError::WrongKey { .. }) => {
             Failure::BadInput(message)
         }
         _ => Failure::Refused(message),
@@ -833,7 +845,11 @@ fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
     let until = args.until.unwrap_or_else(|| match deleted {
         Some(deleted) => {
             let margin = deleted.as_micros().saturating_sub(since.as_micros()) / 10;
-            now().min(Timestamp::from_micros(deleted.as_micros() + margin.max(1)))
+            // Saturating: a crafted record may put the deletion at the
+            // end of time.
+            now().min(Timestamp::from_micros(
+                deleted.as_micros().saturating_add(margin.max(1)),
+            ))
         }
         None => now(),
     });

@@ -115,10 +115,20 @@ pub enum EndpointError {
         /// The method, made printable.
         found: String,
     },
-    /// The path is not absolute, has an empty segment, or is too long.
+    /// The path is not absolute, or is too long.
     MalformedPath {
         /// The path, made printable and shortened.
         found: String,
+    },
+    /// A segment of the path that a server or proxy in front of the
+    /// service may read as something else (see [`resolve_endpoint`]).
+    AmbiguousSegment {
+        /// Which segment, counting from 1 after the leading `/`.
+        number: usize,
+        /// The segment, made printable and shortened.
+        segment: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// No operation of the catalog has this method and path.
     UnknownEndpoint {
@@ -145,7 +155,15 @@ impl fmt::Display for EndpointError {
             ),
             EndpointError::MalformedPath { found } => write!(
                 f,
-                "`{found}` is not an endpoint path: expected `/`-separated, non-empty segments, at most {MAX_PATH_BYTES} bytes"
+                "`{found}` is not an endpoint path: expected `/` and segments separated by `/`, at most {MAX_PATH_BYTES} bytes"
+            ),
+            EndpointError::AmbiguousSegment {
+                number,
+                segment,
+                reason,
+            } => write!(
+                f,
+                "segment {number} of the path, `{segment}`, is refused: it holds {reason}, so a proxy that rewrites the path after this check could send the request to an endpoint that needs another scope"
             ),
             EndpointError::UnknownEndpoint { method, path } => {
                 write!(f, "`{method} {path}` is not an endpoint of the Core API")
@@ -295,10 +313,62 @@ pub fn endpoints() -> Result<impl Iterator<Item = &'static Endpoint>, EndpointEr
     }
 }
 
+/// Why a segment of a request path is refused before matching, if it is.
+///
+/// The check must hold for the path that finally reaches the service, not
+/// only for the one checked: a proxy or framework behind the check may
+/// decode escapes, resolve dot segments, drop `;` parameters or read `\`
+/// as `/`, and `GET /comments/x/download/..` (`attachments:read`) would
+/// become `GET /comments/x` (`comments:read`). So every segment whose
+/// meaning such a step could change is refused, whatever endpoint it would
+/// match; no catalogued path and no resource id needs one.
+fn ambiguous(segment: &str) -> Option<&'static str> {
+    // What Tomcat and others keep of a segment with `;` parameters.
+    let core = segment.split(';').next().unwrap_or(segment);
+    if core.is_empty() {
+        return Some("nothing (an empty segment)");
+    }
+    if core.bytes().all(|byte| byte == b'.') {
+        return Some("only dots (a dot segment)");
+    }
+    if segment.chars().any(char::is_control) {
+        return Some("a control character");
+    }
+    let bytes = segment.as_bytes();
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte == b'\\' {
+            return Some("a backslash, which some servers read as `/`");
+        }
+        if byte != b'%' {
+            continue;
+        }
+        let escaped = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            None => return Some("a `%` not followed by two hex digits"),
+            Some(b'/' | b'\\') => return Some("an encoded `/` or `\\`"),
+            Some(b'.') => return Some("an encoded `.`"),
+            Some(b'%') => return Some("an encoded `%`, which decodes to another escape"),
+            Some(b'?' | b'#' | b';') => return Some("an encoded `?`, `#` or `;`"),
+            Some(value) if value.is_ascii_control() => {
+                return Some("an encoded control character");
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 /// Resolves a method and a request path to the operation it names.
 ///
 /// A query string and one trailing `/` are ignored. The path must start with
-/// `/` and have no empty segment.
+/// `/`, and no segment may be one whose meaning a proxy could change: an
+/// empty or dot segment (`.`, `..`, also before `;` parameters), a
+/// backslash, a control character, an encoded `/`, `\`, `.`, `%`, `?`,
+/// `#`, `;` or control character, or a `%` without two hex digits
+/// ([`EndpointError::AmbiguousSegment`], naming the segment).
 ///
 /// ```
 /// use tokenledger_events::{resolve_endpoint, Method, Requirement};
@@ -322,11 +392,14 @@ pub fn resolve_endpoint(method: Method, path: &str) -> Result<&'static Endpoint,
     let without_query = path.split_once('?').map_or(path, |(before, _)| before);
     let relative = without_query.strip_prefix('/').ok_or_else(malformed)?;
     let relative = relative.strip_suffix('/').unwrap_or(relative);
-    if relative
-        .split('/')
-        .any(|segment| segment.is_empty() || segment.chars().any(char::is_control))
-    {
-        return Err(malformed());
+    for (index, segment) in relative.split('/').enumerate() {
+        if let Some(reason) = ambiguous(segment) {
+            return Err(EndpointError::AmbiguousSegment {
+                number: index + 1,
+                segment: quote_input(segment),
+                reason,
+            });
+        }
     }
     catalog
         .find(method, relative)
@@ -390,6 +463,95 @@ mod tests {
         assert_eq!(e.requirement, Requirement::Feature(Feature::AppTriggers));
         let e = resolve_endpoint(Method::Get, "/me").unwrap();
         assert_eq!(e.requirement, Requirement::LiveToken);
+    }
+
+    /// The segment number a path is refused at, if it is refused for an
+    /// ambiguous segment.
+    fn refused_segment(path: &str) -> Option<(usize, String)> {
+        match resolve_endpoint(Method::Get, path) {
+            Err(EndpointError::AmbiguousSegment {
+                number, segment, ..
+            }) => Some((number, segment)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_dot_segment_cannot_stand_for_a_parameter() {
+        // The request a proxy would normalise to `GET /comments/x`.
+        assert_eq!(
+            resolve_endpoint(Method::Get, "/comments/x/download/y")
+                .unwrap()
+                .requirement
+                .to_string(),
+            "attachments:read"
+        );
+        for (path, number, segment) in [
+            ("/comments/x/download/..", 4, ".."),
+            ("/comments/x/download/../", 4, ".."),
+            ("/comments/x/download/.", 4, "."),
+            ("/comments/../download/y", 2, ".."),
+            ("/comments/x/download/..;y", 4, "..;y"),
+            ("/comments/x/download/...", 4, "..."),
+            ("/comments/;x/download/y", 2, ";x"),
+            ("/comments//download/y", 2, ""),
+            ("/comments/x/download/..?a=b", 4, ".."),
+        ] {
+            assert_eq!(
+                refused_segment(path),
+                Some((number, segment.to_owned())),
+                "{path}"
+            );
+        }
+        let error = resolve_endpoint(Method::Get, "/comments/x/download/..").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "segment 4 of the path, `..`, is refused: it holds only dots (a dot segment), so a proxy that rewrites the path after this check could send the request to an endpoint that needs another scope"
+        );
+    }
+
+    #[test]
+    fn encoded_separators_and_dots_cannot_stand_for_a_parameter() {
+        for parameter in [
+            "%2F",
+            "%2f",
+            "x%2Fy",
+            "%5C",
+            "%5c",
+            "a\\b",
+            "%2E",
+            "%2e",
+            "%2E%2E",
+            ".%2e",
+            "%2e.",
+            "%252F",
+            "%252E%252E",
+            "%25",
+            "%3F",
+            "%23",
+            "%3B",
+            "..%3B",
+            "%00",
+            "%7F",
+            "%",
+            "%2",
+            "%zz",
+            "%%32%65",
+            "%u002e",
+        ] {
+            let path = format!("/comments/x/download/{parameter}");
+            assert_eq!(
+                refused_segment(&path),
+                Some((4, quote_input(parameter))),
+                "{path}"
+            );
+        }
+        // Escapes that no decoding turns into a separator or a dot stay
+        // usable, as in Front's contact aliases.
+        let e = resolve_endpoint(Method::Get, "/contacts/alt:email:ada%40example.com").unwrap();
+        assert_eq!(e.requirement.to_string(), "contacts:read");
+        let e = resolve_endpoint(Method::Get, "/comments/x/download/a.b").unwrap();
+        assert_eq!(e.requirement.to_string(), "attachments:read");
     }
 
     #[test]

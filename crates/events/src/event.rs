@@ -19,6 +19,8 @@ pub struct Timestamp(u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimestampError {
     found: String,
+    /// The year has more than four digits: RFC 3339 cannot write it.
+    beyond_year_9999: bool,
 }
 
 impl fmt::Display for TimestampError {
@@ -27,7 +29,11 @@ impl fmt::Display for TimestampError {
             f,
             "`{}` is not an RFC 3339 time in UTC, such as `2026-11-22T17:00:00Z`",
             self.found
-        )
+        )?;
+        if self.beyond_year_9999 {
+            write!(f, "; the latest time taken is {}", Timestamp::MAX_RFC3339)?;
+        }
+        Ok(())
     }
 }
 
@@ -36,6 +42,12 @@ impl std::error::Error for TimestampError {}
 impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Timestamp = Timestamp(0);
+
+    /// The last moment RFC 3339 can write, 9999-12-31T23:59:59.999999Z:
+    /// the latest time parsed, and the latest expiry a token may be given.
+    /// Later times (only a crafted record holds one) print with a wider
+    /// year (see [`Timestamp`]'s `Display`).
+    pub const MAX_RFC3339: Timestamp = Timestamp(253_402_300_799_999_999);
 
     /// The moment `micros` microseconds after the Unix epoch.
     pub const fn from_micros(micros: u64) -> Timestamp {
@@ -47,7 +59,7 @@ impl Timestamp {
         self.0
     }
 
-    /// Converts a system time, saturating before the epoch and after year 586 912.
+    /// Converts a system time, saturating before the epoch and after year 586 524.
     pub fn from_system_time(time: SystemTime) -> Timestamp {
         let micros = time
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -61,12 +73,79 @@ impl Timestamp {
     }
 }
 
+/// A moment broken into its calendar fields (proleptic Gregorian, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Civil {
+    year: u64,
+    month: u64,
+    day: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    micros: u64,
+}
+
+const MICROS_PER_DAY: u64 = 86_400_000_000;
+
+/// The calendar fields of `micros` after the epoch, for every `u64`: the
+/// days-to-civil algorithm of Howard Hinnant's `chrono`-compatible date
+/// algorithms, in unsigned arithmetic (days after the epoch are never
+/// negative, and 213 million days leave every step far from overflow).
+fn civil(micros: u64) -> Civil {
+    let (days, of_day) = (micros / MICROS_PER_DAY, micros % MICROS_PER_DAY);
+    // Days since 0000-03-01, so that a leap day ends its year.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let seconds = of_day / 1_000_000;
+    Civil {
+        year,
+        month,
+        day,
+        hour: seconds / 3_600,
+        minute: seconds / 60 % 60,
+        second: seconds % 60,
+        micros: of_day % 1_000_000,
+    }
+}
+
+/// RFC 3339 with microseconds, `2022-11-21T03:06:40.123456Z`, up to
+/// [`Timestamp::MAX_RFC3339`]. A later time, which only a crafted record
+/// can hold, prints in ISO 8601's expanded form with a sign and as many
+/// year digits as it needs (`+584554-10-05T…Z` for `u64::MAX`
+/// microseconds), so printing never fails.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self <= Timestamp::MAX_RFC3339 {
+            return write!(
+                f,
+                "{}",
+                humantime::format_rfc3339_micros(self.to_system_time())
+            );
+        }
+        let Civil {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } = civil(self.0);
         write!(
             f,
-            "{}",
-            humantime::format_rfc3339_micros(self.to_system_time())
+            "+{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
         )
     }
 }
@@ -85,6 +164,12 @@ impl FromStr for Timestamp {
             .map(Timestamp::from_system_time)
             .map_err(|_| TimestampError {
                 found: quote_input(input),
+                beyond_year_9999: input
+                    .trim_start_matches('+')
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .count()
+                    > 4,
             })
     }
 }
@@ -407,6 +492,53 @@ mod tests {
         assert_eq!(t.to_string(), "2022-11-21T03:06:40.123456Z");
         assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
         assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn times_after_year_9999_print_with_a_wider_year() {
+        assert_eq!(
+            Timestamp::MAX_RFC3339.to_string(),
+            "9999-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            Timestamp::MAX_RFC3339.to_string().parse(),
+            Ok(Timestamp::MAX_RFC3339)
+        );
+        let next = Timestamp::from_micros(Timestamp::MAX_RFC3339.as_micros() + 1);
+        assert_eq!(next.to_string(), "+10000-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_micros(u64::MAX).to_string(),
+            "+586524-01-19T08:01:49.551615Z"
+        );
+        assert_eq!(
+            format!("{:?}", Timestamp::from_micros(u64::MAX)),
+            "+586524-01-19T08:01:49.551615Z"
+        );
+        let error = "10000-01-01T00:00:00Z".parse::<Timestamp>().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("the latest time taken is 9999-12-31T23:59:59.999999Z"),
+            "{error}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_calendar_agrees_with_rfc3339_up_to_year_9999(
+            micros in 0..=Timestamp::MAX_RFC3339.as_micros(),
+        ) {
+            let Civil { year, month, day, hour, minute, second, micros: fraction } = civil(micros);
+            proptest::prop_assert_eq!(
+                format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{fraction:06}Z"),
+                Timestamp::from_micros(micros).to_string()
+            );
+        }
+
+        #[test]
+        fn every_time_prints(micros in proptest::prelude::any::<u64>()) {
+            let _ = Timestamp::from_micros(micros).to_string();
+        }
     }
 
     #[test]

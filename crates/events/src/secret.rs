@@ -18,6 +18,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 /// The prefix of every secret.
 pub const SECRET_PREFIX: &str = "tlk_";
@@ -38,14 +39,33 @@ const _: () = assert!(DIGEST_DOMAIN.len() + RANDOM_BYTES + 1 + 8 <= 64);
 
 /// A token secret in plain text.
 ///
-/// It is never written to the log, never printed by `Debug`, and is wiped
-/// from memory only as well as `String` allows (not at all); keep it as
-/// briefly as possible.
-#[derive(Clone, PartialEq, Eq)]
+/// It is never written to the log and never printed by `Debug`; equality
+/// takes the same time wherever two secrets differ, and the text is wiped
+/// from memory when the secret is dropped (each clone wipes its own copy).
+/// What a caller copies out of [`Secret::expose`] is theirs to wipe: keep
+/// it as briefly as possible.
+#[derive(Clone)]
 pub struct Secret {
     text: String,
     digest: SecretDigest,
 }
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.text.zeroize();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Secret {}
+
+impl PartialEq for Secret {
+    /// In constant time: every well-formed secret has the same length.
+    fn eq(&self, other: &Secret) -> bool {
+        self.text.as_bytes().ct_eq(other.text.as_bytes()).into()
+    }
+}
+
+impl Eq for Secret {}
 
 /// Why a presented string is not a well-formed secret. Messages never echo
 /// the input: it may be a real secret with a typo.
@@ -102,8 +122,7 @@ fn checksum(digest: &SecretDigest) -> [u8; CHECKSUM_BYTES] {
     clippy::indexing_slicing,
     reason = "every index is masked to 0..32, the alphabet's length"
 )]
-fn encode_base32(bytes: &[u8; PAYLOAD_BYTES]) -> String {
-    let mut out = String::with_capacity(BODY_CHARS);
+fn encode_base32(bytes: &[u8; PAYLOAD_BYTES], out: &mut String) {
     let mut buffer: u16 = 0;
     let mut bits: u32 = 0;
     for &byte in bytes {
@@ -120,7 +139,6 @@ fn encode_base32(bytes: &[u8; PAYLOAD_BYTES]) -> String {
             ALPHABET[usize::from((buffer << (5 - bits)) & 31)],
         ));
     }
-    out
 }
 
 /// Each byte's value in the secret alphabet, or [`NOT_BASE32`].
@@ -175,16 +193,20 @@ fn decode_base32(body: &[u8]) -> Result<[u8; PAYLOAD_BYTES], SecretError> {
 impl Secret {
     /// Builds the secret that carries `random`, which must come from a
     /// cryptographically secure source (the OS).
-    pub fn from_random(random: [u8; RANDOM_BYTES]) -> Secret {
+    pub fn from_random(mut random: [u8; RANDOM_BYTES]) -> Secret {
         let digest = digest_of_random(&random);
         let mut payload = [0u8; PAYLOAD_BYTES];
         let (head, tail) = payload.split_at_mut(RANDOM_BYTES);
         head.copy_from_slice(&random);
         tail.copy_from_slice(&checksum(&digest));
-        Secret {
-            text: format!("{SECRET_PREFIX}{}", encode_base32(&payload)),
-            digest,
-        }
+        // Written into a string of its final size, so that no copy of the
+        // text is left behind by a reallocation.
+        let mut text = String::with_capacity(SECRET_LEN);
+        text.push_str(SECRET_PREFIX);
+        encode_base32(&payload, &mut text);
+        payload.zeroize();
+        random.zeroize();
+        Secret { text, digest }
     }
 
     /// Checks a presented secret's length, prefix, alphabet and checksum,
@@ -209,6 +231,8 @@ impl Secret {
         let body = presented
             .strip_prefix(SECRET_PREFIX)
             .ok_or(SecretError::Prefix)?;
+        // The decoded bits are not wiped: the presented text, which holds
+        // them too, is the caller's, and this runs on every request.
         let payload = decode_base32(body.as_bytes())?;
         let (random, sum) = payload.split_at(RANDOM_BYTES);
         let digest = digest_of_random(random);
@@ -313,12 +337,14 @@ impl PartialEq for SecretDigest {
 }
 
 impl std::hash::Hash for SecretDigest {
-    /// The first eight bytes: a digest is uniformly random, and no caller
-    /// chooses the digests a map holds (they come from secrets drawn from
-    /// the OS), so more bytes would spread keys no better.
+    /// All 32 bytes, as two `u128`s: a digest made from a secret is
+    /// uniformly random, but one in an edited log or a crafted import is
+    /// whatever its author chose, and a hash of fewer bytes lets them make
+    /// any number of digests that collide under every key.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let [first, ..] = self.words();
-        state.write_u64(first);
+        let [a, b, c, d] = self.words();
+        state.write_u128(u128::from(a) | (u128::from(b) << 64));
+        state.write_u128(u128::from(c) | (u128::from(d) << 64));
     }
 }
 
@@ -343,6 +369,20 @@ mod tests {
         assert_eq!(secret.expose().len(), SECRET_LEN);
         assert!(secret.expose().starts_with("tlk_"));
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn a_secret_is_wiped_when_dropped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+    }
+
+    #[test]
+    fn secrets_are_equal_exactly_when_their_text_is() {
+        let secret = Secret::from_random([0xab; 32]);
+        assert_eq!(secret, Secret::parse(secret.expose()).unwrap());
+        assert_eq!(secret, secret.clone());
+        assert_ne!(secret, Secret::from_random([0xac; 32]));
     }
 
     #[test]
@@ -402,7 +442,11 @@ mod tests {
         ) {
             let spare_bits = DECODE[usize::from(body.as_bytes()[BODY_CHARS - 1])] & 0b11;
             match decode_base32(body.as_bytes()) {
-                Ok(payload) => prop_assert_eq!(encode_base32(&payload), body),
+                Ok(payload) => {
+                    let mut text = String::new();
+                    encode_base32(&payload, &mut text);
+                    prop_assert_eq!(text, body);
+                }
                 Err(error) => {
                     prop_assert_eq!(error, SecretError::Alphabet);
                     prop_assert_ne!(spare_bits, 0);

@@ -179,6 +179,11 @@ impl State {
         self.tokens.handle_by_digest(digest)
     }
 
+    /// The token created last, of any company.
+    pub fn newest_token(&self) -> Option<Token<'_>> {
+        self.tokens.newest()
+    }
+
     /// The tokens of a company, in the order they were created.
     pub fn tokens_of(&self, company: CompanyId) -> impl Iterator<Item = (TokenId, Token<'_>)> {
         self.tokens.of(company).map(|token| (token.id(), token))

@@ -377,7 +377,7 @@ impl<T, S: Default> Default for Pool<T, S> {
     }
 }
 
-/// The hasher for ids, which tokenledger draws at random (see
+/// The hasher for ids and digests, keyed per process (see
 /// [`RandomKeyHasher`]).
 type ById = BuildHasherDefault<RandomKeyHasher>;
 
@@ -916,6 +916,12 @@ impl Tokens {
             .filter_map(|(_, slot)| self.rows.view(slot))
     }
 
+    /// The token created last.
+    pub(crate) fn newest(&self) -> Option<Token<'_>> {
+        let slot = u32::try_from(self.rows.len().checked_sub(1)?).ok()?;
+        self.rows.view(slot)
+    }
+
     fn at(&self, slot: u32, id: TokenId) -> Option<Token<'_>> {
         if self.rows.at(slot)?.id != id {
             return None;
@@ -954,6 +960,33 @@ pub(crate) mod tests {
                 sealed_secret: None,
                 expires_at: None,
             },
+        }
+    }
+
+    #[test]
+    fn digests_and_ids_chosen_to_collide_spread_over_buckets() {
+        use crate::hash::tests::fullest_bucket;
+        // Each word of a digest after the first, varied in its low bits
+        // and in its high bits, the others fixed.
+        for word in 1..4 {
+            for shift in [0, 52] {
+                let digests = (0u64..4096).map(|i| {
+                    let mut bytes = [0xab; 32];
+                    bytes[word * 8..word * 8 + 8].copy_from_slice(&(i << shift).to_le_bytes());
+                    hash_digest(&SecretDigest::from_bytes(bytes))
+                });
+                assert!(fullest_bucket(digests) <= 16, "word {word}, shift {shift}");
+            }
+        }
+        // Ids sharing either half.
+        let shared = 0xfeed_f00d_dead_beef_u128;
+        let halves: [fn(u128, u128) -> u128; 2] = [
+            |shared, i| (shared << 64) | (i << 52),
+            |shared, i| (i << 116) | shared,
+        ];
+        for id in halves {
+            let ids = (0u128..4096).map(|i| hash_id(&TokenId::from_u128(id(shared, i))));
+            assert!(fullest_bucket(ids) <= 16);
         }
     }
 
