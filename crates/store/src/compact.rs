@@ -29,7 +29,7 @@ use crate::sled_log::{
 /// Where the copy is made.
 const COMPACTING: &str = "sled.compacting";
 /// Where the old files wait while the copy takes their place.
-const REPLACED: &str = "sled.replaced";
+pub(crate) const REPLACED: &str = "sled.replaced";
 /// Keys per `sled::Batch` of the copy.
 const BATCH: u64 = 10_000;
 
