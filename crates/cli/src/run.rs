@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use tokenledger_authz::{
     Change, CheckpointKey, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger,
-    LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request, SealingKey, State,
-    StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
+    LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request, SealingKey,
+    State, StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
     location_label, scope_json, who,
 };
 use tokenledger_events::{
@@ -42,7 +42,10 @@ pub struct Context {
 /// directory that holds none, so a mistyped `--data` is not answered as
 /// an empty, intact log (the demo picks its own fresh directory).
 fn starts_a_ledger(command: &Top) -> bool {
-    matches!(command, Top::Company(CompanyCommand::Create { .. }) | Top::Import { .. })
+    matches!(
+        command,
+        Top::Company(CompanyCommand::Create { .. }) | Top::Import { .. }
+    )
 }
 
 /// The data directory: `--data`, else `$TOKENLEDGER_DATA`, else
@@ -1019,14 +1022,10 @@ fn compact(context: &Context) -> Result<u8, Failure> {
         },
         ..LedgerOptions::default()
     };
-    let compacted = Ledger::compact_with(
-        &context.data,
-        options,
-        &mut |done, total| match total {
-            0 => bar.count(done, "keys copied"),
-            _ => bar.update(done, total),
-        },
-    );
+    let compacted = Ledger::compact_with(&context.data, options, &mut |done, total| match total {
+        0 => bar.count(done, "keys copied"),
+        _ => bar.update(done, total),
+    });
     drop(bar);
     let compacted = compacted.map_err(|error| match error {
         LedgerError::Open(OpenError::NoLog { .. }) => no_ledger(&error),

@@ -360,6 +360,14 @@ mod tests {
         junk(REPLACED);
         assert_eq!(seen(path), before);
         assert!(!path.join(REPLACED).exists());
+
+        // A reader that creates no log finds it between the renames too.
+        fs::rename(path.join("sled"), path.join(REPLACED)).unwrap();
+        let reading = Options {
+            must_exist: true,
+            ..Options::default()
+        };
+        assert_eq!(SledLog::open(path, reading).unwrap().head(), before.0);
     }
 
     #[test]
