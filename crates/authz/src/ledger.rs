@@ -37,7 +37,9 @@ pub struct LedgerOptions {
     /// nothing new.
     pub old_sealing_keys: Vec<SealingKey>,
     /// The log's options: a known head kept outside the data directory,
-    /// and, for tests, fault injection and a clock.
+    /// whether to refuse a directory that holds no log rather than create
+    /// one (`must_exist`, for readers), and, for tests, fault injection
+    /// and a clock.
     pub log: Options,
     /// Told the position reached and the head while the log is replayed
     /// on open, for a progress bar.

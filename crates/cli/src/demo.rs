@@ -7,7 +7,7 @@
 //! decisions with their explanations, the audit trail and `verify`, and
 //! the commands to try next on the data it leaves.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ use tokenledger_events::{
 };
 
 use crate::Failure;
+use crate::keyfiles;
 use crate::output::table;
 use crate::run::{failure, history_rows, now};
 
@@ -47,15 +48,25 @@ fn fresh_dir(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
             1 => PathBuf::from("./tokenledger-demo"),
             n => PathBuf::from(format!("./tokenledger-demo-{n}")),
         })
-        .find(|dir| !dir.exists() && !key_path(dir).exists())
+        // A key path that cannot be made is reported when the demo makes it.
+        .find(|dir| !dir.exists() && key_path(dir).map_or(true, |key| !key.exists()))
         .ok_or_else(|| Failure::BadInput("remove some ./tokenledger-demo-* directories".to_owned()))
 }
 
-/// The sealing key goes beside the data directory, never inside it.
-fn key_path(dir: &Path) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+/// The sealing key goes beside the data directory, never inside it: as
+/// `DIR.sealing-key` when the path ends in a name, else (`.`, `..`) beside
+/// the directory the path resolves to.
+fn key_path(dir: &Path) -> Result<PathBuf, Failure> {
+    let named = match dir.components().next_back() {
+        Some(Component::Normal(_)) => dir.to_owned(),
+        _ => keyfiles::resolve(dir)
+            .map_err(|e| Failure::BadInput(format!("{}: {e}", dir.display())))?,
+    };
+    let mut name = named.file_name().unwrap_or_default().to_os_string();
     name.push(".sealing-key");
-    dir.with_file_name(name)
+    let key = named.with_file_name(name);
+    keyfiles::refuse_inside("sealing key", &key, dir)?;
+    Ok(key)
 }
 
 fn name(text: &str) -> Result<Name, Failure> {
@@ -151,7 +162,7 @@ impl Story {
 
 pub fn run(explicit: Option<PathBuf>, json_wanted: bool) -> Result<u8, Failure> {
     let dir = fresh_dir(explicit)?;
-    let key_file = key_path(&dir);
+    let key_file = key_path(&dir)?;
     let key = SealingKey::create_file(&key_file)
         .map_err(|e| Failure::BadInput(format!("{}: {e}", key_file.display())))?;
     let ledger = Ledger::open_with(

@@ -4,10 +4,19 @@
 //! input. Errors are one line on standard error, and a command that fails
 //! writes nothing: input is parsed before the data directory is opened, and
 //! the ledger records a command only once the rules accept it.
+//!
+//! Before anything is read the process is made non-dumpable and its umask
+//! set to `077` (`harden.rs`), and an argument holding a secret is refused
+//! (`guard.rs`). Commands that only read refuse a directory that holds no
+//! ledger; only `company create`, `import` and `demo` start one.
 
 mod args;
 mod demo;
+mod files;
+mod guard;
+mod harden;
 mod html;
+mod keyfiles;
 mod output;
 mod progress;
 mod run;
@@ -44,29 +53,16 @@ impl Failure {
     }
 }
 
-/// A secret on the command line ends up in shell history and in every
-/// process listing, so an argument that is one (its checksum holds) is
-/// refused before anything else is read.
-fn refuse_secret_arguments() -> Result<(), Failure> {
-    let is_secret = |text: &str| tokenledger_events::Secret::digest_of(text).is_ok();
-    let found = std::env::args_os().skip(1).any(|arg| {
-        let arg = arg.to_string_lossy();
-        is_secret(&arg)
-            || arg
-                .split_once('=')
-                .is_some_and(|(_, value)| is_secret(value))
-    });
-    if found {
-        return Err(Failure::BadInput(
-            "a secret is never taken from the command line: give it on standard input".to_owned(),
-        ));
-    }
-    Ok(())
+/// Prints why a command failed, on one line, with any secret cut out.
+fn report(message: &str) {
+    eprintln!("tokenledger: {}", guard::redact(message));
 }
 
 fn main() -> ExitCode {
-    if let Err(failure) = refuse_secret_arguments() {
-        eprintln!("tokenledger: {}", failure.message());
+    let checked =
+        harden::harden().and_then(|()| guard::refuse_secret_arguments(std::env::args_os().skip(1)));
+    if let Err(failure) = checked {
+        report(failure.message());
         return ExitCode::from(failure.exit_code());
     }
     let cli = match Cli::try_parse() {
@@ -81,7 +77,7 @@ fn main() -> ExitCode {
                     // clap explains over several lines; the first says what was wrong.
                     let rendered = error.render().to_string();
                     let first = rendered.lines().next().unwrap_or("bad arguments");
-                    eprintln!("tokenledger: {}", first.trim_start_matches("error: "));
+                    report(first.trim_start_matches("error: "));
                     ExitCode::from(2)
                 }
             };
@@ -90,7 +86,7 @@ fn main() -> ExitCode {
     match run::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("tokenledger: {}", failure.message());
+            report(failure.message());
             ExitCode::from(failure.exit_code())
         }
     }

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use tokenledger_authz::{
     Change, CheckpointKey, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger,
-    LedgerError, LedgerOptions, Location, OpenError, Provenance, Request, SealingKey, State,
-    StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
+    LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request, SealingKey,
+    State, StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
     location_label, scope_json, who,
 };
 use tokenledger_events::{
@@ -26,7 +26,7 @@ use crate::args::{
 };
 use crate::output::{fields, print, table};
 use crate::progress::Progress;
-use crate::{demo, html};
+use crate::{demo, files, html, keyfiles};
 
 /// What every command shares: where the data is, and how to print.
 pub struct Context {
@@ -35,6 +35,18 @@ pub struct Context {
     pub sealing_key_file: Option<PathBuf>,
     pub old_sealing_key_files: Vec<PathBuf>,
     pub checkpoint_key_file: Option<PathBuf>,
+    /// Whether the command may start a new ledger where there is none.
+    pub create: bool,
+}
+
+/// The commands that may start a ledger: every other one refuses a
+/// directory that holds none, so a mistyped `--data` is not answered as
+/// an empty, intact log (the demo picks its own fresh directory).
+fn starts_a_ledger(command: &Top) -> bool {
+    matches!(
+        command,
+        Top::Company(CompanyCommand::Create { .. }) | Top::Import { .. }
+    )
 }
 
 /// The data directory: `--data`, else `$TOKENLEDGER_DATA`, else
@@ -57,6 +69,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         sealing_key_file: cli.sealing_key_file,
         old_sealing_key_files: cli.old_sealing_key_files,
         checkpoint_key_file: cli.checkpoint_key_file,
+        create: starts_a_ledger(&cli.command),
     };
     match cli.command {
         Top::Company(command) => company(&context, command),
@@ -89,6 +102,7 @@ fn name(flag: &str, text: &str) -> Result<Name, Failure> {
 fn key_bytes(what: &str, path: &Path) -> Result<[u8; 32], Failure> {
     let bad = |why: &str| Failure::BadInput(format!("{what} {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
+    keyfiles::warn_if_shared(what, path);
     if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
         return Ok(raw);
     }
@@ -114,6 +128,14 @@ pub fn open(context: &Context) -> Result<Ledger, Failure> {
 /// Opens the ledger; the outer error is a bad sealing key file, the inner
 /// one the ledger's own.
 fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure> {
+    for (what, path) in [
+        ("sealing key", &context.sealing_key_file),
+        ("checkpoint key", &context.checkpoint_key_file),
+    ] {
+        if let Some(path) = path {
+            keyfiles::refuse_inside(what, path, &context.data)?;
+        }
+    }
     let sealing_key = match &context.sealing_key_file {
         Some(path) => Some(SealingKey::from_bytes(key_bytes("sealing key", path)?)),
         None => None,
@@ -135,6 +157,10 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         sealing_key,
         old_sealing_keys,
         checkpoint_key,
+        log: Options {
+            must_exist: !context.create,
+            ..Options::default()
+        },
         replay_progress: Some(Arc::new(move |done, total| {
             if let Ok(mut bar) = bar.lock() {
                 bar.update(done, total);
@@ -143,6 +169,9 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         ..LedgerOptions::default()
     };
     let opened = Ledger::open_with(&context.data, options);
+    if let Err(error @ LedgerError::Open(OpenError::NoLog { .. })) = &opened {
+        return Err(no_ledger(error));
+    }
     if let Ok(ledger) = &opened {
         // A skipped checkpoint costs time, not correctness: say so, go on.
         for warning in ledger.warnings() {
@@ -150,6 +179,13 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         }
     }
     Ok(opened)
+}
+
+/// A directory without a ledger, for a command that does not start one.
+fn no_ledger(error: &LedgerError) -> Failure {
+    Failure::BadInput(format!(
+        "no ledger here: {error}; check --data (or $TOKENLEDGER_DATA): only `company create` and `import` start a new one"
+    ))
 }
 
 /// What a ledger error means for the exit code.
@@ -861,8 +897,8 @@ fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
     let timeline = ledger.timeline(args.token, since, until).map_err(failure)?;
     if let Some(path) = &args.html {
         let page = ledger.with_state(|state| html::timeline_page(state, &timeline));
-        std::fs::write(path, page)
-            .map_err(|e| Failure::BadInput(format!("{}: {e}", path.display())))?;
+        files::replace(path, page.as_bytes())
+            .map_err(|e| Failure::BadInput(format!("--html {}: {e}", path.display())))?;
     }
     print(context.json, &timeline_json(&timeline), || {
         let mut text = ledger.with_state(|state| timeline_text(state, &timeline));
@@ -961,7 +997,7 @@ fn verify(context: &Context) -> Result<u8, Failure> {
 
 fn export(context: &Context, out: &Path) -> Result<u8, Failure> {
     let ledger = open(context)?;
-    let file = File::create_new(out)
+    let file = files::create_new_private(out)
         .map_err(|e| Failure::BadInput(format!("--out {}: {e}", out.display())))?;
     let mut writer = BufWriter::new(file);
     let mut bar = Progress::new("exporting");
@@ -995,16 +1031,22 @@ fn transfer_failure(error: TransferError) -> Failure {
 
 fn compact(context: &Context) -> Result<u8, Failure> {
     let mut bar = Progress::new("compacting");
-    let compacted = Ledger::compact_with(
-        &context.data,
-        LedgerOptions::default(),
-        &mut |done, total| match total {
-            0 => bar.count(done, "keys copied"),
-            _ => bar.update(done, total),
+    let options = LedgerOptions {
+        log: Options {
+            must_exist: true,
+            ..Options::default()
         },
-    );
+        ..LedgerOptions::default()
+    };
+    let compacted = Ledger::compact_with(&context.data, options, &mut |done, total| match total {
+        0 => bar.count(done, "keys copied"),
+        _ => bar.update(done, total),
+    });
     drop(bar);
-    let compacted = compacted.map_err(failure)?;
+    let compacted = compacted.map_err(|error| match error {
+        LedgerError::Open(OpenError::NoLog { .. }) => no_ledger(&error),
+        error => failure(error),
+    })?;
     let json = json!({
         "before": compacted.before,
         "after": compacted.after,

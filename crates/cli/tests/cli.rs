@@ -44,6 +44,14 @@ fn binary() -> Command {
     command
 }
 
+/// A key file as an operator should keep it: readable by its owner only
+/// (else the command warns).
+fn write_key(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn finish(output: Output) -> Run {
     Run {
         code: output.status.code().unwrap_or(-1),
@@ -67,7 +75,7 @@ impl Ledger {
     fn sealed() -> Ledger {
         let mut ledger = Ledger::new();
         let key = ledger.dir.path().join("sealing.key");
-        std::fs::write(&key, "11".repeat(32)).unwrap();
+        write_key(&key, "11".repeat(32));
         ledger.key = Some(key);
         ledger
     }
@@ -1012,7 +1020,7 @@ fn a_key_file_must_hold_32_bytes_or_64_hex_digits() {
         assert!(run.stderr.contains("64 hex digits"), "{}", run.stderr);
     }
     let good = ledger.dir.path().join("good.key");
-    std::fs::write(&good, [5u8; 32]).unwrap();
+    write_key(&good, [5u8; 32]);
     ledger.ok(&[
         "--checkpoint-key-file",
         good.to_str().unwrap(),

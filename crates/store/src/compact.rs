@@ -29,7 +29,7 @@ use crate::sled_log::{
 /// Where the copy is made.
 const COMPACTING: &str = "sled.compacting";
 /// Where the old files wait while the copy takes their place.
-const REPLACED: &str = "sled.replaced";
+pub(crate) const REPLACED: &str = "sled.replaced";
 /// Keys per `sled::Batch` of the copy.
 const BATCH: u64 = 10_000;
 
@@ -360,6 +360,14 @@ mod tests {
         junk(REPLACED);
         assert_eq!(seen(path), before);
         assert!(!path.join(REPLACED).exists());
+
+        // A reader that creates no log finds it between the renames too.
+        fs::rename(path.join("sled"), path.join(REPLACED)).unwrap();
+        let reading = Options {
+            must_exist: true,
+            ..Options::default()
+        };
+        assert_eq!(SledLog::open(path, reading).unwrap().head(), before.0);
     }
 
     #[test]

@@ -46,12 +46,12 @@
 //! never written, unless a frame that checks comes after it: then it is
 //! damage, and opening fails with its offset.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::dirs::sync_dir;
+use crate::dirs::{private_file, sync_dir};
 
 const HEADER_MAGIC: [u8; 4] = *b"TLJH";
 const HEADER_LEN: usize = 4 + 8 + 32 + 32;
@@ -138,7 +138,7 @@ impl Journal {
     /// Returns the records it holds, in order.
     pub(crate) fn open(path: &Path) -> Result<(Journal, Vec<Recovered>), JournalError> {
         let created = !path.exists();
-        let mut file = OpenOptions::new()
+        let mut file = private_file()
             .create(true)
             .truncate(false)
             .read(true)

@@ -24,7 +24,7 @@
 //! once the log is open, without the cost of a `sled::Batch` per group.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_envelope};
 
-use crate::dirs::sync_dir;
+use crate::dirs::{create_private_dir, private_file, sync_dir};
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::known_ids::KnownIds;
 use crate::log::{
@@ -84,6 +84,10 @@ pub struct Options {
     /// smaller journal is replayed faster after a crash; each emptying
     /// costs one sled flush and `fsync`.
     pub journal_bytes: Option<u64>,
+    /// Refuse a directory that holds no log ([`OpenError::NoLog`]) rather
+    /// than create one there, and create nothing: for readers, so that a
+    /// mistyped path is not answered as an empty, intact log.
+    pub must_exist: bool,
 }
 
 /// The journal's default size limit: 8 MiB, about 35,000 small events,
@@ -97,6 +101,14 @@ pub enum OpenError {
     Locked(PathBuf),
     /// The path exists and is not a directory.
     NotADirectory(PathBuf),
+    /// [`Options::must_exist`] was asked, and the directory holds no log
+    /// (or does not exist).
+    NoLog {
+        /// The directory.
+        path: PathBuf,
+        /// What a log has and it lacks.
+        missing: &'static str,
+    },
     /// The directory could not be created or read.
     Io {
         /// The path.
@@ -148,6 +160,9 @@ impl std::fmt::Display for OpenError {
             ),
             OpenError::NotADirectory(path) => {
                 write!(f, "`{}` is not a directory", path.display())
+            }
+            OpenError::NoLog { path, missing } => {
+                write!(f, "`{}` holds no log: {missing}", path.display())
             }
             OpenError::Io { path, error } => write!(f, "`{}`: {error}", path.display()),
             OpenError::Storage(e) => write!(f, "the database could not be opened: {e}"),
@@ -340,14 +355,18 @@ fn position_of(key: &[u8]) -> Result<u64, Problem> {
 }
 
 impl SledLog {
-    /// Opens (creating if needed) the log in `dir`.
+    /// Opens the log in `dir`, creating it (readable by its owner only)
+    /// unless [`Options::must_exist`] says not to.
     pub fn open(dir: &Path, options: Options) -> Result<SledLog, OpenError> {
         if dir.exists() && !dir.is_dir() {
             return Err(OpenError::NotADirectory(dir.to_owned()));
         }
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if options.must_exist {
+            holds_log(dir)?;
+        }
+        create_private_dir(dir).map_err(io_error(dir))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
+        let lock = private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -431,6 +450,30 @@ impl SledLog {
     }
 }
 
+/// Whether `dir` holds a log, looking without creating anything: a log has
+/// its journal and sled's database file, which opening creates (sled
+/// first) and nothing removes. During a compaction's swap sled's files
+/// wait under `sled.replaced` (`compact.rs`), and opening puts them back.
+fn holds_log(dir: &Path) -> Result<(), OpenError> {
+    let no_log = |missing| OpenError::NoLog {
+        path: dir.to_owned(),
+        missing,
+    };
+    if !dir.is_dir() {
+        return Err(no_log("it does not exist"));
+    }
+    if !dir.join("journal").is_file() {
+        return Err(no_log("it has no journal"));
+    }
+    let database = ["sled", crate::compact::REPLACED]
+        .iter()
+        .any(|sled| dir.join(sled).join("db").is_file());
+    if !database {
+        return Err(no_log("it has no database (`sled/db`)"));
+    }
+    Ok(())
+}
+
 /// How long to wait for sled's own lock on its files.
 const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -440,6 +483,8 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// threads finish (they own the file, not the handle). So a lock conflict
 /// is waited out, briefly, instead of reported.
 pub(crate) fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
+    // sled would create it with the umask's mode.
+    create_private_dir(sled_dir).map_err(io_error(sled_dir))?;
     waiting_for_sled(
         || sled::Config::new().path(sled_dir).open(),
         |error| error.to_string().contains("could not acquire lock"),

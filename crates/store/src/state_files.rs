@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use hmac::Mac;
 
 use crate::checkpoint::CheckpointKey;
-use crate::dirs::sync_dir;
+use crate::dirs::{create_private_dir, private_file, sync_dir};
 use crate::log::Head;
 
 const MAGIC: &[u8; 8] = b"TLSTATE2";
@@ -121,7 +121,7 @@ impl StateFiles {
     /// leaves either the whole new file or none. Then keeps only the newest
     /// `keep` files.
     pub fn write(&self, head: Head, payload: &[u8], keep: usize) -> io::Result<StateFile> {
-        fs::create_dir_all(&self.dir)?;
+        create_private_dir(&self.dir)?;
         let path = self.dir.join(name(head.position));
         let partial = self.dir.join(format!("{}.partial", name(head.position)));
         let mut header = Vec::with_capacity(HEADER_LEN);
@@ -139,7 +139,14 @@ impl StateFiles {
             None => header.resize(HEADER_LEN, 0),
         }
         {
-            let mut file = File::create(&partial)?;
+            // A partial file left by a crash is removed rather than
+            // truncated, so that the new one is created with its mode (and
+            // a link placed there is not followed).
+            match fs::remove_file(&partial) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut file = private_file().write(true).create_new(true).open(&partial)?;
             file.write_all(&header)?;
             file.write_all(payload)?;
             file.sync_all()?;

@@ -14,6 +14,25 @@ use crate::*;
 
 const DEFAULT_PATH: &str = "default.sled";
 
+/// Creates `dir` and the parents it lacks, on unix readable by the owner
+/// only, whatever the umask (tokenledger's patch: its files are private).
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    let _ = builder.recursive(true);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Options that create a file, on unix readable and writable by the owner
+/// only, whatever the umask (tokenledger's patch).
+pub(crate) fn private_open_options() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// The high-level database mode, according to
 /// the trade-offs of the RUM conjecture.
 #[derive(Debug, Clone, Copy)]
@@ -557,13 +576,13 @@ impl Config {
         let blob_dir: PathBuf = self.get_path().join("blobs");
 
         if !blob_dir.exists() {
-            fs::create_dir_all(blob_dir)?;
+            create_private_dir_all(&blob_dir)?;
         }
 
         self.verify_config()?;
 
         // open the data file
-        let mut options = fs::OpenOptions::new();
+        let mut options = private_open_options();
 
         let _ = options.create(true);
         let _ = options.read(true);
@@ -671,7 +690,7 @@ impl Config {
         let path = self.config_path();
 
         let mut f =
-            fs::OpenOptions::new().write(true).create(true).open(path)?;
+            private_open_options().write(true).create(true).open(path)?;
 
         io_fail!(self, "write_config bytes");
         f.write_all(&*bytes)?;
@@ -849,7 +868,7 @@ impl RunningConfig {
         let snap_dir = Path::new(&absolute_path).parent().unwrap();
 
         if !snap_dir.exists() {
-            fs::create_dir_all(snap_dir)?;
+            create_private_dir_all(snap_dir)?;
         }
 
         Ok(snap_dir.read_dir()?.filter_map(filter).collect())

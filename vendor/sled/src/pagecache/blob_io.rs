@@ -70,7 +70,10 @@ pub(crate) fn write_blob<T: Serialize>(
 ) -> Result<()> {
     let path = config.blob_path(id);
     let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        crate::config::private_open_options()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
 
     let kind_buf = &[kind.into()];
 

@@ -541,9 +541,11 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     path_2.push(path_2_suffix);
 
     let parent = path_1.parent().unwrap();
-    std::fs::create_dir_all(parent)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+    crate::config::create_private_dir_all(parent)?;
+    let mut f = crate::config::private_open_options()
+        .write(true)
+        .create(true)
+        .open(&path_1)?;
 
     // write the snapshot bytes, followed by a crc64 checksum at the end
     io_fail!(config, "snap write");
