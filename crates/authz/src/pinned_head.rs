@@ -2,8 +2,8 @@
 //!
 //! Operators keep a log's head elsewhere (a ticket, the service's own
 //! database) and hand it back to check a log or an export against it. The
-//! form is the one `verify` and `import` print: the position in decimal, a
-//! colon, and the record's hash in 64 hex digits.
+//! form is the position `verify` and `import` report in decimal, a colon,
+//! and the record's hash they report, in 64 hex digits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,7 +71,7 @@ impl fmt::Display for PinnedHeadError {
         };
         write!(
             f,
-            "a head is written POSITION:HASH, as `verify` prints it (a log position, a colon and 64 hex digits), and {what}"
+            "a head is written POSITION:HASH, the position and the 64 hex digits of the hash that `verify` reports, joined by a colon, and {what}"
         )
     }
 }

@@ -85,6 +85,9 @@ impl RulesReplay {
                 decided: decided.company,
             });
         }
+        // Each command's event copies the command's fields today, so this
+        // holds whenever `decide` accepts; it is checked so that a rule that
+        // changes what a command records cannot let the recorded event by.
         if decided.events.as_slice() != std::slice::from_ref(&envelope.event) {
             return Err(RuleBroken::Different);
         }

@@ -313,6 +313,8 @@ impl Staging {
         staged.push(name);
         staged.push(format!(".importing-{:032x}", random.as_u128()));
         let path = parent.join(staged);
+        // The directories above it are made as opening a ledger makes them.
+        fs::create_dir_all(parent).map_err(io(parent))?;
         let mut builder = fs::DirBuilder::new();
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);

@@ -383,6 +383,25 @@ fn any_other_event_the_rules_would_refuse_is_refused_with_its_line() {
         8,
         "last active admin",
     );
+    // A token created already expired, at the time the record says.
+    refused(
+        |two| {
+            let mut event = token_created(
+                TokenId::from_u128(id()),
+                TokenKind::ApiToken,
+                Namespaces {
+                    global: true,
+                    ..Namespaces::none()
+                },
+            );
+            if let Event::TokenCreated { expires_at, .. } = &mut event {
+                *expires_at = Some(Timestamp::from_micros(1));
+            }
+            vec![new(Actor::Teammate(two.ada), two.acme, event)]
+        },
+        8,
+        "is not after the time of the request",
+    );
     // A reveal of a token that does not exist.
     refused(
         |two| {

@@ -82,8 +82,8 @@ pub enum Top {
         /// The export to read.
         #[arg(value_name = "FILE.jsonl")]
         file: PathBuf,
-        /// Refuse the file unless its last record is this head, as `verify`
-        /// printed it where the export was made.
+        /// Refuse the file unless its last record is this head: the position
+        /// and hash `verify` reported where the export was made.
         #[arg(long, value_name = "POSITION:HASH")]
         expect_head: Option<tokenledger_authz::PinnedHead>,
     },
