@@ -349,7 +349,9 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.moved {
-            // Best effort: a copy left behind is never read.
+            // Best effort: a copy left behind is never read. sled may still
+            // be closing a log that failed, so it is waited for first.
+            let _ = SledLog::wait_closed(&self.path);
             let _ = fs::remove_dir_all(&self.path);
         }
     }

@@ -561,4 +561,9 @@ fn an_append_that_fails_half_way_writes_nothing() {
     assert!(matches!(error, TransferError::Ledger(_)), "{error}");
     assert!(commits.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     assert!(!data.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "no copy is left behind: {left:?}");
 }
