@@ -9,7 +9,7 @@ use std::fmt;
 
 use tokenledger_events::{
     CompanyId, Feature, Requirement, ResourceId, Secret, SecretError, TeammateId, Timestamp,
-    TokenId, WorkspaceId,
+    TokenId, TokenKind, WorkspaceId,
 };
 
 use tokenledger_projection::{Provenance, State, TokenHandle};
@@ -133,6 +133,14 @@ pub enum Reason {
         /// The token's creation: its namespaces have not changed since.
         created: Provenance,
     },
+    /// Rule 6: the token is an OAuth grant and the resource is not in a
+    /// shared workspace. OAuth grants reach shared resources only, and
+    /// `decide` never creates one with the global or private namespace, so
+    /// a grant recorded with either came from a forged or damaged log.
+    NotForOAuth {
+        /// The token's creation, which recorded that scope.
+        created: Provenance,
+    },
     /// Rule 6: the resource's workspace was deleted.
     WorkspaceDeleted {
         /// The deletion.
@@ -160,7 +168,8 @@ impl Reason {
             }
             Reason::MissingFeature { created, .. }
             | Reason::MissingPermission { created }
-            | Reason::NamespaceNotCovered { created } => Some(created),
+            | Reason::NamespaceNotCovered { created }
+            | Reason::NotForOAuth { created } => Some(created),
             Reason::PrivateAccessOff { set, .. } => Some(set),
             Reason::MalformedSecret(_)
             | Reason::UnknownToken
@@ -195,6 +204,10 @@ impl fmt::Display for Reason {
             Reason::NamespaceNotCovered { created } => write!(
                 f,
                 "the token's namespaces do not cover where the resource lives, and have not since its creation ({created})"
+            ),
+            Reason::NotForOAuth { created } => write!(
+                f,
+                "the token is an OAuth grant, and OAuth grants reach shared resources only, whatever the scope its creation recorded ({created}); no valid log grants one more"
             ),
             Reason::LedgerClosed => f.write_str("the ledger is closed, so nothing is allowed"),
             Reason::WorkspaceDeleted { deleted } => {
@@ -486,8 +499,19 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         ));
     }
 
-    // Rule 6.
+    // Rule 6. An OAuth grant reaches shared resources only. `decide`
+    // refuses to create one with another namespace, but the state is folded
+    // from the log, and a log can be forged: what no valid log holds is
+    // refused here too, whatever the recorded scope says.
     let covered = match request.location {
+        Location::Global(_) | Location::Private(_) if token.kind() == TokenKind::OAuthGrant => {
+            return Err(refuse(
+                Rule::Namespace,
+                Reason::NotForOAuth {
+                    created: token.created(),
+                },
+            ));
+        }
         Location::Global(_) => compiled.global(),
         Location::Shared(id) => {
             if let Some(deleted) = workspace.and_then(|w| w.deleted) {

@@ -94,6 +94,9 @@ impl Ledger {
             (Some(_), Reason::MissingPermission { .. }) => text.push_str(
                 "the token does not have this permission, and has not since its creation",
             ),
+            (Some(_), Reason::NotForOAuth { .. }) => text.push_str(
+                "the token is an OAuth grant, and OAuth grants reach shared resources only, whatever the scope its creation recorded",
+            ),
             (Some(_), Reason::NamespaceNotCovered { .. }) => text.push_str(
                 "the token's namespaces do not cover where the resource lives, and have not since its creation",
             ),

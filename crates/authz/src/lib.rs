@@ -62,6 +62,8 @@ mod history;
 mod investigate;
 mod json;
 mod ledger;
+mod pinned_head;
+mod rules_replay;
 mod sealing;
 mod transfer;
 
@@ -79,6 +81,7 @@ pub use json::{event_json, scope_json};
 pub use ledger::{
     CreatedToken, DEFAULT_CHECKPOINT_EVERY, Ledger, LedgerError, LedgerOptions, NewToken, Receipt,
 };
+pub use pinned_head::{PinnedHead, PinnedHeadError};
 pub use sealing::{SealingError, SealingKey, SealingKeyId};
 pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, TokenHandle, Workspace,

@@ -1,26 +1,57 @@
-//! Export to JSON lines and import into an empty ledger.
+//! Export to JSON lines and import into a new data directory.
 //!
 //! Each line is one event as `history --json` shows it, plus the hash of
 //! the record before it and the record's bytes in hex. The bytes are what
 //! the hash chain covers, so an import rebuilds the log byte for byte and
 //! its hashes, and the readable fields must be exactly what those bytes
 //! say: a line edited by hand is refused, and so is a broken chain.
+//!
+//! The chain is unkeyed, so a file whose records were edited and hashed
+//! again still chains. An import therefore also replays every event
+//! through the command rules ([`crate::rules_replay`]), and can be given
+//! the head the file must end at, kept elsewhere.
+//!
+//! # A stopped import writes nothing
+//!
+//! The file is read twice: once to check every line, without writing
+//! anything, and once to append its records. The second reading could
+//! differ from the first (the file changed, or a read failed half-way),
+//! and the records it appended before noticing would stay written: the
+//! log only grows. Holding the first reading's head and comparing it
+//! before the first append cannot help, since the second reading is known
+//! to match only once it has been read to its end; that takes a third
+//! reading, or the whole file in memory, and still leaves half a log
+//! behind after a crash or a full disk.
+//!
+//! So the records are appended into a fresh directory beside the data
+//! directory (`.NAME.importing-RANDOM`), which must not exist or be empty.
+//! Only once the second reading is whole, ends at the first reading's
+//! head, and verifies, is the copy closed, synced file by file, and
+//! renamed into place; a rename within one directory is atomic, so the
+//! data directory appears whole or not at all. Any error removes the copy.
+//! A crash in the middle leaves the copy beside the data directory, which
+//! is never read and can be removed.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokenledger_events::EventId;
-use tokenledger_store::{ChainCheck, EventLog, MAX_BATCH, StoredRecord, Verified, hex};
+use tokenledger_store::{
+    ChainCheck, EventLog, Head, MAX_BATCH, SledLog, StoredRecord, Verified, hex,
+};
 
+use crate::fresh;
 use crate::json::event_json;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, LedgerOptions};
+use crate::pinned_head::PinnedHead;
+use crate::rules_replay::RulesReplay;
 
 /// Why an export or import stopped. An import that stops has written
-/// nothing: every line is checked before the first is appended.
+/// nothing: the data directory is made only once the whole file is in.
 #[derive(Debug)]
 pub enum TransferError {
     /// Reading or writing a file failed.
@@ -32,10 +63,10 @@ pub enum TransferError {
     },
     /// The ledger failed.
     Ledger(LedgerError),
-    /// An import goes into an empty ledger only.
+    /// An import makes a new data directory, and this one holds something.
     NotEmpty {
-        /// The ledger's head.
-        head: u64,
+        /// The data directory.
+        dir: PathBuf,
     },
     /// A line of the import is wrong.
     Line {
@@ -44,6 +75,20 @@ pub enum TransferError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The file's last record is not the head it was expected to end at.
+    UnexpectedHead {
+        /// The head expected.
+        expected: Head,
+        /// The file's last record.
+        found: Head,
+    },
+    /// The file read differently the second time.
+    Changed {
+        /// Where the first reading ended.
+        first: Head,
+        /// Where the second ended.
+        second: Head,
+    },
 }
 
 impl fmt::Display for TransferError {
@@ -51,13 +96,26 @@ impl fmt::Display for TransferError {
         match self {
             TransferError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             TransferError::Ledger(error) => fmt::Display::fmt(error, f),
-            TransferError::NotEmpty { head } => write!(
+            TransferError::NotEmpty { dir } => write!(
                 f,
-                "an import goes into an empty data directory, and this one holds {head} events"
+                "an import makes a new data directory, and `{}` exists and is not empty",
+                dir.display()
             ),
             TransferError::Line { line, problem } => {
                 write!(f, "line {line}: {problem}; nothing was imported")
             }
+            TransferError::UnexpectedHead { expected, found } => write!(
+                f,
+                "the file ends at {}, not at the expected head {}; nothing was imported",
+                PinnedHead::from(*found),
+                PinnedHead::from(*expected)
+            ),
+            TransferError::Changed { first, second } => write!(
+                f,
+                "the file changed during the import: its first reading ended at {}, its second at {}; nothing was imported",
+                PinnedHead::from(*first),
+                PinnedHead::from(*second)
+            ),
         }
     }
 }
@@ -103,6 +161,20 @@ struct Lines<R> {
     buffer: String,
 }
 
+impl Lines<BufReader<File>> {
+    fn open(path: &Path) -> Result<Lines<BufReader<File>>, TransferError> {
+        let file = File::open(path).map_err(|error| TransferError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        Ok(Lines {
+            input: BufReader::new(file),
+            number: 0,
+            buffer: String::new(),
+        })
+    }
+}
+
 impl<R: BufRead> Lines<R> {
     /// The next line's number and text, or `None` at the end.
     fn next(&mut self, path: &Path) -> Result<Option<(u64, &str)>, TransferError> {
@@ -143,7 +215,7 @@ impl<R: BufRead> Lines<R> {
 
 /// Takes one line apart: its record's bytes, checked against the chain so
 /// far, and its readable fields checked against what the bytes say.
-fn check_line(text: &str, chain: &mut ChainCheck) -> Result<(Vec<u8>, EventId), String> {
+fn check_line(text: &str, chain: &mut ChainCheck) -> Result<StoredRecord, String> {
     let json: Value =
         serde_json::from_str(text).map_err(|e| format!("the line is not JSON: {e}"))?;
     let bytes = json
@@ -153,18 +225,163 @@ fn check_line(text: &str, chain: &mut ChainCheck) -> Result<(Vec<u8>, EventId), 
         .ok_or("the line has no `record` field of hex digits")?;
     let previous = chain.head().hash;
     let event = chain.check(&bytes).map_err(|damage| damage.to_string())?;
-    let event_id = event.envelope.event_id;
-    let expected = line_json(&StoredRecord {
+    let record = StoredRecord {
         event,
         previous,
-        bytes: bytes.clone(),
-    });
-    if json != expected {
+        bytes,
+    };
+    if json != line_json(&record) {
         return Err(
             "its readable fields do not match its record (was the line edited?)".to_owned(),
         );
     }
-    Ok((bytes, event_id))
+    Ok(record)
+}
+
+/// The first reading of an import: every line checked (its record, the
+/// chain, its readable fields, a unique event id, and the rules), nothing
+/// written. Returns the file's last record.
+fn check_file(path: &Path) -> Result<Head, TransferError> {
+    let mut chain = ChainCheck::new();
+    let mut ids: HashSet<EventId> = HashSet::new();
+    let mut rules = RulesReplay::default();
+    let mut lines = Lines::open(path)?;
+    while let Some((line, text)) = lines.next(path)? {
+        let refused = |problem: String| TransferError::Line { line, problem };
+        let record = check_line(text, &mut chain).map_err(refused)?;
+        let envelope = &record.event.envelope;
+        if !ids.insert(envelope.event_id) {
+            return Err(refused(format!(
+                "event id `{}` appears twice",
+                envelope.event_id
+            )));
+        }
+        rules
+            .check(envelope)
+            .map_err(|broken| refused(broken.to_string()))?;
+    }
+    Ok(chain.head())
+}
+
+/// Refuses a data directory to import into that exists and holds anything
+/// (or is not a plain directory): the import's copy takes its place.
+fn check_target(dir: &Path) -> Result<(), TransferError> {
+    let io = |error| TransferError::Io {
+        path: dir.to_owned(),
+        error,
+    };
+    let metadata = match fs::symlink_metadata(dir) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io(error)),
+    };
+    if metadata.is_dir() && fs::read_dir(dir).map_err(io)?.next().is_none() {
+        return Ok(());
+    }
+    Err(TransferError::NotEmpty {
+        dir: dir.to_owned(),
+    })
+}
+
+/// The directory an import is written into, beside its data directory;
+/// removed when dropped unless it was moved into place.
+struct Staging {
+    path: PathBuf,
+    moved: bool,
+}
+
+impl Staging {
+    /// Makes a new, empty directory beside `dir`, readable by its owner only.
+    fn beside(dir: &Path) -> Result<Staging, TransferError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |error| TransferError::Io { path, error }
+        };
+        let name = dir.file_name().ok_or_else(|| {
+            io(dir)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the data directory has no name of its own",
+            ))
+        })?;
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let random =
+            fresh::event_id().map_err(|e| TransferError::Ledger(LedgerError::Random(e)))?;
+        let mut staged = std::ffi::OsString::from(".");
+        staged.push(name);
+        staged.push(format!(".importing-{:032x}", random.as_u128()));
+        let path = parent.join(staged);
+        // The directories above it are made as opening a ledger makes them.
+        fs::create_dir_all(parent).map_err(io(parent))?;
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&path).map_err(io(&path))?;
+        Ok(Staging { path, moved: false })
+    }
+
+    /// Syncs every file and directory of the copy, then renames it to
+    /// `dir` and syncs the directory that holds both.
+    fn move_to(mut self, dir: &Path) -> Result<(), TransferError> {
+        sync_tree(&self.path)?;
+        fs::rename(&self.path, dir).map_err(|error| match error.kind() {
+            io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists => {
+                TransferError::NotEmpty {
+                    dir: dir.to_owned(),
+                }
+            }
+            _ => TransferError::Io {
+                path: dir.to_owned(),
+                error,
+            },
+        })?;
+        self.moved = true;
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_path(parent)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.moved {
+            // Best effort: a copy left behind is never read. sled may still
+            // be closing a log that failed, so it is waited for first.
+            let _ = SledLog::wait_closed(&self.path);
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn sync_path(path: &Path) -> Result<(), TransferError> {
+    File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| TransferError::Io {
+            path: path.to_owned(),
+            error,
+        })
+}
+
+/// Syncs `dir`, everything in it, and everything below it.
+fn sync_tree(dir: &Path) -> Result<(), TransferError> {
+    let io = |error| TransferError::Io {
+        path: dir.to_owned(),
+        error,
+    };
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        if entry.file_type().map_err(io)?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
 }
 
 impl Ledger {
@@ -202,51 +419,60 @@ impl Ledger {
         Ok(next - 1)
     }
 
-    /// Imports an export into this ledger, which must be empty. Every line
-    /// is checked first (its record's hash, the chain, its readable fields,
-    /// unique event ids), so a bad file imports nothing; then the records
-    /// are appended as they were and the log is verified. The file is read
-    /// twice, so it must not change during the import; if it does, the
-    /// second reading refuses the changed line, after the lines before it.
+    /// Imports an export into a new ledger in `dir`, which must not exist
+    /// or be an empty directory, and returns what its verification found.
+    /// Open it afterwards with [`Ledger::open_with`] and the same options.
+    ///
+    /// The whole file is checked first, writing nothing: each record's
+    /// hash and the chain, each line's readable fields against its record,
+    /// unique event ids, and the command rules, replayed with each event's
+    /// recorded actor and time (see the module docs). With `expect_head`,
+    /// the file's last record must be that head. Then the records are
+    /// appended as they were into a copy beside `dir`, which is verified
+    /// and renamed into place only if its head is the one checked: an
+    /// import that stops, for any reason, leaves `dir` as it was.
+    ///
+    /// `progress` is told the records appended and how many there are.
     pub fn import(
+        dir: &Path,
+        file: &Path,
+        expect_head: Option<Head>,
+        options: LedgerOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Verified, TransferError> {
+        check_target(dir)?;
+        let checked = check_file(file)?;
+        if let Some(expected) = expect_head
+            && expected != checked
+        {
+            return Err(TransferError::UnexpectedHead {
+                expected,
+                found: checked,
+            });
+        }
+        let staging = Staging::beside(dir)?;
+        let ledger = Ledger::open_with(&staging.path, options).map_err(TransferError::Ledger)?;
+        let verified = ledger.append_checked(file, checked, progress)?;
+        drop(ledger);
+        SledLog::wait_closed(&staging.path)
+            .map_err(|e| TransferError::Ledger(LedgerError::Open(e)))?;
+        staging.move_to(dir)?;
+        Ok(verified)
+    }
+
+    /// The second reading of an import, into this new, empty ledger: the
+    /// lines checked again as they are appended, and the whole refused
+    /// unless it ends at `checked`, the first reading's head.
+    fn append_checked(
         &self,
         path: &Path,
+        checked: Head,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Verified, TransferError> {
         let mut projection = self.writer.lock();
-        let head = self.head().position;
-        if head != 0 {
-            return Err(TransferError::NotEmpty { head });
-        }
-        let open = || -> Result<Lines<BufReader<File>>, TransferError> {
-            let file = File::open(path).map_err(|error| TransferError::Io {
-                path: path.to_owned(),
-                error,
-            })?;
-            Ok(Lines {
-                input: BufReader::new(file),
-                number: 0,
-                buffer: String::new(),
-            })
-        };
-
+        let total = checked.position;
         let mut chain = ChainCheck::new();
-        let mut ids = HashSet::new();
-        let mut lines = open()?;
-        while let Some((line, text)) = lines.next(path)? {
-            let (_, id) = check_line(text, &mut chain)
-                .map_err(|problem| TransferError::Line { line, problem })?;
-            if !ids.insert(id) {
-                return Err(TransferError::Line {
-                    line,
-                    problem: format!("event id `{id}` appears twice"),
-                });
-            }
-        }
-        let total = chain.head().position;
-
-        let mut chain = ChainCheck::new();
-        let mut lines = open()?;
+        let mut lines = Lines::open(path)?;
         let mut batch = Vec::with_capacity(CHUNK.min(MAX_BATCH));
         let mut append = |batch: &mut Vec<Vec<u8>>| -> Result<(), TransferError> {
             let from = self.head().position + 1;
@@ -265,9 +491,9 @@ impl Ledger {
             Ok(())
         };
         while let Some((line, text)) = lines.next(path)? {
-            let (bytes, _) = check_line(text, &mut chain)
+            let record = check_line(text, &mut chain)
                 .map_err(|problem| TransferError::Line { line, problem })?;
-            batch.push(bytes);
+            batch.push(record.bytes);
             if batch.len() == CHUNK {
                 append(&mut batch)?;
             }
@@ -275,9 +501,23 @@ impl Ledger {
         if !batch.is_empty() {
             append(&mut batch)?;
         }
+        if chain.head() != checked {
+            return Err(TransferError::Changed {
+                first: checked,
+                second: chain.head(),
+            });
+        }
         projection.publish();
         drop(projection);
-        self.verify()
-            .map_err(|e| TransferError::Ledger(LedgerError::Damaged(e)))
+        let verified = self
+            .verify()
+            .map_err(|e| TransferError::Ledger(LedgerError::Damaged(e)))?;
+        if verified.head != checked {
+            return Err(TransferError::Changed {
+                first: checked,
+                second: verified.head,
+            });
+        }
+        Ok(verified)
     }
 }

@@ -589,9 +589,16 @@ fn an_export_imports_whole_into_an_empty_ledger_and_decides_the_same() {
     assert_eq!(first["position"], 1);
 
     let copy_dir = tempfile::tempdir().unwrap();
-    let copy = Ledger::open(copy_dir.path()).unwrap();
-    let verified = copy.import(&path, &mut |_, _| {}).unwrap();
+    let verified = Ledger::import(
+        copy_dir.path(),
+        &path,
+        Some(story.ledger.head()),
+        LedgerOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(verified.head, story.ledger.head());
+    let copy = Ledger::open(copy_dir.path()).unwrap();
     assert_eq!(
         copy.history(&HistoryQuery::default()).unwrap(),
         story.ledger.history(&HistoryQuery::default()).unwrap()
@@ -616,7 +623,13 @@ fn an_export_imports_whole_into_an_empty_ledger_and_decides_the_same() {
 
     // Into a ledger that holds events: refused.
     assert!(matches!(
-        reopened.import(&path, &mut |_, _| {}),
+        Ledger::import(
+            copy_dir.path(),
+            &path,
+            None,
+            LedgerOptions::default(),
+            &mut |_, _| {}
+        ),
         Err(TransferError::NotEmpty { .. })
     ));
 }
@@ -629,9 +642,11 @@ fn import_fails(lines: &[String]) -> (TransferError, Head) {
         writeln!(file, "{line}").unwrap();
     }
     drop(file);
-    let ledger = Ledger::open(&dir.path().join("data")).unwrap();
-    let error = ledger.import(&path, &mut |_, _| {}).unwrap_err();
-    (error, ledger.head())
+    let data = dir.path().join("data");
+    let error =
+        Ledger::import(&data, &path, None, LedgerOptions::default(), &mut |_, _| {}).unwrap_err();
+    assert!(!data.exists(), "a refused import made the data directory");
+    (error, Head::EMPTY)
 }
 
 #[test]

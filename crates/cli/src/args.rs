@@ -80,11 +80,16 @@ pub enum Top {
         #[arg(long, value_name = "FILE.jsonl")]
         out: PathBuf,
     },
-    /// Read an export into an empty data directory, checking the chain first.
+    /// Read an export into a new data directory, checking the chain and
+    /// replaying the rules first; the directory appears only once whole.
     Import {
         /// The export to read.
         #[arg(value_name = "FILE.jsonl")]
         file: PathBuf,
+        /// Refuse the file unless its last record is this head: the position
+        /// and hash `verify` reported where the export was made.
+        #[arg(long, value_name = "POSITION:HASH")]
+        expect_head: Option<tokenledger_authz::PinnedHead>,
     },
     /// Rewrite the log's storage files with only what they hold, and print
     /// their sizes. The data directory must not be in use.

@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Top::WhoCan(args) => who_can(&context, args),
         Top::Verify => verify(&context),
         Top::Export { out } => export(&context, &out),
-        Top::Import { file } => import(&context, &file),
+        Top::Import { file, expect_head } => import(&context, &file, expect_head),
         Top::Compact => compact(&context),
         Top::Demo => demo::run(explicit, context.json),
     }
@@ -1022,7 +1022,9 @@ fn export(context: &Context, out: &Path) -> Result<u8, Failure> {
 fn transfer_failure(error: TransferError) -> Failure {
     match error {
         TransferError::Ledger(error) => failure(error),
-        TransferError::Line { .. } => Failure::Refused(error.to_string()),
+        TransferError::Line { .. }
+        | TransferError::UnexpectedHead { .. }
+        | TransferError::Changed { .. } => Failure::Refused(error.to_string()),
         TransferError::Io { .. } | TransferError::NotEmpty { .. } => {
             Failure::BadInput(error.to_string())
         }
@@ -1064,14 +1066,33 @@ fn compact(context: &Context) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn import(context: &Context, file: &Path) -> Result<u8, Failure> {
-    // Checked before the data directory is opened, which creates it.
+fn import(
+    context: &Context,
+    file: &Path,
+    expect_head: Option<tokenledger_authz::PinnedHead>,
+) -> Result<u8, Failure> {
     File::open(file).map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
-    let ledger = open(context)?;
+    // The new ledger is made with the keys it will be opened with.
+    let checkpoint_key = match &context.checkpoint_key_file {
+        Some(path) => Some(CheckpointKey::from_bytes(key_bytes(
+            "checkpoint key",
+            path,
+        )?)),
+        None => None,
+    };
+    let options = LedgerOptions {
+        checkpoint_key,
+        ..LedgerOptions::default()
+    };
     let mut bar = Progress::new("importing");
-    let verified = ledger
-        .import(file, &mut |done, total| bar.update(done, total))
-        .map_err(transfer_failure);
+    let verified = Ledger::import(
+        &context.data,
+        file,
+        expect_head.map(tokenledger_authz::PinnedHead::head),
+        options,
+        &mut |done, total| bar.update(done, total),
+    )
+    .map_err(transfer_failure);
     drop(bar);
     let verified = verified?;
     let json = json!({

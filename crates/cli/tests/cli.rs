@@ -873,8 +873,119 @@ fn export_then_import_rebuilds_the_same_log_and_a_tampered_export_imports_nothin
     let run = fresh.run(&["import", tampered.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("line 1"), "{}", run.stderr);
-    assert_eq!(fresh.head().0, 0);
+    assert!(
+        !fresh.data.exists(),
+        "a refused import made the data directory"
+    );
     fresh.fails(2, &["import", "/nonexistent/export.jsonl"], None);
+}
+
+#[test]
+fn import_replays_the_rules_and_checks_the_expected_head() {
+    use tokenledger_events::{
+        Actor, CompanyId, Event, EventId, Feature, Name, Namespaces, Role, Secret, TeammateId,
+        TokenId, TokenKind, TokenScope,
+    };
+    use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
+
+    let dir = tempfile::tempdir().unwrap();
+    // An OAuth grant with the global namespace, written through the store.
+    let (company, admin) = (CompanyId::from_u128(1), TeammateId::from_u128(2));
+    let event = |n: u128, actor, event| NewEvent {
+        event_id: EventId::from_u128(n),
+        actor,
+        company,
+        event,
+    };
+    let forged = dir.path().join("forged");
+    let log = SledLog::open(&forged, Options::default()).unwrap();
+    let events = vec![
+        event(
+            1,
+            Actor::System,
+            Event::CompanyCreated {
+                company,
+                name: Name::new("Acme").unwrap(),
+            },
+        ),
+        event(
+            2,
+            Actor::System,
+            Event::TeammateAdded {
+                teammate: admin,
+                name: Name::new("Ada").unwrap(),
+                role: Role::Admin,
+            },
+        ),
+        event(
+            3,
+            Actor::Teammate(admin),
+            Event::TokenCreated {
+                token: TokenId::from_u128(3),
+                name: Name::new("App").unwrap(),
+                kind: TokenKind::OAuthGrant,
+                scope: TokenScope {
+                    features: [Feature::Resources].into(),
+                    namespaces: Namespaces {
+                        global: true,
+                        ..Namespaces::none()
+                    },
+                    grants: ["conversations:read".parse().unwrap()]
+                        .into_iter()
+                        .collect(),
+                },
+                secret_digest: Secret::from_random([7; 32]).digest(),
+                sealed_secret: None,
+                expires_at: None,
+            },
+        ),
+    ];
+    log.append(events, Expectation::Head(0)).unwrap();
+    drop(log);
+    let export = dir.path().join("forged.jsonl");
+    let run = binary()
+        .arg("--data")
+        .arg(&forged)
+        .args(["export", "--out", export.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let copy = Ledger::new();
+    let run = copy.run(&["import", export.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+    assert!(run.stderr.contains("OAuth grant"), "{}", run.stderr);
+    assert!(!copy.data.exists());
+
+    // A genuine export, with the head it must end at.
+    let ledger = Ledger::new();
+    acme(&ledger);
+    let export = ledger.dir.path().join("export.jsonl");
+    ledger.ok(&["export", "--out", export.to_str().unwrap()]);
+    let (position, hash) = ledger.head();
+    let file = export.to_str().unwrap();
+    let other = format!("{position}:{}", "0".repeat(64));
+    let copy = Ledger::new();
+    let run = copy.run(&["import", file, "--expect-head", &other]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not at the expected head"),
+        "{}",
+        run.stderr
+    );
+    assert!(!copy.data.exists());
+    let run = copy.run(&["import", file, "--expect-head", "4"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("POSITION:HASH"), "{}", run.stderr);
+    assert!(!copy.data.exists());
+    let imported = copy.ok(&[
+        "import",
+        file,
+        "--expect-head",
+        &format!("{position}:{hash}"),
+    ]);
+    assert_eq!(imported["imported"], position);
+    assert_eq!(copy.head(), (position, hash));
 }
 
 #[test]

@@ -117,6 +117,16 @@ impl SledLog {
     }
 }
 
+impl SledLog {
+    /// Waits until sled's threads have let go of the files of the log in
+    /// `dir`, which this process has closed: sled finishes closing in the
+    /// background, and a directory moved before it is done could miss what
+    /// sled writes last.
+    pub fn wait_closed(dir: &Path) -> Result<(), OpenError> {
+        wait_unlocked(&dir.join("sled").join("db")).map(drop)
+    }
+}
+
 /// Copies every tree of the database in `from` into a new one in `to`,
 /// checks the copy key by key, and syncs it.
 fn copy(
