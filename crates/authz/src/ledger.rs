@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
+    Actor, CompanyId, Envelope, Event, EventId, Name, Secret, Timestamp, TokenId, TokenKind,
+    TokenScope,
 };
 use tokenledger_projection::{
     CheckpointError, Projection, Readers, State, decode_checkpoint, encode_checkpoint,
@@ -23,6 +24,7 @@ use crate::authorizer::Authorizer;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
 use crate::history::scan;
+use crate::readback::{self, Mismatch};
 use crate::sealing::{self, SealingError, SealingKey};
 
 /// How to open a ledger.
@@ -100,6 +102,20 @@ pub enum LedgerError {
     /// A token, workspace or teammate that a question names does not exist
     /// (at the time asked about).
     NotFound(String),
+    /// The log acknowledged a command's events but did not give them back
+    /// as appended (fewer, none, elsewhere, or others): what it holds is
+    /// not known. The ledger closed: readers refuse everything, and
+    /// commands are refused, until it is reopened.
+    Unconfirmed {
+        /// The positions acknowledged and the ids of the events appended.
+        appended: Vec<(u64, EventId)>,
+        /// The positions and ids of the events read back from there.
+        read_back: Vec<(u64, EventId)>,
+    },
+    /// An earlier command's outcome is unknown (this error's text says
+    /// which failure), so the ledger closed: nothing more is decided or
+    /// recorded until it is reopened.
+    Closed(String),
 }
 
 impl fmt::Display for LedgerError {
@@ -117,6 +133,26 @@ impl fmt::Display for LedgerError {
                 "log position {position} is past the end of the log, which is at {head}"
             ),
             LedgerError::NotFound(what) => write!(f, "{what} does not exist"),
+            LedgerError::Unconfirmed {
+                appended,
+                read_back,
+            } => {
+                let (appended, read_back) =
+                    (readback::describe(appended), readback::describe(read_back));
+                let others = if appended == read_back {
+                    " with other contents"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "the log acknowledged {appended} but gave back {read_back}{others}; the ledger is closed until it is reopened"
+                )
+            }
+            LedgerError::Closed(why) => write!(
+                f,
+                "the ledger is closed until it is reopened, after a command whose outcome is unknown: {why}"
+            ),
             LedgerError::SecretNotKept(token) => write!(
                 f,
                 "the secret of `{token}` cannot be revealed: this ledger has no sealing key, so secrets are shown once, at creation"
@@ -194,6 +230,9 @@ pub struct Ledger {
     /// What went wrong without stopping anything: checkpoints skipped on
     /// open, or not written.
     warnings: Mutex<Vec<String>>,
+    /// Why the ledger closed while open, once a command's outcome became
+    /// unknown; commands are refused from then on.
+    closed: OnceLock<String>,
 }
 
 /// How many events are replayed between two progress reports.
@@ -269,6 +308,7 @@ impl Ledger {
             checkpoint_every: options.checkpoint_every,
             last_checkpoint: AtomicU64::new(from),
             warnings: Mutex::new(warnings),
+            closed: OnceLock::new(),
         };
         ledger.checkpoint_if_due(&ledger.writer.lock());
         Ok(ledger)
@@ -283,6 +323,7 @@ impl Ledger {
     /// Saves the state now as a checkpoint; returns its position.
     pub fn checkpoint(&self) -> Result<u64, LedgerError> {
         let projection = self.writer.lock();
+        self.refuse_if_closed()?;
         self.write_checkpoint(&projection)
     }
 
@@ -359,7 +400,10 @@ impl Ledger {
     /// Decides `command` against the current state, appends what it causes
     /// and applies it to the projection, all before returning. Commands are
     /// decided one at a time, and each append expects the head the decision
-    /// saw, so two conflicting commands cannot both succeed.
+    /// saw, so two conflicting commands cannot both succeed. If the log
+    /// does not give the events back as appended, or the append's outcome
+    /// is unknown, the ledger closes: readers refuse everything and
+    /// commands are refused until it is reopened.
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let mut projection = self.writer.lock();
         self.execute_locked(&mut projection, actor, &command)
@@ -371,6 +415,7 @@ impl Ledger {
         actor: Actor,
         command: &Command,
     ) -> Result<Receipt, LedgerError> {
+        self.refuse_if_closed()?;
         let now = Timestamp::from_system_time(SystemTime::now());
         let decided = projection
             .read(|state| decide(state, actor, now, command).map(|d| (d, state.position())))
@@ -386,13 +431,34 @@ impl Ledger {
             });
         }
         let count = batch.len();
-        let positions = self
-            .log
-            .append(batch, Expectation::Head(seen))
-            .map_err(LedgerError::Append)?;
+        // Kept to compare with what the log gives back.
+        let appended = batch.clone();
+        let positions = match self.log.append(batch, Expectation::Head(seen)) {
+            Ok(positions) => positions,
+            // The events may or may not be durable: a delete among them
+            // must not leave readers allowing.
+            Err(error @ (AppendError::Poisoned(_) | AppendError::Closed)) => {
+                return Err(self.close(projection, LedgerError::Append(error)));
+            }
+            Err(error) => return Err(LedgerError::Append(error)),
+        };
         let first = positions.first().copied().unwrap_or(seen + 1);
-        let stored = self.log.read(first, count).map_err(LedgerError::Damaged)?;
+        let stored = match self.log.read(first, count) {
+            Ok(stored) => stored,
+            Err(damage) => return Err(self.close(projection, LedgerError::Damaged(damage))),
+        };
         let events: Vec<Envelope> = stored.into_iter().map(|s| s.envelope).collect();
+        if let Err(Mismatch {
+            appended,
+            read_back,
+        }) = readback::confirm(&appended, &positions, &events)
+        {
+            let error = LedgerError::Unconfirmed {
+                appended,
+                read_back,
+            };
+            return Err(self.close(projection, error));
+        }
         for envelope in &events {
             projection.apply(envelope.clone());
         }
@@ -400,6 +466,25 @@ impl Ledger {
         projection.publish();
         self.checkpoint_if_due(projection);
         Ok(Receipt { events })
+    }
+
+    /// Refuses while the ledger is closed.
+    fn refuse_if_closed(&self) -> Result<(), LedgerError> {
+        match self.closed.get() {
+            Some(why) => Err(LedgerError::Closed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the ledger after `error`, an append whose outcome is not
+    /// known: the projection may lack what the log holds (a delete), so
+    /// readers see the closed state and refuse everything, and commands
+    /// are refused, until the ledger is reopened and replays the log.
+    /// Returns `error`.
+    fn close(&self, projection: &mut Projection, error: LedgerError) -> LedgerError {
+        projection.close();
+        self.closed.get_or_init(|| error.to_string());
+        error
     }
 
     /// Creates a token: draws its id and secret, seals the secret when the
@@ -435,6 +520,7 @@ impl Ledger {
     /// no secret is returned.
     pub fn reveal(&self, actor: Actor, token: TokenId) -> Result<Secret, LedgerError> {
         let mut projection = self.writer.lock();
+        self.refuse_if_closed()?;
         let now = Timestamp::from_system_time(SystemTime::now());
         let command = Command::RevealToken { token };
         // The rules first, so a member learns they may not, not whether a key exists.

@@ -62,6 +62,7 @@ mod history;
 mod investigate;
 mod json;
 mod ledger;
+mod readback;
 mod sealing;
 mod transfer;
 
