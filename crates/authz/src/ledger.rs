@@ -12,15 +12,14 @@ use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, EventId, Name, Secret, Timestamp, TokenId, TokenKind,
     TokenScope,
 };
-use tokenledger_projection::{
-    CheckpointError, Projection, Readers, State, decode_checkpoint, encode_checkpoint,
-};
+use tokenledger_projection::{Projection, Readers, State, encode_checkpoint};
 use tokenledger_store::{
     AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
-    OpenError, Options, SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
+    OpenError, Options, SledLog, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
+use crate::checkpoints::Checkpoints;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
 use crate::history::scan;
@@ -42,12 +41,23 @@ pub struct LedgerOptions {
     /// Save the state every this many events (0: never), in the data
     /// directory's `checkpoints` folder, so that opening replays only the
     /// events after the newest checkpoint. Saving blocks commands for as
-    /// long as it takes to write the state.
+    /// long as it takes to write the state. Only with a `checkpoint_key`,
+    /// or with `trust_unsigned_checkpoints`.
     pub checkpoint_every: u64,
     /// Signs checkpoints of the state, and refuses unsigned ones, so that
     /// someone who can write the data directory cannot make the ledger
     /// start from a forged state. Keep it outside the data directory.
+    /// Without it, checkpoints are neither written nor loaded (unless
+    /// `trust_unsigned_checkpoints`): each open replays the whole log.
     pub checkpoint_key: Option<CheckpointKey>,
+    /// Without a `checkpoint_key`, write and load unsigned checkpoints
+    /// anyway (false by default; ignored with a key). The risk: anyone who
+    /// can write the data directory can then write a checkpoint that
+    /// matches the log's hash at its position but holds another state (a
+    /// token with more scopes, say), which opening would serve and every
+    /// later checkpoint would copy, while `verify` still finds the log
+    /// intact. Only for a directory that no one else can write.
+    pub trust_unsigned_checkpoints: bool,
 }
 
 impl Default for LedgerOptions {
@@ -58,6 +68,7 @@ impl Default for LedgerOptions {
             replay_progress: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_key: None,
+            trust_unsigned_checkpoints: false,
         }
     }
 }
@@ -67,10 +78,6 @@ impl Default for LedgerOptions {
 /// opening then replays at most about a fifth of a second of log after the
 /// checkpoint, and a checkpoint is written rarely.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
-
-/// How many checkpoint files are kept: the newest, and older ones to fall
-/// back on if it turns out damaged.
-const CHECKPOINTS_KEPT: usize = 3;
 
 /// Why a ledger operation did nothing.
 #[derive(Debug)]
@@ -223,7 +230,7 @@ pub struct Ledger {
     pub(crate) writer: Mutex<Projection>,
     readers: Readers,
     sealing_key: Option<SealingKey>,
-    checkpoints: StateFiles,
+    checkpoints: Checkpoints,
     checkpoint_every: u64,
     /// The position of the newest checkpoint written or loaded.
     last_checkpoint: AtomicU64,
@@ -267,13 +274,17 @@ impl Ledger {
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
-        let checkpoints = StateFiles::new(dir, options.checkpoint_key);
+        let checkpoints = Checkpoints::new(
+            dir,
+            options.checkpoint_key,
+            options.trust_unsigned_checkpoints,
+        );
         // The newest checkpoint is read and decoded while sled opens: at a
         // million tokens each takes hundreds of milliseconds, and only the
         // check against the log needs the log. Nothing read is used before
         // the log is open, so before this process holds the directory.
         let (log, newest) = std::thread::scope(|scope| {
-            let newest = scope.spawn(|| newest_checkpoint(&checkpoints));
+            let newest = scope.spawn(|| checkpoints.newest());
             let log = SledLog::open(dir, options.log);
             let newest = newest
                 .join()
@@ -283,7 +294,7 @@ impl Ledger {
         let log = log.map_err(LedgerError::Open)?;
         let head = log.head().position;
         let mut warnings = Vec::new();
-        let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings, newest)?;
+        let loaded = checkpoints.load(&log, head, &mut warnings, newest)?;
         let from = loaded.as_ref().map_or(0, State::position);
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
@@ -315,12 +326,15 @@ impl Ledger {
     }
 
     /// What went wrong without stopping anything: checkpoints skipped as
-    /// damaged when opening (the log was replayed instead), or not written.
+    /// damaged, or ignored as unsigned, when opening (the log was replayed
+    /// instead), or not written.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.lock().clone()
     }
 
-    /// Saves the state now as a checkpoint; returns its position.
+    /// Saves the state now as a checkpoint; returns its position. An error
+    /// without a checkpoint key, unless unsigned checkpoints are trusted
+    /// (see [`LedgerOptions::trust_unsigned_checkpoints`]).
     pub fn checkpoint(&self) -> Result<u64, LedgerError> {
         let projection = self.writer.lock();
         self.refuse_if_closed()?;
@@ -328,13 +342,12 @@ impl Ledger {
     }
 
     fn write_checkpoint(&self, projection: &Projection) -> Result<u64, LedgerError> {
+        self.checkpoints.writable()?;
         let bytes = projection
             .read(encode_checkpoint)
             .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
         let head = self.log.head();
-        self.checkpoints
-            .write(head, &bytes, CHECKPOINTS_KEPT)
-            .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
+        self.checkpoints.write(head, &bytes)?;
         self.last_checkpoint.store(head.position, Ordering::Relaxed);
         Ok(head.position)
     }
@@ -345,7 +358,10 @@ impl Ledger {
     fn checkpoint_if_due(&self, projection: &Projection) {
         let head = self.log.head().position;
         let last = self.last_checkpoint.load(Ordering::Relaxed);
-        if self.checkpoint_every == 0 || head - last.min(head) < self.checkpoint_every {
+        if self.checkpoint_every == 0
+            || !self.checkpoints.trusted()
+            || head - last.min(head) < self.checkpoint_every
+        {
             return;
         }
         if let Err(error) = self.write_checkpoint(projection) {
@@ -353,19 +369,14 @@ impl Ledger {
         }
     }
 
-    /// The newest checkpoint at or before `position` that is whole and
-    /// agrees with the log, if any; the others are reported in `warnings`.
+    /// The newest trusted checkpoint at or before `position` that is whole
+    /// and agrees with the log, if any.
     pub(crate) fn checkpoint_at_or_before(
         &self,
         position: u64,
     ) -> Result<Option<State>, LedgerError> {
-        load_checkpoint(
-            &self.log,
-            &self.checkpoints,
-            position,
-            &mut Vec::new(),
-            None,
-        )
+        self.checkpoints
+            .load(&self.log, position, &mut Vec::new(), None)
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
@@ -546,78 +557,4 @@ impl Ledger {
         self.execute_locked(&mut projection, actor, &command)?;
         Ok(secret)
     }
-}
-
-/// A checkpoint file read and decoded, not yet checked against the log:
-/// the head it was saved at, and its state, or why it is not one.
-type ReadCheckpoint = Result<(Head, Result<State, CheckpointError>), StateFileError>;
-
-fn read_checkpoint(files: &StateFiles, file: &StateFile) -> ReadCheckpoint {
-    files.read_with(file, decode_checkpoint)
-}
-
-/// The newest checkpoint file, read, if there is one.
-fn newest_checkpoint(files: &StateFiles) -> Option<(StateFile, ReadCheckpoint)> {
-    let newest = files.list().ok()?.into_iter().next()?;
-    let read = read_checkpoint(files, &newest);
-    Some((newest, read))
-}
-
-/// The newest checkpoint at or before `upto` that is whole, agrees with the
-/// log at its position, and decodes. Each one passed over is said in
-/// `warnings`, and the log is replayed instead. `newest` is a file already
-/// read, used rather than read again.
-fn load_checkpoint(
-    log: &SledLog,
-    files: &StateFiles,
-    upto: u64,
-    warnings: &mut Vec<String>,
-    mut newest: Option<(StateFile, ReadCheckpoint)>,
-) -> Result<Option<State>, LedgerError> {
-    let listed = match files.list() {
-        Ok(listed) => listed,
-        Err(error) => {
-            warnings.push(format!("the checkpoints could not be listed: {error}"));
-            return Ok(None);
-        }
-    };
-    for file in listed
-        .into_iter()
-        .filter(|f| f.position <= upto && f.position > 0)
-    {
-        let skipped = |why: String| {
-            format!(
-                "the checkpoint at log position {} was skipped: {why}",
-                file.position
-            )
-        };
-        let read = match newest.take_if(|(read, _)| *read == file) {
-            Some((_, read)) => read,
-            None => read_checkpoint(files, &file),
-        };
-        let (head, decoded) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                warnings.push(skipped(error.to_string()));
-                continue;
-            }
-        };
-        let logged = log
-            .read(head.position, 1)
-            .map_err(LedgerError::Damaged)?
-            .first()
-            .map(|e| e.hash);
-        if logged != Some(head.hash) {
-            warnings.push(skipped(
-                "it does not match the log at its position".to_owned(),
-            ));
-            continue;
-        }
-        match decoded {
-            Ok(state) if state.position() == head.position => return Ok(Some(state)),
-            Ok(_) => warnings.push(skipped("its state is at another position".to_owned())),
-            Err(error) => warnings.push(skipped(error.to_string())),
-        }
-    }
-    Ok(None)
 }

@@ -55,6 +55,7 @@
 //! ```
 
 mod authorizer;
+mod checkpoints;
 mod command;
 mod decision;
 pub mod fresh;
