@@ -403,7 +403,8 @@ impl Ledger {
         self.log.verify_with(&mut |done| progress(done, checks))
     }
 
-    /// Reads the current state.
+    /// Reads the current state: the closed one, which holds nothing, once
+    /// the ledger has closed after a command whose outcome is unknown.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.writer.lock().read(f)
     }
