@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, decide_request};
+use tokenledger_authz::{
+    CheckpointKey, Command, Ledger, LedgerOptions, Location, Request, decide_request,
+};
 use tokenledger_benches::generate::{
     FIVE_MILLION, ONE_MILLION, Rng, generated, secret_of, teammate,
 };
@@ -40,9 +42,13 @@ fn data_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tokenledger-bench-data")
 }
 
-fn no_checkpoints() -> LedgerOptions {
+/// No checkpoint written by itself (the bench writes the one it opens
+/// from), and every checkpoint signed and checked with a fixed key, as a
+/// deployment that uses checkpoints must: without a key none is loaded.
+fn options() -> LedgerOptions {
     LedgerOptions {
         checkpoint_every: 0,
+        checkpoint_key: Some(CheckpointKey::from_bytes([0x5c; 32])),
         ..LedgerOptions::default()
     }
 }
@@ -63,7 +69,7 @@ fn resident_bytes() -> u64 {
 fn measure_memory(dir: &Path) {
     let live_tokens = FIVE_MILLION.live_tokens;
     let before = resident_bytes();
-    let ledger = Ledger::open_with(dir, no_checkpoints()).expect("open");
+    let ledger = Ledger::open_with(dir, options()).expect("open");
     let after = resident_bytes();
     assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
     println!(
@@ -125,7 +131,7 @@ fn opening(dir: &Path, iterations: u64) -> Duration {
     let mut opening = Duration::ZERO;
     for _ in 0..iterations {
         let started = Instant::now();
-        let ledger = Ledger::open_with(dir, no_checkpoints()).expect("open");
+        let ledger = Ledger::open_with(dir, options()).expect("open");
         opening += started.elapsed();
         drop(black_box(ledger));
     }
@@ -156,9 +162,9 @@ fn scale(c: &mut Criterion) {
     eprintln!("logs ready in {:.1?}", started.elapsed());
 
     // The large log's checkpoint at its head, written once, and again when
-    // this build skips it (its layout changed).
+    // this build skips it (its layout or its key changed).
     let started = Instant::now();
-    let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+    let ledger = Ledger::open_with(&large.dir, options()).expect("open");
     if !ledger.warnings().is_empty() || !large.dir.join("checkpoints").exists() {
         eprintln!("5M events replayed in {:.1?}", started.elapsed());
         let started = Instant::now();
@@ -191,7 +197,7 @@ fn scale(c: &mut Criterion) {
     });
     group.finish();
 
-    let ledger = Ledger::open_with(&large.dir, no_checkpoints()).expect("open");
+    let ledger = Ledger::open_with(&large.dir, options()).expect("open");
     let head = ledger.head().position;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut next = move |n: u64| rng.below(n);

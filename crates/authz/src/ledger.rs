@@ -3,26 +3,27 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokenledger_events::{
-    Actor, CompanyId, Envelope, Event, Name, Secret, Timestamp, TokenId, TokenKind, TokenScope,
+    Actor, CompanyId, Envelope, Event, EventId, Name, Secret, Timestamp, TokenId, TokenKind,
+    TokenScope,
 };
-use tokenledger_projection::{
-    CheckpointError, Projection, Readers, State, decode_checkpoint, encode_checkpoint,
-};
+use tokenledger_projection::{Projection, Readers, State, encode_checkpoint};
 use tokenledger_store::{
     AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
-    OpenError, Options, SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
+    OpenError, Options, SledLog, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
+use crate::checkpoints::Checkpoints;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
 use crate::history::scan;
+use crate::readback::{self, Mismatch};
 use crate::sealing::{self, Binding, SealingError, SealingKey};
 
 /// How to open a ledger.
@@ -47,12 +48,23 @@ pub struct LedgerOptions {
     /// Save the state every this many events (0: never), in the data
     /// directory's `checkpoints` folder, so that opening replays only the
     /// events after the newest checkpoint. Saving blocks commands for as
-    /// long as it takes to write the state.
+    /// long as it takes to write the state. Only with a `checkpoint_key`,
+    /// or with `trust_unsigned_checkpoints`.
     pub checkpoint_every: u64,
     /// Signs checkpoints of the state, and refuses unsigned ones, so that
     /// someone who can write the data directory cannot make the ledger
     /// start from a forged state. Keep it outside the data directory.
+    /// Without it, checkpoints are neither written nor loaded (unless
+    /// `trust_unsigned_checkpoints`): each open replays the whole log.
     pub checkpoint_key: Option<CheckpointKey>,
+    /// Without a `checkpoint_key`, write and load unsigned checkpoints
+    /// anyway (false by default; ignored with a key). The risk: anyone who
+    /// can write the data directory can then write a checkpoint that
+    /// matches the log's hash at its position but holds another state (a
+    /// token with more scopes, say), which opening would serve and every
+    /// later checkpoint would copy, while `verify` still finds the log
+    /// intact. Only for a directory that no one else can write.
+    pub trust_unsigned_checkpoints: bool,
 }
 
 impl Default for LedgerOptions {
@@ -64,6 +76,7 @@ impl Default for LedgerOptions {
             replay_progress: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_key: None,
+            trust_unsigned_checkpoints: false,
         }
     }
 }
@@ -73,10 +86,6 @@ impl Default for LedgerOptions {
 /// opening then replays at most about a fifth of a second of log after the
 /// checkpoint, and a checkpoint is written rarely.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
-
-/// How many checkpoint files are kept: the newest, and older ones to fall
-/// back on if it turns out damaged.
-const CHECKPOINTS_KEPT: usize = 3;
 
 /// Why a ledger operation did nothing.
 #[derive(Debug)]
@@ -108,6 +117,20 @@ pub enum LedgerError {
     /// A token, workspace or teammate that a question names does not exist
     /// (at the time asked about).
     NotFound(String),
+    /// The log acknowledged a command's events but did not give them back
+    /// as appended (fewer, none, elsewhere, or others): what it holds is
+    /// not known. The ledger closed: readers refuse everything, and
+    /// commands are refused, until it is reopened.
+    Unconfirmed {
+        /// The positions acknowledged and the ids of the events appended.
+        appended: Vec<(u64, EventId)>,
+        /// The positions and ids of the events read back from there.
+        read_back: Vec<(u64, EventId)>,
+    },
+    /// An earlier command's outcome is unknown (this error's text says
+    /// which failure), so the ledger closed: nothing more is decided or
+    /// recorded until it is reopened.
+    Closed(String),
 }
 
 impl fmt::Display for LedgerError {
@@ -125,6 +148,26 @@ impl fmt::Display for LedgerError {
                 "log position {position} is past the end of the log, which is at {head}"
             ),
             LedgerError::NotFound(what) => write!(f, "{what} does not exist"),
+            LedgerError::Unconfirmed {
+                appended,
+                read_back,
+            } => {
+                let (appended, read_back) =
+                    (readback::describe(appended), readback::describe(read_back));
+                let others = if appended == read_back {
+                    " with other contents"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "the log acknowledged {appended} but gave back {read_back}{others}; the ledger is closed until it is reopened"
+                )
+            }
+            LedgerError::Closed(why) => write!(
+                f,
+                "the ledger is closed until it is reopened, after a command whose outcome is unknown: {why}"
+            ),
             LedgerError::SecretNotKept(token) => write!(
                 f,
                 "the secret of `{token}` cannot be revealed: this ledger has no sealing key, so secrets are shown once, at creation"
@@ -196,13 +239,16 @@ pub struct Ledger {
     readers: Readers,
     sealing_key: Option<SealingKey>,
     old_sealing_keys: Vec<SealingKey>,
-    checkpoints: StateFiles,
+    checkpoints: Checkpoints,
     checkpoint_every: u64,
     /// The position of the newest checkpoint written or loaded.
     last_checkpoint: AtomicU64,
     /// What went wrong without stopping anything: checkpoints skipped on
     /// open, or not written.
     warnings: Mutex<Vec<String>>,
+    /// Why the ledger closed while open, once a command's outcome became
+    /// unknown; commands are refused from then on.
+    closed: OnceLock<String>,
 }
 
 /// How many events are replayed between two progress reports.
@@ -237,13 +283,17 @@ impl Ledger {
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
-        let checkpoints = StateFiles::new(dir, options.checkpoint_key);
+        let checkpoints = Checkpoints::new(
+            dir,
+            options.checkpoint_key,
+            options.trust_unsigned_checkpoints,
+        );
         // The newest checkpoint is read and decoded while sled opens: at a
         // million tokens each takes hundreds of milliseconds, and only the
         // check against the log needs the log. Nothing read is used before
         // the log is open, so before this process holds the directory.
         let (log, newest) = std::thread::scope(|scope| {
-            let newest = scope.spawn(|| newest_checkpoint(&checkpoints));
+            let newest = scope.spawn(|| checkpoints.newest());
             let log = SledLog::open(dir, options.log);
             let newest = newest
                 .join()
@@ -253,7 +303,7 @@ impl Ledger {
         let log = log.map_err(LedgerError::Open)?;
         let head = log.head().position;
         let mut warnings = Vec::new();
-        let loaded = load_checkpoint(&log, &checkpoints, head, &mut warnings, newest)?;
+        let loaded = checkpoints.load(&log, head, &mut warnings, newest)?;
         let from = loaded.as_ref().map_or(0, State::position);
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
@@ -279,6 +329,7 @@ impl Ledger {
             checkpoint_every: options.checkpoint_every,
             last_checkpoint: AtomicU64::new(from),
             warnings: Mutex::new(warnings),
+            closed: OnceLock::new(),
         };
         ledger.check_sealing_keys()?;
         ledger.checkpoint_if_due(&ledger.writer.lock());
@@ -308,25 +359,28 @@ impl Ledger {
     }
 
     /// What went wrong without stopping anything: checkpoints skipped as
-    /// damaged when opening (the log was replayed instead), or not written.
+    /// damaged, or ignored as unsigned, when opening (the log was replayed
+    /// instead), or not written.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.lock().clone()
     }
 
-    /// Saves the state now as a checkpoint; returns its position.
+    /// Saves the state now as a checkpoint; returns its position. An error
+    /// without a checkpoint key, unless unsigned checkpoints are trusted
+    /// (see [`LedgerOptions::trust_unsigned_checkpoints`]).
     pub fn checkpoint(&self) -> Result<u64, LedgerError> {
         let projection = self.writer.lock();
+        self.refuse_if_closed()?;
         self.write_checkpoint(&projection)
     }
 
     fn write_checkpoint(&self, projection: &Projection) -> Result<u64, LedgerError> {
+        self.checkpoints.writable()?;
         let bytes = projection
             .read(encode_checkpoint)
             .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
         let head = self.log.head();
-        self.checkpoints
-            .write(head, &bytes, CHECKPOINTS_KEPT)
-            .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
+        self.checkpoints.write(head, &bytes)?;
         self.last_checkpoint.store(head.position, Ordering::Relaxed);
         Ok(head.position)
     }
@@ -337,7 +391,10 @@ impl Ledger {
     fn checkpoint_if_due(&self, projection: &Projection) {
         let head = self.log.head().position;
         let last = self.last_checkpoint.load(Ordering::Relaxed);
-        if self.checkpoint_every == 0 || head - last.min(head) < self.checkpoint_every {
+        if self.checkpoint_every == 0
+            || !self.checkpoints.trusted()
+            || head - last.min(head) < self.checkpoint_every
+        {
             return;
         }
         if let Err(error) = self.write_checkpoint(projection) {
@@ -345,19 +402,14 @@ impl Ledger {
         }
     }
 
-    /// The newest checkpoint at or before `position` that is whole and
-    /// agrees with the log, if any; the others are reported in `warnings`.
+    /// The newest trusted checkpoint at or before `position` that is whole
+    /// and agrees with the log, if any.
     pub(crate) fn checkpoint_at_or_before(
         &self,
         position: u64,
     ) -> Result<Option<State>, LedgerError> {
-        load_checkpoint(
-            &self.log,
-            &self.checkpoints,
-            position,
-            &mut Vec::new(),
-            None,
-        )
+        self.checkpoints
+            .load(&self.log, position, &mut Vec::new(), None)
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
@@ -384,7 +436,8 @@ impl Ledger {
         self.log.verify_with(&mut |done| progress(done, checks))
     }
 
-    /// Reads the current state.
+    /// Reads the current state: the closed one, which holds nothing, once
+    /// the ledger has closed after a command whose outcome is unknown.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.writer.lock().read(f)
     }
@@ -392,7 +445,10 @@ impl Ledger {
     /// Decides `command` against the current state, appends what it causes
     /// and applies it to the projection, all before returning. Commands are
     /// decided one at a time, and each append expects the head the decision
-    /// saw, so two conflicting commands cannot both succeed.
+    /// saw, so two conflicting commands cannot both succeed. If the log
+    /// does not give the events back as appended, or the append's outcome
+    /// is unknown, the ledger closes: readers refuse everything and
+    /// commands are refused until it is reopened.
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let mut projection = self.writer.lock();
         self.execute_locked(&mut projection, actor, &command)
@@ -404,6 +460,7 @@ impl Ledger {
         actor: Actor,
         command: &Command,
     ) -> Result<Receipt, LedgerError> {
+        self.refuse_if_closed()?;
         let now = Timestamp::from_system_time(SystemTime::now());
         let decided = projection
             .read(|state| decide(state, actor, now, command).map(|d| (d, state.position())))
@@ -419,13 +476,34 @@ impl Ledger {
             });
         }
         let count = batch.len();
-        let positions = self
-            .log
-            .append(batch, Expectation::Head(seen))
-            .map_err(LedgerError::Append)?;
+        // Kept to compare with what the log gives back.
+        let appended = batch.clone();
+        let positions = match self.log.append(batch, Expectation::Head(seen)) {
+            Ok(positions) => positions,
+            // The events may or may not be durable: a delete among them
+            // must not leave readers allowing.
+            Err(error @ (AppendError::Poisoned(_) | AppendError::Closed)) => {
+                return Err(self.close(projection, LedgerError::Append(error)));
+            }
+            Err(error) => return Err(LedgerError::Append(error)),
+        };
         let first = positions.first().copied().unwrap_or(seen + 1);
-        let stored = self.log.read(first, count).map_err(LedgerError::Damaged)?;
+        let stored = match self.log.read(first, count) {
+            Ok(stored) => stored,
+            Err(damage) => return Err(self.close(projection, LedgerError::Damaged(damage))),
+        };
         let events: Vec<Envelope> = stored.into_iter().map(|s| s.envelope).collect();
+        if let Err(Mismatch {
+            appended,
+            read_back,
+        }) = readback::confirm(&appended, &positions, &events)
+        {
+            let error = LedgerError::Unconfirmed {
+                appended,
+                read_back,
+            };
+            return Err(self.close(projection, error));
+        }
         for envelope in &events {
             projection.apply(envelope.clone());
         }
@@ -433,6 +511,25 @@ impl Ledger {
         projection.publish();
         self.checkpoint_if_due(projection);
         Ok(Receipt { events })
+    }
+
+    /// Refuses while the ledger is closed.
+    fn refuse_if_closed(&self) -> Result<(), LedgerError> {
+        match self.closed.get() {
+            Some(why) => Err(LedgerError::Closed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the ledger after `error`, an append whose outcome is not
+    /// known: the projection may lack what the log holds (a delete), so
+    /// readers see the closed state and refuse everything, and commands
+    /// are refused, until the ledger is reopened and replays the log.
+    /// Returns `error`.
+    fn close(&self, projection: &mut Projection, error: LedgerError) -> LedgerError {
+        projection.close();
+        self.closed.get_or_init(|| error.to_string());
+        error
     }
 
     /// Creates a token: draws its id and secret, seals the secret when the
@@ -470,6 +567,7 @@ impl Ledger {
     /// no secret is returned.
     pub fn reveal(&self, actor: Actor, token: TokenId) -> Result<Secret, LedgerError> {
         let mut projection = self.writer.lock();
+        self.refuse_if_closed()?;
         let now = Timestamp::from_system_time(SystemTime::now());
         let command = Command::RevealToken { token };
         // The rules first, so a member learns they may not, not whether a key exists.
@@ -517,78 +615,4 @@ fn sealed_at_creation(
         },
         None => None,
     })
-}
-
-/// A checkpoint file read and decoded, not yet checked against the log:
-/// the head it was saved at, and its state, or why it is not one.
-type ReadCheckpoint = Result<(Head, Result<State, CheckpointError>), StateFileError>;
-
-fn read_checkpoint(files: &StateFiles, file: &StateFile) -> ReadCheckpoint {
-    files.read_with(file, decode_checkpoint)
-}
-
-/// The newest checkpoint file, read, if there is one.
-fn newest_checkpoint(files: &StateFiles) -> Option<(StateFile, ReadCheckpoint)> {
-    let newest = files.list().ok()?.into_iter().next()?;
-    let read = read_checkpoint(files, &newest);
-    Some((newest, read))
-}
-
-/// The newest checkpoint at or before `upto` that is whole, agrees with the
-/// log at its position, and decodes. Each one passed over is said in
-/// `warnings`, and the log is replayed instead. `newest` is a file already
-/// read, used rather than read again.
-fn load_checkpoint(
-    log: &SledLog,
-    files: &StateFiles,
-    upto: u64,
-    warnings: &mut Vec<String>,
-    mut newest: Option<(StateFile, ReadCheckpoint)>,
-) -> Result<Option<State>, LedgerError> {
-    let listed = match files.list() {
-        Ok(listed) => listed,
-        Err(error) => {
-            warnings.push(format!("the checkpoints could not be listed: {error}"));
-            return Ok(None);
-        }
-    };
-    for file in listed
-        .into_iter()
-        .filter(|f| f.position <= upto && f.position > 0)
-    {
-        let skipped = |why: String| {
-            format!(
-                "the checkpoint at log position {} was skipped: {why}",
-                file.position
-            )
-        };
-        let read = match newest.take_if(|(read, _)| *read == file) {
-            Some((_, read)) => read,
-            None => read_checkpoint(files, &file),
-        };
-        let (head, decoded) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                warnings.push(skipped(error.to_string()));
-                continue;
-            }
-        };
-        let logged = log
-            .read(head.position, 1)
-            .map_err(LedgerError::Damaged)?
-            .first()
-            .map(|e| e.hash);
-        if logged != Some(head.hash) {
-            warnings.push(skipped(
-                "it does not match the log at its position".to_owned(),
-            ));
-            continue;
-        }
-        match decoded {
-            Ok(state) if state.position() == head.position => return Ok(Some(state)),
-            Ok(_) => warnings.push(skipped("its state is at another position".to_owned())),
-            Err(error) => warnings.push(skipped(error.to_string())),
-        }
-    }
-    Ok(None)
 }

@@ -55,6 +55,7 @@
 //! ```
 
 mod authorizer;
+mod checkpoints;
 mod command;
 mod decision;
 pub mod fresh;
@@ -63,6 +64,7 @@ mod investigate;
 mod json;
 mod ledger;
 mod pinned_head;
+mod readback;
 mod rules_replay;
 mod sealing;
 mod transfer;

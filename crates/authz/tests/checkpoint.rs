@@ -1,6 +1,8 @@
 //! Checkpoints of the state: opening from the newest one plus the tail of
-//! the log gives exactly the state a full replay gives, and a damaged,
-//! partial or foreign checkpoint is skipped with a warning, never trusted.
+//! the log gives exactly the state a full replay gives, a damaged, partial
+//! or foreign checkpoint is skipped with a warning, never trusted, and
+//! without a checkpoint key none is written or loaded unless the embedder
+//! opts in.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,11 +17,30 @@ use std::path::{Path, PathBuf};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 
+/// Checkpoints every `every` events, signed with a checkpoint key.
 fn options(every: u64) -> LedgerOptions {
     LedgerOptions {
         sealing_key: Some(SealingKey::from_bytes([3; 32])),
         checkpoint_every: every,
+        checkpoint_key: Some(CheckpointKey::from_bytes([7; 32])),
         ..LedgerOptions::default()
+    }
+}
+
+/// Checkpoints every `every` events, unsigned, by the embedder's choice.
+fn unsigned(every: u64) -> LedgerOptions {
+    LedgerOptions {
+        checkpoint_key: None,
+        trust_unsigned_checkpoints: true,
+        ..options(every)
+    }
+}
+
+/// No checkpoint key and no opt-in: the default.
+fn keyless(every: u64) -> LedgerOptions {
+    LedgerOptions {
+        checkpoint_key: None,
+        ..options(every)
     }
 }
 
@@ -336,14 +357,11 @@ fn checkpoint_bytes_that_are_not_a_state_are_an_error() {
 
 #[test]
 fn with_a_checkpoint_key_an_unsigned_or_forged_checkpoint_is_refused() {
-    let keyed = |every| LedgerOptions {
-        checkpoint_key: Some(CheckpointKey::from_bytes([7; 32])),
-        ..options(every)
-    };
+    let keyed = options;
     let dir = tempfile::tempdir().unwrap();
     let live = {
         // Written without the key: unsigned.
-        let ledger = Ledger::open_with(dir.path(), options(10)).unwrap();
+        let ledger = Ledger::open_with(dir.path(), unsigned(10)).unwrap();
         history(&ledger);
         state_bytes(&ledger)
     };
@@ -439,4 +457,154 @@ fn a_replay_longer_than_one_read_gives_the_live_state() {
             "as of {position}"
         );
     }
+}
+
+#[test]
+fn unsigned_checkpoints_are_trusted_only_by_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), keyless(10)).unwrap();
+    history(&ledger);
+    assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
+    assert!(
+        !dir.path().join("checkpoints").exists(),
+        "none is written without a key"
+    );
+    let error = ledger.checkpoint().unwrap_err();
+    assert!(matches!(error, LedgerError::Checkpoint(_)), "{error}");
+    assert!(error.to_string().contains("checkpoint key"), "{error}");
+    drop(ledger);
+
+    // Written by the embedder's choice, then opened without it: ignored,
+    // with one warning, and the log replayed.
+    let live = {
+        let ledger = Ledger::open_with(dir.path(), unsigned(10)).unwrap();
+        history(&ledger);
+        state_bytes(&ledger)
+    };
+    assert_eq!(checkpoint_files(dir.path()).len(), 3);
+    let ledger = Ledger::open_with(dir.path(), keyless(0)).unwrap();
+    let warnings = ledger.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("3 checkpoint file(s)") && warnings[0].contains("ignored"),
+        "{warnings:?}"
+    );
+    assert_eq!(state_bytes(&ledger), live);
+    drop(ledger);
+    let reopened = Ledger::open_with(dir.path(), unsigned(0)).unwrap();
+    assert!(reopened.warnings().is_empty(), "{:?}", reopened.warnings());
+    assert_eq!(state_bytes(&reopened), live);
+}
+
+/// What someone who can write the data directory but holds no key can
+/// write: a checkpoint file at the log's head, with the log's hash there,
+/// whose state has one more grant on a token.
+fn forge_checkpoint(dir: &Path, ledger: &Ledger, token: TokenId) {
+    let mut forged = State::new();
+    for stored in ledger.history(&HistoryQuery::default()).unwrap() {
+        let mut envelope = stored.envelope;
+        if let Event::TokenCreated {
+            token: created,
+            scope,
+            ..
+        } = &mut envelope.event
+            && *created == token
+        {
+            scope.grants.insert("tags:write".parse().unwrap());
+        }
+        forged.apply(&envelope);
+    }
+    let payload = encode_checkpoint(&forged).unwrap();
+    let head = ledger.head();
+    let mut file = Vec::new();
+    file.extend_from_slice(b"TLSTATE2");
+    file.extend_from_slice(&head.position.to_be_bytes());
+    file.extend_from_slice(&head.hash);
+    file.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    file.extend_from_slice(blake3::hash(&payload).as_bytes());
+    file.resize(128, 0);
+    file.extend_from_slice(&payload);
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+    std::fs::write(
+        dir.join(format!("checkpoints/state-{:020}.ckpt", head.position)),
+        file,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_forged_unsigned_checkpoint_is_not_loaded_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (company, secret, token) = {
+        let ledger = Ledger::open_with(dir.path(), keyless(0)).unwrap();
+        let company = fresh::company_id().unwrap();
+        let admin = fresh::teammate_id().unwrap();
+        ledger
+            .execute(
+                Actor::System,
+                Command::CreateCompany {
+                    company,
+                    name: name("Acme"),
+                },
+            )
+            .unwrap();
+        ledger
+            .execute(
+                Actor::System,
+                Command::AddTeammate {
+                    company,
+                    teammate: admin,
+                    name: name("Ada"),
+                    role: Role::Admin,
+                },
+            )
+            .unwrap();
+        let created = ledger
+            .create_token(
+                Actor::Teammate(admin),
+                NewToken {
+                    company,
+                    name: name("Tag sync"),
+                    kind: TokenKind::ApiToken,
+                    scope: TokenScope {
+                        features: [Feature::Resources].into(),
+                        namespaces: Namespaces {
+                            global: true,
+                            ..Namespaces::none()
+                        },
+                        grants: ["tags:read".parse().unwrap()].into_iter().collect(),
+                    },
+                    expires_at: None,
+                },
+            )
+            .unwrap();
+        forge_checkpoint(dir.path(), &ledger, created.token);
+        (company, created.secret, created.token)
+    };
+    let write_tag = Request {
+        requirement: Requirement::Scope("tags:write".parse().unwrap()),
+        resource: "tag_1".parse().unwrap(),
+        location: Location::Global(company),
+        at: Timestamp::from_system_time(std::time::SystemTime::now()),
+    };
+
+    // The default: the forged file is ignored, said once, and the token
+    // keeps the scope it was created with, now and as of the head.
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let warnings = ledger.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("ignored"), "{warnings:?}");
+    let decision = ledger.authorizer().check(secret.expose(), &write_tag);
+    assert!(!decision.is_allowed(), "the forged state was loaded");
+    let as_of = ledger.state_at(ledger.head().position).unwrap();
+    assert!(!decide_request(&as_of, secret.expose(), &write_tag).is_allowed());
+    let scope = ledger.with_state(|state| state.token(token).unwrap().scope());
+    assert!(!scope.grants.contains("tags:write".parse().unwrap()));
+    drop(ledger);
+
+    // The risk the opt-in takes: the same file is served.
+    let trusting = Ledger::open_with(dir.path(), unsigned(0)).unwrap();
+    assert!(trusting.warnings().is_empty(), "{:?}", trusting.warnings());
+    let decision = trusting.authorizer().check(secret.expose(), &write_tag);
+    assert!(decision.is_allowed(), "the forgery is well formed");
 }

@@ -31,7 +31,7 @@ pub struct Cli {
     pub old_sealing_key_files: Vec<PathBuf>,
     /// A file holding the 32-byte key that signs checkpoints of the state,
     /// so a forged one is refused (raw, or 64 hex digits). Keep it outside
-    /// the data directory.
+    /// the data directory. Without it, no checkpoint is written or loaded.
     #[arg(
         long,
         global = true,

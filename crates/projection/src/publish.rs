@@ -95,9 +95,30 @@ impl Projection {
         self.writer = old;
     }
 
-    /// Reads the writer's copy: everything applied, published or not.
+    /// Reads the writer's copy: everything applied, published or not; the
+    /// closed state once [`Projection::close`] has run.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.writer)
+    }
+
+    /// Closes the projection while it lives: every read that starts after
+    /// this returns, the readers' and the writer's, sees the closed state
+    /// and refuses everything, as after a drop. For a writer that no longer
+    /// knows what the log holds (an append it could not confirm), so that
+    /// no decision is made against a state that may lack a delete.
+    pub fn close(&mut self) {
+        let closed = Arc::new(State::closed());
+        self.published.store(Arc::clone(&closed));
+        // The writer's copy goes too: a state read through it would still
+        // allow what the unconfirmed events may have removed. Anything
+        // applied to it later starts from the closed state and stays closed.
+        self.writer = closed;
+        self.unpublished.clear();
+    }
+
+    /// Whether [`Projection::close`] has run.
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed()
     }
 }
 
@@ -207,5 +228,24 @@ mod tests {
         });
         assert_eq!(published(&readers), Some(2));
         drop(projection);
+    }
+
+    #[test]
+    fn a_closed_projection_shows_the_closed_state_to_readers_and_writer() {
+        let (mut projection, readers) = Projection::new();
+        projection.apply(company_created(1));
+        projection.publish();
+        let other = readers.clone();
+        projection.close();
+        assert!(projection.is_closed());
+        assert_eq!(published(&readers), None);
+        assert_eq!(published(&other), None);
+        assert!(projection.read(State::is_closed));
+        assert!(projection.read(|s| s.company(CompanyId::from_u128(1)).is_none()));
+        // Nothing applied afterwards reopens it.
+        projection.apply(company_created(2));
+        projection.publish();
+        assert_eq!(published(&readers), None);
+        assert!(projection.is_closed());
     }
 }
