@@ -128,10 +128,18 @@ pub fn open(context: &Context) -> Result<Ledger, Failure> {
 /// Opens the ledger; the outer error is a bad sealing key file, the inner
 /// one the ledger's own.
 fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure> {
-    for (what, path) in [
-        ("sealing key", &context.sealing_key_file),
-        ("checkpoint key", &context.checkpoint_key_file),
-    ] {
+    let keys = [
+        ("sealing key", context.sealing_key_file.as_ref()),
+        ("checkpoint key", context.checkpoint_key_file.as_ref()),
+    ]
+    .into_iter()
+    .chain(
+        context
+            .old_sealing_key_files
+            .iter()
+            .map(|path| ("old sealing key", Some(path))),
+    );
+    for (what, path) in keys {
         if let Some(path) = path {
             keyfiles::refuse_inside(what, path, &context.data)?;
         }
