@@ -574,10 +574,11 @@ impl Ledger {
         projection
             .read(|state| decide(state, actor, now, &command))
             .map_err(LedgerError::Refused)?;
-        let sealed = sealed_at_creation(&self.log, token).map_err(LedgerError::Damaged)?;
-        let (true, Some((binding, sealed))) = (self.sealing_keys().next().is_some(), sealed) else {
-            return Err(LedgerError::SecretNotKept(token));
-        };
+        let (binding, sealed) =
+            match sealed_at_creation(&self.log, token).map_err(LedgerError::Damaged)? {
+                Some(found) if self.sealing_keys().next().is_some() => found,
+                _ => return Err(LedgerError::SecretNotKept(token)),
+            };
         // Unsealed, and checked against the digest, before the reveal is
         // recorded, so a reveal that cannot show the secret is not
         // recorded as one that did.

@@ -362,10 +362,15 @@ pub(crate) fn check_keys<'k>(
     match layout(sealed) {
         Ok(Layout::V2 { key, .. }) if keys.clone().any(|given| given.id == key) => Ok(()),
         Ok(Layout::V2 { key, .. }) => Err(wrong(Some(key))),
-        Ok(Layout::V1 { .. }) | Err(_) => match open(keys.clone(), binding, sealed) {
-            Ok(_) => Ok(()),
+        // A key that opens it is the right one, whatever it holds (a
+        // reveal checks the digest).
+        Ok(Layout::V1 { .. }) => match open(keys.clone(), binding, sealed) {
+            Ok(_) | Err(SealingError::DigestMismatch) => Ok(()),
             Err(_) => Err(wrong(None)),
         },
+        // Neither layout: no key can be checked against it, so none is
+        // trusted.
+        Err(error) => Err(error),
     }
 }
 
