@@ -16,13 +16,13 @@ use tokenledger_projection::{
 };
 use tokenledger_store::{
     AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
-    OpenError, Options, SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
+    OpenError, Options, Problem, SledLog, StateFile, StateFileError, StateFiles, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
-use crate::history::scan;
+use crate::history::replay;
 use crate::sealing::{self, SealingError, SealingKey};
 
 /// How to open a ledger.
@@ -44,7 +44,11 @@ pub struct LedgerOptions {
     pub checkpoint_every: u64,
     /// Signs checkpoints of the state, and refuses unsigned ones, so that
     /// someone who can write the data directory cannot make the ledger
-    /// start from a forged state. Keep it outside the data directory.
+    /// start from a forged state; and signs the log's head, so that a log
+    /// rewritten or rolled back behind it is refused at open (see
+    /// [`Options::checkpoint_key`], which this key fills when set). Keep it
+    /// outside the data directory. A log written without a key takes one
+    /// only through [`Ledger::sign_head`].
     pub checkpoint_key: Option<CheckpointKey>,
 }
 
@@ -57,6 +61,20 @@ impl Default for LedgerOptions {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_key: None,
         }
+    }
+}
+
+impl LedgerOptions {
+    /// The options with one checkpoint key for the state's checkpoints and
+    /// the log's head: the ledger's, else the log's.
+    fn one_key(mut self) -> LedgerOptions {
+        let key = self
+            .checkpoint_key
+            .take()
+            .or(self.log.checkpoint_key.take());
+        self.log.checkpoint_key.clone_from(&key);
+        self.checkpoint_key = key;
+        self
     }
 }
 
@@ -223,11 +241,26 @@ impl Ledger {
         options: LedgerOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Compacted, LedgerError> {
-        SledLog::compact_with(dir, options.log, progress).map_err(LedgerError::Open)
+        SledLog::compact_with(dir, options.one_key().log, progress).map_err(LedgerError::Open)
+    }
+
+    /// Adopts `key` as the checkpoint key of the closed ledger in `dir`,
+    /// whose log was written without one: verifies the whole log and, only
+    /// if it is intact, signs its head (see [`SledLog::sign_head`]). Check
+    /// the head returned against one recorded elsewhere, if there is one
+    /// (or pass it as `options.log.known_head`): what is signed here is
+    /// vouched for from now on.
+    pub fn sign_head(
+        dir: &Path,
+        key: &CheckpointKey,
+        options: LedgerOptions,
+    ) -> Result<Verified, LedgerError> {
+        SledLog::sign_head(dir, key, options.log).map_err(LedgerError::Open)
     }
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        let options = options.one_key();
         let checkpoints = StateFiles::new(dir, options.checkpoint_key);
         // The newest checkpoint is read and decoded while sled opens: at a
         // million tokens each takes hundreds of milliseconds, and only the
@@ -249,7 +282,7 @@ impl Ledger {
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
         let mut state = loaded.unwrap_or_default();
-        scan(&log, None, from + 1, head, |stored| {
+        let reached = replay(&log, from, head, |stored| {
             state.apply(&stored.envelope);
             let position = stored.envelope.position;
             if let Some(progress) = &options.replay_progress
@@ -258,6 +291,7 @@ impl Ledger {
                 progress(position, head);
             }
         })?;
+        check_reached_head(&log, reached)?;
         // One copy, shared with the readers until the first command.
         let (projection, readers) = Projection::starting_from(state);
         let ledger = Ledger {
@@ -460,6 +494,23 @@ impl Ledger {
         self.execute_locked(&mut projection, actor, &command)?;
         Ok(secret)
     }
+}
+
+/// Checks that a replay that ran to the head reached the log's head: the
+/// same position, and the same hash, so that the last link checked ends
+/// at the head the log will append after.
+fn check_reached_head(log: &SledLog, reached: Head) -> Result<(), LedgerError> {
+    let head = log.head();
+    if reached != head {
+        return Err(LedgerError::Damaged(Damage {
+            position: head.position,
+            problem: Problem::HeadDisagrees {
+                head: head.hash,
+                found: reached.hash,
+            },
+        }));
+    }
+    Ok(())
 }
 
 /// A checkpoint file read and decoded, not yet checked against the log:

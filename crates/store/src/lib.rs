@@ -79,6 +79,7 @@ mod page;
 mod record;
 mod reply;
 mod segments;
+mod signed_head;
 mod sled_log;
 mod state_files;
 mod stream_index;

@@ -122,6 +122,10 @@ pub struct StoredEvent {
     pub envelope: Envelope,
     /// Its hash in the chain.
     pub hash: Hash,
+    /// The hash it records of the record before it ([`GENESIS`] at
+    /// position 1): a reader that holds the predecessor's hash checks the
+    /// link with one comparison.
+    pub previous: Hash,
     /// Whether the clock was behind the previous event's time when this one
     /// was recorded, so that time was used instead.
     pub clock_clamped: bool,
@@ -161,6 +165,14 @@ pub enum Problem {
         /// The predecessor's hash.
         expected: Hash,
         /// The hash the record points at.
+        found: Hash,
+    },
+    /// The last record is not the head the log reports: its hash is
+    /// another.
+    HeadDisagrees {
+        /// The head's hash, as the log reports it.
+        head: Hash,
+        /// The hash of the record at the head's position.
         found: Hash,
     },
     /// The envelope does not decode.
@@ -208,6 +220,12 @@ impl fmt::Display for Problem {
                 f,
                 "the chain is broken: the previous record's hash is {}, this record points at {}",
                 hex(expected),
+                hex(found)
+            ),
+            Problem::HeadDisagrees { head, found } => write!(
+                f,
+                "the log's head has hash {}, but the record there has {}",
+                hex(head),
                 hex(found)
             ),
             Problem::Decode(e) => write!(f, "the event does not decode: {e}"),
