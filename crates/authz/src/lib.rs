@@ -85,6 +85,6 @@ pub use tokenledger_projection::{
     decode_checkpoint, encode_checkpoint,
 };
 pub use tokenledger_store::{
-    CheckpointKey, Compacted, Damage, Head, OpenError, StoredEvent, Verified, hex,
+    CheckpointKey, Compacted, Damage, Head, OpenError, ParseHeadError, StoredEvent, Verified, hex,
 };
 pub use transfer::TransferError;

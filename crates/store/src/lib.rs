@@ -88,8 +88,8 @@ mod worker;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use compact::Compacted;
 pub use log::{
-    AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
+    AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent,
+    ParseHeadError, Problem, StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
 };
 pub use record::ChainCheck;
 pub use sled_log::{Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options, SledLog};
