@@ -5,7 +5,7 @@ use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, Secret, TeammateId, Timestamp, TokenId,
 };
 use tokenledger_projection::{Provenance, State};
-use tokenledger_store::{Damage, EventLog, Problem, StoredEvent, Stream};
+use tokenledger_store::{Damage, EventLog, Head, Problem, StoredEvent, Stream};
 
 use crate::ledger::{Ledger, LedgerError};
 
@@ -78,11 +78,19 @@ impl Ledger {
             last = last.min(self.position_at(until)?);
         }
         let mut found = Vec::new();
-        scan(&self.log, query.stream(), first, last, |event| {
+        let mut keep = |event: StoredEvent| {
             if query.matches(&event.envelope) {
                 found.push(event);
             }
-        })?;
+        };
+        match query.stream() {
+            // Read whole, the range's links are checked from the record
+            // before it, at the cost of that one read.
+            None if first <= last => {
+                replay(&self.log, first - 1, last, keep)?;
+            }
+            stream => scan(&self.log, stream, first, last, &mut keep)?,
+        }
         Ok(found)
     }
 
@@ -132,7 +140,7 @@ impl Ledger {
             return Err(LedgerError::BeyondHead { position, head });
         }
         let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
-        scan(&self.log, None, state.position() + 1, position, |event| {
+        replay(&self.log, state.position(), position, |event| {
             state.apply(&event.envelope);
         })?;
         Ok(state)
@@ -208,13 +216,108 @@ pub(crate) fn scan(
     to: u64,
     mut each: impl FnMut(StoredEvent),
 ) -> Result<(), LedgerError> {
+    scan_until(log, stream, from, to, |event| {
+        each(event);
+        Ok(())
+    })
+}
+
+/// Replays the whole log's events after position `from` up to `to`, as
+/// `scan` reads them, checking that each one's `previous` is the hash of
+/// the one before it, from the record at `from` (or genesis at 0) on, and
+/// that the record after `to`, if there is one, points at the last one
+/// replayed: an edited record whose own hash was recomputed breaks the
+/// link after it, and is refused there, as `verify` would refuse it.
+/// Returns the head reached.
+///
+/// The record at `from` is the anchor, and is trusted as far as its own
+/// hash: for a checkpoint, the checkpoint's hash was compared with it.
+/// The check costs one 32-byte comparison an event on the thread that
+/// applies them, and two reads of one record: the anchor and the record
+/// after `to` (none when `to` is the head).
+pub(crate) fn replay(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(StoredEvent),
+) -> Result<Head, LedgerError> {
+    let mut reached = match from {
+        0 => Head::EMPTY,
+        _ => {
+            let anchor = log.read(from, 1).map_err(LedgerError::Damaged)?;
+            let anchor = anchor.first().ok_or(LedgerError::Damaged(Damage {
+                position: from,
+                problem: Problem::Missing,
+            }))?;
+            Head {
+                position: from,
+                hash: anchor.hash,
+            }
+        }
+    };
+    scan_until(log, None, from + 1, to, |event| {
+        // INVARIANT (linked-replay): every event applied points at the one
+        // applied before it, so a replay applies the chain `verify` checks.
+        if event.previous != reached.hash {
+            return Err(Damage {
+                position: event.envelope.position,
+                problem: Problem::ChainBroken {
+                    expected: reached.hash,
+                    found: event.previous,
+                },
+            });
+        }
+        reached = Head {
+            position: event.envelope.position,
+            hash: event.hash,
+        };
+        each(event);
+        Ok(())
+    })?;
+    if reached.position < to {
+        return Err(LedgerError::Damaged(Damage {
+            position: reached.position + 1,
+            problem: Problem::Missing,
+        }));
+    }
+    let next = log.read(to + 1, 1).map_err(LedgerError::Damaged)?;
+    if let Some(next) = next.first()
+        && next.previous != reached.hash
+    {
+        return Err(LedgerError::Damaged(Damage {
+            position: to + 1,
+            problem: Problem::ChainBroken {
+                expected: reached.hash,
+                found: next.previous,
+            },
+        }));
+    }
+    Ok(reached)
+}
+
+/// `scan`, with an `each` that can stop it: the damage it returns ends
+/// the scan, as damage read does.
+fn scan_until(
+    log: &dyn EventLog,
+    stream: Option<Stream>,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(StoredEvent) -> Result<(), Damage>,
+) -> Result<(), LedgerError> {
     if stream.is_none() && to.saturating_sub(from) >= CHUNK as u64 {
         return scan_beside(log, from, to, each);
     }
+    let mut stopped = None;
     read_chunks(log, stream, from, to, |chunk| {
-        chunk.into_iter().for_each(&mut each);
+        for event in chunk {
+            if let Err(damage) = each(event) {
+                stopped = Some(damage);
+                return false;
+            }
+        }
         true
-    })
+    })?;
+    stopped.map_or(Ok(()), |damage| Err(LedgerError::Damaged(damage)))
 }
 
 /// `scan` of the whole log, with the reading on two scoped threads, each
@@ -228,7 +331,7 @@ fn scan_beside(
     log: &dyn EventLog,
     from: u64,
     to: u64,
-    mut each: impl FnMut(StoredEvent),
+    mut each: impl FnMut(StoredEvent) -> Result<(), Damage>,
 ) -> Result<(), LedgerError> {
     const READERS: u64 = 2;
     let chunk = CHUNK as u64;
@@ -248,11 +351,19 @@ fn scan_beside(
         // Chunk k comes from reader k mod READERS. A reader that stops (at
         // `to`, or at damage) ends the scan at its next chunk, so the
         // chunks before damage are applied, as reading on one thread does.
+        // `each` stopping ends it at once; the readers stop at their next
+        // send.
+        let mut stopped = None;
         'chunks: for _ in 0.. {
             for inbox in &inboxes {
-                match inbox.recv() {
-                    Ok(read) => read.into_iter().for_each(&mut each),
-                    Err(_) => break 'chunks,
+                let Ok(read) = inbox.recv() else {
+                    break 'chunks;
+                };
+                for event in read {
+                    if let Err(damage) = each(event) {
+                        stopped = Some(damage);
+                        break 'chunks;
+                    }
                 }
             }
         }
@@ -266,8 +377,10 @@ fn scan_beside(
                     .err()
             })
             .min_by_key(|(chunk, _)| *chunk);
-        match earliest {
-            Some((_, damage)) => Err(LedgerError::Damaged(damage)),
+        // What `each` stopped at comes before any chunk a reader failed
+        // to read: every chunk before its own was read whole.
+        match stopped.or(earliest.map(|(_, damage)| damage)) {
+            Some(damage) => Err(LedgerError::Damaged(damage)),
             None => Ok(()),
         }
     })
@@ -387,10 +500,20 @@ mod tests {
 
     /// A log of `len` events that are damaged at the positions in
     /// `damaged`: a read over one fails there, as the sled log's does.
-    /// Only `read` is used by a scan.
+    /// The events at the positions in `unlinked` point at no predecessor,
+    /// as a record edited with its own hash recomputed leaves the one
+    /// after it. Only `read` is used by a scan.
     struct Damaged {
         len: u64,
         damaged: Vec<u64>,
+        unlinked: Vec<u64>,
+    }
+
+    /// The hash of the mock's record at `position`.
+    fn hash_of(position: u64) -> [u8; 32] {
+        let mut hash = [0; 32];
+        hash[..8].copy_from_slice(&position.to_be_bytes());
+        hash
     }
 
     impl EventLog for Damaged {
@@ -420,7 +543,12 @@ mod tests {
                             token: tokenledger_events::TokenId::from_u128(1),
                         },
                     },
-                    hash: [0; 32],
+                    hash: hash_of(position),
+                    previous: if self.unlinked.contains(&position) {
+                        [7; 32]
+                    } else {
+                        hash_of(position - 1)
+                    },
                     clock_clamped: false,
                 })
                 .collect())
@@ -470,6 +598,7 @@ mod tests {
             let (seen, damage) = scanned(&Damaged {
                 len,
                 damaged: Vec::new(),
+                unlinked: Vec::new(),
             });
             assert_eq!((seen, damage), ((1..=len).collect(), None), "{len}");
         }
@@ -490,10 +619,64 @@ mod tests {
             let log = Damaged {
                 len: 5 * chunk,
                 damaged: damaged.clone(),
+                unlinked: Vec::new(),
             };
             let (seen, damage) = scanned(&log);
             assert_eq!(damage, Some(stopped_at), "{damaged:?}");
             assert_eq!(seen, (1..=applied).collect::<Vec<_>>(), "{damaged:?}");
         }
+    }
+
+    #[test]
+    fn a_replay_stops_at_the_first_broken_link_with_everything_before_it() {
+        let chunk = CHUNK as u64;
+        let len = 5 * chunk;
+        // In the first reader's chunks and the second's, at a chunk's
+        // first event, with damage read later, and the record after the
+        // last one replayed.
+        for (unlinked, damaged, from, to, stopped_at) in [
+            (vec![chunk + 5], vec![], 0, len, chunk + 5),
+            (vec![2 * chunk + 5], vec![], 0, len, 2 * chunk + 5),
+            (vec![2 * chunk + 1], vec![4 * chunk], 0, len, 2 * chunk + 1),
+            (vec![1], vec![], 0, len, 1),
+            (vec![chunk + 5], vec![], chunk, len, chunk + 5),
+            (vec![7], vec![], 0, 6, 7),
+            (vec![3 * chunk], vec![], 0, 3 * chunk - 1, 3 * chunk),
+        ] {
+            let log = Damaged {
+                len,
+                damaged,
+                unlinked: unlinked.clone(),
+            };
+            let mut seen = Vec::new();
+            let outcome = replay(&log, from, to, |event| seen.push(event.envelope.position));
+            match outcome {
+                Err(LedgerError::Damaged(Damage {
+                    position,
+                    problem: Problem::ChainBroken { .. },
+                })) => assert_eq!(position, stopped_at, "{unlinked:?}"),
+                other => panic!("{unlinked:?}: {other:?}"),
+            }
+            let applied = (stopped_at - 1).min(to);
+            assert_eq!(
+                seen,
+                (from + 1..=applied).collect::<Vec<_>>(),
+                "{unlinked:?}"
+            );
+        }
+        // Whole, it reaches the end.
+        let whole = Damaged {
+            len,
+            damaged: Vec::new(),
+            unlinked: Vec::new(),
+        };
+        let reached = replay(&whole, 0, len, |_| {}).unwrap();
+        assert_eq!(
+            reached,
+            Head {
+                position: len,
+                hash: hash_of(len)
+            }
+        );
     }
 }

@@ -130,6 +130,7 @@ mod tests {
                 },
             },
             hash: [0; 32],
+            previous: [0; 32],
             clock_clamped: false,
         };
         let json = event_json(&event);

@@ -15,14 +15,14 @@ use tokenledger_events::{
 use tokenledger_projection::{Projection, Readers, State, encode_checkpoint};
 use tokenledger_store::{
     AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
-    OpenError, Options, SledLog, Stream, Verified,
+    OpenError, Options, Problem, SledLog, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
 use crate::checkpoints::Checkpoints;
 use crate::command::{Command, CommandError, decide};
 use crate::fresh::{self, RandomError};
-use crate::history::scan;
+use crate::history::replay;
 use crate::readback::{self, Mismatch};
 use crate::sealing::{self, Binding, SealingError, SealingKey};
 
@@ -53,9 +53,13 @@ pub struct LedgerOptions {
     pub checkpoint_every: u64,
     /// Signs checkpoints of the state, and refuses unsigned ones, so that
     /// someone who can write the data directory cannot make the ledger
-    /// start from a forged state. Keep it outside the data directory.
-    /// Without it, checkpoints are neither written nor loaded (unless
-    /// `trust_unsigned_checkpoints`): each open replays the whole log.
+    /// start from a forged state; and signs the log's head, so that a log
+    /// rewritten or rolled back behind it is refused at open (see
+    /// [`Options::checkpoint_key`], which this key fills when set). Keep it
+    /// outside the data directory. A log written without a key takes one
+    /// only through [`Ledger::sign_head`]. Without it, checkpoints are
+    /// neither written nor loaded (unless `trust_unsigned_checkpoints`):
+    /// each open replays the whole log.
     pub checkpoint_key: Option<CheckpointKey>,
     /// Without a `checkpoint_key`, write and load unsigned checkpoints
     /// anyway (false by default; ignored with a key). The risk: anyone who
@@ -78,6 +82,20 @@ impl Default for LedgerOptions {
             checkpoint_key: None,
             trust_unsigned_checkpoints: false,
         }
+    }
+}
+
+impl LedgerOptions {
+    /// The options with one checkpoint key for the state's checkpoints and
+    /// the log's head: the ledger's, else the log's.
+    fn one_key(mut self) -> LedgerOptions {
+        let key = self
+            .checkpoint_key
+            .take()
+            .or(self.log.checkpoint_key.take());
+        self.log.checkpoint_key.clone_from(&key);
+        self.checkpoint_key = key;
+        self
     }
 }
 
@@ -278,14 +296,29 @@ impl Ledger {
         options: LedgerOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Compacted, LedgerError> {
-        SledLog::compact_with(dir, options.log, progress).map_err(LedgerError::Open)
+        SledLog::compact_with(dir, options.one_key().log, progress).map_err(LedgerError::Open)
+    }
+
+    /// Adopts `key` as the checkpoint key of the closed ledger in `dir`,
+    /// whose log was written without one: verifies the whole log and, only
+    /// if it is intact, signs its head (see [`SledLog::sign_head`]). Check
+    /// the head returned against one recorded elsewhere, if there is one
+    /// (or pass it as `options.log.known_head`): what is signed here is
+    /// vouched for from now on.
+    pub fn sign_head(
+        dir: &Path,
+        key: &CheckpointKey,
+        options: LedgerOptions,
+    ) -> Result<Verified, LedgerError> {
+        SledLog::sign_head(dir, key, options.log).map_err(LedgerError::Open)
     }
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        let options = options.one_key();
         let checkpoints = Checkpoints::new(
             dir,
-            options.checkpoint_key,
+            options.checkpoint_key.clone(),
             options.trust_unsigned_checkpoints,
         );
         // The newest checkpoint is read and decoded while sled opens: at a
@@ -308,7 +341,7 @@ impl Ledger {
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
         let mut state = loaded.unwrap_or_default();
-        scan(&log, None, from + 1, head, |stored| {
+        let reached = replay(&log, from, head, |stored| {
             state.apply(&stored.envelope);
             let position = stored.envelope.position;
             if let Some(progress) = &options.replay_progress
@@ -317,6 +350,7 @@ impl Ledger {
                 progress(position, head);
             }
         })?;
+        check_reached_head(&log, reached)?;
         // One copy, shared with the readers until the first command.
         let (projection, readers) = Projection::starting_from(state);
         let ledger = Ledger {
@@ -587,6 +621,23 @@ impl Ledger {
         self.execute_locked(&mut projection, actor, &command)?;
         Ok(secret)
     }
+}
+
+/// Checks that a replay that ran to the head reached the log's head: the
+/// same position, and the same hash, so that the last link checked ends
+/// at the head the log will append after.
+fn check_reached_head(log: &SledLog, reached: Head) -> Result<(), LedgerError> {
+    let head = log.head();
+    if reached != head {
+        return Err(LedgerError::Damaged(Damage {
+            position: head.position,
+            problem: Problem::HeadDisagrees {
+                head: head.hash,
+                found: reached.hash,
+            },
+        }));
+    }
+    Ok(())
 }
 
 /// What `token`'s creation recorded: its binding and sealed secret, if it

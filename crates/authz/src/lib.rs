@@ -63,7 +63,6 @@ mod history;
 mod investigate;
 mod json;
 mod ledger;
-mod pinned_head;
 mod readback;
 mod rules_replay;
 mod sealing;
@@ -83,13 +82,13 @@ pub use json::{event_json, scope_json};
 pub use ledger::{
     CreatedToken, DEFAULT_CHECKPOINT_EVERY, Ledger, LedgerError, LedgerOptions, NewToken, Receipt,
 };
-pub use pinned_head::{PinnedHead, PinnedHeadError};
 pub use sealing::{SealingError, SealingKey, SealingKeyId};
 pub use tokenledger_projection::{
     CheckpointError, Company, Provenance, Setting, State, Teammate, Token, TokenHandle, Workspace,
     decode_checkpoint, encode_checkpoint,
 };
 pub use tokenledger_store::{
-    CheckpointKey, Compacted, Damage, Head, OpenError, Options, StoredEvent, Verified, hex,
+    CheckpointKey, Compacted, Damage, Head, OpenError, Options, ParseHeadError, StoredEvent,
+    Verified, hex,
 };
 pub use transfer::TransferError;

@@ -47,7 +47,6 @@ use tokenledger_store::{
 use crate::fresh;
 use crate::json::event_json;
 use crate::ledger::{Ledger, LedgerError, LedgerOptions};
-use crate::pinned_head::PinnedHead;
 use crate::rules_replay::RulesReplay;
 
 /// Why an export or import stopped. An import that stops has written
@@ -107,14 +106,12 @@ impl fmt::Display for TransferError {
             TransferError::UnexpectedHead { expected, found } => write!(
                 f,
                 "the file ends at {}, not at the expected head {}; nothing was imported",
-                PinnedHead::from(*found),
-                PinnedHead::from(*expected)
+                found, expected
             ),
             TransferError::Changed { first, second } => write!(
                 f,
                 "the file changed during the import: its first reading ended at {}, its second at {}; nothing was imported",
-                PinnedHead::from(*first),
-                PinnedHead::from(*second)
+                first, second
             ),
         }
     }

@@ -365,6 +365,8 @@ fn with_a_checkpoint_key_an_unsigned_or_forged_checkpoint_is_refused() {
         history(&ledger);
         state_bytes(&ledger)
     };
+    // The log takes the key explicitly, once verified.
+    Ledger::sign_head(dir.path(), &CheckpointKey::from_bytes([7; 32]), options(0)).unwrap();
     let ledger = Ledger::open_with(dir.path(), keyed(0)).unwrap();
     let warnings = ledger.warnings();
     assert_eq!(warnings.len(), 3, "{warnings:?}");

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use tokenledger_authz::Head;
 use tokenledger_events::{
     Actor, CompanyId, Feature, Scope, TeammateId, Timestamp, TokenId, WorkspaceId,
 };
@@ -39,6 +40,16 @@ pub struct Cli {
         env = "TOKENLEDGER_CHECKPOINT_KEY_FILE"
     )]
     pub checkpoint_key_file: Option<PathBuf>,
+    /// A head recorded earlier, as `verify` prints it: a log that does not
+    /// contain it (truncated, rolled back or replaced) is refused. Keep it
+    /// outside the data directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "POSITION:HASH",
+        env = "TOKENLEDGER_KNOWN_HEAD"
+    )]
+    pub known_head: Option<Head>,
     /// Print one JSON document on standard output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -74,6 +85,10 @@ pub enum Top {
     WhoCan(WhoCanArgs),
     /// Walk the log and check its hash chain. Exit 1 with the first broken position.
     Verify,
+    /// Verify the whole log, then sign its head with the checkpoint key:
+    /// once, for a log written without a key, which is refused with one
+    /// until then.
+    SignHead,
     /// Write every event to a JSON lines file, with positions and hashes.
     Export {
         /// The file to write; it must not exist.
@@ -89,7 +104,7 @@ pub enum Top {
         /// Refuse the file unless its last record is this head: the position
         /// and hash `verify` reported where the export was made.
         #[arg(long, value_name = "POSITION:HASH")]
-        expect_head: Option<tokenledger_authz::PinnedHead>,
+        expect_head: Option<tokenledger_authz::Head>,
     },
     /// Rewrite the log's storage files with only what they hold, and print
     /// their sizes. The data directory must not be in use.

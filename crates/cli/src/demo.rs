@@ -22,7 +22,7 @@ use tokenledger_events::{
 
 use crate::Failure;
 use crate::keyfiles;
-use crate::output::table;
+use crate::output::{self, table};
 use crate::run::{failure, history_rows, now};
 
 /// The data directory for the demo: the one given, if it is empty, else
@@ -364,45 +364,45 @@ pub fn run(explicit: Option<PathBuf>, json_wanted: bool) -> Result<u8, Failure> 
             "verify": { "intact": true, "records": verified.records, "head": hex(&verified.head.hash) },
             "try_next": next,
         });
-        println!("{json}");
+        output::line(&json.to_string());
         return Ok(0);
     }
     let trail = ledger.with_state(|state| history_rows(state, &events));
-    println!("tokenledger demo: the forum thread's story, in {data}\n");
-    println!(
-        "Acme Support: admins Ada and Grace, members Bob and Linus, workspaces Support and Sales."
-    );
-    println!(
-        "Ada created two tokens: \"Forum plugin\" (shared: all, private; conversations:read, messages:send)"
-    );
-    println!(
-        "and \"Weekly report\" (global; the same scopes). Teammates start with private API access off.\n"
-    );
-    println!("Decisions, as the service would get them:\n");
+    let mut text = String::new();
+    text.push_str(&format!(
+        "tokenledger demo: the forum thread's story, in {data}\n\n"
+    ));
+    text.push_str("Acme Support: admins Ada and Grace, members Bob and Linus, workspaces Support and Sales.\n");
+    text.push_str("Ada created two tokens: \"Forum plugin\" (shared: all, private; conversations:read, messages:send)\n");
+    text.push_str("and \"Weekly report\" (global; the same scopes). Teammates start with private API access off.\n\n");
+    text.push_str("Decisions, as the service would get them:\n\n");
     for line in &story.lines {
-        println!("{line}");
+        text.push_str(&format!("{line}\n"));
     }
-    println!(
-        "Ada revealed the Forum plugin's secret (recorded before it was shown): {}\n",
+    text.push_str(&format!(
+        "Ada revealed the Forum plugin's secret (recorded before it was shown): {}\n\n",
         if reveal_matches {
             "it matches the one created"
         } else {
             "IT DOES NOT MATCH"
         }
-    );
-    println!("The audit trail:\n");
-    println!(
-        "{}",
+    ));
+    text.push_str("The audit trail:\n\n");
+    text.push_str(&format!(
+        "{}\n",
         table(&["POSITION", "TIME", "ACTOR", "EVENT", "WHAT"], &trail)
-    );
-    println!(
-        "verify: intact, {} records, head hash {}\n",
+    ));
+    text.push_str(&format!(
+        "verify: intact, {} records, head hash {}\n\n",
         verified.records,
         hex(&verified.head.hash)
-    );
-    println!("The sealing key is in {key} (outside the data directory). Try next:\n");
+    ));
+    text.push_str(&format!(
+        "The sealing key is in {key} (outside the data directory). Try next:\n\n"
+    ));
     for command in next {
-        println!("  {command}");
+        text.push_str(&format!("  {command}\n"));
     }
+    output::line(text.trim_end());
     Ok(0)
 }

@@ -1,17 +1,34 @@
 //! Output: one JSON document with `--json`, aligned tables for people
 //! otherwise.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 /// Prints `json` when asked for JSON, else the text `human` builds.
 pub fn print(json_wanted: bool, json: &Value, human: impl FnOnce() -> String) {
     if json_wanted {
-        println!("{json}");
+        line(&json.to_string());
     } else {
         let text = human();
         if !text.is_empty() {
-            println!("{}", text.trim_end());
+            line(text.trim_end());
         }
+    }
+}
+
+/// Writes `text` and a newline to standard output. A reader that has gone
+/// (`verify --json | head -c 10`) ends the process quietly with the status
+/// a shell gives a process killed by `SIGPIPE` (128 + 13), as other
+/// filters end: `println!` would panic, and Rust ignores `SIGPIPE`.
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("tokenledger: standard output: {error}");
+        std::process::exit(1);
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokenledger_authz::{
-    Change, CheckpointKey, Command, CommandError, Decision, Explanation, HistoryQuery, Ledger,
-    LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request, SealingKey,
-    State, StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
-    location_label, scope_json, who,
+    Change, CheckpointKey, Command, CommandError, Decision, Explanation, Head, HistoryQuery,
+    Ledger, LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request,
+    SealingKey, State, StoredEvent, Timeline, TransferError, decide_request, describe_event,
+    event_json, hex, location_label, scope_json, who,
 };
 use tokenledger_events::{
     Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
@@ -35,6 +35,7 @@ pub struct Context {
     pub sealing_key_file: Option<PathBuf>,
     pub old_sealing_key_files: Vec<PathBuf>,
     pub checkpoint_key_file: Option<PathBuf>,
+    pub known_head: Option<Head>,
     /// Whether the command may start a new ledger where there is none.
     pub create: bool,
 }
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         old_sealing_key_files: cli.old_sealing_key_files,
         checkpoint_key_file: cli.checkpoint_key_file,
         create: starts_a_ledger(&cli.command),
+        known_head: cli.known_head,
     };
     match cli.command {
         Top::Company(command) => company(&context, command),
@@ -82,6 +84,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Top::Timeline(args) => timeline(&context, args),
         Top::WhoCan(args) => who_can(&context, args),
         Top::Verify => verify(&context),
+        Top::SignHead => sign_head(&context),
         Top::Export { out } => export(&context, &out),
         Top::Import { file, expect_head } => import(&context, &file, expect_head),
         Top::Compact => compact(&context),
@@ -120,6 +123,16 @@ fn key_bytes(what: &str, path: &Path) -> Result<[u8; 32], Failure> {
     Ok(key)
 }
 
+fn checkpoint_key(context: &Context) -> Result<Option<CheckpointKey>, Failure> {
+    match &context.checkpoint_key_file {
+        Some(path) => Ok(Some(CheckpointKey::from_bytes(key_bytes(
+            "checkpoint key",
+            path,
+        )?))),
+        None => Ok(None),
+    }
+}
+
 /// Opens the ledger, with a progress bar while a long log is replayed.
 pub fn open(context: &Context) -> Result<Ledger, Failure> {
     open_ledger(context)?.map_err(failure)
@@ -153,15 +166,9 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         .iter()
         .map(|path| key_bytes("old sealing key", path).map(SealingKey::from_bytes))
         .collect::<Result<Vec<_>, _>>()?;
-    let checkpoint_key = match &context.checkpoint_key_file {
-        Some(path) => Some(CheckpointKey::from_bytes(key_bytes(
-            "checkpoint key",
-            path,
-        )?)),
-        None => None,
-    };
+    let checkpoint_key = checkpoint_key(context)?;
     let bar = Mutex::new(Progress::new("replaying the log"));
-    let options = LedgerOptions {
+    let mut options = LedgerOptions {
         sealing_key,
         old_sealing_keys,
         checkpoint_key,
@@ -176,6 +183,7 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         })),
         ..LedgerOptions::default()
     };
+    options.log.known_head = context.known_head;
     let opened = Ledger::open_with(&context.data, options);
     if let Err(error @ LedgerError::Open(OpenError::NoLog { .. })) = &opened {
         return Err(no_ledger(error));
@@ -969,6 +977,18 @@ fn damaged(context: &Context, position: u64, problem: String) -> Result<u8, Fail
     )))
 }
 
+/// A log that its signed head or the known head does not vouch for: a
+/// failed check, as damage is.
+fn not_vouched_for(context: &Context, error: &OpenError) -> Result<u8, Failure> {
+    let problem = error.to_string();
+    print(
+        context.json,
+        &json!({ "intact": false, "problem": problem }),
+        String::new,
+    );
+    Err(Failure::Refused(problem))
+}
+
 fn verify(context: &Context) -> Result<u8, Failure> {
     let ledger = match open_ledger(context)? {
         Ok(ledger) => ledger,
@@ -976,6 +996,9 @@ fn verify(context: &Context) -> Result<u8, Failure> {
         Err(LedgerError::Damaged(d) | LedgerError::Open(OpenError::Damaged(d))) => {
             return damaged(context, d.position, d.problem.to_string());
         }
+        Err(LedgerError::Open(
+            error @ (OpenError::RolledBack { .. } | OpenError::SignedHead { .. }),
+        )) => return not_vouched_for(context, &error),
         Err(error) => return Err(failure(error)),
     };
     let mut bar = Progress::new("verifying");
@@ -987,20 +1010,56 @@ fn verify(context: &Context) -> Result<u8, Failure> {
                 "intact": true,
                 "records": verified.records,
                 "head": { "position": verified.head.position, "hash": hex(&verified.head.hash) },
+                "known_head": verified.head.to_string(),
                 "clock_clamped": verified.clamped,
             });
+            // The head as `--known-head` takes it, for the operator to keep.
             print(context.json, &json, || {
                 format!(
-                    "intact: {} records, head at position {} with hash {}",
-                    verified.records,
-                    verified.head.position,
-                    hex(&verified.head.hash)
+                    "intact: {} records, head {}",
+                    verified.records, verified.head
                 )
             });
             Ok(0)
         }
         Err(damage) => damaged(context, damage.position, damage.problem.to_string()),
     }
+}
+
+fn sign_head(context: &Context) -> Result<u8, Failure> {
+    let key = checkpoint_key(context)?.ok_or_else(|| {
+        Failure::BadInput(
+            "sign-head needs the checkpoint key: give --checkpoint-key-file".to_owned(),
+        )
+    })?;
+    // Only an existing log is signed: a mistyped --data must not sign a
+    // new, empty one.
+    let mut options = LedgerOptions::default();
+    options.log.known_head = context.known_head;
+    options.log.must_exist = true;
+    let verified = match Ledger::sign_head(&context.data, &key, options) {
+        Err(error @ LedgerError::Open(OpenError::NoLog { .. })) => return Err(no_ledger(&error)),
+        Ok(verified) => verified,
+        Err(LedgerError::Open(OpenError::Damaged(d))) => {
+            return damaged(context, d.position, d.problem.to_string());
+        }
+        Err(LedgerError::Open(error @ OpenError::RolledBack { .. })) => {
+            return not_vouched_for(context, &error);
+        }
+        Err(error) => return Err(failure(error)),
+    };
+    let json = json!({
+        "signed": true,
+        "records": verified.records,
+        "known_head": verified.head.to_string(),
+    });
+    print(context.json, &json, || {
+        format!(
+            "intact: {} records; signed the head {}",
+            verified.records, verified.head
+        )
+    });
+    Ok(0)
 }
 
 fn export(context: &Context, out: &Path) -> Result<u8, Failure> {
@@ -1074,29 +1133,18 @@ fn compact(context: &Context) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn import(
-    context: &Context,
-    file: &Path,
-    expect_head: Option<tokenledger_authz::PinnedHead>,
-) -> Result<u8, Failure> {
+fn import(context: &Context, file: &Path, expect_head: Option<Head>) -> Result<u8, Failure> {
     File::open(file).map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
     // The new ledger is made with the keys it will be opened with.
-    let checkpoint_key = match &context.checkpoint_key_file {
-        Some(path) => Some(CheckpointKey::from_bytes(key_bytes(
-            "checkpoint key",
-            path,
-        )?)),
-        None => None,
-    };
     let options = LedgerOptions {
-        checkpoint_key,
+        checkpoint_key: checkpoint_key(context)?,
         ..LedgerOptions::default()
     };
     let mut bar = Progress::new("importing");
     let verified = Ledger::import(
         &context.data,
         file,
-        expect_head.map(tokenledger_authz::PinnedHead::head),
+        expect_head,
         options,
         &mut |done, total| bar.update(done, total),
     )

@@ -40,7 +40,8 @@ fn binary() -> Command {
     command
         .env_remove("TOKENLEDGER_DATA")
         .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
-        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE");
+        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE")
+        .env_remove("TOKENLEDGER_KNOWN_HEAD");
     command
 }
 
@@ -877,7 +878,12 @@ fn export_then_import_rebuilds_the_same_log_and_a_tampered_export_imports_nothin
         !fresh.data.exists(),
         "a refused import made the data directory"
     );
-    fresh.fails(2, &["import", "/nonexistent/export.jsonl"], None);
+    let run = fresh.run(&["import", "/nonexistent/export.jsonl"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        !fresh.data.exists(),
+        "a refused import made the data directory"
+    );
 }
 
 #[test]
@@ -1132,6 +1138,8 @@ fn a_key_file_must_hold_32_bytes_or_64_hex_digits() {
     }
     let good = ledger.dir.path().join("good.key");
     write_key(&good, [5u8; 32]);
+    // The log was written without a key: it takes one explicitly.
+    ledger.ok(&["--checkpoint-key-file", good.to_str().unwrap(), "sign-head"]);
     ledger.ok(&[
         "--checkpoint-key-file",
         good.to_str().unwrap(),
@@ -1258,4 +1266,182 @@ fn a_second_demo_without_data_uses_a_new_directory_and_leaves_the_first() {
         key: None,
     };
     assert_eq!(first_again.head(), head, "the first demo's data changed");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The head as `verify` prints it for people: `POSITION:HASH`.
+fn printed_head(ledger: &Ledger) -> String {
+    let run = ledger.run(&["verify"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let head = run
+        .stdout
+        .trim()
+        .rsplit_once(", head ")
+        .unwrap()
+        .1
+        .to_owned();
+    let (position, hash) = ledger.head();
+    assert_eq!(head, format!("{position}:{hash}"));
+    assert_eq!(ledger.ok(&["verify"])["known_head"], head.as_str());
+    head
+}
+
+#[test]
+fn a_known_head_is_checked_at_open_and_a_malformed_one_refused_before() {
+    // Malformed, from the flag or the environment: bad input, and the data
+    // directory is not even created.
+    let fresh = Ledger::new();
+    for value in ["12", "x:00", &format!("3:{}", "g".repeat(64)), "3:abcd"] {
+        let run = fresh.run(&["verify", "--known-head", value]);
+        assert_eq!(run.code, 2, "{value}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("--known-head"), "{}", run.stderr);
+        let run = finish(
+            binary()
+                .arg("--data")
+                .arg(&fresh.data)
+                .env("TOKENLEDGER_KNOWN_HEAD", value)
+                .arg("verify")
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 2, "{value}: {}", run.stderr);
+        assert!(!fresh.data.exists(), "{value}");
+    }
+
+    let ledger = Ledger::new();
+    let acme = acme(&ledger);
+    let older = ledger.dir.path().join("older");
+    copy_dir(&ledger.data, &older);
+    ledger.ok(&["token", "list", "--company", &acme.company]);
+    ledger.ok(&["company", "create", "--name", "Later"]);
+    let known = printed_head(&ledger);
+    // The log holds it: every command runs, given it either way.
+    ledger.ok(&["verify", "--known-head", &known]);
+    let run = finish(
+        binary()
+            .arg("--data")
+            .arg(&ledger.data)
+            .env("TOKENLEDGER_KNOWN_HEAD", &known)
+            .args(["token", "list", "--company", &acme.company])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // The older copy, as an attacker could restore it, does not hold it.
+    let rolled_back = Ledger {
+        dir: tempfile::tempdir().unwrap(),
+        data: older,
+        key: None,
+    };
+    let run = rolled_back.run(&["verify", "--known-head", &known, "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.json()["intact"], false);
+    assert!(
+        run.stderr.contains("does not contain the known head"),
+        "{}",
+        run.stderr
+    );
+    let refused = rolled_back.fails(
+        2,
+        &[
+            "--known-head",
+            &known,
+            "token",
+            "list",
+            "--company",
+            &acme.company,
+        ],
+        None,
+    );
+    assert!(refused.contains("rolled back"), "{refused}");
+}
+
+#[test]
+fn a_log_written_without_a_checkpoint_key_takes_one_only_through_sign_head() {
+    let ledger = Ledger::new();
+    let acme = acme(&ledger);
+    let key = ledger.dir.path().join("checkpoint.key");
+    write_key(&key, "22".repeat(32));
+    let key = key.to_str().unwrap();
+    let head = printed_head(&ledger);
+
+    // With the key, the unsigned log is refused: a failed check for
+    // `verify`, and nothing is signed by refusing.
+    let run = ledger.run(&["verify", "--checkpoint-key-file", key]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("signed head"), "{}", run.stderr);
+    assert!(!ledger.data.join("signed-head").exists());
+    // Without the key, or on a directory that does not exist, sign-head
+    // is bad input and creates nothing.
+    ledger.fails(2, &["sign-head"], None);
+    let missing = ledger.dir.path().join("missing");
+    let run = finish(
+        binary()
+            .arg("--data")
+            .arg(&missing)
+            .args(["sign-head", "--checkpoint-key-file", key])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!missing.exists());
+
+    // Signed once verified, it opens with the key.
+    let run = ledger.run(&["sign-head", "--checkpoint-key-file", key]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(&head), "{}", run.stdout);
+    let run = ledger.run(&[
+        "token",
+        "list",
+        "--company",
+        &acme.company,
+        "--checkpoint-key-file",
+        key,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Only once.
+    let again = ledger.fails(2, &["sign-head", "--checkpoint-key-file", key], None);
+    assert!(again.contains("signed head already"), "{again}");
+    // Another key is refused as a forgery.
+    let other = ledger.dir.path().join("other.key");
+    write_key(&other, "33".repeat(32));
+    let run = ledger.run(&["verify", "--checkpoint-key-file", other.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("wrong key"), "{}", run.stderr);
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly_not_with_a_panic() {
+    let ledger = Ledger::new();
+    acme(&ledger);
+    for args in [&["verify", "--json"][..], &["history"][..]] {
+        let mut child = binary()
+            .arg("--data")
+            .arg(&ledger.data)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command has opened the ledger.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

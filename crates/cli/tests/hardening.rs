@@ -181,6 +181,12 @@ fn the_data_directory_exports_and_pages_are_private_whatever_the_umask() {
     let World { token, .. } = world(&data);
     let export = dir.path().join("export.jsonl");
     let page = dir.path().join("timeline.html");
+    // The log, written without the key, takes it once verified, and from
+    // then on keeps a signed head beside it.
+    ok(
+        &data,
+        &["--checkpoint-key-file", key.to_str().unwrap(), "sign-head"],
+    );
     ok(
         &data,
         &[

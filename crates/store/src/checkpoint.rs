@@ -92,6 +92,10 @@ pub enum CheckpointError {
     },
     /// The log could not be read there.
     Damaged(Damage),
+    /// There is no checkpoint, though the log has records.
+    Missing,
+    /// The checkpoint is not laid out as one.
+    Malformed(&'static str),
 }
 
 impl fmt::Display for CheckpointError {
@@ -115,6 +119,10 @@ impl fmt::Display for CheckpointError {
                 hex(signed)
             ),
             CheckpointError::Damaged(damage) => write!(f, "the log is damaged at {damage}"),
+            CheckpointError::Missing => f.write_str(
+                "there is none, though the log has records: it was removed, or the log was written without a checkpoint key (then verify the log and sign its head explicitly)",
+            ),
+            CheckpointError::Malformed(what) => write!(f, "it is damaged: {what}"),
         }
     }
 }
@@ -133,26 +141,38 @@ impl Checkpoint {
     /// Checks the MAC (in constant time) and that `log` holds the signed
     /// record at the signed position.
     pub fn check(&self, key: &CheckpointKey, log: &dyn EventLog) -> Result<(), CheckpointError> {
+        self.check_with(key, log.head().position, |position| {
+            Ok(log.read(position, 1)?.first().map(|record| record.hash))
+        })
+    }
+
+    /// [`Checkpoint::check`] against a log whose head is at `head`, and
+    /// whose hash at a position `hash_at` gives (`None` past its end).
+    pub(crate) fn check_with(
+        &self,
+        key: &CheckpointKey,
+        head: u64,
+        hash_at: impl FnOnce(u64) -> Result<Option<Hash>, Damage>,
+    ) -> Result<(), CheckpointError> {
         key.mac(&self.head)
             .verify_slice(&self.mac)
             .map_err(|_| CheckpointError::BadMac)?;
-        if self.head.position == 0 {
+        let position = self.head.position;
+        if position == 0 {
             return Ok(());
         }
-        let found = log
-            .read(self.head.position, 1)
-            .map_err(CheckpointError::Damaged)?;
-        let Some(record) = found.first() else {
-            return Err(CheckpointError::Truncated {
-                position: self.head.position,
-                head: log.head().position,
-            });
-        };
-        if record.hash != self.head.hash {
+        let truncated = CheckpointError::Truncated { position, head };
+        if position > head {
+            return Err(truncated);
+        }
+        let found = hash_at(position)
+            .map_err(CheckpointError::Damaged)?
+            .ok_or(truncated)?;
+        if found != self.head.hash {
             return Err(CheckpointError::Rewritten {
-                position: self.head.position,
+                position,
                 signed: self.head.hash,
-                found: record.hash,
+                found,
             });
         }
         Ok(())

@@ -27,6 +27,17 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
+/// Creates `path` anew, readable and writable by its owner only: a file a
+/// crash left there is removed rather than truncated, so that the new one
+/// gets its mode, and a link placed there is not followed.
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    private_file().write(true).create_new(true).open(path)
+}
+
 /// Options that create a file readable and writable by its owner only
 /// (an existing file keeps its mode).
 pub(crate) fn private_file() -> OpenOptions {

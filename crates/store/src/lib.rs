@@ -37,11 +37,23 @@
 //! # Tamper evidence
 //!
 //! Each record holds the BLAKE3 hash of its predecessor and its own hash
-//! over its bytes ([`EventLog::verify`] walks the chain). Anyone who can
-//! rewrite the whole directory can rebuild a consistent chain; a keyed
-//! checkpoint ([`Checkpoint`]), whose key is kept away from the data, and a
-//! known head passed to [`SledLog::open`] detect that, and a truncation or
-//! rollback behind the known head.
+//! over its bytes. Every read checks a record's own hash and hands out
+//! its predecessor's ([`StoredEvent::previous`]), so a reader that walks
+//! the log in order checks each link with one comparison, as
+//! [`EventLog::verify`] does; the ledger's replays do. A record edited with
+//! its own hash recomputed then breaks the link after it.
+//!
+//! Anyone who can rewrite the whole directory can rebuild a consistent
+//! chain, or edit the last record, which no link follows. With a
+//! checkpoint key ([`Options::checkpoint_key`], kept away from the data)
+//! the log keeps its head signed ([`Checkpoint`]) in the directory,
+//! refreshed at each settle and on close, and refuses to open a log whose
+//! signed head is missing, forged, or names a record the log does not
+//! hold: a rewritten history, or one rolled back behind the signed head. A
+//! log written without a key is signed only by [`SledLog::sign_head`],
+//! which verifies it first. A rollback of the whole directory, signed head
+//! included, is caught only by a known head kept elsewhere
+//! ([`Options::known_head`]; `POSITION:HASH` is [`Head`]'s text form).
 //!
 //! Keep a known head outside the data directory: sled treats a damaged
 //! entry in its file as a torn write and recovers only what came before it,
@@ -79,6 +91,7 @@ mod page;
 mod record;
 mod reply;
 mod segments;
+mod signed_head;
 mod sled_log;
 mod state_files;
 mod stream_index;
@@ -87,8 +100,8 @@ mod worker;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 pub use compact::Compacted;
 pub use log::{
-    AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
+    AppendError, Damage, EventLog, Expectation, GENESIS, Hash, Head, MAX_BATCH, NewEvent,
+    ParseHeadError, Problem, StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
 };
 pub use record::ChainCheck;
 pub use sled_log::{Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options, SledLog};

@@ -36,6 +36,77 @@ impl Head {
     };
 }
 
+/// `POSITION:HASH`, the hash in lowercase hex: the form an operator records
+/// a head in, and gives back to refuse a log that does not contain it.
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.position, hex(&self.hash))
+    }
+}
+
+/// Reads `POSITION:HASH` as [`Head`]'s `Display` writes it (hex digits in
+/// either case).
+///
+/// ```
+/// use tokenledger_store::Head;
+///
+/// let text = format!("12:{}", "ab".repeat(32));
+/// let head: Head = text.parse().unwrap();
+/// assert_eq!((head.position, head.hash), (12, [0xab; 32]));
+/// assert_eq!(head.to_string(), text);
+/// assert!("12".parse::<Head>().is_err());
+/// ```
+impl std::str::FromStr for Head {
+    type Err = ParseHeadError;
+
+    fn from_str(text: &str) -> Result<Head, ParseHeadError> {
+        let (position, hash) = text.split_once(':').ok_or(ParseHeadError::Form)?;
+        let position = position
+            .parse()
+            .map_err(|_| ParseHeadError::Position(position.to_owned()))?;
+        let digits = hash.as_bytes();
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(ParseHeadError::Hash);
+        }
+        let mut parsed = GENESIS;
+        for (byte, pair) in parsed.iter_mut().zip(digits.chunks_exact(2)) {
+            let digit = |d: &u8| char::from(*d).to_digit(16).unwrap_or(0) as u8;
+            *byte = pair.iter().fold(0, |high, low| high * 16 + digit(low));
+        }
+        Ok(Head {
+            position,
+            hash: parsed,
+        })
+    }
+}
+
+/// Why a text is not a head in the form `POSITION:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseHeadError {
+    /// There is no `:` between a position and a hash.
+    Form,
+    /// The position is not a whole number.
+    Position(String),
+    /// The hash is not 64 hex digits.
+    Hash,
+}
+
+impl fmt::Display for ParseHeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseHeadError::Form => {
+                f.write_str("expected POSITION:HASH, as `verify` prints the head")
+            }
+            ParseHeadError::Position(text) => {
+                write!(f, "the position `{text}` is not a whole number")
+            }
+            ParseHeadError::Hash => f.write_str("the hash after `:` must be 64 hex digits"),
+        }
+    }
+}
+
+impl std::error::Error for ParseHeadError {}
+
 /// An event to append: the log assigns its position and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -122,6 +193,10 @@ pub struct StoredEvent {
     pub envelope: Envelope,
     /// Its hash in the chain.
     pub hash: Hash,
+    /// The hash it records of the record before it ([`GENESIS`] at
+    /// position 1): a reader that holds the predecessor's hash checks the
+    /// link with one comparison.
+    pub previous: Hash,
     /// Whether the clock was behind the previous event's time when this one
     /// was recorded, so that time was used instead.
     pub clock_clamped: bool,
@@ -161,6 +236,14 @@ pub enum Problem {
         /// The predecessor's hash.
         expected: Hash,
         /// The hash the record points at.
+        found: Hash,
+    },
+    /// The last record is not the head the log reports: its hash is
+    /// another.
+    HeadDisagrees {
+        /// The head's hash, as the log reports it.
+        head: Hash,
+        /// The hash of the record at the head's position.
         found: Hash,
     },
     /// The envelope does not decode.
@@ -208,6 +291,12 @@ impl fmt::Display for Problem {
                 f,
                 "the chain is broken: the previous record's hash is {}, this record points at {}",
                 hex(expected),
+                hex(found)
+            ),
+            Problem::HeadDisagrees { head, found } => write!(
+                f,
+                "the log's head has hash {}, but the record there has {}",
+                hex(head),
                 hex(found)
             ),
             Problem::Decode(e) => write!(f, "the event does not decode: {e}"),

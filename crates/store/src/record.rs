@@ -91,7 +91,7 @@ pub(crate) fn open(record: &[u8]) -> Result<Opened<'_>, Problem> {
 /// Decodes and checks one record read at `position`: its own hash, its
 /// layout and its envelope's position. Checked after every read, as it was
 /// before the write.
-pub(crate) fn stored_event(position: u64, bytes: &[u8]) -> Result<(StoredEvent, Hash), Damage> {
+pub(crate) fn stored_event(position: u64, bytes: &[u8]) -> Result<StoredEvent, Damage> {
     let damage = |problem| Damage { position, problem };
     let opened = open(bytes).map_err(damage)?;
     let envelope = decode_envelope(opened.envelope).map_err(|e| damage(Problem::Decode(e)))?;
@@ -100,14 +100,12 @@ pub(crate) fn stored_event(position: u64, bytes: &[u8]) -> Result<(StoredEvent, 
             found: envelope.position,
         }));
     }
-    Ok((
-        StoredEvent {
-            envelope,
-            hash: opened.hash,
-            clock_clamped: opened.flags & FLAG_CLOCK_CLAMPED != 0,
-        },
-        opened.previous,
-    ))
+    Ok(StoredEvent {
+        envelope,
+        hash: opened.hash,
+        previous: opened.previous,
+        clock_clamped: opened.flags & FLAG_CLOCK_CLAMPED != 0,
+    })
 }
 
 /// Checks sealed records one after another as `verify` checks a stored
@@ -136,11 +134,11 @@ impl ChainCheck {
     pub fn check(&mut self, bytes: &[u8]) -> Result<StoredEvent, Damage> {
         let position = self.head.position + 1;
         let damage = |problem| Damage { position, problem };
-        let (event, previous) = stored_event(position, bytes)?;
-        if previous != self.head.hash {
+        let event = stored_event(position, bytes)?;
+        if event.previous != self.head.hash {
             return Err(damage(Problem::ChainBroken {
                 expected: self.head.hash,
-                found: previous,
+                found: event.previous,
             }));
         }
         if event.envelope.recorded_at < self.last_time {

@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_envelope};
 
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 use crate::dirs::{create_private_dir, private_file, sync_dir};
 use crate::journal::{Entry, Journal, JournalError, Recovered};
 use crate::known_ids::KnownIds;
@@ -47,6 +48,7 @@ use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
 use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
+use crate::signed_head::{self, Signer};
 use crate::stream_index::{self, Tails};
 use crate::worker::Worker;
 
@@ -75,6 +77,13 @@ pub struct Options {
     /// A head recorded earlier outside the data directory: opening refuses
     /// a log that does not contain it (truncated, rolled back, or forked).
     pub known_head: Option<Head>,
+    /// Signs the log's head, in the data directory's `signed-head` file,
+    /// whenever sled settles and when the log closes; opening refuses a log
+    /// whose signed head is missing (unless the log is empty), forged, or
+    /// names a record the log does not hold. Keep it outside the data
+    /// directory. A log written without a key is signed only by
+    /// [`SledLog::sign_head`], never on its own.
+    pub checkpoint_key: Option<CheckpointKey>,
     /// Fault injection, for tests.
     pub faults: Option<FaultInjector>,
     /// The clock, for tests; the system clock by default.
@@ -140,6 +149,18 @@ pub enum OpenError {
         /// The version this build reads and writes.
         expected: u32,
     },
+    /// The signed head (see [`Options::checkpoint_key`]) does not vouch
+    /// for the log: missing, damaged, forged, or naming a record the log
+    /// does not hold.
+    SignedHead {
+        /// The signed head's file.
+        path: PathBuf,
+        /// What is wrong.
+        error: CheckpointError,
+    },
+    /// [`SledLog::sign_head`] was asked to sign a log that has a signed
+    /// head already.
+    AlreadySigned(PathBuf),
     /// The log does not contain the known head: it was truncated, rolled back
     /// or replaced.
     RolledBack {
@@ -189,6 +210,16 @@ impl std::fmt::Display for OpenError {
             } => write!(
                 f,
                 "the log records no layout version: it was written before layouts were recorded, and this build reads only version {expected}"
+            ),
+            OpenError::SignedHead { path, error } => write!(
+                f,
+                "the signed head `{}` does not vouch for this log: {error}",
+                path.display()
+            ),
+            OpenError::AlreadySigned(path) => write!(
+                f,
+                "the log has a signed head already (`{}`); remove it first to sign the log's head anew",
+                path.display()
             ),
             OpenError::RolledBack { known, found } => write!(
                 f,
@@ -431,10 +462,21 @@ impl SledLog {
             files,
             inserter,
             known_ids: KnownIds::new(),
+            signer: None,
         };
+        // Nothing is signed until the signed head is checked: recovering
+        // settles, and a settle that signed would vouch for what it found.
         writer.recover(last, recovered)?;
         if let Some(known) = options.known_head {
             check_known_head(&shared.trees.events, known, writer.head)?;
+        }
+        if let Some(key) = options.checkpoint_key {
+            let events = &shared.trees.events;
+            let mut signer =
+                Signer::check(dir, key, writer.head, |position| hash_at(events, position))?;
+            // What recovering settled, or the empty head of a new log.
+            signer.sign(writer.head).map_err(io_error(dir))?;
+            writer.signer = Some(signer);
         }
         let (requests, inbox) = crossbeam_channel::unbounded();
         let writer = std::thread::Builder::new()
@@ -472,6 +514,39 @@ fn holds_log(dir: &Path) -> Result<(), OpenError> {
         return Err(no_log("it has no database (`sled/db`)"));
     }
     Ok(())
+}
+
+impl SledLog {
+    /// Adopts `key` for the log in `dir`, written without one: walks the
+    /// whole log as [`EventLog::verify`] does and, only if it is intact,
+    /// signs its head, so that later opens with the key (see
+    /// [`Options::checkpoint_key`]) vouch for it. A log that has a signed
+    /// head already is refused: that head is checked by opening with its
+    /// key, and replacing it is an operator's decision (remove the file).
+    /// `options.known_head`, if given, is checked first. Returns what was
+    /// verified; its head is the head signed.
+    pub fn sign_head(
+        dir: &Path,
+        key: &CheckpointKey,
+        options: Options,
+    ) -> Result<Verified, OpenError> {
+        let log = SledLog::open(
+            dir,
+            Options {
+                checkpoint_key: None,
+                ..options
+            },
+        )?;
+        let path = dir.join(signed_head::FILE);
+        if signed_head::read(dir)?.is_some() {
+            return Err(OpenError::AlreadySigned(path));
+        }
+        let verified = log.verify().map_err(OpenError::Damaged)?;
+        // No append can land between the walk and the signature: this
+        // handle holds the directory, and it appends nothing.
+        signed_head::write(dir, &Checkpoint::sign(verified.head, key)).map_err(io_error(&path))?;
+        Ok(verified)
+    }
 }
 
 /// How long to wait for sled's own lock on its files.
@@ -569,7 +644,7 @@ fn record_at(events: &sled::Tree, position: u64) -> Result<(Head, Timestamp), Da
         position,
         problem: Problem::Missing,
     })?;
-    let (event, _) = stored_event(position, &bytes)?;
+    let event = stored_event(position, &bytes)?;
     Ok((
         Head {
             position,
@@ -607,7 +682,7 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
             });
         }
         for (at, record) in page.iter() {
-            let envelope = stored_event(at, record)?.0.envelope;
+            let envelope = stored_event(at, record)?.envelope;
             streams.extend(streams_of(&envelope));
         }
         pages.push((key, page.first()));
@@ -657,7 +732,7 @@ fn head_of(shared: &Shared, stream: &[u8; 17], at_most: u64) -> Result<u64, Prob
 /// an entry edited to name another record, even a whole one, would
 /// otherwise put a stranger into the stream.
 fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<StoredEvent, Damage> {
-    let event = stored_event(position, record)?.0;
+    let event = stored_event(position, record)?;
     if !streams(&event.envelope).any(|of| stream_key(of) == *stream) {
         return Err(Damage {
             position,
@@ -833,6 +908,9 @@ struct Writer {
     inserter: Worker<Pending, Result<(), sled::Error>>,
     /// Which event ids are certainly not in the log, once gathered.
     known_ids: KnownIds,
+    /// Signs the head at each settle, with a checkpoint key, once the
+    /// signed head found at open was checked.
+    signer: Option<Signer>,
 }
 
 fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
@@ -1061,7 +1139,12 @@ impl Writer {
         }
         self.shared.trees.db.flush().map_err(io::Error::other)?;
         self.files.sync()?;
-        self.journal.clear()
+        self.journal.clear()?;
+        // Signed only now: a signed head names a record no crash takes back.
+        match &mut self.signer {
+            Some(signer) => signer.sign(self.head),
+            None => Ok(()),
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -1261,7 +1344,7 @@ impl Writer {
                 problem: Problem::Missing,
             })
         })?;
-        let (event, _) = stored_event(position, &record).map_err(io)?;
+        let event = stored_event(position, &record).map_err(io)?;
         if event.envelope.event_id != id {
             return Err(io(Damage {
                 position,
@@ -1494,13 +1577,12 @@ impl Pending {
 
 impl SledLog {
     /// Reads records `from..from + limit` up to the durable head, checking
-    /// each, and returns what `each` makes of each, given its predecessor's
-    /// hash and its bytes.
+    /// each, and returns what `each` makes of each, given its bytes.
     fn read_as<T>(
         &self,
         from: u64,
         limit: usize,
-        mut each: impl FnMut(StoredEvent, Hash, &[u8]) -> T,
+        mut each: impl FnMut(StoredEvent, &[u8]) -> T,
     ) -> Result<Vec<T>, Damage> {
         let from = from.max(1);
         let head = self.head().position;
@@ -1538,8 +1620,7 @@ impl SledLog {
                 if position > last {
                     break;
                 }
-                let (event, previous) = stored_event(position, record)?;
-                read.push(each(event, previous, record));
+                read.push(each(stored_event(position, record)?, record));
                 expected += 1;
             }
         }
@@ -1602,13 +1683,13 @@ impl EventLog for SledLog {
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
-        self.read_as(from, limit, |event, _, _| event)
+        self.read_as(from, limit, |event, _| event)
     }
 
     fn read_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>, Damage> {
-        self.read_as(from, limit, |event, previous, bytes| StoredRecord {
+        self.read_as(from, limit, |event, bytes| StoredRecord {
+            previous: event.previous,
             event,
-            previous,
             bytes: bytes.to_vec(),
         })
     }

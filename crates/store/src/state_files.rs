@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use hmac::Mac;
 
 use crate::checkpoint::CheckpointKey;
-use crate::dirs::{create_private_dir, private_file, sync_dir};
+use crate::dirs::{create_private_dir, create_private_file, sync_dir};
 use crate::log::Head;
 
 const MAGIC: &[u8; 8] = b"TLSTATE2";
@@ -139,14 +139,7 @@ impl StateFiles {
             None => header.resize(HEADER_LEN, 0),
         }
         {
-            // A partial file left by a crash is removed rather than
-            // truncated, so that the new one is created with its mode (and
-            // a link placed there is not followed).
-            match fs::remove_file(&partial) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut file = private_file().write(true).create_new(true).open(&partial)?;
+            let mut file = create_private_file(&partial)?;
             file.write_all(&header)?;
             file.write_all(payload)?;
             file.sync_all()?;

@@ -340,7 +340,7 @@ pub(crate) fn check_copies(
                 beyond.push(position);
                 continue;
             }
-            let (event, _) = stored_event(position, record)?;
+            let event = stored_event(position, record)?;
             let index = position
                 .checked_sub(1)
                 .and_then(|index| usize::try_from(index).ok());
