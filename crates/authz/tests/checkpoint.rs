@@ -14,6 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::ledger::{a_company, add_teammate, create_tags_token, name};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 
@@ -44,57 +47,20 @@ fn keyless(every: u64) -> LedgerOptions {
     }
 }
 
-fn name(text: &str) -> Name {
-    Name::new(text).unwrap()
-}
-
 /// A history of a little over 60 events touching every kind of state:
 /// teammates with roles and preferences, deactivations, workspaces, sealed
 /// and expiring tokens, reveals and deletions.
 fn history(ledger: &Ledger) {
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    let system = Actor::System;
+    let (company, admin) = a_company(ledger);
     let by = Actor::Teammate(admin);
-    ledger
-        .execute(
-            system,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            system,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: name("Ada"),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
     let mut workspaces = Vec::new();
     for i in 0..6 {
-        let teammate = fresh::teammate_id().unwrap();
         let role = if i % 3 == 0 {
             Role::Admin
         } else {
             Role::Member
         };
-        ledger
-            .execute(
-                by,
-                Command::AddTeammate {
-                    company,
-                    teammate,
-                    name: name("Mate"),
-                    role,
-                },
-            )
-            .unwrap();
+        let teammate = add_teammate(ledger, by, company, "Mate", role);
         ledger
             .execute(
                 by,
@@ -539,47 +505,8 @@ fn a_forged_unsigned_checkpoint_is_not_loaded_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let (company, secret, token) = {
         let ledger = Ledger::open_with(dir.path(), keyless(0)).unwrap();
-        let company = fresh::company_id().unwrap();
-        let admin = fresh::teammate_id().unwrap();
-        ledger
-            .execute(
-                Actor::System,
-                Command::CreateCompany {
-                    company,
-                    name: name("Acme"),
-                },
-            )
-            .unwrap();
-        ledger
-            .execute(
-                Actor::System,
-                Command::AddTeammate {
-                    company,
-                    teammate: admin,
-                    name: name("Ada"),
-                    role: Role::Admin,
-                },
-            )
-            .unwrap();
-        let created = ledger
-            .create_token(
-                Actor::Teammate(admin),
-                NewToken {
-                    company,
-                    name: name("Tag sync"),
-                    kind: TokenKind::ApiToken,
-                    scope: TokenScope {
-                        features: [Feature::Resources].into(),
-                        namespaces: Namespaces {
-                            global: true,
-                            ..Namespaces::none()
-                        },
-                        grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-                    },
-                    expires_at: None,
-                },
-            )
-            .unwrap();
+        let (company, admin) = a_company(&ledger);
+        let created = create_tags_token(&ledger, admin, company);
         forge_checkpoint(dir.path(), &ledger, created.token);
         (company, created.secret, created.token)
     };

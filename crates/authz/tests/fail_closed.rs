@@ -12,12 +12,14 @@
 )]
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
+mod common;
+
+use common::ledger::{a_company, create_tags_token, failing_at, read_tag};
 use tokenledger_authz::*;
 use tokenledger_events::*;
-use tokenledger_store::{AppendError, FaultInjector, FaultPoint, Options};
+use tokenledger_store::{AppendError, FaultPoint};
 
 struct Given {
     ledger: Ledger,
@@ -26,89 +28,16 @@ struct Given {
     token: CreatedToken,
 }
 
-/// Options whose log fails at `point` while the returned flag is set.
-fn failing_at(point: FaultPoint) -> (LedgerOptions, Arc<AtomicBool>) {
-    let armed = Arc::new(AtomicBool::new(false));
-    let faults: FaultInjector = {
-        let armed = Arc::clone(&armed);
-        Arc::new(move |at| {
-            if at == point && armed.load(Ordering::SeqCst) {
-                Err(std::io::Error::other("injected: no space left on device"))
-            } else {
-                Ok(())
-            }
-        })
-    };
-    let options = LedgerOptions {
-        sealing_key: Some(SealingKey::from_bytes([5; 32])),
-        log: Options {
-            faults: Some(faults),
-            ..Options::default()
-        },
-        ..LedgerOptions::default()
-    };
-    (options, armed)
-}
-
 /// Given a company, its admin, and a live token that may read tags.
 fn given_a_token(dir: &Path, options: LedgerOptions) -> Given {
     let ledger = Ledger::open_with(dir, options).unwrap();
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    let name = |text| Name::new(text).unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: name("Ada"),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
-    let token = ledger
-        .create_token(
-            Actor::Teammate(admin),
-            NewToken {
-                company,
-                name: name("Tag sync"),
-                kind: TokenKind::ApiToken,
-                scope: TokenScope {
-                    features: [Feature::Resources].into(),
-                    namespaces: Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                    grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-                },
-                expires_at: None,
-            },
-        )
-        .unwrap();
+    let (company, admin) = a_company(&ledger);
+    let token = create_tags_token(&ledger, admin, company);
     Given {
         ledger,
         company,
         admin,
         token,
-    }
-}
-
-fn read_tag(company: CompanyId) -> Request {
-    Request {
-        requirement: Requirement::Scope("tags:read".parse().unwrap()),
-        resource: "tag_1".parse().unwrap(),
-        location: Location::Global(company),
-        at: Timestamp::from_system_time(std::time::SystemTime::now()),
     }
 }
 

@@ -14,12 +14,13 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+mod common;
+
+use common::ledger::{a_company, create_tags_token};
 use rustix::fs::Mode;
 use tokenledger_authz::{
-    CheckpointKey, Command, Ledger, LedgerError, LedgerOptions, NewToken, OpenError, Options,
-    SealingKey, fresh,
+    CheckpointKey, Ledger, LedgerError, LedgerOptions, OpenError, Options, SealingKey,
 };
-use tokenledger_events::{Actor, Feature, Name, Namespaces, Role, TokenKind, TokenScope};
 
 /// Every directory and file under `dir` (and `dir` itself), with its mode.
 fn modes(dir: &Path) -> Vec<(String, bool, u32)> {
@@ -57,47 +58,8 @@ fn the_data_directory_is_0700_and_every_file_in_it_0600_whatever_the_umask() {
     let data = parent.path().join("nested").join("data");
     {
         let ledger = Ledger::open_with(&data, options()).unwrap();
-        let company = fresh::company_id().unwrap();
-        let admin = fresh::teammate_id().unwrap();
-        ledger
-            .execute(
-                Actor::System,
-                Command::CreateCompany {
-                    company,
-                    name: Name::new("Acme").unwrap(),
-                },
-            )
-            .unwrap();
-        ledger
-            .execute(
-                Actor::System,
-                Command::AddTeammate {
-                    company,
-                    teammate: admin,
-                    name: Name::new("Ada").unwrap(),
-                    role: Role::Admin,
-                },
-            )
-            .unwrap();
-        ledger
-            .create_token(
-                Actor::Teammate(admin),
-                NewToken {
-                    company,
-                    name: Name::new("Plugin").unwrap(),
-                    kind: TokenKind::ApiToken,
-                    scope: TokenScope {
-                        features: [Feature::Resources].into(),
-                        namespaces: Namespaces {
-                            global: true,
-                            ..Namespaces::none()
-                        },
-                        grants: vec!["conversations:read".parse().unwrap()].into(),
-                    },
-                    expires_at: None,
-                },
-            )
-            .unwrap();
+        let (company, admin) = a_company(&ledger);
+        create_tags_token(&ledger, admin, company);
         ledger.checkpoint().unwrap();
     }
     // Reopened (sled writes a snapshot), compacted (sled's files made

@@ -14,6 +14,9 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::ledger::{a_company, create_tags_token};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 use tokenledger_store::{CheckpointError as SignedHeadError, Problem};
@@ -68,47 +71,8 @@ fn rewrite_record(dir: &Path, position: u64, edit: impl FnOnce(&mut Envelope)) {
 /// token is to be the last record, one more event after it. Returns the
 /// token's id and position.
 fn given_a_token(ledger: &Ledger, last: bool) -> (TokenId, u64) {
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").unwrap(),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
-    let created = ledger
-        .create_token(
-            Actor::Teammate(admin),
-            NewToken {
-                company,
-                name: Name::new("Tag sync").unwrap(),
-                kind: TokenKind::ApiToken,
-                scope: TokenScope {
-                    features: [Feature::Resources].into(),
-                    namespaces: Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                    grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-                },
-                expires_at: None,
-            },
-        )
-        .unwrap();
+    let (company, admin) = a_company(ledger);
+    let created = create_tags_token(ledger, admin, company);
     if !last {
         ledger
             .execute(

@@ -16,13 +16,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod common;
+
+use common::global;
+use common::ledger::name;
 use tokenledger_authz::*;
 use tokenledger_events::*;
 use tokenledger_store::{EventLog, Expectation, FaultPoint, NewEvent, Options, SledLog};
-
-fn name(text: &str) -> Name {
-    Name::new(text).unwrap()
-}
 
 fn id() -> u128 {
     fresh::event_id().unwrap().as_u128()
@@ -128,14 +128,7 @@ fn two() -> (Two, Vec<NewEvent>) {
         new(
             Actor::Teammate(two.bea),
             two.beta,
-            token_created(
-                two.beta_token,
-                TokenKind::ApiToken,
-                Namespaces {
-                    global: true,
-                    ..Namespaces::none()
-                },
-            ),
+            token_created(two.beta_token, TokenKind::ApiToken, global()),
         ),
     ];
     (two, events)
@@ -215,14 +208,7 @@ fn a_token_created_by_another_companys_admin_is_refused() {
             vec![new(
                 Actor::Teammate(two.ada),
                 two.beta,
-                token_created(
-                    TokenId::from_u128(id()),
-                    TokenKind::ApiToken,
-                    Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                ),
+                token_created(TokenId::from_u128(id()), TokenKind::ApiToken, global()),
             )]
         },
         8,
@@ -234,14 +220,7 @@ fn a_token_created_by_another_companys_admin_is_refused() {
             vec![new(
                 Actor::Teammate(two.bob),
                 two.acme,
-                token_created(
-                    TokenId::from_u128(id()),
-                    TokenKind::ApiToken,
-                    Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                ),
+                token_created(TokenId::from_u128(id()), TokenKind::ApiToken, global()),
             )]
         },
         8,
@@ -252,10 +231,7 @@ fn a_token_created_by_another_companys_admin_is_refused() {
 #[test]
 fn an_oauth_grant_with_the_global_or_private_namespace_is_refused() {
     for namespaces in [
-        Namespaces {
-            global: true,
-            ..Namespaces::none()
-        },
+        global(),
         Namespaces {
             private: true,
             shared: SharedNamespace::All,
@@ -386,14 +362,7 @@ fn any_other_event_the_rules_would_refuse_is_refused_with_its_line() {
     // A token created already expired, at the time the record says.
     refused(
         |two| {
-            let mut event = token_created(
-                TokenId::from_u128(id()),
-                TokenKind::ApiToken,
-                Namespaces {
-                    global: true,
-                    ..Namespaces::none()
-                },
-            );
+            let mut event = token_created(TokenId::from_u128(id()), TokenKind::ApiToken, global());
             if let Event::TokenCreated { expires_at, .. } = &mut event {
                 *expires_at = Some(Timestamp::from_micros(1));
             }

@@ -12,6 +12,9 @@
 
 use std::io::Write;
 
+mod common;
+
+use common::ledger::{a_company, add_teammate, name};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 
@@ -33,10 +36,6 @@ struct Story {
     token_deleted: u64,
 }
 
-fn name(text: &str) -> Name {
-    Name::new(text).unwrap()
-}
-
 fn scope(namespaces: Namespaces) -> TokenScope {
     TokenScope {
         features: [Feature::Resources].into(),
@@ -54,33 +53,10 @@ fn scope(namespaces: Namespaces) -> TokenScope {
 fn story() -> Story {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
-    let company = fresh::company_id().unwrap();
-    let (ada, bob) = (fresh::teammate_id().unwrap(), fresh::teammate_id().unwrap());
+    let (company, ada) = a_company(&ledger);
+    let bob = add_teammate(&ledger, Actor::System, company, "Bob", Role::Member);
     let support = fresh::workspace_id().unwrap();
-    let system = Actor::System;
     let by = Actor::Teammate(ada);
-    ledger
-        .execute(
-            system,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .unwrap();
-    for (teammate, who, role) in [(ada, "Ada", Role::Admin), (bob, "Bob", Role::Member)] {
-        ledger
-            .execute(
-                system,
-                Command::AddTeammate {
-                    company,
-                    teammate,
-                    name: name(who),
-                    role,
-                },
-            )
-            .unwrap();
-    }
     ledger
         .execute(
             by,
@@ -478,28 +454,7 @@ fn a_timeline_shows_when_each_namespace_and_permission_was_reachable() {
 fn a_timeline_ends_at_the_tokens_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
-    let company = fresh::company_id().unwrap();
-    let ada = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: ada,
-                name: name("Ada"),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
+    let (company, ada) = a_company(&ledger);
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
     let expires_at = Timestamp::from_micros(now.as_micros() + 50_000);
     let created = ledger

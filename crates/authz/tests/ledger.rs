@@ -14,9 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+mod common;
+
+use common::ledger::{a_company, add_teammate, create_tags_token, failing_at, read_tag};
 use tokenledger_authz::*;
 use tokenledger_events::*;
-use tokenledger_store::{FaultInjector, FaultPoint, Options};
+use tokenledger_store::FaultPoint;
 
 struct Given {
     ledger: Ledger,
@@ -27,31 +30,8 @@ struct Given {
 
 fn given_a_company(dir: &Path, options: LedgerOptions) -> Given {
     let ledger = Ledger::open_with(dir, options).unwrap();
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    let member = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    for (teammate, role) in [(admin, Role::Admin), (member, Role::Member)] {
-        ledger
-            .execute(
-                Actor::System,
-                Command::AddTeammate {
-                    company,
-                    teammate,
-                    name: Name::new("Someone").unwrap(),
-                    role,
-                },
-            )
-            .unwrap();
-    }
+    let (company, admin) = a_company(&ledger);
+    let member = add_teammate(&ledger, Actor::System, company, "Someone", Role::Member);
     Given {
         ledger,
         company,
@@ -61,34 +41,7 @@ fn given_a_company(dir: &Path, options: LedgerOptions) -> Given {
 }
 
 fn tags_token(g: &Given) -> CreatedToken {
-    g.ledger
-        .create_token(
-            Actor::Teammate(g.admin),
-            NewToken {
-                company: g.company,
-                name: Name::new("Tag sync").unwrap(),
-                kind: TokenKind::ApiToken,
-                scope: TokenScope {
-                    features: [Feature::Resources].into(),
-                    namespaces: Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                    grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-                },
-                expires_at: None,
-            },
-        )
-        .unwrap()
-}
-
-fn read_tag(company: CompanyId) -> Request {
-    Request {
-        requirement: Requirement::Scope("tags:read".parse().unwrap()),
-        resource: "tag_1".parse().unwrap(),
-        location: Location::Global(company),
-        at: Timestamp::from_system_time(std::time::SystemTime::now()),
-    }
+    create_tags_token(&g.ledger, g.admin, g.company)
 }
 
 #[test]
@@ -312,25 +265,7 @@ fn without_a_sealing_key_a_secret_is_shown_once() {
 #[test]
 fn if_the_reveal_cannot_be_recorded_no_secret_is_returned() {
     let dir = tempfile::tempdir().unwrap();
-    let failing = Arc::new(AtomicBool::new(false));
-    let faults: FaultInjector = {
-        let failing = Arc::clone(&failing);
-        Arc::new(move |point| {
-            if point == FaultPoint::Commit && failing.load(Ordering::SeqCst) {
-                Err(std::io::Error::other("injected: disk full"))
-            } else {
-                Ok(())
-            }
-        })
-    };
-    let options = LedgerOptions {
-        sealing_key: Some(SealingKey::from_bytes([7; 32])),
-        log: Options {
-            faults: Some(faults),
-            ..Options::default()
-        },
-        ..LedgerOptions::default()
-    };
+    let (options, failing) = failing_at(FaultPoint::Commit);
     let g = given_a_company(dir.path(), options);
     let created = tags_token(&g);
     failing.store(true, Ordering::SeqCst);

@@ -13,6 +13,9 @@
 
 use std::collections::BTreeSet;
 
+mod common;
+
+use common::ledger::a_company;
 use tokenledger_authz::*;
 use tokenledger_events::*;
 
@@ -55,28 +58,7 @@ fn random_history(
     steps: usize,
     mut after_each: impl FnMut(&Ledger, &mut Rng, &Made),
 ) -> Made {
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").unwrap(),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
+    let (company, admin) = a_company(ledger);
     let mut world = Made {
         company,
         mates: vec![admin],

@@ -11,8 +11,11 @@
 
 use std::path::Path;
 
+mod common;
+
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use common::ledger::{company_in, create_tags_token, tags_scope};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 
@@ -25,53 +28,6 @@ fn with_keys(current: Option<u8>, old: &[u8]) -> LedgerOptions {
         sealing_key: current.map(key),
         old_sealing_keys: old.iter().copied().map(key).collect(),
         ..LedgerOptions::default()
-    }
-}
-
-/// `company` (created with this id) and an admin of it.
-fn company_in(ledger: &Ledger, company: CompanyId) -> TeammateId {
-    let admin = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").unwrap(),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
-    admin
-}
-
-fn scope() -> TokenScope {
-    TokenScope {
-        features: [Feature::Resources].into(),
-        namespaces: Namespaces {
-            global: true,
-            ..Namespaces::none()
-        },
-        grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-    }
-}
-
-fn new_token(company: CompanyId) -> NewToken {
-    NewToken {
-        company,
-        name: Name::new("Tag sync").unwrap(),
-        kind: TokenKind::ApiToken,
-        scope: scope(),
-        expires_at: None,
     }
 }
 
@@ -93,7 +49,7 @@ fn record_token(
                 token,
                 name: Name::new("Copied").unwrap(),
                 kind: TokenKind::ApiToken,
-                scope: scope(),
+                scope: tags_scope(),
                 secret_digest: digest,
                 sealed_secret: Some(sealed),
                 expires_at: None,
@@ -147,9 +103,7 @@ fn a_wrong_sealing_key_is_refused_at_open() {
     let created = {
         let ledger = Ledger::open_with(dir.path(), with_keys(Some(1), &[])).unwrap();
         let admin = company_in(&ledger, company);
-        ledger
-            .create_token(Actor::Teammate(admin), new_token(company))
-            .unwrap()
+        create_tags_token(&ledger, admin, company)
     };
     let error = open_error(dir.path(), with_keys(Some(2), &[]));
     assert_eq!(
@@ -181,9 +135,7 @@ fn a_rotated_key_reveals_what_it_sealed_and_the_new_key_seals_new_tokens() {
     let (admin, first) = {
         let ledger = Ledger::open_with(dir.path(), with_keys(Some(1), &[])).unwrap();
         let admin = company_in(&ledger, company);
-        let first = ledger
-            .create_token(Actor::Teammate(admin), new_token(company))
-            .unwrap();
+        let first = create_tags_token(&ledger, admin, company);
         (admin, first)
     };
     let second = {
@@ -192,9 +144,7 @@ fn a_rotated_key_reveals_what_it_sealed_and_the_new_key_seals_new_tokens() {
             ledger.reveal(Actor::Teammate(admin), first.token).unwrap(),
             first.secret
         );
-        let second = ledger
-            .create_token(Actor::Teammate(admin), new_token(company))
-            .unwrap();
+        let second = create_tags_token(&ledger, admin, company);
         let sealed = sealed_secret_of(&second);
         assert_eq!(sealed.as_bytes()[0], 2, "the layout with a key id");
         let named: String = sealed.as_bytes()[1..9]
@@ -235,9 +185,7 @@ fn a_sealed_secret_moved_to_another_token_or_company_does_not_open() {
     let (token, secret, sealed) = {
         let ledger = Ledger::open_with(source.path(), with_keys(Some(1), &[])).unwrap();
         let admin = company_in(&ledger, company);
-        let created = ledger
-            .create_token(Actor::Teammate(admin), new_token(company))
-            .unwrap();
+        let created = create_tags_token(&ledger, admin, company);
         let sealed = sealed_secret_of(&created);
         (created.token, created.secret, sealed)
     };

@@ -10,13 +10,14 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::binary;
 
 fn tokenledger(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenledger"))
-        .env_remove("TOKENLEDGER_DATA")
-        .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
-        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE")
+    binary()
         .arg("--data")
         .arg(data)
         .args(args)

@@ -10,55 +10,17 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
+mod common;
+
+use common::{CREATE_ACME, Run, add_ada, binary, finish, json_ok, write_key};
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} / {:?}", self.stdout, self.stderr))
-    }
-}
 
 struct Ledger {
     dir: tempfile::TempDir,
     data: PathBuf,
     key: Option<PathBuf>,
-}
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
-    command
-        .env_remove("TOKENLEDGER_DATA")
-        .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
-        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE")
-        .env_remove("TOKENLEDGER_KNOWN_HEAD");
-    command
-}
-
-/// A key file as an operator should keep it: readable by its owner only
-/// (else the command warns).
-fn write_key(path: &Path, contents: impl AsRef<[u8]>) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn finish(output: Output) -> Run {
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
 }
 
 impl Ledger {
@@ -88,21 +50,7 @@ impl Ledger {
             command.arg("--sealing-key-file").arg(key);
         }
         command.args(args);
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            // A command refused before it reads its input closes the pipe.
-            match input.write_all(text.as_bytes()) {
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-                written => written.unwrap(),
-            }
-        }
-        drop(input);
-        finish(child.wait_with_output().unwrap())
+        finish(command, stdin)
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -111,12 +59,7 @@ impl Ledger {
 
     /// Runs a command that must succeed with `--json`; returns its JSON.
     fn ok(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let run = self.run(&all);
-        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
-        run.json()
+        json_ok(args, |all| self.run(all))
     }
 
     fn id(&self, args: &[&str], field: &str) -> String {
@@ -155,21 +98,8 @@ struct Acme {
 }
 
 fn acme(ledger: &Ledger) -> Acme {
-    let company = ledger.id(&["company", "create", "--name", "Acme"], "company");
-    let admin = ledger.id(
-        &[
-            "teammate",
-            "add",
-            "--company",
-            &company,
-            "--name",
-            "Ada",
-            "--admin",
-            "--by",
-            "system",
-        ],
-        "teammate",
-    );
+    let company = ledger.id(&CREATE_ACME, "company");
+    let admin = ledger.id(&add_ada(&company), "teammate");
     let member = ledger.id(
         &[
             "teammate",
@@ -1061,7 +991,7 @@ fn an_unusable_data_directory_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let run = finish(
+    let run = Run::from(
         binary()
             .arg("--data")
             .arg(&file)
@@ -1165,7 +1095,7 @@ fn a_name_that_is_not_utf8_is_bad_input() {
         .arg(name)
         .output()
         .unwrap();
-    let run = finish(output);
+    let run = Run::from(output);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert_eq!(ledger.head(), before);
@@ -1175,7 +1105,7 @@ fn a_name_that_is_not_utf8_is_bad_input() {
 fn the_data_directory_comes_from_the_environment_when_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("from-env");
-    let run = finish(
+    let run = Run::from(
         binary()
             .env("TOKENLEDGER_DATA", &data)
             .args(["company", "create", "--name", "Acme", "--json"])
@@ -1187,7 +1117,7 @@ fn the_data_directory_comes_from_the_environment_when_not_given() {
 }
 
 fn demo(data: &Path) -> Run {
-    finish(
+    Run::from(
         binary()
             .arg("--data")
             .arg(data)
@@ -1236,7 +1166,7 @@ fn the_demo_tells_the_forum_story_and_leaves_data_to_explore() {
 fn a_second_demo_without_data_uses_a_new_directory_and_leaves_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let demo_here = || {
-        finish(
+        Run::from(
             binary()
                 .current_dir(dir.path())
                 .arg("demo")
@@ -1308,7 +1238,7 @@ fn a_known_head_is_checked_at_open_and_a_malformed_one_refused_before() {
         assert_eq!(run.code, 2, "{value}: {}", run.stderr);
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(run.stderr.contains("--known-head"), "{}", run.stderr);
-        let run = finish(
+        let run = Run::from(
             binary()
                 .arg("--data")
                 .arg(&fresh.data)
@@ -1330,7 +1260,7 @@ fn a_known_head_is_checked_at_open_and_a_malformed_one_refused_before() {
     let known = printed_head(&ledger);
     // The log holds it: every command runs, given it either way.
     ledger.ok(&["verify", "--known-head", &known]);
-    let run = finish(
+    let run = Run::from(
         binary()
             .arg("--data")
             .arg(&ledger.data)
@@ -1389,7 +1319,7 @@ fn a_log_written_without_a_checkpoint_key_takes_one_only_through_sign_head() {
     // is bad input and creates nothing.
     ledger.fails(2, &["sign-head"], None);
     let missing = ledger.dir.path().join("missing");
-    let run = finish(
+    let run = Run::from(
         binary()
             .arg("--data")
             .arg(&missing)

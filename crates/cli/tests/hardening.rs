@@ -12,52 +12,15 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{CREATE_ACME, Run, add_ada, binary, create_plugin, finish, json_ok, write_key};
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
-    command
-        .env_remove("TOKENLEDGER_DATA")
-        .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
-        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE");
-    command
-}
-
-/// Runs `command` with `stdin` on standard input.
-fn finish(mut command: Command, stdin: Option<&str>) -> Run {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        // A command refused before it reads its input closes the pipe.
-        match input.write_all(text.as_bytes()) {
-            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-            written => written.unwrap(),
-        }
-    }
-    drop(input);
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
 
 /// Runs `args` on the data directory `data`.
 fn run(data: &Path, args: &[&str], stdin: Option<&str>) -> Run {
@@ -68,12 +31,7 @@ fn run(data: &Path, args: &[&str], stdin: Option<&str>) -> Run {
 
 /// Runs `args` with `--json`; they must succeed, silently on stderr.
 fn ok(data: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let run = run(data, &all, None);
-    assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
-    assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
+    json_ok(args, |all| run(data, all, None))
 }
 
 /// A company, its admin, and a token; their ids and the token's secret.
@@ -85,45 +43,15 @@ struct World {
 }
 
 fn world(data: &Path) -> World {
-    let company = ok(data, &["company", "create", "--name", "Acme"])["company"]
+    let company = ok(data, &CREATE_ACME)["company"]
         .as_str()
         .unwrap()
         .to_owned();
-    let admin = ok(
-        data,
-        &[
-            "teammate",
-            "add",
-            "--company",
-            &company,
-            "--name",
-            "Ada",
-            "--admin",
-            "--by",
-            "system",
-        ],
-    )["teammate"]
+    let admin = ok(data, &add_ada(&company))["teammate"]
         .as_str()
         .unwrap()
         .to_owned();
-    let created = ok(
-        data,
-        &[
-            "token",
-            "create",
-            "--company",
-            &company,
-            "--name",
-            "Plugin",
-            "--by",
-            &admin,
-            "--feature",
-            "resources",
-            "--global",
-            "--scope",
-            "conversations:read",
-        ],
-    );
+    let created = ok(data, &create_plugin(&company, &admin, "conversations:read"));
     World {
         company,
         admin,
@@ -165,11 +93,6 @@ fn not_private(dir: &Path) -> Vec<(PathBuf, u32)> {
     loose
 }
 
-fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[test]
 fn the_data_directory_exports_and_pages_are_private_whatever_the_umask() {
     // What most shells run with; the binary inherits it.
@@ -177,7 +100,7 @@ fn the_data_directory_exports_and_pages_are_private_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("checkpoint.key");
-    write_private(&key, [3u8; 32]);
+    write_key(&key, [3u8; 32]);
     let World { token, .. } = world(&data);
     let export = dir.path().join("export.jsonl");
     let page = dir.path().join("timeline.html");
@@ -261,7 +184,7 @@ fn a_key_file_inside_the_data_directory_is_refused_and_nothing_is_written() {
     std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
     std::os::unix::fs::symlink(&data, dir.path().join("link")).unwrap();
     let inside = data.join("a.key");
-    write_private(&inside, [4u8; 32]);
+    write_key(&inside, [4u8; 32]);
     let in_the_directory = inside.to_str().unwrap().to_owned();
     // The same file by a relative path, through `..` and through a link.
     let relative = format!("{}/../data/a.key", data.display());
@@ -300,7 +223,7 @@ fn a_key_file_others_can_read_is_warned_about_on_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("sealing.key");
-    write_private(&key, "22".repeat(32));
+    write_key(&key, "22".repeat(32));
     let key_arg = key.to_str().unwrap();
     let args = [
         "--sealing-key-file",

@@ -11,8 +11,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+mod common;
+
+use common::{CREATE_ACME, add_ada, binary, create_plugin, write_key};
 use serde_json::Value;
 
 struct Dir {
@@ -25,8 +27,8 @@ struct Dir {
 fn dir() -> Dir {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (dir.path().join("old.key"), dir.path().join("new.key"));
-    std::fs::write(&old, "11".repeat(32)).unwrap();
-    std::fs::write(&new, "22".repeat(32)).unwrap();
+    write_key(&old, "11".repeat(32));
+    write_key(&new, "22".repeat(32));
     Dir {
         data: dir.path().join("data"),
         _dir: dir,
@@ -38,11 +40,8 @@ fn dir() -> Dir {
 /// Runs the binary on `data` with these keys; the exit code, the JSON on
 /// standard output (or null) and standard error.
 fn run(data: &Path, key: &Path, old_keys: &[&Path], args: &[&str]) -> (i32, Value, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
+    let mut command = binary();
     command
-        .env_remove("TOKENLEDGER_DATA")
-        .env_remove("TOKENLEDGER_SEALING_KEY_FILE")
-        .env_remove("TOKENLEDGER_CHECKPOINT_KEY_FILE")
         .arg("--data")
         .arg(data)
         .arg("--sealing-key-file")
@@ -67,45 +66,9 @@ fn ok(data: &Path, key: &Path, old_keys: &[&Path], args: &[&str], field: &str) -
 
 /// A company, its admin, and a token: (admin, token, secret).
 fn token(d: &Dir) -> (String, String, String) {
-    let company = ok(
-        &d.data,
-        &d.old,
-        &[],
-        &["company", "create", "--name", "Acme"],
-        "company",
-    );
-    let admin = ok(
-        &d.data,
-        &d.old,
-        &[],
-        &[
-            "teammate",
-            "add",
-            "--company",
-            &company,
-            "--name",
-            "Ada",
-            "--admin",
-            "--by",
-            "system",
-        ],
-        "teammate",
-    );
-    let create = [
-        "token",
-        "create",
-        "--company",
-        &company,
-        "--name",
-        "Plugin",
-        "--by",
-        &admin,
-        "--feature",
-        "resources",
-        "--global",
-        "--scope",
-        "tags:read",
-    ];
+    let company = ok(&d.data, &d.old, &[], &CREATE_ACME, "company");
+    let admin = ok(&d.data, &d.old, &[], &add_ada(&company), "teammate");
+    let create = create_plugin(&company, &admin, "tags:read");
     let (code, json, stderr) = run(&d.data, &d.old, &[], &create);
     assert_eq!(code, 0, "{stderr}");
     (

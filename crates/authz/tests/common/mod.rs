@@ -1,10 +1,14 @@
 //! A small world for given/when/then tests: commands run through `decide`
-//! and `apply` with contiguous positions and a clock that moves forward.
+//! and `apply` with contiguous positions and a clock that moves forward;
+//! [`ledger`] gives a company, its admin and a token through the `Ledger`
+//! facade instead.
 
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the harness"
 )]
+
+pub mod ledger;
 
 use std::collections::BTreeSet;
 
