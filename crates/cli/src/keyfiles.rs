@@ -70,7 +70,7 @@ pub fn warn_if_shared(what: &str, path: &Path) {
         if mode & 0o077 != 0 {
             eprintln!(
                 "tokenledger: warning: the {what} file `{}` can be reached by its group or others (mode {:o}): chmod 600 it",
-                path.display(),
+                crate::guard::redact(&path.display().to_string()),
                 mode & 0o777
             );
         }

@@ -191,7 +191,10 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
     if let Ok(ledger) = &opened {
         // A skipped checkpoint costs time, not correctness: say so, go on.
         for warning in ledger.warnings() {
-            eprintln!("tokenledger: warning: {warning}");
+            eprintln!(
+                "tokenledger: warning: {}",
+                crate::guard::redact(&warning.to_string())
+            );
         }
     }
     Ok(opened)

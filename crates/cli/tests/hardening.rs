@@ -269,6 +269,10 @@ fn a_secret_anywhere_in_an_argument_is_refused_and_never_echoed() {
     let typo = format!("{}8", &secret[..secret.len() - 1]);
     let upper = secret.to_uppercase();
     let in_a_path = format!("GET /conversations/{secret}");
+    let dash = format!("tlk-{body}");
+    let encoded = format!("TLK%5F{}", body.to_uppercase());
+    let encoded_lower = format!("tlk%5f{body}");
+    let dot = format!("tlk.{body}");
     let check = [
         "check",
         "--scope",
@@ -288,6 +292,11 @@ fn a_secret_anywhere_in_an_argument_is_refused_and_never_echoed() {
         vec!["pref", "set", &admin, "--private-api-access", &bearer],
         vec!["history", "--since", &upper],
         vec!["--json", &assigned],
+        // A mistyped or encoded `_`.
+        vec!["history", "--token", &dash],
+        vec!["history", "--token", &encoded],
+        vec!["token", "show", &encoded_lower],
+        vec!["history", "--since", &dot],
     ];
     for resource in [&bearer, &trailing, &typo, &upper] {
         let mut args = check.to_vec();

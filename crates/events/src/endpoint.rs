@@ -313,50 +313,95 @@ pub fn endpoints() -> Result<impl Iterator<Item = &'static Endpoint>, EndpointEr
     }
 }
 
+/// Whether `byte` may stand in a segment, as itself or escaped: ASCII
+/// letters and digits, the unreserved `-._~` and the sub-delimiters and
+/// `:`/`@` that Front's ids and aliases use (`cnv_123`,
+/// `alt:email:ada@example.com`, `alt:phone:+33123`). `;` is left out: Tomcat
+/// and others drop what follows it.
+const fn allowed(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
 /// Why a segment of a request path is refused before matching, if it is.
 ///
 /// The check must hold for the path that finally reaches the service, not
 /// only for the one checked: a proxy or framework behind the check may
-/// decode escapes, resolve dot segments, drop `;` parameters or read `\`
-/// as `/`, and `GET /comments/x/download/..` (`attachments:read`) would
-/// become `GET /comments/x` (`comments:read`). So every segment whose
-/// meaning such a step could change is refused, whatever endpoint it would
-/// match; no catalogued path and no resource id needs one.
+/// decode escapes (also overlong UTF-8 such as `%c0%ae`), fold Unicode
+/// (`．` to `.`), trim spaces, drop a `#` fragment or `;` parameters,
+/// resolve dot segments or read `\` as `/`, and `GET
+/// /comments/x/download/..` (`attachments:read`) would become `GET
+/// /comments/x` (`comments:read`). A list of what to refuse always misses
+/// one such step, so only what no step changes is let through: the
+/// characters of [`allowed`], raw or as an escape, and never a segment of
+/// nothing but dots. No catalogued path and no resource id needs more.
 fn ambiguous(segment: &str) -> Option<&'static str> {
-    // What Tomcat and others keep of a segment with `;` parameters.
-    let core = segment.split(';').next().unwrap_or(segment);
-    if core.is_empty() {
+    if segment.is_empty() {
         return Some("nothing (an empty segment)");
     }
-    if core.bytes().all(|byte| byte == b'.') {
-        return Some("only dots (a dot segment)");
-    }
-    if segment.chars().any(char::is_control) {
-        return Some("a control character");
-    }
     let bytes = segment.as_bytes();
-    for (at, &byte) in bytes.iter().enumerate() {
-        if byte == b'\\' {
-            return Some("a backslash, which some servers read as `/`");
-        }
-        if byte != b'%' {
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'%' {
+            let escaped = bytes
+                .get(at + 1..at + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            match escaped {
+                None => return Some("a `%` not followed by two hex digits"),
+                Some(b'.') => return Some("an encoded `.`"),
+                Some(b'/' | b'\\') => return Some("an encoded `/` or `\\`"),
+                Some(b'%') => return Some("an encoded `%`, which decodes to another escape"),
+                Some(value) if !value.is_ascii() => {
+                    return Some(
+                        "an encoded byte above 0x7f, which a decoder may read as `.` or `/`",
+                    );
+                }
+                Some(value) if !allowed(value) => {
+                    return Some(
+                        "an encoded character that no id needs (only letters, digits and `-._~!$&'()*+,=:@` are kept)",
+                    );
+                }
+                Some(_) => at += 3,
+            }
             continue;
         }
-        let escaped = bytes
-            .get(at + 1..at + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            None => return Some("a `%` not followed by two hex digits"),
-            Some(b'/' | b'\\') => return Some("an encoded `/` or `\\`"),
-            Some(b'.') => return Some("an encoded `.`"),
-            Some(b'%') => return Some("an encoded `%`, which decodes to another escape"),
-            Some(b'?' | b'#' | b';') => return Some("an encoded `?`, `#` or `;`"),
-            Some(value) if value.is_ascii_control() => {
-                return Some("an encoded control character");
-            }
-            Some(_) => {}
+        if !allowed(byte) {
+            return Some(match byte {
+                b'#' => "a `#`, which a URL parser drops with all that follows",
+                b';' => "a `;`, which some servers drop with all that follows",
+                b'\\' => "a backslash, which some servers read as `/`",
+                byte if byte.is_ascii_whitespace() => "whitespace, which some servers trim",
+                byte if byte.is_ascii_control() => "a control character",
+                byte if !byte.is_ascii() => {
+                    "a character that is not ASCII, which some servers fold to `.` or `/`"
+                }
+                _ => {
+                    "a character that no id needs (only letters, digits and `-._~!$&'()*+,=:@` are kept)"
+                }
+            });
         }
+        at += 1;
+    }
+    if bytes.iter().all(|&byte| byte == b'.') {
+        return Some("only dots (a dot segment)");
     }
     None
 }
@@ -364,10 +409,11 @@ fn ambiguous(segment: &str) -> Option<&'static str> {
 /// Resolves a method and a request path to the operation it names.
 ///
 /// A query string and one trailing `/` are ignored. The path must start with
-/// `/`, and no segment may be one whose meaning a proxy could change: an
-/// empty or dot segment (`.`, `..`, also before `;` parameters), a
-/// backslash, a control character, an encoded `/`, `\`, `.`, `%`, `?`,
-/// `#`, `;` or control character, or a `%` without two hex digits
+/// `/`, and each segment may hold only ASCII letters, digits and
+/// `-._~!$&'()*+,=:@`, raw or as a `%` escape (but `.` only raw), and must
+/// not be empty or only dots: anything else (`#`, `;`, `\`, whitespace, a
+/// character that is not ASCII, an escape of a byte above 0x7f or of
+/// another character) is one whose meaning a proxy could change
 /// ([`EndpointError::AmbiguousSegment`], naming the segment).
 ///
 /// ```
@@ -552,6 +598,83 @@ mod tests {
         assert_eq!(e.requirement.to_string(), "contacts:read");
         let e = resolve_endpoint(Method::Get, "/comments/x/download/a.b").unwrap();
         assert_eq!(e.requirement.to_string(), "attachments:read");
+    }
+
+    #[test]
+    fn what_a_parser_or_decoder_could_turn_into_a_dot_segment_is_refused() {
+        for parameter in [
+            // A URL parser drops the fragment, then resolves `..`.
+            "..#",
+            "..#a",
+            "#",
+            // Overlong UTF-8 for `.`, and other escapes of non-ASCII bytes.
+            "%c0%ae%c0%ae",
+            "%C0%AE",
+            "%e0%80%ae",
+            "%ef%bc%8e%ef%bc%8e",
+            "a%80",
+            // Characters that Unicode folding reads as `.`.
+            "\u{ff0e}\u{ff0e}",
+            "\u{2024}\u{2024}",
+            "x\u{e9}",
+            // Spaces a server trims, raw or escaped.
+            ".. ",
+            " ..",
+            "..%20",
+            "..%09",
+            "..\t",
+            "a b",
+            // Escapes of characters no id needs.
+            "..%3c",
+            "%22",
+            "%7B",
+            "..;",
+            "a;b",
+            "..<",
+            "{x}",
+            "..|",
+        ] {
+            let path = format!("/comments/x/download/{parameter}");
+            assert_eq!(
+                refused_segment(&path),
+                Some((4, quote_input(parameter))),
+                "{path}"
+            );
+        }
+        let error = resolve_endpoint(Method::Get, "/comments/x/download/..#").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "segment 4 of the path, `..#`, is refused: it holds a `#`, which a URL parser drops with all that follows, so a proxy that rewrites the path after this check could send the request to an endpoint that needs another scope"
+        );
+    }
+
+    #[test]
+    fn ids_and_aliases_still_resolve() {
+        for (path, requirement) in [
+            ("/contacts/alt:email:ada%40example.com", "contacts:read"),
+            ("/contacts/alt:email:ada@example.com", "contacts:read"),
+            (
+                "/contacts/alt:email:ada%40example.com/notes",
+                "contacts:read",
+            ),
+            ("/contacts/alt:phone:+33123456789", "contacts:read"),
+            ("/contacts/alt:phone:%2B33123456789", "contacts:read"),
+            ("/contacts/alt:twitter:ada_lovelace", "contacts:read"),
+            ("/contacts/crd_1a2B3c", "contacts:read"),
+            ("/conversations/cnv_123", "conversations:read"),
+            ("/conversations/alt:ref:a-b.c~d", "conversations:read"),
+            ("/conversations/search/is:open", "conversations:read"),
+            ("/comments/x/download/a.b", "attachments:read"),
+            ("/comments/x/download/.x", "attachments:read"),
+            ("/teammates/alt:email:ada%40example.com", "teammates:read"),
+        ] {
+            let endpoint = resolve_endpoint(Method::Get, path);
+            assert_eq!(
+                endpoint.map(|e| e.requirement.to_string()).ok().as_deref(),
+                Some(requirement),
+                "{path}"
+            );
+        }
     }
 
     #[test]

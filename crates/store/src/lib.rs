@@ -59,7 +59,10 @@
 //! entry in its file as a torn write and recovers only what came before it,
 //! so a flipped byte in the database file silently shortens the log to a
 //! prefix that still verifies. Opening with the known head refuses it
-//! (`tests/tamper.rs` flips bytes across the file to show it).
+//! (`tests/tamper.rs` flips bytes across the file to show it). Both heads
+//! are checked against what recovering would leave before it changes
+//! anything, so a refused open, `verify`'s included, removes no record
+//! (`tests/settled_position.rs`).
 //!
 //! ```
 //! use tokenledger_events::{Actor, CompanyId, Event, EventId, Name};

@@ -101,17 +101,20 @@ impl Signer {
     /// `hash_at` giving the hash of the record at a position (`None` past
     /// the end). A log with no records and no signed head is new, or was
     /// never signed, and has nothing to vouch for: it is signed from here
-    /// on. Any other log must have a signed head, whose MAC holds under
-    /// `key` and whose record is in the log.
+    /// on. `stored` says whether the directory holds any record, even one
+    /// above `head` that opening would take out: such a log is not new.
+    /// Any other log must have a signed head, whose MAC holds under `key`
+    /// and whose record is in the log.
     pub(crate) fn check(
         dir: &Path,
         key: CheckpointKey,
         head: Head,
+        stored: bool,
         hash_at: impl FnOnce(u64) -> Result<Option<Hash>, Damage>,
     ) -> Result<Signer, OpenError> {
         let path = dir.join(FILE);
         let signed = match read(dir)? {
-            None if head.position == 0 => None,
+            None if head.position == 0 && !stored => None,
             None => return Err(refused(&path, CheckpointError::Missing)),
             Some(checkpoint) => {
                 checkpoint

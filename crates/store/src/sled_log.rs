@@ -79,7 +79,7 @@ pub struct Options {
     pub known_head: Option<Head>,
     /// Signs the log's head, in the data directory's `signed-head` file,
     /// whenever sled settles and when the log closes; opening refuses a log
-    /// whose signed head is missing (unless the log is empty), forged, or
+    /// whose signed head is missing (unless the log holds no record), forged, or
     /// names a record the log does not hold. Keep it outside the data
     /// directory. A log written without a key is signed only by
     /// [`SledLog::sign_head`], never on its own.
@@ -464,16 +464,31 @@ impl SledLog {
             known_ids: KnownIds::new(),
             signer: None,
         };
-        // Nothing is signed until the signed head is checked: recovering
-        // settles, and a settle that signed would vouch for what it found.
-        writer.recover(last, recovered)?;
+        // The heads that vouch for the log are checked against what
+        // recovering would leave, before it removes or empties anything: a
+        // settled position lowered by an attacker or a damaged disk must
+        // not make this open delete the records above it and only then
+        // refuse. Nothing is signed until then either: recovering settles,
+        // and a settle that signed would vouch for what it found.
+        let recovery = writer.plan_recovery(last, recovered)?;
+        let events = &shared.trees.events;
         if let Some(known) = options.known_head {
-            check_known_head(&shared.trees.events, known, writer.head)?;
+            check_known_head(known, recovery.head, |position| {
+                recovery.hash_at(events, position)
+            })?;
         }
-        if let Some(key) = options.checkpoint_key {
-            let events = &shared.trees.events;
-            let mut signer =
-                Signer::check(dir, key, writer.head, |position| hash_at(events, position))?;
+        let signer = match options.checkpoint_key {
+            Some(key) => Some(Signer::check(
+                dir,
+                key,
+                recovery.head,
+                last > 0,
+                |position| recovery.hash_at(events, position),
+            )?),
+            None => None,
+        };
+        writer.recover(recovery)?;
+        if let Some(mut signer) = signer {
             // What recovering settled, or the empty head of a new log.
             signer.sign(writer.head).map_err(io_error(dir))?;
             writer.signer = Some(signer);
@@ -752,11 +767,17 @@ fn streams(envelope: &Envelope) -> impl Iterator<Item = Stream> {
     Stream::of_parts(envelope.company, envelope.actor, &envelope.event)
 }
 
-fn check_known_head(events: &sled::Tree, known: Head, found: Head) -> Result<(), OpenError> {
+/// Refuses a log whose head `found` is behind `known`, or that holds
+/// another record at its position; `hash_at` reads the log.
+fn check_known_head(
+    known: Head,
+    found: Head,
+    hash_at: impl FnOnce(u64) -> Result<Option<Hash>, Damage>,
+) -> Result<(), OpenError> {
     if known.position == 0 {
         return Ok(());
     }
-    let at = hash_at(events, known.position).map_err(OpenError::Damaged)?;
+    let at = hash_at(known.position).map_err(OpenError::Damaged)?;
     if found.position < known.position || at != Some(known.hash) {
         return Err(OpenError::RolledBack { known, found });
     }
@@ -1002,6 +1023,37 @@ impl Prepared {
     }
 }
 
+/// What recovering will make of sled, worked out before it changes
+/// anything ([`Writer::plan_recovery`]).
+struct Recovery {
+    /// The settled position (or sled's last, if never settled): what is
+    /// above it in sled is taken out.
+    base: u64,
+    /// Closed cleanly: nothing to take out, put back or settle.
+    unchanged: bool,
+    /// The journal's records above `base`, checked as continuing the log.
+    pending: Pending,
+    /// The head once they are back.
+    head: Head,
+    last_time: Timestamp,
+}
+
+impl Recovery {
+    /// The hash of the record at `position` in the log as recovering will
+    /// leave it: sled's up to the settled position, the journal's above.
+    fn hash_at(&self, events: &sled::Tree, position: u64) -> Result<Option<Hash>, Damage> {
+        if position <= self.base {
+            return hash_at(events, position);
+        }
+        match self.pending.events.iter().find(|e| e.position == position) {
+            None => Ok(None),
+            Some(event) => record::open(&event.record)
+                .map(|r| Some(r.hash))
+                .map_err(|problem| Damage { position, problem }),
+        }
+    }
+}
+
 /// One event ready to be written.
 struct Planned {
     position: u64,
@@ -1036,22 +1088,18 @@ impl Writer {
         }
     }
 
-    /// Brings sled back to what was settled plus what the journal holds.
+    /// Works out what [`Writer::recover`] will make of sled: what was
+    /// settled plus what the journal holds. Reads only, so that what it
+    /// would produce can be checked before anything is changed.
     ///
     /// Groups reach sled one key at a time, so a crash can leave part of a
     /// group there, acknowledged or not. Everything above the settled
-    /// position is taken out, and the journal's records above it are put
-    /// back whole; the journal's records at or below it must be the ones
-    /// sled holds. `last` is the position of sled's last record.
-    ///
-    /// Then, unless the log was closed cleanly, sled is settled: that
-    /// writes `H` into a log that never had it, which must happen before
-    /// the first append, since until then nothing marks where whole groups
-    /// end; and it empties the journal, so the next open has nothing to
-    /// redo. (Without it a crash would still recover: sled keeps a prefix
-    /// of its writes, so the removals above reach the disk before any
-    /// later write does.)
-    fn recover(&mut self, last: u64, recovered: Vec<Recovered>) -> Result<(), OpenError> {
+    /// position is to be taken out, and the journal's records above it put
+    /// back whole: they must continue the log at the settled position, link
+    /// by link, or the open is refused. The journal's records at or below it
+    /// must be the ones sled holds. `last` is the position of sled's last
+    /// record.
+    fn plan_recovery(&self, last: u64, recovered: Vec<Recovered>) -> Result<Recovery, OpenError> {
         let events = &self.shared.trees.events;
         // Without the key, the directory has never been settled by this
         // code: a new log, or one written with atomic batches, whose
@@ -1068,7 +1116,6 @@ impl Writer {
         };
         let base = settled.unwrap_or(last);
         let (mut head, mut last_time) = record_at(events, base).map_err(OpenError::Damaged)?;
-        remove_above(events, base).map_err(OpenError::Damaged)?;
         // A log closed cleanly and settled: nothing to write on open.
         let unchanged = settled.is_some() && last == base && recovered.is_empty();
         let mut tail = Vec::new();
@@ -1097,6 +1144,34 @@ impl Writer {
             self.plan_records(chunk, &mut pending, &mut head, &mut last_time)
                 .map_err(refused)?;
         }
+        Ok(Recovery {
+            base,
+            unchanged,
+            pending,
+            head,
+            last_time,
+        })
+    }
+
+    /// Brings sled back to what `recovery` planned: takes out everything
+    /// above the settled position and puts the journal's records back.
+    ///
+    /// Then, unless the log was closed cleanly, sled is settled: that
+    /// writes `H` into a log that never had it, which must happen before
+    /// the first append, since until then nothing marks where whole groups
+    /// end; and it empties the journal, so the next open has nothing to
+    /// redo. (Without it a crash would still recover: sled keeps a prefix
+    /// of its writes, so the removals above reach the disk before any
+    /// later write does.)
+    fn recover(&mut self, recovery: Recovery) -> Result<(), OpenError> {
+        let Recovery {
+            base,
+            unchanged,
+            pending,
+            head,
+            last_time,
+        } = recovery;
+        remove_above(&self.shared.trees.events, base).map_err(OpenError::Damaged)?;
         self.inserter.begin(pending);
         self.inserted().map_err(OpenError::Storage)?;
         self.head = head;
