@@ -376,13 +376,15 @@ impl Ledger {
     }
 
     /// Refuses keys of which none sealed the newest sealed secret, read
-    /// from the newest token's creation: one read. A newest token sealed
-    /// with no key checks nothing.
+    /// from the creation of the newest token created sealed: one read.
+    /// Tokens created since without a key do not hide it, so a wrong key
+    /// cannot slip in behind them.
     fn check_sealing_keys(&self) -> Result<(), LedgerError> {
         if self.sealing_keys().next().is_none() {
             return Ok(());
         }
-        let Some(newest) = self.with_state(|state| state.newest_token().map(|t| t.id())) else {
+        let Some(newest) = self.with_state(|state| state.newest_sealed_token().map(|t| t.id()))
+        else {
             return Ok(());
         };
         match sealed_at_creation(&self.log, newest).map_err(LedgerError::Damaged)? {
