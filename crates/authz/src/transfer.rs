@@ -384,12 +384,16 @@ fn sync_tree(dir: &Path) -> Result<(), TransferError> {
 impl Ledger {
     /// Writes every event to `out` as JSON lines, oldest first, and returns
     /// how many. `progress` is told the position reached and the head.
+    /// Refused once the ledger is closed, before each chunk and at the end:
+    /// its log may lack what it acknowledged (see [`Ledger::execute`]).
     pub fn export(
         &self,
         out: &mut dyn Write,
         path: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, TransferError> {
+        let closed = |ledger: &Ledger| ledger.refuse_if_closed().map_err(TransferError::Ledger);
+        closed(self)?;
         let head = self.head().position;
         let io = |error| TransferError::Io {
             path: path.to_owned(),
@@ -397,6 +401,7 @@ impl Ledger {
         };
         let mut next = 1;
         while next <= head {
+            closed(self)?;
             let records = self
                 .log
                 .read_records(next, CHUNK)
@@ -413,6 +418,7 @@ impl Ledger {
             progress(next - 1, head);
         }
         out.flush().map_err(io)?;
+        closed(self)?;
         Ok(next - 1)
     }
 

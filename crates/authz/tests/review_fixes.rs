@@ -9,8 +9,12 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokenledger_authz::*;
 use tokenledger_events::*;
+use tokenledger_store::{FaultInjector, FaultPoint};
 
 fn name(text: &str) -> Name {
     Name::new(text).unwrap()
@@ -123,4 +127,104 @@ fn a_wrong_sealing_key_is_refused_even_when_the_newest_token_is_unsealed() {
     );
     let ledger = Ledger::open_with(dir.path(), options).unwrap();
     assert!(ledger.warnings().is_empty(), "{:?}", ledger.warnings());
+}
+
+/// Options whose log fails to take groups into sled while the returned
+/// flag is set.
+fn failing_inserts() -> (LedgerOptions, Arc<AtomicBool>) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let faults: FaultInjector = {
+        let armed = Arc::clone(&armed);
+        Arc::new(move |at| {
+            if at == FaultPoint::Insert && armed.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("injected: no space left on device"))
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let options = LedgerOptions {
+        log: Options {
+            faults: Some(faults),
+            ..Options::default()
+        },
+        ..LedgerOptions::default()
+    };
+    (options, armed)
+}
+
+fn assert_closed<T: std::fmt::Debug>(what: &str, result: Result<T, LedgerError>) {
+    match result {
+        Err(LedgerError::Closed(why)) => assert!(!why.is_empty(), "{what}"),
+        other => panic!("{what} answered on a closed ledger: {other:?}"),
+    }
+}
+
+#[test]
+fn a_closed_ledger_answers_no_investigation_and_exports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, armed) = failing_inserts();
+    let ledger = Ledger::open_with(dir.path(), options).unwrap();
+    let (company, admin) = company_and_admin(&ledger);
+    let token = tag_reader(&ledger, company, admin);
+    let head = ledger.head().position;
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let request = Request {
+        requirement: Requirement::Scope("tags:read".parse().unwrap()),
+        resource: "tag_1".parse().unwrap(),
+        location: Location::Global(company),
+        at: now,
+    };
+    // Before: the state at the head allows the token.
+    let state = ledger.state_at(head).unwrap();
+    assert!(decide_request(&state, token.secret.expose(), &request).is_allowed());
+    let refusal = decide_request(
+        &state,
+        token.secret.expose(),
+        &Request {
+            requirement: Requirement::Scope("tags:write".parse().unwrap()),
+            ..request
+        },
+    )
+    .refusal
+    .unwrap();
+
+    // The delete is acknowledged, then sled fails to take it.
+    armed.store(true, Ordering::SeqCst);
+    let error = ledger
+        .execute(
+            Actor::Teammate(admin),
+            Command::DeleteToken { token: token.token },
+        )
+        .unwrap_err();
+    assert!(matches!(error, LedgerError::Unconfirmed { .. }), "{error}");
+    armed.store(false, Ordering::SeqCst);
+
+    // Not the state the log lacks the delete in, nor any answer read
+    // from that log.
+    assert_closed("state_at", ledger.state_at(head));
+    assert_closed("company_state_at", ledger.company_state_at(company, head));
+    assert_closed(
+        "state_for_secret_at",
+        ledger.state_for_secret_at(token.secret.expose(), head),
+    );
+    assert_closed("history", ledger.history(&HistoryQuery::default()));
+    assert_closed("reveals", ledger.reveals(token.token));
+    assert_closed("position_at", ledger.position_at(now));
+    assert_closed(
+        "timeline",
+        ledger.timeline(token.token, Timestamp::EPOCH, now),
+    );
+    assert_closed(
+        "who_can",
+        ledger.who_can("tags:read".parse().unwrap(), Location::Global(company), now),
+    );
+    assert_closed("explain", ledger.explain(&state, &refusal));
+    let out = dir.path().join("export.jsonl");
+    let mut written = Vec::new();
+    match ledger.export(&mut written, &out, &mut |_, _| {}) {
+        Err(TransferError::Ledger(LedgerError::Closed(_))) => {}
+        other => panic!("export answered on a closed ledger: {other:?}"),
+    }
+    assert!(written.is_empty());
 }
