@@ -308,7 +308,9 @@ impl Ledger {
     /// if it is intact, signs its head (see [`SledLog::sign_head`]). Check
     /// the head returned against one recorded elsewhere, if there is one
     /// (or pass it as `options.log.known_head`): what is signed here is
-    /// vouched for from now on.
+    /// vouched for from now on. A log that was kept with `key` before and
+    /// lost its signed head is refused without a known head it contains
+    /// ([`OpenError::KeyedBefore`]).
     pub fn sign_head(
         dir: &Path,
         key: &CheckpointKey,

@@ -228,3 +228,87 @@ fn a_closed_ledger_answers_no_investigation_and_exports_nothing() {
     }
     assert!(written.is_empty());
 }
+
+fn keyed(byte: u8) -> LedgerOptions {
+    LedgerOptions {
+        checkpoint_key: Some(CheckpointKey::from_bytes([byte; 32])),
+        ..LedgerOptions::default()
+    }
+}
+
+/// Adopting a key, given a head known to be the log's.
+fn knowing(head: Head) -> LedgerOptions {
+    let mut options = LedgerOptions::default();
+    options.log.known_head = Some(head);
+    options
+}
+
+#[test]
+fn a_log_kept_with_a_key_whose_signed_head_was_removed_is_signed_again_only_against_a_known_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        let ledger = Ledger::open_with(dir.path(), keyed(4)).unwrap();
+        let (company, admin) = company_and_admin(&ledger);
+        ledger.checkpoint().unwrap();
+        tag_reader(&ledger, company, admin);
+        ledger.head()
+    };
+    // Removed by someone who rewrote the log behind it, say.
+    std::fs::remove_file(dir.path().join("signed-head")).unwrap();
+    let key = CheckpointKey::from_bytes([4; 32]);
+
+    let refused = Ledger::sign_head(dir.path(), &key, LedgerOptions::default()).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::Open(OpenError::KeyedBefore { .. })),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("--known-head"), "{refused}");
+    assert!(!dir.path().join("signed-head").exists());
+    // A known head at 0 names no record: it vouches for nothing.
+    let nothing = Ledger::sign_head(dir.path(), &key, knowing(Head::EMPTY)).unwrap_err();
+    assert!(
+        matches!(nothing, LedgerError::Open(OpenError::KeyedBefore { .. })),
+        "{nothing}"
+    );
+    // Opening says the same: suspect, and what to compare.
+    let missing = Ledger::open_with(dir.path(), keyed(4)).err().unwrap();
+    let missing = missing.to_string();
+    assert!(
+        missing.contains("suspect") && missing.contains("--known-head"),
+        "{missing}"
+    );
+
+    // A head kept elsewhere, which the log holds, vouches for it.
+    let verified = Ledger::sign_head(dir.path(), &key, knowing(head)).unwrap();
+    assert_eq!(verified.head, head);
+    assert_eq!(
+        Ledger::open_with(dir.path(), keyed(4)).unwrap().head(),
+        head
+    );
+}
+
+#[test]
+fn a_log_never_kept_with_the_key_is_still_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        // Unsigned checkpoints, or another key's, are no sign of this key.
+        let ledger = Ledger::open_with(
+            dir.path(),
+            LedgerOptions {
+                trust_unsigned_checkpoints: true,
+                ..LedgerOptions::default()
+            },
+        )
+        .unwrap();
+        company_and_admin(&ledger);
+        ledger.checkpoint().unwrap();
+        ledger.head()
+    };
+    let key = CheckpointKey::from_bytes([4; 32]);
+    let verified = Ledger::sign_head(dir.path(), &key, LedgerOptions::default()).unwrap();
+    assert_eq!(verified.head, head);
+    assert_eq!(
+        Ledger::open_with(dir.path(), keyed(4)).unwrap().head(),
+        head
+    );
+}
