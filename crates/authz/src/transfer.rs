@@ -310,12 +310,13 @@ impl Staging {
         staged.push(name);
         staged.push(format!(".importing-{:032x}", random.as_u128()));
         let path = parent.join(staged);
-        // The directories above it are made as opening a ledger makes them.
-        fs::create_dir_all(parent).map_err(io(parent))?;
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&path).map_err(io(&path))?;
+        // The directories above it are made as opening a ledger makes
+        // them, readable by their owner only whatever the umask (those that
+        // exist keep their mode), so none shows what is imported below it.
+        let mut parents = private_dir();
+        parents.recursive(true);
+        parents.create(parent).map_err(io(parent))?;
+        private_dir().create(&path).map_err(io(&path))?;
         Ok(Staging { path, moved: false })
     }
 
@@ -352,6 +353,14 @@ impl Drop for Staging {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// A builder of directories readable by their owner only (`0700`).
+fn private_dir() -> fs::DirBuilder {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
 }
 
 fn sync_path(path: &Path) -> Result<(), TransferError> {
