@@ -61,37 +61,39 @@ impl Ledger {
     /// The events that match `query`, oldest first, each with its position,
     /// time, actor, company, hash, and whether its time was clamped.
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredEvent>, LedgerError> {
-        let head = self.head().position;
-        let mut first = query.from_position.unwrap_or(1).max(1);
-        if let Some(since) = query.since {
-            // Times never go backwards in the log, so the events from `since`
-            // on start just after the last one before it.
-            let before = since.as_micros().checked_sub(1).map(Timestamp::from_micros);
-            let skip = match before {
-                Some(before) => self.position_at(before)?,
-                None => 0,
+        self.while_open(|| {
+            let head = self.head().position;
+            let mut first = query.from_position.unwrap_or(1).max(1);
+            if let Some(since) = query.since {
+                // Times never go backwards in the log, so the events from `since`
+                // on start just after the last one before it.
+                let before = since.as_micros().checked_sub(1).map(Timestamp::from_micros);
+                let skip = match before {
+                    Some(before) => self.position_at(before)?,
+                    None => 0,
+                };
+                first = first.max(skip + 1);
+            }
+            let mut last = query.to_position.unwrap_or(head).min(head);
+            if let Some(until) = query.until {
+                last = last.min(self.position_at(until)?);
+            }
+            let mut found = Vec::new();
+            let mut keep = |event: StoredEvent| {
+                if query.matches(&event.envelope) {
+                    found.push(event);
+                }
             };
-            first = first.max(skip + 1);
-        }
-        let mut last = query.to_position.unwrap_or(head).min(head);
-        if let Some(until) = query.until {
-            last = last.min(self.position_at(until)?);
-        }
-        let mut found = Vec::new();
-        let mut keep = |event: StoredEvent| {
-            if query.matches(&event.envelope) {
-                found.push(event);
+            match query.stream() {
+                // Read whole, the range's links are checked from the record
+                // before it, at the cost of that one read.
+                None if first <= last => {
+                    replay(&self.log, first - 1, last, keep)?;
+                }
+                stream => scan(&self.log, stream, first, last, &mut keep)?,
             }
-        };
-        match query.stream() {
-            // Read whole, the range's links are checked from the record
-            // before it, at the cost of that one read.
-            None if first <= last => {
-                replay(&self.log, first - 1, last, keep)?;
-            }
-            stream => scan(&self.log, stream, first, last, &mut keep)?,
-        }
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Every reveal of `token`'s secret, oldest first, read from the
@@ -116,34 +118,38 @@ impl Ledger {
     /// The position of the last event recorded at or before `at` (0 if the
     /// log had none then).
     pub fn position_at(&self, at: Timestamp) -> Result<u64, LedgerError> {
-        // Times never go backwards in the log: a binary search over positions.
-        let (mut known, mut beyond) = (0, self.head().position + 1);
-        while beyond - known > 1 {
-            let middle = known + (beyond - known) / 2;
-            let event = self.log.read(middle, 1).map_err(LedgerError::Damaged)?;
-            let recorded_at = event.first().map(|e| e.envelope.recorded_at);
-            if recorded_at.is_some_and(|t| t <= at) {
-                known = middle;
-            } else {
-                beyond = middle;
+        self.while_open(|| {
+            // Times never go backwards in the log: a binary search over positions.
+            let (mut known, mut beyond) = (0, self.head().position + 1);
+            while beyond - known > 1 {
+                let middle = known + (beyond - known) / 2;
+                let event = self.log.read(middle, 1).map_err(LedgerError::Damaged)?;
+                let recorded_at = event.first().map(|e| e.envelope.recorded_at);
+                if recorded_at.is_some_and(|t| t <= at) {
+                    known = middle;
+                } else {
+                    beyond = middle;
+                }
             }
-        }
-        Ok(known)
+            Ok(known)
+        })
     }
 
     /// The state as it stood once the event at `position` was applied
     /// (the empty state at 0): the nearest checkpoint at or before it, and
     /// the log replayed from there.
     pub fn state_at(&self, position: u64) -> Result<State, LedgerError> {
-        let head = self.head().position;
-        if position > head {
-            return Err(LedgerError::BeyondHead { position, head });
-        }
-        let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
-        replay(&self.log, state.position(), position, |event| {
-            state.apply(&event.envelope);
-        })?;
-        Ok(state)
+        self.while_open(|| {
+            let head = self.head().position;
+            if position > head {
+                return Err(LedgerError::BeyondHead { position, head });
+            }
+            let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
+            replay(&self.log, state.position(), position, |event| {
+                state.apply(&event.envelope);
+            })?;
+            Ok(state)
+        })
     }
 
     /// The state of one company as it stood at `position`, rebuilt from
@@ -157,21 +163,23 @@ impl Ledger {
         company: CompanyId,
         position: u64,
     ) -> Result<State, LedgerError> {
-        let head = self.head().position;
-        if position > head {
-            return Err(LedgerError::BeyondHead { position, head });
-        }
-        let mut state = State::new();
-        scan(
-            &self.log,
-            Some(Stream::Company(company)),
-            1,
-            position,
-            |event| {
-                state.apply(&event.envelope);
-            },
-        )?;
-        Ok(state.as_of(position))
+        self.while_open(|| {
+            let head = self.head().position;
+            if position > head {
+                return Err(LedgerError::BeyondHead { position, head });
+            }
+            let mut state = State::new();
+            scan(
+                &self.log,
+                Some(Stream::Company(company)),
+                1,
+                position,
+                |event| {
+                    state.apply(&event.envelope);
+                },
+            )?;
+            Ok(state.as_of(position))
+        })
     }
 
     /// The state to decide a request with `presented` as of `position`:
@@ -185,22 +193,24 @@ impl Ledger {
         presented: &str,
         position: u64,
     ) -> Result<State, LedgerError> {
-        let company = Secret::digest_of(presented).ok().and_then(|digest| {
-            self.with_state(|state| {
-                let token = state.token_by_digest(&digest)?;
-                state.token_by_handle(token).map(|t| t.company())
-            })
-        });
-        match company {
-            Some(company) => self.company_state_at(company, position),
-            None => {
-                let head = self.head().position;
-                if position > head {
-                    return Err(LedgerError::BeyondHead { position, head });
+        self.while_open(|| {
+            let company = Secret::digest_of(presented).ok().and_then(|digest| {
+                self.with_state(|state| {
+                    let token = state.token_by_digest(&digest)?;
+                    state.token_by_handle(token).map(|t| t.company())
+                })
+            });
+            match company {
+                Some(company) => self.company_state_at(company, position),
+                None => {
+                    let head = self.head().position;
+                    if position > head {
+                        return Err(LedgerError::BeyondHead { position, head });
+                    }
+                    Ok(State::new().as_of(position))
                 }
-                Ok(State::new().as_of(position))
             }
-        }
+        })
     }
 }
 

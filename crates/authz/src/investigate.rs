@@ -62,60 +62,62 @@ impl Ledger {
     /// Explains `refusal`, naming people from `state` (the state it was
     /// made against, or any later one: names do not change).
     pub fn explain(&self, state: &State, refusal: &Refusal) -> Result<Explanation, LedgerError> {
-        let event = match refusal.reason.provenance() {
-            Some(Provenance { position, .. }) => self
-                .log
-                .read(position, 1)
-                .map_err(LedgerError::Damaged)?
-                .into_iter()
-                .next(),
-            None => None,
-        };
-        let mut text = format!(
-            "{}: rule {} ({}) failed: ",
-            refusal.status(),
-            refusal.rule.number(),
-            refusal.rule
-        );
-        // With the event found, the reason is said without its provenance,
-        // which the event then tells with names.
-        match (&event, refusal.reason) {
-            (Some(_), Reason::PrivateAccessOff { owner, .. }) => text.push_str(&format!(
-                "{}'s \"Allow access to my individual resources via the API\" is off",
-                who(state, Actor::Teammate(owner))
-            )),
-            (Some(_), Reason::TokenDeleted { .. }) => text.push_str("the token was deleted"),
-            (Some(_), Reason::WorkspaceDeleted { .. }) => {
-                text.push_str("the resource's workspace was deleted");
+        self.while_open(|| {
+            let event = match refusal.reason.provenance() {
+                Some(Provenance { position, .. }) => self
+                    .log
+                    .read(position, 1)
+                    .map_err(LedgerError::Damaged)?
+                    .into_iter()
+                    .next(),
+                None => None,
+            };
+            let mut text = format!(
+                "{}: rule {} ({}) failed: ",
+                refusal.status(),
+                refusal.rule.number(),
+                refusal.rule
+            );
+            // With the event found, the reason is said without its provenance,
+            // which the event then tells with names.
+            match (&event, refusal.reason) {
+                (Some(_), Reason::PrivateAccessOff { owner, .. }) => text.push_str(&format!(
+                    "{}'s \"Allow access to my individual resources via the API\" is off",
+                    who(state, Actor::Teammate(owner))
+                )),
+                (Some(_), Reason::TokenDeleted { .. }) => text.push_str("the token was deleted"),
+                (Some(_), Reason::WorkspaceDeleted { .. }) => {
+                    text.push_str("the resource's workspace was deleted");
+                }
+                (Some(_), Reason::MissingFeature { feature, .. }) => text.push_str(&format!(
+                    "the token does not have the `{feature}` feature, and has not since its creation"
+                )),
+                (Some(_), Reason::MissingPermission { .. }) => text.push_str(
+                    "the token does not have this permission, and has not since its creation",
+                ),
+                (Some(_), Reason::NotForOAuth { .. }) => text.push_str(
+                    "the token is an OAuth grant, and OAuth grants reach shared resources only, whatever the scope its creation recorded",
+                ),
+                (Some(_), Reason::NamespaceNotCovered { .. }) => text.push_str(
+                    "the token's namespaces do not cover where the resource lives, and have not since its creation",
+                ),
+                (_, reason) => text.push_str(&reason.to_string()),
             }
-            (Some(_), Reason::MissingFeature { feature, .. }) => text.push_str(&format!(
-                "the token does not have the `{feature}` feature, and has not since its creation"
-            )),
-            (Some(_), Reason::MissingPermission { .. }) => text.push_str(
-                "the token does not have this permission, and has not since its creation",
-            ),
-            (Some(_), Reason::NotForOAuth { .. }) => text.push_str(
-                "the token is an OAuth grant, and OAuth grants reach shared resources only, whatever the scope its creation recorded",
-            ),
-            (Some(_), Reason::NamespaceNotCovered { .. }) => text.push_str(
-                "the token's namespaces do not cover where the resource lives, and have not since its creation",
-            ),
-            (_, reason) => text.push_str(&reason.to_string()),
-        }
-        if let Some(needed) = refusal.needed {
-            text.push_str(&format!("; needed: {needed}"));
-        }
-        if let Some(event) = &event {
-            let envelope = &event.envelope;
-            text.push_str(&format!(
-                ". Behind it: {} {} at {}, log position {}",
-                who(state, envelope.actor),
-                describe_event(&envelope.event),
-                envelope.recorded_at,
-                envelope.position
-            ));
-        }
-        Ok(Explanation { text, event })
+            if let Some(needed) = refusal.needed {
+                text.push_str(&format!("; needed: {needed}"));
+            }
+            if let Some(event) = &event {
+                let envelope = &event.envelope;
+                text.push_str(&format!(
+                    ". Behind it: {} {} at {}, log position {}",
+                    who(state, envelope.actor),
+                    describe_event(&envelope.event),
+                    envelope.recorded_at,
+                    envelope.position
+                ));
+            }
+            Ok(Explanation { text, event })
+        })
     }
 
     /// What `token` could reach between `since` and `until`: for each
@@ -127,33 +129,35 @@ impl Ledger {
         since: Timestamp,
         until: Timestamp,
     ) -> Result<Timeline, LedgerError> {
-        let company = self
-            .with_state(|state| state.token(token).map(|t| t.company()))
-            .ok_or_else(|| LedgerError::NotFound(format!("token `{token}`")))?;
-        let end = self.position_at(until)?;
-        let mut state = State::new();
-        let mut tracker = Tracker::default();
-        let mut expiry_seen = false;
-        // Reach depends on the token's company only (rule 3).
-        scan(&self.log, Some(Stream::Company(company)), 1, end, |event| {
-            state.apply(&event.envelope);
-            let at = event.envelope.recorded_at;
-            let expires_at = state.token(token).and_then(|t| t.expires_at());
-            if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
-                expiry_seen = true;
+        self.while_open(|| {
+            let company = self
+                .with_state(|state| state.token(token).map(|t| t.company()))
+                .ok_or_else(|| LedgerError::NotFound(format!("token `{token}`")))?;
+            let end = self.position_at(until)?;
+            let mut state = State::new();
+            let mut tracker = Tracker::default();
+            let mut expiry_seen = false;
+            // Reach depends on the token's company only (rule 3).
+            scan(&self.log, Some(Stream::Company(company)), 1, end, |event| {
+                state.apply(&event.envelope);
+                let at = event.envelope.recorded_at;
+                let expires_at = state.token(token).and_then(|t| t.expires_at());
+                if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
+                    expiry_seen = true;
+                    tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
+                }
+                tracker.update(at, reach(&state, token, company, at), Change::of(&event));
+            })?;
+            if !expiry_seen
+                && let Some(expiry) = state
+                    .token(token)
+                    .and_then(|t| t.expires_at())
+                    .filter(|x| *x <= until)
+            {
                 tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
             }
-            tracker.update(at, reach(&state, token, company, at), Change::of(&event));
-        })?;
-        if !expiry_seen
-            && let Some(expiry) = state
-                .token(token)
-                .and_then(|t| t.expires_at())
-                .filter(|x| *x <= until)
-        {
-            tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
-        }
-        Ok(tracker.finish(&state, token, since, until))
+            Ok(tracker.finish(&state, token, since, until))
+        })
     }
 
     /// The tokens that could use `scope` on `location` at time `at`, judged
@@ -164,36 +168,38 @@ impl Ledger {
         location: Location,
         at: Timestamp,
     ) -> Result<WhoCan, LedgerError> {
-        let position = self.position_at(at)?;
-        // A location's company never changes, and only its tokens can be
-        // allowed there (rule 3): its history is enough.
-        let company = self
-            .with_state(|now| location_company(now, location))
-            .ok_or_else(|| LedgerError::NotFound(format!("{location} at {at}")))?;
-        let state = self.company_state_at(company, position)?;
-        if location_company(&state, location).is_none() {
-            return Err(LedgerError::NotFound(format!("{location} at {at}")));
-        }
-        let request = Request {
-            requirement: Requirement::Scope(scope),
-            resource: ResourceId::any(),
-            location,
-            at,
-        };
-        let mut tokens: Vec<Allowed> = state
-            .tokens_of(company)
-            .filter(|(id, _)| decision::authorize(&state, *id, &request).is_allowed())
-            .map(|(id, token)| Allowed {
-                token: id,
-                name: token.name().clone(),
-                created: token.created(),
+        self.while_open(|| {
+            let position = self.position_at(at)?;
+            // A location's company never changes, and only its tokens can be
+            // allowed there (rule 3): its history is enough.
+            let company = self
+                .with_state(|now| location_company(now, location))
+                .ok_or_else(|| LedgerError::NotFound(format!("{location} at {at}")))?;
+            let state = self.company_state_at(company, position)?;
+            if location_company(&state, location).is_none() {
+                return Err(LedgerError::NotFound(format!("{location} at {at}")));
+            }
+            let request = Request {
+                requirement: Requirement::Scope(scope),
+                resource: ResourceId::any(),
+                location,
+                at,
+            };
+            let mut tokens: Vec<Allowed> = state
+                .tokens_of(company)
+                .filter(|(id, _)| decision::authorize(&state, *id, &request).is_allowed())
+                .map(|(id, token)| Allowed {
+                    token: id,
+                    name: token.name().clone(),
+                    created: token.created(),
+                })
+                .collect();
+            tokens.sort_by_key(|allowed| allowed.created.position);
+            Ok(WhoCan {
+                position,
+                tokens,
+                location: location_label(&state, location),
             })
-            .collect();
-        tokens.sort_by_key(|allowed| allowed.created.position);
-        Ok(WhoCan {
-            position,
-            tokens,
-            location: location_label(&state, location),
         })
     }
 }

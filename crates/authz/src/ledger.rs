@@ -138,7 +138,8 @@ pub enum LedgerError {
     /// The log acknowledged a command's events but did not give them back
     /// as appended (fewer, none, elsewhere, or others): what it holds is
     /// not known. The ledger closed: readers refuse everything, and
-    /// commands are refused, until it is reopened.
+    /// commands, investigations and exports are refused, until it is
+    /// reopened.
     Unconfirmed {
         /// The positions acknowledged and the ids of the events appended.
         appended: Vec<(u64, EventId)>,
@@ -146,8 +147,11 @@ pub enum LedgerError {
         read_back: Vec<(u64, EventId)>,
     },
     /// An earlier command's outcome is unknown (this error's text says
-    /// which failure), so the ledger closed: nothing more is decided or
-    /// recorded until it is reopened.
+    /// which failure), so the ledger closed: nothing more is decided,
+    /// recorded, or answered from the log or the state (histories, past
+    /// states, timelines, exports) until it is reopened. Only `verify`
+    /// still walks the log: it checks the chain the log holds, whose head
+    /// may lack what was acknowledged.
     Closed(String),
 }
 
@@ -304,7 +308,9 @@ impl Ledger {
     /// if it is intact, signs its head (see [`SledLog::sign_head`]). Check
     /// the head returned against one recorded elsewhere, if there is one
     /// (or pass it as `options.log.known_head`): what is signed here is
-    /// vouched for from now on.
+    /// vouched for from now on. A log that was kept with `key` before and
+    /// lost its signed head is refused without a known head it contains
+    /// ([`OpenError::KeyedBefore`]).
     pub fn sign_head(
         dir: &Path,
         key: &CheckpointKey,
@@ -376,13 +382,15 @@ impl Ledger {
     }
 
     /// Refuses keys of which none sealed the newest sealed secret, read
-    /// from the newest token's creation: one read. A newest token sealed
-    /// with no key checks nothing.
+    /// from the creation of the newest token created sealed: one read.
+    /// Tokens created since without a key do not hide it, so a wrong key
+    /// cannot slip in behind them.
     fn check_sealing_keys(&self) -> Result<(), LedgerError> {
         if self.sealing_keys().next().is_none() {
             return Ok(());
         }
-        let Some(newest) = self.with_state(|state| state.newest_token().map(|t| t.id())) else {
+        let Some(newest) = self.with_state(|state| state.newest_sealed_token().map(|t| t.id()))
+        else {
             return Ok(());
         };
         match sealed_at_creation(&self.log, newest).map_err(LedgerError::Damaged)? {
@@ -457,7 +465,9 @@ impl Ledger {
     }
 
     /// Walks the whole log and checks its hash chain (see
-    /// [`tokenledger_store::EventLog::verify`]).
+    /// [`tokenledger_store::EventLog::verify`]). It answers on a closed
+    /// ledger too: the chain it checks is what the log holds, which may
+    /// lack what was acknowledged before the ledger closed.
     pub fn verify(&self) -> Result<Verified, Damage> {
         self.log.verify()
     }
@@ -548,11 +558,25 @@ impl Ledger {
     }
 
     /// Refuses while the ledger is closed.
-    fn refuse_if_closed(&self) -> Result<(), LedgerError> {
+    pub(crate) fn refuse_if_closed(&self) -> Result<(), LedgerError> {
         match self.closed.get() {
             Some(why) => Err(LedgerError::Closed(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// What `read` answers from the log or the state, refused if the
+    /// ledger is closed before it starts or by the time it ends: a closed
+    /// ledger's log may lack what it acknowledged (a delete), so an
+    /// investigation read from it could show a deleted token live.
+    pub(crate) fn while_open<T>(
+        &self,
+        read: impl FnOnce() -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.refuse_if_closed()?;
+        let answer = read()?;
+        self.refuse_if_closed()?;
+        Ok(answer)
     }
 
     /// Closes the ledger after `error`, an append whose outcome is not

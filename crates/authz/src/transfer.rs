@@ -310,12 +310,13 @@ impl Staging {
         staged.push(name);
         staged.push(format!(".importing-{:032x}", random.as_u128()));
         let path = parent.join(staged);
-        // The directories above it are made as opening a ledger makes them.
-        fs::create_dir_all(parent).map_err(io(parent))?;
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&path).map_err(io(&path))?;
+        // The directories above it are made as opening a ledger makes
+        // them, readable by their owner only whatever the umask (those that
+        // exist keep their mode), so none shows what is imported below it.
+        let mut parents = private_dir();
+        parents.recursive(true);
+        parents.create(parent).map_err(io(parent))?;
+        private_dir().create(&path).map_err(io(&path))?;
         Ok(Staging { path, moved: false })
     }
 
@@ -354,6 +355,14 @@ impl Drop for Staging {
     }
 }
 
+/// A builder of directories readable by their owner only (`0700`).
+fn private_dir() -> fs::DirBuilder {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
 fn sync_path(path: &Path) -> Result<(), TransferError> {
     File::open(path)
         .and_then(|file| file.sync_all())
@@ -384,12 +393,16 @@ fn sync_tree(dir: &Path) -> Result<(), TransferError> {
 impl Ledger {
     /// Writes every event to `out` as JSON lines, oldest first, and returns
     /// how many. `progress` is told the position reached and the head.
+    /// Refused once the ledger is closed, before each chunk and at the end:
+    /// its log may lack what it acknowledged (see [`Ledger::execute`]).
     pub fn export(
         &self,
         out: &mut dyn Write,
         path: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, TransferError> {
+        let closed = |ledger: &Ledger| ledger.refuse_if_closed().map_err(TransferError::Ledger);
+        closed(self)?;
         let head = self.head().position;
         let io = |error| TransferError::Io {
             path: path.to_owned(),
@@ -397,6 +410,7 @@ impl Ledger {
         };
         let mut next = 1;
         while next <= head {
+            closed(self)?;
             let records = self
                 .log
                 .read_records(next, CHUNK)
@@ -413,6 +427,7 @@ impl Ledger {
             progress(next - 1, head);
         }
         out.flush().map_err(io)?;
+        closed(self)?;
         Ok(next - 1)
     }
 

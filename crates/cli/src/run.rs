@@ -1046,7 +1046,9 @@ fn sign_head(context: &Context) -> Result<u8, Failure> {
         Err(LedgerError::Open(OpenError::Damaged(d))) => {
             return damaged(context, d.position, d.problem.to_string());
         }
-        Err(LedgerError::Open(error @ OpenError::RolledBack { .. })) => {
+        Err(LedgerError::Open(
+            error @ (OpenError::RolledBack { .. } | OpenError::KeyedBefore { .. }),
+        )) => {
             return not_vouched_for(context, &error);
         }
         Err(error) => return Err(failure(error)),

@@ -24,7 +24,10 @@ use crate::tokens::{Indexes, Origin, Pools, Row, Rows, Tokens};
 /// 2: tokens no longer carry their sealed secret.
 /// 3: nor their reveals, which the state no longer keeps.
 /// 4: the token table as it is kept: pools, and rows that index them.
-const VERSION: u32 = 4;
+/// 5: a row's flags say whether its token was created sealed; a layout 4
+///    archive, which never says so, is refused rather than read as
+///    holding no sealed token.
+const VERSION: u32 = 5;
 
 #[derive(Archive, Serialize)]
 struct Saved {
@@ -497,6 +500,22 @@ mod tests {
         let mut tokens = save_tokens(state.tokens.rows());
         change(&mut tokens);
         decode_checkpoint(&archive_with(state, tokens)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_layout_before_sealed_flags_is_refused_not_misread() {
+        let (state, _) = varied();
+        let saved = Saved {
+            version: 4,
+            position: state.position,
+            companies: Vec::new(),
+            teammates: Vec::new(),
+            workspaces: Vec::new(),
+            tokens: save_tokens(state.tokens.rows()),
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&saved).unwrap();
+        let error = decode_checkpoint(&bytes).err().unwrap().to_string();
+        assert!(error.contains("has layout 4"), "{error}");
     }
 
     #[test]

@@ -179,9 +179,11 @@ impl State {
         self.tokens.handle_by_digest(digest)
     }
 
-    /// The token created last, of any company.
-    pub fn newest_token(&self) -> Option<Token<'_>> {
-        self.tokens.newest()
+    /// The token created last, of any company, whose creation recorded a
+    /// sealed secret. It walks back from the newest token: for opening,
+    /// not for a request.
+    pub fn newest_sealed_token(&self) -> Option<Token<'_>> {
+        self.tokens.newest_sealed()
     }
 
     /// The tokens of a company, in the order they were created.
@@ -292,8 +294,9 @@ impl State {
                 scope,
                 secret_digest,
                 expires_at,
-                // The sealed secret stays in the log: a reveal reads it there.
-                sealed_secret: _,
+                // The sealed secret stays in the log, where a reveal reads
+                // it; the state keeps only that there is one.
+                sealed_secret,
             } => {
                 // INVARIANT (digest-unique), kept by `Tokens::insert`.
                 self.tokens.insert(&NewToken {
@@ -304,6 +307,7 @@ impl State {
                     scope,
                     digest: *secret_digest,
                     expires_at: *expires_at,
+                    sealed: sealed_secret.is_some(),
                     created: by,
                 });
             }

@@ -242,6 +242,12 @@ impl<'a> Token<'a> {
         self.expires_at().filter(|expiry| now >= *expiry)
     }
 
+    /// Whether its creation recorded a sealed secret, which the log keeps.
+    #[inline]
+    pub fn sealed(&self) -> bool {
+        self.row.flags & SEALED != 0
+    }
+
     /// When and by whom it was created.
     #[inline]
     pub fn created(&self) -> Provenance {
@@ -268,6 +274,7 @@ impl PartialEq for Token<'_> {
             && self.compiled() == other.compiled()
             && self.digest() == other.digest()
             && self.expires_at() == other.expires_at()
+            && self.sealed() == other.sealed()
             && self.created() == other.created()
             && self.deleted() == other.deleted()
     }
@@ -285,6 +292,7 @@ impl std::fmt::Debug for Token<'_> {
             .field("compiled", &self.compiled())
             .field("digest", &self.digest())
             .field("expires_at", &self.expires_at())
+            .field("sealed", &self.sealed())
             .field("created", &self.created())
             .field("deleted", &self.deleted())
             .finish()
@@ -302,6 +310,8 @@ pub(crate) struct NewToken<'a> {
     pub(crate) scope: &'a TokenScope,
     pub(crate) digest: SecretDigest,
     pub(crate) expires_at: Option<Timestamp>,
+    /// Whether its creation recorded a sealed secret.
+    pub(crate) sealed: bool,
     pub(crate) created: Provenance,
 }
 
@@ -345,7 +355,11 @@ const PRIVATE: u8 = 1 << 2;
 const SHARED_ALL: u8 = 1 << 3;
 const SHARED_LISTED: u8 = 1 << 4;
 const EXPIRES: u8 = 1 << 5;
-const FLAGS: u8 = OAUTH | GLOBAL | PRIVATE | SHARED_ALL | SHARED_LISTED | EXPIRES;
+/// Its creation recorded a sealed secret. No decision reads it: opening
+/// reads it to find the newest sealed secret, which the sealing keys must
+/// open.
+const SEALED: u8 = 1 << 6;
+const FLAGS: u8 = OAUTH | GLOBAL | PRIVATE | SHARED_ALL | SHARED_LISTED | EXPIRES | SEALED;
 const FEATURES: u8 = feature_bit(Feature::Resources)
     | feature_bit(Feature::Provisioning)
     | feature_bit(Feature::AppTriggers);
@@ -630,6 +644,7 @@ impl Rows {
                 | flag(namespaces.global, GLOBAL)
                 | flag(namespaces.private, PRIVATE)
                 | flag(token.expires_at.is_some(), EXPIRES)
+                | flag(token.sealed, SEALED)
                 | shared,
         };
         Some((row, origin))
@@ -916,10 +931,15 @@ impl Tokens {
             .filter_map(|(_, slot)| self.rows.view(slot))
     }
 
-    /// The token created last.
-    pub(crate) fn newest(&self) -> Option<Token<'_>> {
-        let slot = u32::try_from(self.rows.len().checked_sub(1)?).ok()?;
-        self.rows.view(slot)
+    /// The token created last whose creation recorded a sealed secret:
+    /// found by walking back from the newest, as only opening asks.
+    pub(crate) fn newest_sealed(&self) -> Option<Token<'_>> {
+        let slot = self
+            .rows
+            .rows
+            .iter()
+            .rposition(|row| row.flags & SEALED != 0)?;
+        self.rows.view(u32::try_from(slot).ok()?)
     }
 
     fn at(&self, slot: u32, id: TokenId) -> Option<Token<'_>> {

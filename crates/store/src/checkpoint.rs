@@ -120,7 +120,7 @@ impl fmt::Display for CheckpointError {
             ),
             CheckpointError::Damaged(damage) => write!(f, "the log is damaged at {damage}"),
             CheckpointError::Missing => f.write_str(
-                "there is none, though the log has records: it was removed, or the log was written without a checkpoint key (then verify the log and sign its head explicitly)",
+                "there is none, though the log has records: either the log was written without a checkpoint key, or the signed head was removed, which is suspect (its records may have been changed since); compare the log's head with one kept outside the data directory before signing it (sign-head --known-head POSITION:HASH)",
             ),
             CheckpointError::Malformed(what) => write!(f, "it is damaged: {what}"),
         }

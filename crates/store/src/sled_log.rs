@@ -49,6 +49,7 @@ use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
 use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
 use crate::signed_head::{self, Signer};
+use crate::state_files::StateFiles;
 use crate::stream_index::{self, Tails};
 use crate::worker::Worker;
 
@@ -161,6 +162,13 @@ pub enum OpenError {
     /// [`SledLog::sign_head`] was asked to sign a log that has a signed
     /// head already.
     AlreadySigned(PathBuf),
+    /// [`SledLog::sign_head`] was asked, without a known head, to sign a
+    /// log kept with that key before (a checkpoint of the state is signed
+    /// with it), whose signed head was removed.
+    KeyedBefore {
+        /// The checkpoint file signed with the key.
+        checkpoint: PathBuf,
+    },
     /// The log does not contain the known head: it was truncated, rolled back
     /// or replaced.
     RolledBack {
@@ -220,6 +228,11 @@ impl std::fmt::Display for OpenError {
                 f,
                 "the log has a signed head already (`{}`); remove it first to sign the log's head anew",
                 path.display()
+            ),
+            OpenError::KeyedBefore { checkpoint } => write!(
+                f,
+                "the log was kept with this checkpoint key before (`{}` is signed with it), so its signed head was removed, which is suspect: its records may have been changed since; compare the log with a head kept outside the data directory and pass that head as --known-head to sign it",
+                checkpoint.display()
             ),
             OpenError::RolledBack { known, found } => write!(
                 f,
@@ -538,13 +551,20 @@ impl SledLog {
     /// [`Options::checkpoint_key`]) vouch for it. A log that has a signed
     /// head already is refused: that head is checked by opening with its
     /// key, and replacing it is an operator's decision (remove the file).
-    /// `options.known_head`, if given, is checked first. Returns what was
-    /// verified; its head is the head signed.
+    /// `options.known_head`, if given, is checked first. A log that was
+    /// kept with `key` before (a checkpoint of the state in `checkpoints/`
+    /// is signed with it) and has lost its signed head is refused unless
+    /// `options.known_head` names a record it holds: its history may have
+    /// been rewritten and the signed head removed to hide it, and signing
+    /// it blind would vouch for the rewrite. Returns what was verified;
+    /// its head is the head signed.
     pub fn sign_head(
         dir: &Path,
         key: &CheckpointKey,
         options: Options,
     ) -> Result<Verified, OpenError> {
+        // A known head at 0 names no record, and so vouches for nothing.
+        let head_known = options.known_head.is_some_and(|head| head.position > 0);
         let log = SledLog::open(
             dir,
             Options {
@@ -555,6 +575,17 @@ impl SledLog {
         let path = dir.join(signed_head::FILE);
         if signed_head::read(dir)?.is_some() {
             return Err(OpenError::AlreadySigned(path));
+        }
+        if !head_known {
+            let checkpoints = StateFiles::new(dir, Some(key.clone()));
+            let signed = checkpoints
+                .first_signed()
+                .map_err(io_error(&dir.join("checkpoints")))?;
+            if let Some(file) = signed {
+                return Err(OpenError::KeyedBefore {
+                    checkpoint: file.path,
+                });
+            }
         }
         let verified = log.verify().map_err(OpenError::Damaged)?;
         // No append can land between the walk and the signature: this

@@ -155,6 +155,28 @@ impl StateFiles {
         })
     }
 
+    /// A checkpoint file whose header is signed with this ledger's key, if
+    /// there is one: proof that the directory was written with the key
+    /// before. Only headers are read; a file too short for one is not
+    /// signed. Without a key, none.
+    pub(crate) fn first_signed(&self) -> io::Result<Option<StateFile>> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        for file in self.list()? {
+            let mut header = [0u8; HEADER_LEN];
+            match File::open(&file.path).and_then(|mut f| f.read_exact(&mut header)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
+                Err(e) => return Err(e),
+            }
+            if header.starts_with(MAGIC) && signed_under(key, &header) {
+                return Ok(Some(file));
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads a checkpoint file: the head it was saved at, and what `decode`
     /// makes of its payload, once its magic, position, length and digest
     /// hold. `decode` runs while a second thread checks the payload's
@@ -209,17 +231,12 @@ impl StateFiles {
         let length = number(48..56);
         let hash: [u8; 32] = field(16..48).try_into().unwrap_or_default();
         let digest: [u8; 32] = field(56..88).try_into().unwrap_or_default();
-        if let Some(key) = &self.key {
-            let signed = field(88..89) == [KEYED]
-                && key
-                    .mac_of_state_header(field(0..SIGNED_LEN))
-                    .verify_slice(field(96..128))
-                    .is_ok();
-            if !signed {
-                return Err(StateFileError::Damaged(
-                    "it is not signed with this ledger's checkpoint key",
-                ));
-            }
+        if let Some(key) = &self.key
+            && !signed_under(key, header)
+        {
+            return Err(StateFileError::Damaged(
+                "it is not signed with this ledger's checkpoint key",
+            ));
         }
         if position != file.position {
             return Err(StateFileError::Damaged(
@@ -243,6 +260,17 @@ impl StateFiles {
         }
         Ok((Head { position, hash }, payload, digest))
     }
+}
+
+/// Whether a checkpoint file's header is marked keyed and its MAC holds
+/// under `key` (checked in constant time).
+fn signed_under(key: &CheckpointKey, header: &[u8]) -> bool {
+    let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
+    field(88..89) == [KEYED]
+        && key
+            .mac_of_state_header(field(0..SIGNED_LEN))
+            .verify_slice(field(96..HEADER_LEN))
+            .is_ok()
 }
 
 fn check_digest(payload: &[u8], digest: &[u8; 32]) -> Result<(), StateFileError> {
