@@ -163,9 +163,11 @@ fn scale(c: &mut Criterion) {
 
     // The generator writes without a key; the log takes the bench's key
     // once, verified, as an operator's would (`sign-head`).
-    if !large.dir.join("signed-head").exists() {
-        let key = options().checkpoint_key.expect("the bench's key");
-        Ledger::sign_head(&large.dir, &key, LedgerOptions::default()).expect("sign the head");
+    for log in [&small, &large] {
+        if !log.dir.join("signed-head").exists() {
+            let key = options().checkpoint_key.expect("the bench's key");
+            Ledger::sign_head(&log.dir, &key, LedgerOptions::default()).expect("sign the head");
+        }
     }
     // The large log's checkpoint at its head, written once, and again when
     // this build skips it (its layout or its key changed).
