@@ -11,6 +11,9 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod common;
+use common::through_sled;
+
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -61,28 +64,6 @@ fn given_a_log(dir: &Path, options: Options) -> Head {
         .unwrap();
     }
     log.head()
-}
-
-/// Opens sled directly, as someone who can write the directory would.
-fn through_sled<T>(dir: &Path, act: impl FnOnce(&sled::Tree) -> T) -> T {
-    // A log just dropped in this process can hold sled's file lock for a
-    // moment while sled's threads finish.
-    let started = std::time::Instant::now();
-    let db = loop {
-        match sled::open(dir.join("sled")) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < std::time::Duration::from_secs(2) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            opened => break opened.unwrap(),
-        }
-    };
-    let events = db.open_tree("events").unwrap();
-    let found = act(&events);
-    db.flush().unwrap();
-    found
 }
 
 /// Sets sled's settled position (`H`, `crates/store/src/sled_log.rs`).

@@ -10,6 +10,9 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod common;
+use common::copy_dir;
+
 use std::path::Path;
 
 use tokenledger_events::*;
@@ -54,19 +57,6 @@ fn append(
             .unwrap();
     }
     log.head()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn refused(dir: &Path, options: Options) -> (CheckpointError, String) {

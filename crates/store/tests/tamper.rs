@@ -10,6 +10,9 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod common;
+use common::{copy_dir, through_sled};
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -41,29 +44,6 @@ fn given_a_log(dir: &Path) -> (Head, Vec<StoredEvent>) {
         .unwrap();
     }
     (log.head(), log.read(1, 1000).unwrap())
-}
-
-/// When the records are edited directly through sled; returns what `edit`
-/// found.
-fn edit_through_sled<T>(dir: &Path, edit: impl FnOnce(&sled::Tree) -> T) -> T {
-    // A log just dropped in this process can hold sled's file lock for a
-    // moment while sled's threads finish, as `SledLog::open` also allows.
-    let started = std::time::Instant::now();
-    let db = loop {
-        match sled::open(dir.join("sled")) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < std::time::Duration::from_secs(2) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            opened => break opened.unwrap(),
-        }
-    };
-    let events = db.open_tree("events").unwrap();
-    let found = edit(&events);
-    db.flush().unwrap();
-    found
 }
 
 /// The key of the page whose last record is at `position`, as
@@ -122,7 +102,7 @@ fn damage_reported(dir: &Path) -> Damage {
 fn one_changed_byte_in_a_record_is_found_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let changed = edit_through_sled(dir.path(), |log| {
+    let changed = through_sled(dir.path(), |log| {
         // A page's last byte is its last record's.
         let (key, _, last, mut value) = page_holding(log, 17);
         let end = value.len() - 1;
@@ -151,7 +131,7 @@ fn one_changed_byte_in_a_record_is_found_at_its_position() {
 fn a_changed_copy_in_a_companys_stream_is_found_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let (_, events) = given_a_log(dir.path());
-    let changed = edit_through_sled(dir.path(), |log| {
+    let changed = through_sled(dir.path(), |log| {
         let (key, value) = log.scan_prefix(company_runs(1)).nth(1).unwrap().unwrap();
         let mut value = value.to_vec();
         let (changed, _) = entries(&value).last().cloned().unwrap();
@@ -182,7 +162,7 @@ fn a_copy_cut_from_or_moved_out_of_a_companys_stream_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     // Cut: the second record of the first run.
-    let cut = edit_through_sled(dir.path(), |log| {
+    let cut = through_sled(dir.path(), |log| {
         let (key, value) = log.scan_prefix(company_runs(1)).next().unwrap().unwrap();
         let mut kept = entries(&value);
         let (cut, _) = kept.remove(1);
@@ -201,7 +181,7 @@ fn a_copy_cut_from_or_moved_out_of_a_companys_stream_is_found() {
     // Moved: the last run, under company 2.
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let moved = edit_through_sled(dir.path(), |log| {
+    let moved = through_sled(dir.path(), |log| {
         let (key, value) = log
             .scan_prefix(company_runs(1))
             .next_back()
@@ -245,7 +225,7 @@ fn an_entry_cut_from_or_a_filter_emptied_in_the_index_of_event_ids_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
     // Cut: the second entry of the first chunk.
-    let cut = edit_through_sled(dir.path(), |log| {
+    let cut = through_sled(dir.path(), |log| {
         let (key, value) = log.scan_prefix(EVENT_ID_CHUNKS).next().unwrap().unwrap();
         let (kept, rest) = value.split_at(ENTRY);
         let (second, rest) = rest.split_at(ENTRY);
@@ -263,7 +243,7 @@ fn an_entry_cut_from_or_a_filter_emptied_in_the_index_of_event_ids_is_found() {
     // Emptied: a filter that holds no id, so every lookup would miss.
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    edit_through_sled(dir.path(), |log| {
+    through_sled(dir.path(), |log| {
         let (key, value) = log.scan_prefix(EVENT_ID_FILTERS).next().unwrap().unwrap();
         let mut emptied = value.to_vec();
         emptied[8..].fill(0);
@@ -282,7 +262,7 @@ fn an_entry_cut_from_or_a_filter_emptied_in_the_index_of_event_ids_is_found() {
 fn a_deleted_page_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let first = edit_through_sled(dir.path(), |log| {
+    let first = through_sled(dir.path(), |log| {
         let (key, first, _, _) = page_holding(log, 9);
         log.remove(key).unwrap();
         first
@@ -296,7 +276,7 @@ fn a_deleted_page_is_a_gap() {
 fn a_page_moved_to_another_position_is_found() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let (moved_to, found) = edit_through_sled(dir.path(), |log| {
+    let (moved_to, found) = through_sled(dir.path(), |log| {
         let (_, first, last, value) = page_holding(log, 1);
         let (key, next, _, _) = page_holding(log, last + 1);
         log.insert(key, value).unwrap();
@@ -311,7 +291,7 @@ fn a_page_moved_to_another_position_is_found() {
 fn a_garbled_page_is_found_at_the_position_it_should_start() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let first = edit_through_sled(dir.path(), |log| {
+    let first = through_sled(dir.path(), |log| {
         let (key, first, _, mut value) = page_holding(log, 21);
         // The length of its first record, now longer than the page.
         value[3] = 0xff;
@@ -327,7 +307,7 @@ fn a_garbled_page_is_found_at_the_position_it_should_start() {
 fn a_truncated_tail_is_refused_with_a_known_head() {
     let dir = tempfile::tempdir().unwrap();
     let (head, _) = given_a_log(dir.path());
-    let kept = edit_through_sled(dir.path(), |log| {
+    let kept = through_sled(dir.path(), |log| {
         let (_, first, _, _) = page_holding(log, 30);
         for position in first..=EVENTS {
             log.remove(key(position)).unwrap();
@@ -348,7 +328,7 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
         "{error}"
     );
     // Rewrite that: the copies of what was cut give it away.
-    edit_through_sled(dir.path(), |log| {
+    through_sled(dir.path(), |log| {
         log.insert(b"H", &kept.to_be_bytes()[..]).unwrap();
     });
     let damage = damage_reported(dir.path());
@@ -359,7 +339,7 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
     );
     // Cut them too, and without the known head a shorter log is a
     // consistent log.
-    edit_through_sled(dir.path(), |log| {
+    through_sled(dir.path(), |log| {
         for run in log.scan_prefix(company_runs(1)) {
             let (key, value) = run.unwrap();
             let kept: Vec<_> = entries(&value)
@@ -388,7 +368,7 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
 fn a_log_in_another_layout_or_in_none_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     given_a_log(dir.path());
-    let written = edit_through_sled(dir.path(), |log| {
+    let written = through_sled(dir.path(), |log| {
         log.insert(b"V", &8u32.to_be_bytes()[..]).unwrap()
     })
     .expect("the log was created with its layout version");
@@ -400,7 +380,7 @@ fn a_log_in_another_layout_or_in_none_is_refused_at_open() {
     assert!(error.to_string().contains("layout version 8"), "{error}");
 
     // A log written before layouts were recorded has none.
-    edit_through_sled(dir.path(), |log| {
+    through_sled(dir.path(), |log| {
         log.remove(b"V").unwrap();
     });
     let error = SledLog::open(dir.path(), Options::default()).err().unwrap();
@@ -411,7 +391,7 @@ fn a_log_in_another_layout_or_in_none_is_refused_at_open() {
     assert!(error.to_string().contains("no layout version"), "{error}");
 
     // Refusing wrote nothing: the version put back, the log opens whole.
-    edit_through_sled(dir.path(), |log| {
+    through_sled(dir.path(), |log| {
         log.insert(b"V", written).unwrap();
     });
     let log = SledLog::open(dir.path(), Options::default()).unwrap();
@@ -516,19 +496,6 @@ fn a_damaged_journal_frame_is_refused_with_its_offset() {
     match opened(Some(last)) {
         Err(OpenError::RolledBack { .. }) => {}
         other => panic!("the last frame: {other:?}"),
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
