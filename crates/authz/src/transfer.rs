@@ -129,7 +129,10 @@ const CHUNK: usize = 1_000;
 fn line_json(record: &StoredRecord) -> Value {
     let mut json = event_json(&record.event);
     if let Value::Object(map) = &mut json {
-        map.insert("previous".to_owned(), Value::String(hex(&record.previous)));
+        map.insert(
+            "previous".to_owned(),
+            Value::String(hex(&record.event.previous)),
+        );
         map.insert("record".to_owned(), Value::String(hex(&record.bytes)));
     }
     json
@@ -220,13 +223,8 @@ fn check_line(text: &str, chain: &mut ChainCheck) -> Result<StoredRecord, String
         .and_then(Value::as_str)
         .and_then(unhex)
         .ok_or("the line has no `record` field of hex digits")?;
-    let previous = chain.head().hash;
     let event = chain.check(&bytes).map_err(|damage| damage.to_string())?;
-    let record = StoredRecord {
-        event,
-        previous,
-        bytes,
-    };
+    let record = StoredRecord { event, bytes };
     if json != line_json(&record) {
         return Err(
             "its readable fields do not match its record (was the line edited?)".to_owned(),

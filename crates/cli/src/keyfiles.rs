@@ -77,6 +77,29 @@ pub fn warn_if_shared(what: &str, path: &Path) {
     }
 }
 
+/// Reads a key file: 32 raw bytes, or 64 hex digits. `what` names the
+/// key in errors.
+pub fn read_key(what: &str, path: &Path) -> Result<[u8; 32], Failure> {
+    let bad = |why: &str| Failure::BadInput(format!("{what} {}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
+    warn_if_shared(what, path);
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(raw);
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map(str::trim)
+        .map_err(|_| bad("expected 32 bytes or 64 hex digits"))?;
+    let mut key = [0u8; 32];
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("expected 32 bytes or 64 hex digits"));
+    }
+    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).unwrap_or("00");
+        *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]

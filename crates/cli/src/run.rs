@@ -100,32 +100,9 @@ fn name(flag: &str, text: &str) -> Result<Name, Failure> {
     Name::new(text).map_err(|e| Failure::BadInput(format!("{flag}: {e}")))
 }
 
-/// Reads a key file: 32 raw bytes, or 64 hex digits. `what` names the
-/// key in errors.
-fn key_bytes(what: &str, path: &Path) -> Result<[u8; 32], Failure> {
-    let bad = |why: &str| Failure::BadInput(format!("{what} {}: {why}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
-    keyfiles::warn_if_shared(what, path);
-    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
-        return Ok(raw);
-    }
-    let text = std::str::from_utf8(&bytes)
-        .map(str::trim)
-        .map_err(|_| bad("expected 32 bytes or 64 hex digits"))?;
-    let mut key = [0u8; 32];
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("expected 32 bytes or 64 hex digits"));
-    }
-    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
-        let pair = std::str::from_utf8(pair).unwrap_or("00");
-        *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
-    }
-    Ok(key)
-}
-
 fn checkpoint_key(context: &Context) -> Result<Option<CheckpointKey>, Failure> {
     match &context.checkpoint_key_file {
-        Some(path) => Ok(Some(CheckpointKey::from_bytes(key_bytes(
+        Some(path) => Ok(Some(CheckpointKey::from_bytes(keyfiles::read_key(
             "checkpoint key",
             path,
         )?))),
@@ -158,13 +135,16 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         }
     }
     let sealing_key = match &context.sealing_key_file {
-        Some(path) => Some(SealingKey::from_bytes(key_bytes("sealing key", path)?)),
+        Some(path) => Some(SealingKey::from_bytes(keyfiles::read_key(
+            "sealing key",
+            path,
+        )?)),
         None => None,
     };
     let old_sealing_keys = context
         .old_sealing_key_files
         .iter()
-        .map(|path| key_bytes("old sealing key", path).map(SealingKey::from_bytes))
+        .map(|path| keyfiles::read_key("old sealing key", path).map(SealingKey::from_bytes))
         .collect::<Result<Vec<_>, _>>()?;
     let checkpoint_key = checkpoint_key(context)?;
     let bar = Mutex::new(Progress::new("replaying the log"));

@@ -505,10 +505,9 @@ pub trait EventLog: Send + Sync {
 /// A record as stored: the event, and the bytes whose hash the chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
-    /// The event, decoded and checked.
+    /// The event, decoded and checked; `event.previous` is the hash of
+    /// the record before it.
     pub event: StoredEvent,
-    /// The hash of the record before it.
-    pub previous: Hash,
     /// The record's bytes.
     pub bytes: Vec<u8>,
 }

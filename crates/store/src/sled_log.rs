@@ -1794,7 +1794,6 @@ impl EventLog for SledLog {
 
     fn read_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>, Damage> {
         self.read_as(from, limit, |event, bytes| StoredRecord {
-            previous: event.previous,
             event,
             bytes: bytes.to_vec(),
         })

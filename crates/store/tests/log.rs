@@ -829,8 +829,8 @@ fn sealed_records_copy_a_log_byte_for_byte_and_a_wrong_one_is_refused() {
     }
     let records = source.read_records(1, 100).unwrap();
     assert_eq!(records.len(), 5);
-    assert_eq!(records[0].previous, GENESIS);
-    assert_eq!(records[1].previous, records[0].event.hash);
+    assert_eq!(records[0].event.previous, GENESIS);
+    assert_eq!(records[1].event.previous, records[0].event.hash);
 
     let copy_dir = tempfile::tempdir().unwrap();
     let copy = open(copy_dir.path());
