@@ -9,8 +9,11 @@
 //! the key: without the seed, no one can choose keys that collide more
 //! often than chance.
 //!
-//! SipHash (std's `RandomState`) would do as well, at several times the
-//! cost on the hot path. Here each 16 bytes of a key cost one 64×64-bit
+//! SipHash (std's `RandomState`) would do as well, with several rounds of
+//! mixing a key where this does one multiply (not measured side by side
+//! here; `authorize/by_handle` and `with_secret` were measured against the
+//! unkeyed hasher before it: 46.3 → 42.7 ns and 218 → 223 ns, medians of
+//! three alternating rounds). Here each 16 bytes of a key cost one 64×64-bit
 //! multiply of the key's halves, each mixed with the seed, folded to 64
 //! bits (the high half of the product XOR the low), as foldhash and wyhash
 //! do: an id is one multiply, a digest two.
