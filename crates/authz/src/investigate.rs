@@ -146,7 +146,7 @@ impl Ledger {
                     expiry_seen = true;
                     tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
                 }
-                tracker.update(at, reach(&state, token, company, at), Change::of(&event));
+                tracker.update(at, reach(&state, token, company, at), Change::of(event));
             })?;
             if !expiry_seen
                 && let Some(expiry) = state

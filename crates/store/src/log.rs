@@ -456,6 +456,20 @@ pub trait EventLog: Send + Sync {
     /// Up to `limit` events from position `from` (1 is the first), in order.
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage>;
 
+    /// As [`EventLog::read`], appending the events to `into`, so that a
+    /// reader of the whole log can hand the same few buffers round rather
+    /// than fill fresh memory for every chunk. On damage, `into` holds the
+    /// events read before it.
+    fn read_into(
+        &self,
+        from: u64,
+        limit: usize,
+        into: &mut Vec<StoredEvent>,
+    ) -> Result<(), Damage> {
+        into.extend(self.read(from, limit)?);
+        Ok(())
+    }
+
     /// Up to `limit` events of `stream` at positions from `from`, in order.
     fn read_stream(
         &self,

@@ -351,6 +351,12 @@ fn reads_from_any_position_agree_with_the_whole_log_across_pages() {
                 .cloned()
                 .collect();
             assert_eq!(log.read(from, limit).unwrap(), wanted, "from {from}");
+            // A buffer handed round again keeps what it held, and gains
+            // exactly what `read` returns.
+            let mut into = all[..3].to_vec();
+            log.read_into(from, limit, &mut into).unwrap();
+            assert_eq!(into[..3], all[..3]);
+            assert_eq!(into[3..], wanted[..], "into, from {from}");
             for stream in tokens
                 .iter()
                 .map(|t| Stream::Token(*t))
