@@ -71,6 +71,7 @@ pub struct Checkpoint {
 
 /// Why a checkpoint does not vouch for a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// The MAC does not match: a forged checkpoint, or the wrong key.
     BadMac,
@@ -127,7 +128,14 @@ impl fmt::Display for CheckpointError {
     }
 }
 
-impl std::error::Error for CheckpointError {}
+impl std::error::Error for CheckpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckpointError::Damaged(damage) => Some(damage),
+            _ => None,
+        }
+    }
+}
 
 impl Checkpoint {
     /// Signs `head` with `key`.

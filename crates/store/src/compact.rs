@@ -8,12 +8,18 @@
 //! 123 ms (layout 6: 163 to 193 ms rather than 311 to 392; throwaway
 //! programs).
 //!
-//! The copy is made beside the log (`sled.compacting`), compared with it
-//! key by key, synced, and then put in its place by two renames; the old
-//! files are kept as `sled.replaced` until the second rename is done.
+//! The copy is made beside the log (`sled.compacting`), reopened (so that
+//! it is read back from its files, not from the memory of the sled that
+//! wrote it), compared with the log key by key, synced, and then put in
+//! its place by two renames; the old files are kept as `sled.replaced`
+//! until the next open has checked and settled the copy, and removed then.
 //! Opening finishes or undoes whatever a crash interrupted
 //! ([`finish_interrupted`]), before sled is opened: a log is never
 //! without one whole copy of its files.
+//!
+//! The same copy rebuilds sled's files after a settle failed
+//! ([`rebuild`], `settle_record.rs`): written afresh and synced through
+//! new descriptors, they do not depend on pages whose write-back failed.
 
 use std::fs::{self, File};
 use std::io;
@@ -22,8 +28,8 @@ use std::path::Path;
 use crate::dirs::sync_dir;
 use crate::journal;
 use crate::sled_log::{
-    DurableFiles, OpenError, Options, SledLog, io_error, journal_error, open_sled, open_storage,
-    waiting_for_sled,
+    DurableFiles, FaultInjector, FaultPoint, OpenError, Options, SledLog, inject, io_error,
+    journal_error, open_sled, open_storage, waiting_for_sled,
 };
 
 /// Where the copy is made.
@@ -78,6 +84,7 @@ impl SledLog {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Compacted, OpenError> {
+        let faults = options.faults.clone();
         let log = SledLog::open(dir, options)?;
         // The same open file description as the log's lock: the directory
         // stays this process's after the log closes.
@@ -97,24 +104,47 @@ impl SledLog {
         // No copy is left from before: opening removed any.
         let copy_dir = dir.join(COMPACTING);
         let compacted = copy(&sled_dir, &copy_dir, progress)?;
-        // sled writes no snapshot of a database built by inserts until it
-        // is opened again, and without one an open reads all of it: 650
-        // ms for the 1M-event log's copy, against 47 to 63 ms after. The
-        // reopen pays that here rather than at the service's next start.
-        drop(open_sled(&copy_dir)?);
-        // Dropped, but sled's threads may hold either database a moment
-        // longer; once their files can be locked, nothing of sled writes
-        // under either path any more.
-        let _old = wait_unlocked(&sled_dir.join("db"))?;
-        let _new = wait_unlocked(&copy_dir.join("db"))?;
-        let replaced = dir.join(REPLACED);
-        fs::rename(&sled_dir, &replaced).map_err(io_error(&sled_dir))?;
-        fs::rename(&copy_dir, &sled_dir).map_err(io_error(&copy_dir))?;
-        sync(dir)?;
-        remove_dir(&replaced)?;
+        swap(dir, &faults)?;
         drop(lock);
         Ok(compacted)
     }
+}
+
+/// Puts the copy in `sled.compacting` in the place of sled's files, which
+/// are kept as `sled.replaced` until the next open has settled the copy
+/// ([`remove_replaced`]).
+fn swap(dir: &Path, faults: &Option<FaultInjector>) -> Result<(), OpenError> {
+    let sled_dir = dir.join("sled");
+    let copy_dir = dir.join(COMPACTING);
+    // Dropped, but sled's threads may hold either database a moment
+    // longer; once their files can be locked, nothing of sled writes
+    // under either path any more.
+    let _old = wait_unlocked(&sled_dir.join("db"))?;
+    let _new = wait_unlocked(&copy_dir.join("db"))?;
+    let replaced = dir.join(REPLACED);
+    // Left by a compaction whose copy has not been opened since: that copy
+    // is what is copied now, so the files before it can go.
+    remove_dir(&replaced)?;
+    fs::rename(&sled_dir, &replaced).map_err(io_error(&sled_dir))?;
+    inject(faults, FaultPoint::Swap).map_err(io_error(dir))?;
+    fs::rename(&copy_dir, &sled_dir).map_err(io_error(&copy_dir))?;
+    sync(dir)?;
+    inject(faults, FaultPoint::Swapped).map_err(io_error(dir))
+}
+
+/// Copies sled's files in `dir` into fresh ones and puts those in their
+/// place, after a failed settle: see `settle_record.rs`. The journal is
+/// left as it is; the open that follows replays it over the copy and
+/// settles, and only then empties it.
+pub(crate) fn rebuild(dir: &Path, faults: &Option<FaultInjector>) -> Result<(), OpenError> {
+    copy(&dir.join("sled"), &dir.join(COMPACTING), &mut |_, _| {})?;
+    swap(dir, faults)
+}
+
+/// Removes the files a compaction or a rebuild replaced, once an open has
+/// checked and settled their copy.
+pub(crate) fn remove_replaced(dir: &Path) -> Result<(), OpenError> {
+    remove_dir(&dir.join(REPLACED))
 }
 
 impl SledLog {
@@ -160,7 +190,16 @@ fn copy(
         keys += batched;
     }
     new.flush().map_err(open_storage)?;
+    // Compared as read back from the files: sled that wrote the copy would
+    // answer from its memory. Reopening also makes sled write a snapshot
+    // of the copy, without which an open reads all of it: 650 ms for the
+    // 1M-event log's copy, against 47 to 63 ms after; paid here rather
+    // than at the service's next start.
+    drop(new);
+    drop(wait_unlocked(&to.join("db"))?);
+    let new = open_sled(to)?;
     check_copy(&old, &new, &mut |checked| progress(checked, keys))?;
+    new.flush().map_err(open_storage)?;
     DurableFiles::open(to)?.sync().map_err(io_error(to))?;
     let after = new.size_on_disk().map_err(open_storage)?;
     Ok(Compacted {
@@ -217,20 +256,24 @@ fn check_copy(
 
 /// Finishes or undoes a compaction a crash interrupted in `dir`: the old
 /// files are put back unless the copy already took their place, and a
-/// copy that did not is removed. Called with the directory's lock held,
-/// before sled opens.
-pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), OpenError> {
+/// copy that did not is removed. Returns whether the old files are still
+/// kept beside a copy that took their place: the open removes them once it
+/// has checked and settled the copy ([`remove_replaced`]). Called with the
+/// directory's lock held, before sled opens.
+pub(crate) fn finish_interrupted(dir: &Path) -> Result<bool, OpenError> {
     let sled_dir = dir.join("sled");
     let replaced = dir.join(REPLACED);
+    let mut kept = false;
     if exists(&replaced)? {
         if exists(&sled_dir)? {
-            remove_dir(&replaced)?;
+            kept = true;
         } else {
             fs::rename(&replaced, &sled_dir).map_err(io_error(&replaced))?;
             sync(dir)?;
         }
     }
-    remove_dir(&dir.join(COMPACTING))
+    remove_dir(&dir.join(COMPACTING))?;
+    Ok(kept)
 }
 
 /// A lock on sled's file `db`, once sled holds it no longer.
@@ -333,8 +376,10 @@ mod tests {
         assert_eq!(reports.last(), Some(&(compacted.keys, compacted.keys)));
         assert!(compacted.before > 0 && compacted.after > 0);
         assert!(!dir.path().join(COMPACTING).exists());
-        assert!(!dir.path().join(REPLACED).exists());
+        // The old files wait for an open that checks and settles the copy.
+        assert!(dir.path().join(REPLACED).join("db").exists());
         assert_eq!(seen(dir.path()), before);
+        assert!(!dir.path().join(REPLACED).exists());
 
         // And the log goes on from where it was.
         let log = SledLog::open(dir.path(), Options::default()).unwrap();

@@ -22,9 +22,33 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `dir` and any parents it lacks, each readable by its owner
-/// only. Directories that exist already keep their mode.
+/// only, and syncs the directory each was created in: a directory's entry
+/// is durable only once its parent is, and a data directory lost to a
+/// power cut would take its journal with it. Directories that exist
+/// already keep their mode.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|path| !path.as_os_str().is_empty()) {
+        if path.exists() {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    // Innermost first: each sync makes durable the entry created in it.
+    for created in missing {
+        let parent = created
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Creates `path` anew, readable and writable by its owner only: a file a
@@ -44,4 +68,25 @@ pub(crate) fn private_file() -> OpenOptions {
     let mut options = OpenOptions::new();
     options.mode(FILE_MODE);
     options
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_parents_are_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a").join("b").join("c");
+        create_private_dir(&deep).unwrap();
+        for made in [dir.path().join("a"), deep.clone()] {
+            let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, DIR_MODE, "{}", made.display());
+        }
+        // Again, with everything there: nothing to create.
+        create_private_dir(&deep).unwrap();
+    }
 }

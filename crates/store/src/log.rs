@@ -82,6 +82,7 @@ impl std::str::FromStr for Head {
 
 /// Why a text is not a head in the form `POSITION:HASH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseHeadError {
     /// There is no `:` between a position and a hash.
     Form,
@@ -204,6 +205,7 @@ pub struct StoredEvent {
 
 /// What is wrong with a stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// The storage engine failed to read it.
     Storage(String),
@@ -342,6 +344,7 @@ impl std::error::Error for Damage {}
 
 /// Why an append wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppendError {
     /// The expectation did not hold.
     Conflict {
@@ -420,7 +423,15 @@ impl fmt::Display for AppendError {
     }
 }
 
-impl std::error::Error for AppendError {}
+impl std::error::Error for AppendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppendError::Encode(error) => Some(error),
+            AppendError::Rejected(damage) => Some(damage),
+            _ => None,
+        }
+    }
+}
 
 /// What `verify` found in an intact log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

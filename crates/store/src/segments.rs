@@ -28,9 +28,10 @@
 //!
 //! A lookup asks each segment's filter, in memory (12 bits an id), and
 //! reads one chunk of each segment that may hold the id: about one. The
-//! cost is that segments accumulate, one per settle (about 35,000 events
-//! at the default journal size): a lookup asks every filter, which a log
-//! of 100 M events (about 3,000 segments) would feel. Merging segments
+//! cost is that segments accumulate, one per settle (8,192 groups, or
+//! about 100,000 events in larger groups, at the default journal size): a
+//! lookup asks every filter, which a log of 100 M events (3,000 to 12,000
+//! segments) would feel. Merging segments
 //! would bound that; it is not built.
 
 use std::collections::{HashMap, HashSet};

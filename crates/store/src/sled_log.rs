@@ -11,6 +11,10 @@
 //!   every stream but tokens';
 //! - `H` → the position sled was last settled at: flushed and synced,
 //!   with every record up to it whole;
+//! - `G` → the journal generation that settle emptied the journal to,
+//!   and fingerprints of its key and the one before (`settle_record.rs`);
+//!   written in the settle's batch, so an open can tell a journal sled
+//!   never agreed with;
 //! - `V` → the layout version of all of these (u32, big-endian), written
 //!   when the log is created; a log without it or in another is refused.
 //!
@@ -38,7 +42,7 @@ use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_enve
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 use crate::dirs::{create_private_dir, private_file, sync_dir};
-use crate::journal::{Entry, Journal, JournalError, Recovered};
+use crate::journal::{AppendFailed, Entry, Journal, JournalError, Recovered};
 use crate::known_ids::KnownIds;
 use crate::log::{
     AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
@@ -48,6 +52,7 @@ use crate::page::{self, Page};
 use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
 use crate::reply::{self, Reply};
 use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
+use crate::settle_record;
 use crate::signed_head::{self, Signer};
 use crate::state_files::StateFiles;
 use crate::stream_index::{self, Tails};
@@ -59,11 +64,40 @@ pub enum FaultPoint {
     /// Just before a group is written to the journal and sled (a full
     /// disk, say). Nothing has been written yet.
     Commit,
+    /// After a group's frame is written to the journal, as a failure of
+    /// that write: the frame is there, and must be wiped out (and the
+    /// wiping synced) before the append is answered with the error.
+    Write,
+    /// When a failed frame is wiped out of the journal: the failure leaves
+    /// a frame that may read as whole, and poisons the log.
+    Undo,
     /// After a group is written, before the journal is synced to disk.
     Sync,
     /// On the inserter, before a group goes into sled. The group is in
     /// the journal, and its appends may be answered already.
     Insert,
+    /// On the writer, when sled is flushed and synced at a settle (its
+    /// batch, with the settled position, is in sled's memory): failing
+    /// here is a failed flush or fsync. The journal still holds everything
+    /// since the last settle, and the appends are answered.
+    Settle,
+    /// After the journal's sync for a group returned, before its appends
+    /// are answered. Failing here fails the group as a failed sync does.
+    Synced,
+    /// In a settle, after sled's batch with the settled position went in,
+    /// before sled is flushed (where `Settle` fails too).
+    SettleBatch,
+    /// In a settle, after sled's flush, before sled's files are synced.
+    SledFlushed,
+    /// In a settle, after sled's files are synced, before the journal is
+    /// emptied.
+    FilesSynced,
+    /// In a compaction, between the two renames that swap sled's files
+    /// (the old ones moved aside, the copy not yet in their place).
+    Swap,
+    /// In a compaction, once the copy is in place and the directory
+    /// synced, before the old files are removed.
+    Swapped,
 }
 
 /// Decides whether I/O fails at a [`FaultPoint`]; for tests.
@@ -100,12 +134,18 @@ pub struct Options {
     pub must_exist: bool,
 }
 
-/// The journal's default size limit: 8 MiB, about 35,000 small events,
-/// replayed into sled in well under a second after a crash.
-pub const JOURNAL_BYTES: u64 = 8 << 20;
+/// The journal's default size limit: 32 MiB, 8,192 frames of a block
+/// each (a group of up to about 15 small events), or about 100,000 small
+/// events in larger groups; replayed into sled in well under a second after
+/// a crash. Each frame takes at least a 4 KiB block (`journal.rs`), so a
+/// limit of 8 MiB, as when frames were packed, settled every 2,048 groups
+/// rather than every 35,000 small events: four times as many settles, and
+/// segments of the ids' indexes (`segments.rs`), as before, not sixteen.
+pub const JOURNAL_BYTES: u64 = 32 << 20;
 
 /// Why a log could not be opened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenError {
     /// Another process (or another handle in this one) has the directory open.
     Locked(PathBuf),
@@ -141,6 +181,18 @@ pub enum OpenError {
         offset: u64,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// The journal is not the one sled's last settle recorded: another
+    /// generation, or another key. It was removed and made anew, rolled
+    /// back, or a write of its header was lost, and it may lack
+    /// acknowledged events.
+    WrongJournal {
+        /// The journal's path.
+        path: PathBuf,
+        /// The journal's generation.
+        found: u64,
+        /// The generation sled recorded.
+        expected: u64,
     },
     /// The directory holds a log in a layout this build does not read.
     Layout {
@@ -205,6 +257,15 @@ impl std::fmt::Display for OpenError {
                 "the journal `{}` is damaged at byte {offset}: {problem}",
                 path.display()
             ),
+            OpenError::WrongJournal {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "the journal `{}` is generation {found}, and sled's last settle recorded generation {expected} (or the one before it) with another key: the journal was replaced, rolled back or lost a write, and may lack acknowledged events",
+                path.display()
+            ),
             OpenError::Layout {
                 found: Some(found),
                 expected,
@@ -246,7 +307,16 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { error, .. } => Some(error),
+            OpenError::Damaged(damage) => Some(damage),
+            OpenError::SignedHead { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 const LOG: u8 = b'L';
 /// The key of the position sled last settled at (see [`Writer::settle`]).
@@ -316,6 +386,23 @@ impl<'a> Appending<'a> {
 impl Drop for Appending<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Poisons the log if the writer's thread unwinds: a panic there, even
+/// after answering appends, must not leave `head()`, `wait_for` or a
+/// subscription waiting for a head that will not come. Appends waiting
+/// are answered by their replies' drop ([`AppendError::Closed`]).
+struct PoisonOnUnwind(Arc<Shared>);
+
+impl Drop for PoisonOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
+            // Under the lock, so that no waiter misses the wake.
+            let _durable = self.0.durable.lock();
+            self.0.grew.notify_all();
+        }
     }
 }
 
@@ -426,7 +513,17 @@ impl SledLog {
                 });
             }
         }
-        crate::compact::finish_interrupted(dir)?;
+        let checkpoints = StateFiles::new(dir, None);
+        checkpoints
+            .remove_partial()
+            .map_err(io_error(&dir.join("checkpoints")))?;
+        let replaced = crate::compact::finish_interrupted(dir)?;
+        // A settle failed last time: sled's files are not trusted (see
+        // `settle_record.rs`), and are copied into fresh ones first.
+        let untrusted = settle_record::is_marked(dir)?;
+        if untrusted {
+            crate::compact::rebuild(dir, &options.faults)?;
+        }
         let sled_dir = dir.join("sled");
         let db = open_sled(&sled_dir)?;
         let events = db.open_tree("events").map_err(open_storage)?;
@@ -453,8 +550,13 @@ impl SledLog {
         let files = DurableFiles::open(&sled_dir)?;
         let last = last_position(&trees.events).map_err(OpenError::Damaged)?;
         let journal_path = dir.join("journal");
-        let (journal, recovered) =
-            Journal::open(&journal_path).map_err(journal_error(&journal_path))?;
+        // Once sled has settled, the journal has been made and synced: it
+        // is not made anew then.
+        let settled_before = trees.events.contains_key([SETTLED]).map_err(open_storage)?;
+        let (mut journal, recovered) =
+            Journal::open(&journal_path, !settled_before).map_err(journal_error(&journal_path))?;
+        journal.faults.clone_from(&options.faults);
+        settle_record::check(&trees.events, journal.header(), &journal_path)?;
         let shared = Arc::new(Shared {
             trees,
             indexes,
@@ -465,6 +567,7 @@ impl SledLog {
             poisoned: AtomicBool::new(false),
         });
         let mut writer = Writer {
+            dir: dir.to_owned(),
             shared: Arc::clone(&shared),
             head: Head::EMPTY,
             last_time: Timestamp::EPOCH,
@@ -500,7 +603,15 @@ impl SledLog {
             )?),
             None => None,
         };
-        writer.recover(recovery)?;
+        writer.recover(recovery, untrusted)?;
+        // Only now, with a settle through fresh files done: the old files,
+        // of a failed settle or of a compaction, are no longer needed.
+        if untrusted || replaced {
+            crate::compact::remove_replaced(dir)?;
+        }
+        if untrusted {
+            settle_record::clear_mark(dir).map_err(io_error(dir))?;
+        }
         if let Some(mut signer) = signer {
             // What recovering settled, or the empty head of a new log.
             signer.sign(writer.head).map_err(io_error(dir))?;
@@ -509,7 +620,10 @@ impl SledLog {
         let (requests, inbox) = crossbeam_channel::unbounded();
         let writer = std::thread::Builder::new()
             .name("tl-log-writer".to_owned())
-            .spawn(move || writer.run(&inbox))
+            .spawn(move || {
+                let _unwinding = PoisonOnUnwind(Arc::clone(&writer.shared));
+                writer.run(&inbox);
+            })
             .map_err(io_error(dir))?;
         Ok(SledLog {
             shared,
@@ -710,7 +824,6 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
             position: position + 1,
             problem: storage(e),
         })?;
-    let mut streams = std::collections::BTreeSet::new();
     let mut pages = Vec::new();
     for (key, bytes) in above {
         let last = position_of(&key).map_err(|problem| Damage {
@@ -727,24 +840,17 @@ fn remove_above(events: &sled::Tree, position: u64) -> Result<(), Damage> {
                 problem: Problem::Page("a page spans the position sled was settled at"),
             });
         }
-        for (at, record) in page.iter() {
-            let envelope = stored_event(at, record)?.envelope;
-            streams.extend(streams_of(&envelope));
-        }
         pages.push((key, page.first()));
     }
-    // Runs first: a run's position above `position` always has its page.
-    // The ids' indexes hold nothing above a settled position: their
-    // segments are written with it, and their other entries in memory.
-    for stream in streams
-        .iter()
-        .filter(|s| stream_index::token_of(s).is_none())
-    {
-        stream_index::remove_above(events, stream, position).map_err(|problem| Damage {
-            position: position + 1,
-            problem,
-        })?;
-    }
+    // Runs first, of every stream, not only of the streams of the pages
+    // above: a run can reach the disk without its page
+    // (`stream_index::remove_all_above`). The ids' indexes hold nothing
+    // above a settled position: their segments are written with it, and
+    // their other entries in memory.
+    stream_index::remove_all_above(events, position).map_err(|problem| Damage {
+        position: position + 1,
+        problem,
+    })?;
     for (key, first) in pages {
         events.remove(&key).map_err(|e| Damage {
             position: first,
@@ -948,6 +1054,8 @@ impl DurableFiles {
 /// only once it covers every answered append (`SledLog::head`): an
 /// appender reads what it was told is there.
 struct Writer {
+    /// The data directory, where a failed settle leaves its mark.
+    dir: PathBuf,
     shared: Arc<Shared>,
     head: Head,
     last_time: Timestamp,
@@ -965,7 +1073,7 @@ struct Writer {
     signer: Option<Signer>,
 }
 
-fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
+pub(crate) fn inject(faults: &Option<FaultInjector>, point: FaultPoint) -> io::Result<()> {
     match faults {
         Some(inject) => inject(point),
         None => Ok(()),
@@ -1194,7 +1302,10 @@ impl Writer {
     /// redo. (Without it a crash would still recover: sled keeps a prefix
     /// of its writes, so the removals above reach the disk before any
     /// later write does.)
-    fn recover(&mut self, recovery: Recovery) -> Result<(), OpenError> {
+    /// `untrusted`: sled's files were rebuilt after a failed settle, and
+    /// are settled even if nothing changed, so that the journal is emptied
+    /// only once they are known to be on disk.
+    fn recover(&mut self, recovery: Recovery, untrusted: bool) -> Result<(), OpenError> {
         let Recovery {
             base,
             unchanged,
@@ -1207,7 +1318,7 @@ impl Writer {
         self.inserted().map_err(OpenError::Storage)?;
         self.head = head;
         self.last_time = last_time;
-        if !unchanged {
+        if !unchanged || untrusted {
             self.settle()
                 .map_err(|e| OpenError::Storage(e.to_string()))?;
         }
@@ -1232,20 +1343,36 @@ impl Writer {
             ]
         };
         batch.insert(&[SETTLED], &settled.to_be_bytes()[..]);
+        // The journal's next header is made now and recorded with the
+        // position, so that an open can tell the journal sled agreed with.
+        let next = self.journal.header().next()?;
+        batch.insert(
+            &[settle_record::JOURNAL_KEY],
+            &settle_record::record(&next, self.journal.header())[..],
+        );
         self.shared
             .trees
             .events
             .apply_batch(batch)
             .map_err(io::Error::other)?;
+        if let Err(error) = inject(&self.faults, FaultPoint::SettleBatch) {
+            return Err(settle_record::mark_failed(&self.dir, error));
+        }
         {
             let mut indexes = self.shared.indexes.write();
             let [ids, tokens] = written;
             indexes.ids.settled(ids);
             indexes.tokens.settled(tokens);
         }
-        self.shared.trees.db.flush().map_err(io::Error::other)?;
-        self.files.sync()?;
-        self.journal.clear()?;
+        let durable = inject(&self.faults, FaultPoint::Settle)
+            .and_then(|()| self.shared.trees.db.flush().map_err(io::Error::other))
+            .and_then(|_| inject(&self.faults, FaultPoint::SledFlushed))
+            .and_then(|()| self.files.sync())
+            .and_then(|()| inject(&self.faults, FaultPoint::FilesSynced));
+        if let Err(error) = durable {
+            return Err(settle_record::mark_failed(&self.dir, error));
+        }
+        self.journal.clear(next)?;
         // Signed only now: a signed head names a record no crash takes back.
         match &mut self.signer {
             Some(signer) => signer.sign(self.head),
@@ -1379,10 +1506,17 @@ impl Writer {
                 record: &event.record,
             })
             .collect();
-        self.journal.append(&entries).map_err(io)?;
+        self.journal
+            .append(&entries)
+            .map_err(|failed| match failed {
+                AppendFailed::Undone(error) => io(error),
+                AppendFailed::Broken(error) => AppendError::Poisoned(error),
+            })?;
         drop(entries);
         self.inserter.begin(pending);
-        let synced = inject(&self.faults, FaultPoint::Sync).and_then(|()| self.journal.sync());
+        let synced = inject(&self.faults, FaultPoint::Sync)
+            .and_then(|()| self.journal.sync())
+            .and_then(|()| inject(&self.faults, FaultPoint::Synced));
         let Err(sync) = synced else {
             return Ok(());
         };
@@ -1887,10 +2021,11 @@ impl EventLog for SledLog {
     fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
         let mut head = self.shared.durable.lock();
         if head.position < position {
-            let _ = self
-                .shared
-                .grew
-                .wait_while_for(&mut head, |h| h.position < position, timeout);
+            let _ = self.shared.grew.wait_while_for(
+                &mut head,
+                |h| h.position < position && !self.shared.poisoned.load(Ordering::Acquire),
+                timeout,
+            );
         }
         head.position
     }
@@ -2002,7 +2137,6 @@ mod tests {
     )]
 
     use super::*;
-    use crate::journal::FRAME_HEADER_LEN;
     use tokenledger_events::encode_envelope;
 
     fn settled(log: &SledLog) -> Option<u64> {
@@ -2073,23 +2207,21 @@ mod tests {
     fn the_journal_is_emptied_into_sled_as_it_fills_and_on_close() {
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join("journal");
+        // Three frames of a block each.
         let options = Options {
-            journal_bytes: Some(1024),
+            journal_bytes: Some(3 * 4096),
             ..Options::default()
         };
         let log = SledLog::open(dir.path(), options).unwrap();
-        let (mut longest, mut largest) = (0, 0);
+        let mut most = 0;
         for id in 1..=50 {
             log.append(vec![event(id)], Expectation::Any).unwrap();
-            // One frame per append: its header, the record's position and
-            // length, and the record.
-            let frames = crate::journal::read(&journal).unwrap();
-            let frame = |r: &Recovered| FRAME_HEADER_LEN + 8 + 4 + r.record.len();
-            longest = longest.max(frames.iter().map(frame).sum());
-            largest = frames.iter().map(frame).fold(largest, usize::max);
+            // One frame, of one record, per append.
+            most = most.max(crate::journal::read(&journal).unwrap().len());
         }
-        // Never more than the limit plus the frame that passed it.
-        assert!(0 < longest && longest < 1024 + largest, "{longest}");
+        // The first two appends fill it without a settle; the third's
+        // settle may come after its answer.
+        assert!((2..=3).contains(&most), "{most}");
         drop(log);
         assert!(crate::journal::read(&journal).unwrap().is_empty());
         let log = SledLog::open(dir.path(), Options::default()).unwrap();

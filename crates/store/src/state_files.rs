@@ -36,6 +36,8 @@ const SIGNED_LEN: usize = 88;
 const KEYED: u8 = 1;
 const PREFIX: &str = "state-";
 const SUFFIX: &str = ".ckpt";
+/// What a file being written is named, until it is whole and renamed.
+const PARTIAL: &str = ".partial";
 
 /// The checkpoint files of one data directory, in its `checkpoints`
 /// folder.
@@ -56,6 +58,7 @@ pub struct StateFile {
 
 /// Why a checkpoint file was not used.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StateFileError {
     /// It could not be read.
     Io(io::Error),
@@ -72,7 +75,14 @@ impl fmt::Display for StateFileError {
     }
 }
 
-impl std::error::Error for StateFileError {}
+impl std::error::Error for StateFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StateFileError::Io(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 fn name(position: u64) -> String {
     format!("{PREFIX}{position:020}{SUFFIX}")
@@ -123,7 +133,7 @@ impl StateFiles {
     pub fn write(&self, head: Head, payload: &[u8], keep: usize) -> io::Result<StateFile> {
         create_private_dir(&self.dir)?;
         let path = self.dir.join(name(head.position));
-        let partial = self.dir.join(format!("{}.partial", name(head.position)));
+        let partial = self.dir.join(format!("{}{PARTIAL}", name(head.position)));
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&head.position.to_be_bytes());
@@ -153,6 +163,33 @@ impl StateFiles {
             position: head.position,
             path,
         })
+    }
+
+    /// Removes the `.partial` files a crash in [`StateFiles::write`] left,
+    /// which nothing would read or remove otherwise. Called by the log's
+    /// open, which holds the data directory, so no write is under way.
+    pub(crate) fn remove_partial(&self) -> io::Result<()> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let partial = name
+                .to_str()
+                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(PARTIAL));
+            if partial {
+                fs::remove_file(entry.path())?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// A checkpoint file whose header is signed with this ledger's key, if

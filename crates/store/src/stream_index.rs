@@ -400,10 +400,47 @@ pub(crate) fn remove_above(
             None => {
                 events.remove(run).map_err(storage)?;
             }
-            Some(value) => {
-                events.insert(run, value).map_err(storage)?;
+            Some(kept) if kept != value.as_ref() => {
+                events.insert(run, kept).map_err(storage)?;
             }
+            Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// Takes every position above `position` out of the runs of every stream.
+///
+/// Recovery cannot learn which streams have runs above the settled
+/// position from the pages above it: a run's merge written after the
+/// settle can reach the disk without its page (a drive that reorders
+/// writes, a lost write), and as-of reads would then return positions
+/// that were never acknowledged, and that later appends reuse. So every
+/// stream is looked at, from the last backwards, one seek each: the
+/// seek that finds a stream's last run also names the stream. Only a
+/// stream whose last run reaches above `position` is changed. It runs at
+/// every open: 50,000 streams took 141 to 198 ms in a release build (a
+/// throwaway test, the tree in memory), about 3 µs a stream.
+pub(crate) fn remove_all_above(events: &sled::Tree, position: u64) -> Result<(), Problem> {
+    let storage = |e: sled::Error| Problem::Storage(e.to_string());
+    let mut below = vec![STREAMS + 1];
+    while let Some((run, value)) = events
+        .range(vec![STREAMS]..below)
+        .next_back()
+        .transpose()
+        .map_err(storage)?
+    {
+        let stream: [u8; 17] = run
+            .get(1..18)
+            .and_then(|id| id.try_into().ok())
+            .ok_or(Problem::BadKey { len: run.len() })?;
+        if positions(&run, &value)?
+            .last()
+            .is_some_and(|p| *p > position)
+        {
+            remove_above(events, &stream, position)?;
+        }
+        below = prefix(&stream).to_vec();
     }
     Ok(())
 }

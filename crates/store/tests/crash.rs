@@ -32,102 +32,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokenledger_events::*;
-use tokenledger_store::*;
-
-const CHILD: &str = "TOKENLEDGER_CRASH_CHILD";
-const JOURNAL_BYTES: &str = "TOKENLEDGER_CRASH_JOURNAL_BYTES";
-/// Set, the child compacts the log over and over rather than appending.
-const COMPACT: &str = "TOKENLEDGER_CRASH_COMPACT";
-const THREADS: u128 = 4;
-const BATCH: u128 = 3;
+mod common;
+use common::crash::{CHILD, COMPACT, JOURNAL_BYTES, Rng, check, child};
 
 fn main() {
     match std::env::var_os(CHILD) {
         Some(dir) => child(Path::new(&dir)),
         None => parent(),
-    }
-}
-
-/// An event id: the run's nonce, the thread, the batch, the index in the batch.
-fn event_id(nonce: u128, thread: u128, batch: u128, index: u128) -> u128 {
-    (nonce << 64) | (thread << 48) | (batch << 2) | index
-}
-
-fn batch_of(id: u128) -> u128 {
-    id >> 2
-}
-
-fn child(dir: &Path) {
-    let options = Options {
-        journal_bytes: std::env::var(JOURNAL_BYTES)
-            .ok()
-            .and_then(|v| v.parse().ok()),
-        ..Options::default()
-    };
-    if std::env::var_os(COMPACT).is_some() {
-        println!("open");
-        loop {
-            SledLog::compact(dir, options.clone()).unwrap();
-            println!("compacted");
-        }
-    }
-    let log = SledLog::open(dir, options).unwrap();
-    println!("open");
-    let nonce = u128::from(std::process::id()) << 32
-        | u128::from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos(),
-        );
-    std::thread::scope(|scope| {
-        for thread in 0..THREADS {
-            let log = &log;
-            scope.spawn(move || {
-                for batch in 0.. {
-                    let events: Vec<NewEvent> = (0..BATCH)
-                        .map(|index| {
-                            let id = event_id(nonce, thread, batch, index);
-                            NewEvent {
-                                event_id: EventId::from_u128(id),
-                                actor: Actor::System,
-                                // A company per thread: a stream each,
-                                // whose runs grow across crashes; and a
-                                // token per thread, whose stream is kept
-                                // in the index of token ids.
-                                company: CompanyId::from_u128(1 + thread),
-                                event: if index % 2 == 0 {
-                                    Event::WorkspaceCreated {
-                                        workspace: WorkspaceId::from_u128(id),
-                                        name: Name::new("crash").unwrap(),
-                                    }
-                                } else {
-                                    Event::TokenRevealed {
-                                        token: TokenId::from_u128(1 + thread),
-                                    }
-                                },
-                            }
-                        })
-                        .collect();
-                    let first = events[0].event_id;
-                    let positions = log.append(events, Expectation::Any).unwrap();
-                    // One line per acknowledged batch: `ack <first event id> <first position>`.
-                    println!("ack {} {}", first.as_u128(), positions[0]);
-                }
-            });
-        }
-    });
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -233,71 +144,4 @@ fn parent() {
         acknowledged.len(),
         started.elapsed().as_secs_f64()
     );
-}
-
-fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
-    let log = SledLog::open(dir, Options::default())
-        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not reopen: {e}"));
-    let verified = log
-        .verify()
-        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not verify: {e}"));
-    let events = log.read(1, usize::MAX).unwrap();
-    assert_eq!(events.len() as u64, verified.records);
-    let by_position: BTreeMap<u64, u128> = events
-        .iter()
-        .map(|e| (e.envelope.position, e.envelope.event_id.as_u128()))
-        .collect();
-    for (id, position) in acknowledged {
-        assert_eq!(
-            by_position.get(position),
-            Some(id),
-            "kill point {iteration}: acknowledged event {id} is not at position {position}"
-        );
-    }
-    // Each company's stream and each token's holds exactly its events,
-    // however the runs of the index were cut and its segments written.
-    for thread in 0..THREADS {
-        let (company, token) = (
-            CompanyId::from_u128(1 + thread),
-            TokenId::from_u128(1 + thread),
-        );
-        for stream in [Stream::Company(company), Stream::Token(token)] {
-            let expected: Vec<u64> = events
-                .iter()
-                .filter(|e| match stream {
-                    Stream::Token(_) => e.envelope.event.token() == Some(token),
-                    _ => e.envelope.company == company,
-                })
-                .map(|e| e.envelope.position)
-                .collect();
-            let found: Vec<u64> = log
-                .read_stream(stream, 1, usize::MAX)
-                .unwrap_or_else(|e| panic!("kill point {iteration}: {stream} does not read: {e}"))
-                .iter()
-                .map(|e| e.envelope.position)
-                .collect();
-            assert_eq!(found, expected, "kill point {iteration}: {stream}");
-            assert_eq!(
-                log.stream_head(stream).unwrap(),
-                expected.last().copied().unwrap_or(0),
-                "kill point {iteration}: the head of {stream}"
-            );
-        }
-    }
-    // All of a batch or none of it, in consecutive positions.
-    let mut batches: BTreeMap<u128, Vec<u64>> = BTreeMap::new();
-    for event in &events {
-        batches
-            .entry(batch_of(event.envelope.event_id.as_u128()))
-            .or_default()
-            .push(event.envelope.position);
-    }
-    for (batch, positions) in batches {
-        let first = positions[0];
-        assert_eq!(
-            positions,
-            (first..first + BATCH as u64).collect::<Vec<_>>(),
-            "kill point {iteration}: batch {batch} is partly there"
-        );
-    }
 }

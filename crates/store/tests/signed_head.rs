@@ -189,7 +189,9 @@ fn a_rewritten_log_is_refused_at_the_signed_position() {
 fn a_settle_refreshes_the_signed_head() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
-        journal_bytes: Some(2048),
+        // Three frames of a block each: the first append does not settle,
+        // so the copy below is not made while a settle signs.
+        journal_bytes: Some(3 * 4096),
         ..keyed(1)
     };
     let log = SledLog::open(dir.path(), options.clone()).unwrap();

@@ -327,41 +327,38 @@ fn a_truncated_tail_is_refused_with_a_known_head() {
         ),
         "{error}"
     );
-    // Rewrite that: the copies of what was cut give it away.
+    // Rewrite that. The company's copies of what was cut now lie above the
+    // settled position, where every open takes the runs out whatever their
+    // stream (a crash can leave runs there without their pages: issue 28,
+    // item 5). So only a known head tells a log cut this way, and it is
+    // refused before anything is removed.
     through_sled(dir.path(), |log| {
         log.insert(b"H", &kept.to_be_bytes()[..]).unwrap();
     });
-    let damage = damage_reported(dir.path());
-    assert_eq!(damage.position, kept + 1);
-    assert!(
-        matches!(damage.problem, Problem::CopyDisagrees(_)),
-        "{damage}"
-    );
-    // Cut them too, and without the known head a shorter log is a
-    // consistent log.
-    through_sled(dir.path(), |log| {
-        for run in log.scan_prefix(company_runs(1)) {
-            let (key, value) = run.unwrap();
-            let kept: Vec<_> = entries(&value)
-                .into_iter()
-                .filter(|(position, _)| *position <= kept)
-                .collect();
-            if kept.is_empty() {
-                log.remove(key).unwrap();
-            } else {
-                log.insert(key, encode(&kept)).unwrap();
-            }
-        }
-    });
-    let log = SledLog::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(log.verify().unwrap().records, kept);
-    drop(log);
+    let copies_above = |dir: &Path| {
+        through_sled(dir, |log| {
+            log.scan_prefix(company_runs(1))
+                .flat_map(|run| entries(&run.unwrap().1))
+                .filter(|(position, _)| *position > kept)
+                .count()
+        })
+    };
+    assert!(copies_above(dir.path()) > 0);
     let options = Options {
         known_head: Some(head),
         ..Options::default()
     };
     let error = SledLog::open(dir.path(), options).err().unwrap();
     assert!(matches!(error, OpenError::RolledBack { .. }), "{error}");
+    assert!(
+        copies_above(dir.path()) > 0,
+        "a refused open removed copies"
+    );
+    // Without the known head a shorter log is a consistent log.
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(log.verify().unwrap().records, kept);
+    drop(log);
+    assert_eq!(copies_above(dir.path()), 0);
 }
 
 #[test]

@@ -696,6 +696,12 @@ impl Config {
         f.write_all(&*bytes)?;
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
+        // tokenledger's patch: synced, or a power cut soon after the
+        // database is created can leave it empty or torn, and sled then
+        // refuses to open ("Read corrupted data"). Its directory entry is
+        // made durable by whoever syncs the directory (tokenledger does,
+        // on open).
+        f.sync_all()?;
         io_fail!(self, "write_config post");
         Ok(())
     }

@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+pub mod crash;
+
 /// Opens sled in the data directory `dir` directly and hands `act` the
 /// log's `events` tree; flushes what it changed and returns what it found.
 pub fn through_sled<T>(dir: &Path, act: impl FnOnce(&sled::Tree) -> T) -> T {

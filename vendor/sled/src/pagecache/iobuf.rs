@@ -467,13 +467,26 @@ impl IoBufs {
         lsn: Lsn,
         guard: &Guard,
     ) -> Result<()> {
-        self.with_sa(|sa| {
+        let drained = self.with_sa(|sa| -> Result<Vec<LogOffset>> {
             for op in self.deferred_segment_ops.take_iter(guard) {
                 sa.apply_op(op)?;
             }
             sa.stabilize(lsn)?;
-            Ok(())
-        })
+            Ok(sa.awaiting_sync())
+        })?;
+        if drained.is_empty() {
+            return Ok(());
+        }
+        // tokenledger's patch: `stable` means `sync_file_range` returned,
+        // which does not flush the drive's cache. A drained segment is
+        // reused only after this `fdatasync`, so that the new copies of
+        // its pages are durable before it is overwritten (see
+        // `SegmentAccountant::free_segment`). One sync frees every segment
+        // drained since the last, outside the accountant's lock.
+        if !self.config.temporary {
+            self.config.file.sync_data()?;
+        }
+        self.with_sa(|sa| sa.free_synced(&drained))
     }
 
     /// `SegmentAccountant` access for coordination with the `PageCache`

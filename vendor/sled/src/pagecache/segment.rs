@@ -96,6 +96,10 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    /// tokenledger's patch: drained segments waiting for an `fdatasync`
+    /// of the file before they may be reused or truncated (see
+    /// `free_segment`).
+    awaiting_sync: BTreeSet<LogOffset>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -485,6 +489,7 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            awaiting_sync: BTreeSet::default(),
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -632,8 +637,11 @@ impl SegmentAccountant {
             }
         }
 
+        // Segments the recovered state does not use hold nothing it
+        // needs: they are free at once.
         for segment_base in to_free {
-            self.free_segment(segment_base)?;
+            self.segment_cleaner.remove_pids(segment_base);
+            self.release_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
             pwrite_all(
                 &self.config.file,
@@ -672,10 +680,63 @@ impl SegmentAccountant {
         Ok(())
     }
 
+    /// tokenledger's patch: a drained segment is not reused (nor the file
+    /// truncated over it) at once, but once the file has been
+    /// `fdatasync`ed after it drained (`IoBufs::sa_stabilize`, one sync for
+    /// every segment drained meanwhile). It drains once the new copies of
+    /// its pages are "stable", which on Linux means `sync_file_range`
+    /// returned: written to the drive, perhaps only into its volatile
+    /// cache. Overwritten before the cache is flushed, a power cut could
+    /// keep the overwrite and lose the new copies, and with them pages
+    /// whose only other copy was in this segment.
     fn free_segment(&mut self, lid: LogOffset) -> Result<()> {
+        debug!("segment {} drained, awaiting a sync to be freed", lid);
+        self.segment_cleaner.remove_pids(lid);
+
+        let idx = self.segment_id(lid);
+        assert!(self.segments[idx].is_free());
+        assert!(
+            !self.free.contains(&lid) && !self.awaiting_sync.contains(&lid),
+            "double-free of a segment occurred"
+        );
+
+        // remove the old ordering from our list
+        if let Segment::Free(Free { previous_lsn: Some(last_lsn) }) =
+            self.segments[idx]
+        {
+            trace!(
+                "removing segment {} with lsn {} from ordering",
+                lid,
+                last_lsn
+            );
+            self.ordering.remove(&last_lsn);
+        }
+
+        self.awaiting_sync.insert(lid);
+        Ok(())
+    }
+
+    /// The drained segments waiting for the file to be synced.
+    pub(super) fn awaiting_sync(&self) -> Vec<LogOffset> {
+        self.awaiting_sync.iter().copied().collect()
+    }
+
+    /// Frees `synced`, drained segments still waiting when an
+    /// `fdatasync` of the file began and that has since returned.
+    pub(super) fn free_synced(&mut self, synced: &[LogOffset]) -> Result<()> {
+        for lid in synced {
+            if self.awaiting_sync.remove(lid) {
+                self.release_segment(*lid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a segment on the free list for reuse, and truncates the file
+    /// if its tail is free.
+    fn release_segment(&mut self, lid: LogOffset) -> Result<()> {
         debug!("freeing segment {}", lid);
         trace!("free list before free {:?}", self.free);
-        self.segment_cleaner.remove_pids(lid);
 
         let idx = self.segment_id(lid);
         assert!(
@@ -690,16 +751,14 @@ impl SegmentAccountant {
 
         self.free.insert(lid);
 
-        // remove the old ordering from our list
+        // remove the old ordering from our list (a drained segment's
+        // entry went when it drained, in `free_segment`)
         if let Segment::Free(Free { previous_lsn: Some(last_lsn) }) =
             self.segments[idx]
         {
-            trace!(
-                "removing segment {} with lsn {} from ordering",
-                lid,
-                last_lsn
-            );
-            self.ordering.remove(&last_lsn);
+            if self.ordering.get(&last_lsn) == Some(&lid) {
+                self.ordering.remove(&last_lsn);
+            }
         }
 
         // we want to avoid aggressive truncation because it can cause

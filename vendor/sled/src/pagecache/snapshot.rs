@@ -512,6 +512,16 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
 fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     trace!("writing snapshot {:?}", snapshot);
 
+    // tokenledger's patch: the snapshot names pages up to its stable lsn,
+    // and "stable" means `sync_file_range` returned, which leaves them in
+    // the drive's cache. A snapshot that reaches the disk before them
+    // points at what a power cut lost, and sled then refuses the file
+    // ("Read corrupted data") or panics recovering it. So the log is
+    // synced first.
+    if !config.temporary {
+        config.file.sync_data()?;
+    }
+
     let raw_bytes = snapshot.serialize();
     let decompressed_len = raw_bytes.len();
 
@@ -564,6 +574,15 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     io_fail!(config, "snap write mv post");
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
+
+    // tokenledger's patch: the new name made durable before sled acts on
+    // the snapshot. Recovery zeroes the segments it finds free and syncs
+    // that; if a power cut then kept the zeroed segments but lost the
+    // rename, the older snapshot (or none) would send recovery through
+    // segments that are gone, and sled would open nearly empty.
+    if !config.temporary {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
 
     // clean up any old snapshots
     let candidates = config.get_snapshot_files()?;
