@@ -19,7 +19,7 @@ use tokenledger_authz::Location;
 use tokenledger_benches::World;
 use tokenledger_events::{Feature, Requirement, SharedNamespace};
 
-/// Rules 2 to 7 of DOMAIN.md, one policy each, named after the rule (rule 1
+/// Rules 2 to 7 of docs/RULES.md, one policy each, named after the rule (rule 1
 /// is the secret's form, which Cedar has no notion of). A request is allowed
 /// when nothing forbids it.
 pub const RULES: &str = r#"

@@ -1,4 +1,4 @@
-//! The reference model: a plain restatement of DOMAIN.md's rules over
+//! The reference model: a plain restatement of docs/RULES.md's rules over
 //! vectors and booleans, with "for all teammates" applied eagerly to each
 //! teammate rather than resolved by log position as the real state does;
 //! and [`run`], which drives a sequence of operations through the model and
@@ -470,7 +470,7 @@ impl Model {
         if namespace == 2
             && !self.teammates[at]
                 .as_ref()
-                .is_some_and(|m| m.private_access)
+                .is_some_and(|m| m.active && m.private_access)
         {
             return Err(7);
         }

@@ -1,7 +1,7 @@
 //! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
 //! "may this token do this to that resource?" without taking a lock.
 
-use tokenledger_events::TokenId;
+use tokenledger_events::{CompanyId, TokenId};
 use tokenledger_projection::{Readers, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
@@ -75,6 +75,27 @@ impl Authorizer {
         self.readers.read(
             |state| decision::authorize(state, handle, request),
             || refused(Some(handle.id())),
+        )
+    }
+
+    /// The log position of the state decisions are made against now, or
+    /// `None` once the ledger has closed. A service that hands clients the
+    /// position of a change (a consistency token) waits until this reaches
+    /// it before deciding their next request, so that request never sees the
+    /// state before the change.
+    pub fn position(&self) -> Option<u64> {
+        self.readers.read(|state| Some(state.position()), || None)
+    }
+
+    /// The company a token belongs to, which never changes once it is
+    /// created; `None` for a token the state does not know, or once the
+    /// ledger has closed. Only what it says is asked: whether the token may
+    /// do anything is [`Authorizer::authorize`]'s answer.
+    pub fn company(&self, token: impl Into<TokenHandle>) -> Option<CompanyId> {
+        let handle = token.into();
+        self.readers.read(
+            |state| state.token_by_handle(handle).map(|token| token.company()),
+            || None,
         )
     }
 

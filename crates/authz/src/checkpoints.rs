@@ -55,9 +55,7 @@ impl Checkpoints {
         if self.trusted {
             return Ok(());
         }
-        Err(LedgerError::Checkpoint(
-            "this ledger has no checkpoint key, and anyone who can write the data directory could forge an unsigned checkpoint; set a checkpoint key, or opt in to unsigned checkpoints".to_owned(),
-        ))
+        Err(LedgerError::Checkpoint(CheckpointWriteError::Untrusted))
     }
 
     /// Saves `bytes` as the state at `head`.
@@ -66,7 +64,7 @@ impl Checkpoints {
         self.files
             .write(head, bytes, CHECKPOINTS_KEPT)
             .map(|_| ())
-            .map_err(|e| LedgerError::Checkpoint(e.to_string()))
+            .map_err(|e| LedgerError::Checkpoint(CheckpointWriteError::Files(e)))
     }
 
     /// The newest checkpoint file, read, if there is one to trust.
@@ -151,5 +149,40 @@ impl Checkpoints {
             }
         }
         Ok(None)
+    }
+}
+
+/// Why a checkpoint of the state was not written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CheckpointWriteError {
+    /// This ledger has no checkpoint key, and unsigned checkpoints were not
+    /// opted into ([`crate::LedgerOptions::trust_unsigned_checkpoints`]).
+    Untrusted,
+    /// The state could not be encoded.
+    Encode(tokenledger_projection::CheckpointError),
+    /// The checkpoint's file could not be written.
+    Files(std::io::Error),
+}
+
+impl std::fmt::Display for CheckpointWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointWriteError::Untrusted => f.write_str(
+                "this ledger has no checkpoint key, and anyone who can write the data directory could forge an unsigned checkpoint; set a checkpoint key, or opt in to unsigned checkpoints",
+            ),
+            CheckpointWriteError::Encode(error) => std::fmt::Display::fmt(error, f),
+            CheckpointWriteError::Files(error) => std::fmt::Display::fmt(error, f),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointWriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckpointWriteError::Untrusted => None,
+            CheckpointWriteError::Encode(error) => Some(error),
+            CheckpointWriteError::Files(error) => Some(error),
+        }
     }
 }

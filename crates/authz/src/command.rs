@@ -133,8 +133,34 @@ pub struct Decided {
     pub events: Vec<Event>,
 }
 
+/// An id a command would create that is taken already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TakenId {
+    /// A company's.
+    Company(CompanyId),
+    /// A teammate's.
+    Teammate(TeammateId),
+    /// A workspace's.
+    Workspace(WorkspaceId),
+    /// A token's.
+    Token(TokenId),
+}
+
+impl fmt::Display for TakenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TakenId::Company(id) => fmt::Display::fmt(id, f),
+            TakenId::Teammate(id) => fmt::Display::fmt(id, f),
+            TakenId::Workspace(id) => fmt::Display::fmt(id, f),
+            TakenId::Token(id) => fmt::Display::fmt(id, f),
+        }
+    }
+}
+
 /// Why a command was refused. Nothing is recorded for a refused command.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The actor may not do this.
     NotPermitted {
@@ -168,7 +194,7 @@ pub enum CommandError {
     /// A new id is already taken (a retry, or a collision).
     AlreadyExists {
         /// The id.
-        id: String,
+        id: TakenId,
     },
     /// The secret's digest belongs to another token already.
     DuplicateSecret,
@@ -272,7 +298,14 @@ impl fmt::Display for CommandError {
     }
 }
 
-impl std::error::Error for CommandError {}
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommandError::InvalidScope(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 const ADMINS: &str = "only an active admin of the same company may";
 const ADMINS_OR_SYSTEM: &str = "only the system or an active admin of the same company may";
@@ -380,9 +413,10 @@ fn one(company: CompanyId, event: Event) -> Result<Decided, CommandError> {
 /// Decides what `command`, issued by `actor` at `now`, causes. Pure: the
 /// state is not changed, and a refusal causes nothing.
 ///
-/// The rules, beyond those of DOMAIN.md: the system actor bootstraps and
-/// administers companies, teammates, workspaces and preferences, but only an
-/// accountable admin creates, reveals or deletes tokens; tokens issue no
+/// The rules (all of them in the repository's `docs/RULES.md`): the system
+/// actor bootstraps and administers companies, teammates, workspaces and
+/// preferences, but only an accountable admin creates, reveals or deletes
+/// tokens; tokens issue no
 /// commands; the last active admin can be neither demoted nor deactivated;
 /// a deactivated teammate cannot act and stays deactivated.
 pub fn decide(
@@ -399,7 +433,7 @@ pub fn decide(
             }
             if state.company(*company).is_some() {
                 return Err(CommandError::AlreadyExists {
-                    id: company.to_string(),
+                    id: TakenId::Company(*company),
                 });
             }
             one(
@@ -419,7 +453,7 @@ pub fn decide(
             administer(state, &who, actor, *company, command, true)?;
             if state.teammate(*teammate).is_some() {
                 return Err(CommandError::AlreadyExists {
-                    id: teammate.to_string(),
+                    id: TakenId::Teammate(*teammate),
                 });
             }
             one(
@@ -482,7 +516,7 @@ pub fn decide(
             administer(state, &who, actor, *company, command, true)?;
             if state.workspace(*workspace).is_some() {
                 return Err(CommandError::AlreadyExists {
-                    id: workspace.to_string(),
+                    id: TakenId::Workspace(*workspace),
                 });
             }
             one(
@@ -521,7 +555,7 @@ pub fn decide(
             administer(state, &who, actor, *company, command, false)?;
             if state.token(*token).is_some() {
                 return Err(CommandError::AlreadyExists {
-                    id: token.to_string(),
+                    id: TakenId::Token(*token),
                 });
             }
             if state.token_by_digest(secret_digest).is_some() {

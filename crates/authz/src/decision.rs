@@ -1,6 +1,7 @@
 //! The decision: may this token do this to that resource?
 //!
-//! Eight rules, checked in DOMAIN.md's order; the first that fails decides,
+//! Eight rules, checked in the order `docs/RULES.md` gives (in the
+//! repository); the first that fails decides,
 //! and the refusal says which, what scope would have been needed, and which
 //! event put things in the state that caused it. The hot path returns a
 //! [`Decision`], never a `Result`, and refuses unless every rule passes.
@@ -50,6 +51,7 @@ pub struct Request {
 
 /// The rules, in the order they are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Rule {
     /// 1. The presented secret is well formed.
     SecretWellFormed = 1,
@@ -68,7 +70,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule's number in DOMAIN.md.
+    /// The rule's number in `docs/RULES.md`.
     pub const fn number(self) -> u8 {
         self as u8
     }
@@ -96,6 +98,7 @@ impl fmt::Display for Rule {
 /// Why a request was refused, in detail, with the event behind it where
 /// there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// Rule 1: the secret is malformed.
     MalformedSecret(SecretError),
@@ -156,6 +159,14 @@ pub enum Reason {
         /// or the owner's addition (it starts off).
         set: Provenance,
     },
+    /// Rule 7: the owner was deactivated, which removes API access to
+    /// their individual resources whatever their preference says.
+    OwnerDeactivated {
+        /// The owner.
+        owner: TeammateId,
+        /// The deactivation.
+        deactivated: Provenance,
+    },
 }
 
 impl Reason {
@@ -163,9 +174,12 @@ impl Reason {
     /// one did: a deletion, the token's creation, or the preference change.
     pub fn provenance(&self) -> Option<Provenance> {
         match *self {
-            Reason::TokenDeleted { deleted } | Reason::WorkspaceDeleted { deleted } => {
-                Some(deleted)
-            }
+            Reason::TokenDeleted { deleted }
+            | Reason::WorkspaceDeleted { deleted }
+            | Reason::OwnerDeactivated {
+                deactivated: deleted,
+                ..
+            } => Some(deleted),
             Reason::MissingFeature { created, .. }
             | Reason::MissingPermission { created }
             | Reason::NamespaceNotCovered { created }
@@ -217,6 +231,10 @@ impl fmt::Display for Reason {
                 f,
                 "the owner's private API access is off: {owner}'s \"Allow access to my individual resources via the API\" is off (last set {set})"
             ),
+            Reason::OwnerDeactivated { owner, deactivated } => write!(
+                f,
+                "the owner {owner} was deactivated ({deactivated}), which removes API access to their individual resources"
+            ),
         }
     }
 }
@@ -233,7 +251,9 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    fn unauthenticated() -> ErrorBody {
+    /// Front's 401 body, the same whatever was wrong with the secret (or
+    /// when none was sent): `{"_error":{"status":401,"title":"Unauthenticated","message":"Invalid token"}}`.
+    pub fn unauthenticated() -> ErrorBody {
         ErrorBody {
             status: 401,
             title: "Unauthenticated",
@@ -534,6 +554,19 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
     }
 
     // Rule 7. Rule 3 found the owner, so `owner` is set for a private resource.
+    // A deactivation removes access as a deletion does (DOMAIN.md), whatever
+    // the preference was left at.
+    if let (Location::Private(id), Some(owner)) = (request.location, owner)
+        && let Some(deactivated) = owner.deactivated
+    {
+        return Err(refuse(
+            Rule::OwnerAllowsPrivateAccess,
+            Reason::OwnerDeactivated {
+                owner: id,
+                deactivated,
+            },
+        ));
+    }
     if let (Location::Private(id), Some(owner)) = (request.location, owner)
         && !owner.private_access.value
     {

@@ -15,7 +15,7 @@ use tokenledger_store::{EventLog, StoredEvent, Stream};
 
 use crate::decision::{self, Location, Reason, Refusal, Request};
 use crate::history::{describe_event, scan};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, Missing};
 
 /// A refusal explained: the rule, why, what was needed, and the event
 /// behind the state that caused it.
@@ -85,6 +85,10 @@ impl Ledger {
                     "{}'s \"Allow access to my individual resources via the API\" is off",
                     who(state, Actor::Teammate(owner))
                 )),
+                (Some(_), Reason::OwnerDeactivated { owner, .. }) => text.push_str(&format!(
+                    "{} was deactivated, which removes API access to their individual resources",
+                    who(state, Actor::Teammate(owner))
+                )),
                 (Some(_), Reason::TokenDeleted { .. }) => text.push_str("the token was deleted"),
                 (Some(_), Reason::WorkspaceDeleted { .. }) => {
                     text.push_str("the resource's workspace was deleted");
@@ -132,7 +136,7 @@ impl Ledger {
         self.while_open(|| {
             let company = self
                 .with_state(|state| state.token(token).map(|t| t.company()))
-                .ok_or_else(|| LedgerError::NotFound(format!("token `{token}`")))?;
+                .ok_or(LedgerError::NotFound(Missing::Token(token)))?;
             let end = self.position_at(until)?;
             let mut state = State::new();
             let mut tracker = Tracker::default();
@@ -174,10 +178,10 @@ impl Ledger {
             // allowed there (rule 3): its history is enough.
             let company = self
                 .with_state(|now| location_company(now, location))
-                .ok_or_else(|| LedgerError::NotFound(format!("{location} at {at}")))?;
+                .ok_or(LedgerError::NotFound(Missing::Location { location, at }))?;
             let state = self.company_state_at(company, position)?;
             if location_company(&state, location).is_none() {
-                return Err(LedgerError::NotFound(format!("{location} at {at}")));
+                return Err(LedgerError::NotFound(Missing::Location { location, at }));
             }
             let request = Request {
                 requirement: Requirement::Scope(scope),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokenledger_events::{
@@ -14,17 +14,26 @@ use tokenledger_events::{
 };
 use tokenledger_projection::{Projection, Readers, State, encode_checkpoint};
 use tokenledger_store::{
-    AppendError, CheckpointKey, Compacted, Damage, EventLog, Expectation, Head, NewEvent,
-    OpenError, Options, Problem, SledLog, Stream, Verified,
+    AppendError, CheckpointKey, Compacted, Damage, EventLog, Head, OpenError, Options, Problem,
+    SledLog, Stream, Verified,
 };
 
 use crate::authorizer::Authorizer;
-use crate::checkpoints::Checkpoints;
+use crate::checkpoints::{CheckpointWriteError, Checkpoints};
 use crate::command::{Command, CommandError, decide};
+use crate::decision::Location;
 use crate::fresh::{self, RandomError};
 use crate::history::replay;
-use crate::readback::{self, Mismatch};
+use crate::observe;
+use crate::readback;
 use crate::sealing::{self, Binding, SealingError, SealingKey};
+
+mod health;
+mod writer;
+
+use health::Applied;
+pub use health::Health;
+use writer::Writer;
 
 /// How to open a ledger.
 #[derive(Clone)]
@@ -107,6 +116,7 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
 
 /// Why a ledger operation did nothing.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// The data directory could not be opened.
     Open(OpenError),
@@ -124,7 +134,7 @@ pub enum LedgerError {
     /// at creation, and cannot be revealed.
     SecretNotKept(TokenId),
     /// A checkpoint of the state could not be written.
-    Checkpoint(String),
+    Checkpoint(CheckpointWriteError),
     /// A position past the end of the log was asked for.
     BeyondHead {
         /// The position asked for.
@@ -134,7 +144,7 @@ pub enum LedgerError {
     },
     /// A token, workspace or teammate that a question names does not exist
     /// (at the time asked about).
-    NotFound(String),
+    NotFound(Missing),
     /// The log acknowledged a command's events but did not give them back
     /// as appended (fewer, none, elsewhere, or others): what it holds is
     /// not known. The ledger closed: readers refuse everything, and
@@ -153,6 +163,14 @@ pub enum LedgerError {
     /// still walks the log: it checks the chain the log holds, whose head
     /// may lack what was acknowledged.
     Closed(String),
+    /// [`Ledger::wait_for_position`] timed out before the state readers
+    /// see applied the position.
+    NotApplied {
+        /// The position waited for.
+        position: u64,
+        /// The position applied when the wait ended.
+        applied: u64,
+    },
 }
 
 impl fmt::Display for LedgerError {
@@ -190,6 +208,10 @@ impl fmt::Display for LedgerError {
                 f,
                 "the ledger is closed until it is reopened, after a command whose outcome is unknown: {why}"
             ),
+            LedgerError::NotApplied { position, applied } => write!(
+                f,
+                "log position {position} is not applied yet: the state is at {applied}"
+            ),
             LedgerError::SecretNotKept(token) => write!(
                 f,
                 "the secret of `{token}` cannot be revealed: this ledger has no sealing key, so secrets are shown once, at creation"
@@ -198,7 +220,46 @@ impl fmt::Display for LedgerError {
     }
 }
 
-impl std::error::Error for LedgerError {}
+/// Each variant's text includes its cause's; `source` gives the cause
+/// itself, to match or downcast.
+impl std::error::Error for LedgerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LedgerError::Open(error) => Some(error),
+            LedgerError::Damaged(error) => Some(error),
+            LedgerError::Refused(error) => Some(error),
+            LedgerError::Append(error) => Some(error),
+            LedgerError::Random(error) => Some(error),
+            LedgerError::Sealing(error) => Some(error),
+            LedgerError::Checkpoint(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What a question named that does not exist (at the time asked about).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A token.
+    Token(TokenId),
+    /// A teammate's private inbox, or a workspace, at a time.
+    Location {
+        /// The location.
+        location: Location,
+        /// The time asked about.
+        at: Timestamp,
+    },
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::Token(token) => write!(f, "token `{token}`"),
+            Missing::Location { location, at } => write!(f, "{location} at {at}"),
+        }
+    }
+}
 
 /// What a command recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +318,8 @@ pub struct CreatedToken {
 /// ```
 pub struct Ledger {
     pub(crate) log: SledLog,
-    pub(crate) writer: Mutex<Projection>,
+    /// The projection's writing side, and the commands waiting for it.
+    writer: Writer,
     readers: Readers,
     sealing_key: Option<SealingKey>,
     old_sealing_keys: Vec<SealingKey>,
@@ -271,6 +333,8 @@ pub struct Ledger {
     /// Why the ledger closed while open, once a command's outcome became
     /// unknown; commands are refused from then on.
     closed: OnceLock<String>,
+    /// The position readers see, for health and consistency tokens.
+    applied: Applied,
 }
 
 /// How many events are replayed between two progress reports.
@@ -321,7 +385,12 @@ impl Ledger {
 
     /// Opens the ledger in `dir` with options.
     pub fn open_with(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
-        let options = options.one_key();
+        let mut options = options.one_key();
+        // The log stamps appends with the time the writer reads first, so
+        // the writer knows the time of the events it decides (`writer.rs`).
+        let clock = options.log.clock.take();
+        let stamp = Arc::new(Mutex::new(Timestamp::EPOCH));
+        options.log.clock = Some(Writer::log_clock(&stamp));
         let checkpoints = Checkpoints::new(
             dir,
             options.checkpoint_key.clone(),
@@ -357,11 +426,13 @@ impl Ledger {
             }
         })?;
         check_reached_head(&log, reached)?;
+        let last_time = last_recorded(&log)?;
         // One copy, shared with the readers until the first command.
+        let applied = state.position();
         let (projection, readers) = Projection::starting_from(state);
         let ledger = Ledger {
             log,
-            writer: Mutex::new(projection),
+            writer: Writer::new(projection, last_time, clock, stamp),
             readers,
             sealing_key: options.sealing_key,
             old_sealing_keys: options.old_sealing_keys,
@@ -370,9 +441,15 @@ impl Ledger {
             last_checkpoint: AtomicU64::new(from),
             warnings: Mutex::new(warnings),
             closed: OnceLock::new(),
+            applied: Applied::new(applied),
         };
+        observe::closed(false);
+        observe::positions(head, applied, from);
+        if from > 0 {
+            observe::checkpoint();
+        }
         ledger.check_sealing_keys()?;
-        ledger.checkpoint_if_due(&ledger.writer.lock());
+        ledger.checkpoint_if_due(&ledger.writer());
         Ok(ledger)
     }
 
@@ -411,7 +488,7 @@ impl Ledger {
     /// without a checkpoint key, unless unsigned checkpoints are trusted
     /// (see [`LedgerOptions::trust_unsigned_checkpoints`]).
     pub fn checkpoint(&self) -> Result<u64, LedgerError> {
-        let projection = self.writer.lock();
+        let projection = self.writer();
         self.refuse_if_closed()?;
         self.write_checkpoint(&projection)
     }
@@ -420,10 +497,11 @@ impl Ledger {
         self.checkpoints.writable()?;
         let bytes = projection
             .read(encode_checkpoint)
-            .map_err(|e| LedgerError::Checkpoint(e.to_string()))?;
+            .map_err(|e| LedgerError::Checkpoint(CheckpointWriteError::Encode(e)))?;
         let head = self.log.head();
         self.checkpoints.write(head, &bytes)?;
         self.last_checkpoint.store(head.position, Ordering::Relaxed);
+        observe::checkpoint();
         Ok(head.position)
     }
 
@@ -483,78 +561,24 @@ impl Ledger {
     /// Reads the current state: the closed one, which holds nothing, once
     /// the ledger has closed after a command whose outcome is unknown.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        self.writer.lock().read(f)
+        self.writer().read(f)
     }
 
     /// Decides `command` against the current state, appends what it causes
     /// and applies it to the projection, all before returning. Commands are
-    /// decided one at a time, and each append expects the head the decision
+    /// decided one at a time, in the order they reach the writer, each
+    /// against the state its predecessors left; those that arrive together
+    /// are appended together, so that one sync of the log covers them all
+    /// (`ledger/writer.rs`). Each append expects the head the decisions
     /// saw, so two conflicting commands cannot both succeed. If the log
     /// does not give the events back as appended, or the append's outcome
     /// is unknown, the ledger closes: readers refuse everything and
     /// commands are refused until it is reopened.
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
-        let mut projection = self.writer.lock();
-        self.execute_locked(&mut projection, actor, &command)
-    }
-
-    fn execute_locked(
-        &self,
-        projection: &mut Projection,
-        actor: Actor,
-        command: &Command,
-    ) -> Result<Receipt, LedgerError> {
-        self.refuse_if_closed()?;
-        let now = Timestamp::from_system_time(SystemTime::now());
-        let decided = projection
-            .read(|state| decide(state, actor, now, command).map(|d| (d, state.position())))
-            .map_err(LedgerError::Refused)?;
-        let (decided, seen) = decided;
-        let mut batch = Vec::with_capacity(decided.events.len());
-        for event in decided.events {
-            batch.push(NewEvent {
-                event_id: fresh::event_id().map_err(LedgerError::Random)?,
-                actor,
-                company: decided.company,
-                event,
-            });
-        }
-        let count = batch.len();
-        // Kept to compare with what the log gives back.
-        let appended = batch.clone();
-        let positions = match self.log.append(batch, Expectation::Head(seen)) {
-            Ok(positions) => positions,
-            // The events may or may not be durable: a delete among them
-            // must not leave readers allowing.
-            Err(error @ (AppendError::Poisoned(_) | AppendError::Closed)) => {
-                return Err(self.close(projection, LedgerError::Append(error)));
-            }
-            Err(error) => return Err(LedgerError::Append(error)),
-        };
-        let first = positions.first().copied().unwrap_or(seen + 1);
-        let stored = match self.log.read(first, count) {
-            Ok(stored) => stored,
-            Err(damage) => return Err(self.close(projection, LedgerError::Damaged(damage))),
-        };
-        let events: Vec<Envelope> = stored.into_iter().map(|s| s.envelope).collect();
-        if let Err(Mismatch {
-            appended,
-            read_back,
-        }) = readback::confirm(&appended, &positions, &events)
-        {
-            let error = LedgerError::Unconfirmed {
-                appended,
-                read_back,
-            };
-            return Err(self.close(projection, error));
-        }
-        for envelope in &events {
-            projection.apply(envelope.clone());
-        }
-        // INVARIANT (publish-before-return): see tokenledger-projection.
-        projection.publish();
-        self.checkpoint_if_due(projection);
-        Ok(Receipt { events })
+        let start = Instant::now();
+        let outcome = self.submit(actor, command);
+        observe::command(&outcome, start.elapsed());
+        outcome
     }
 
     /// Refuses while the ledger is closed.
@@ -587,6 +611,9 @@ impl Ledger {
     fn close(&self, projection: &mut Projection, error: LedgerError) -> LedgerError {
         projection.close();
         self.closed.get_or_init(|| error.to_string());
+        observe::closed(true);
+        // Waiters for a position find it closed.
+        self.applied.wake_all();
         error
     }
 
@@ -624,13 +651,11 @@ impl Ledger {
     /// (durably) before the secret is returned; if it cannot be recorded,
     /// no secret is returned.
     pub fn reveal(&self, actor: Actor, token: TokenId) -> Result<Secret, LedgerError> {
-        let mut projection = self.writer.lock();
         self.refuse_if_closed()?;
         let now = Timestamp::from_system_time(SystemTime::now());
         let command = Command::RevealToken { token };
         // The rules first, so a member learns they may not, not whether a key exists.
-        projection
-            .read(|state| decide(state, actor, now, &command))
+        self.with_state(|state| decide(state, actor, now, &command))
             .map_err(LedgerError::Refused)?;
         let (binding, sealed) =
             match sealed_at_creation(&self.log, token).map_err(LedgerError::Damaged)? {
@@ -639,10 +664,13 @@ impl Ledger {
             };
         // Unsealed, and checked against the digest, before the reveal is
         // recorded, so a reveal that cannot show the secret is not
-        // recorded as one that did.
+        // recorded as one that did. The reveal is decided again by the
+        // writer, against the state then: a token deleted meanwhile is
+        // refused, and its secret not returned. What was sealed at its
+        // creation never changes.
         let secret =
             sealing::open(self.sealing_keys(), &binding, &sealed).map_err(LedgerError::Sealing)?;
-        self.execute_locked(&mut projection, actor, &command)?;
+        self.execute(actor, command)?;
         Ok(secret)
     }
 }
@@ -662,6 +690,19 @@ fn check_reached_head(log: &SledLog, reached: Head) -> Result<(), LedgerError> {
         }));
     }
     Ok(())
+}
+
+/// The time of the log's last record (the epoch for an empty log): the
+/// log stamps no later record earlier.
+fn last_recorded(log: &SledLog) -> Result<Timestamp, LedgerError> {
+    let head = log.head().position;
+    if head == 0 {
+        return Ok(Timestamp::EPOCH);
+    }
+    let last = log.read(head, 1).map_err(LedgerError::Damaged)?;
+    Ok(last
+        .first()
+        .map_or(Timestamp::EPOCH, |stored| stored.envelope.recorded_at))
 }
 
 /// What `token`'s creation recorded: its binding and sealed secret, if it

@@ -1,12 +1,22 @@
 //! tokenledger's rules: who may change what ([`decide`]), how a change is
 //! folded into the state ([`State::apply`]), and whether a token may do
-//! something to a resource ([`decide_request`], [`authorize`]).
+//! something to a resource ([`decide_request`], [`authorize`]). The rules
+//! themselves, in prose, are in the repository's `docs/RULES.md`: the
+//! eight decision rules, the command rules, the private-access preference
+//! and Front's error bodies.
 //!
 //! [`Ledger`] is the facade a service embeds: commands are decided, made
 //! durable in the log and applied to the projection before they return;
 //! [`Authorizer`] answers requests on the hot path without a lock. Below
 //! it, the rules are pure functions of the state, and [`fresh`] draws new
 //! ids and secrets from the OS random source.
+//!
+//! Commands from many threads are decided in order and share the log's
+//! syncs; `AsyncLedger` (the `tokio` feature) runs them, and the
+//! investigations, on a tokio runtime's blocking pool. [`Ledger::health`]
+//! and [`Ledger::wait_for_position`] serve a service's readiness probe
+//! and its clients' consistency tokens; [`observe`] names the metrics sent
+//! through the `metrics` facade.
 //!
 //! The forum thread's case, end to end:
 //!
@@ -54,6 +64,8 @@
 //!     r#"This agent is not allowed to read the "conversation" with ID: "cnv_X""#);
 //! ```
 
+#[cfg(feature = "tokio")]
+mod async_ledger;
 mod authorizer;
 mod checkpoints;
 mod command;
@@ -63,13 +75,17 @@ mod history;
 mod investigate;
 mod json;
 mod ledger;
+pub mod observe;
 mod readback;
 mod rules_replay;
 mod sealing;
 mod transfer;
 
+#[cfg(feature = "tokio")]
+pub use async_ledger::AsyncLedger;
 pub use authorizer::Authorizer;
-pub use command::{Command, CommandError, Decided, decide};
+pub use checkpoints::CheckpointWriteError;
+pub use command::{Command, CommandError, Decided, TakenId, decide};
 pub use decision::{
     Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
     decide_request,
@@ -80,7 +96,8 @@ pub use investigate::{
 };
 pub use json::{event_json, scope_json};
 pub use ledger::{
-    CreatedToken, DEFAULT_CHECKPOINT_EVERY, Ledger, LedgerError, LedgerOptions, NewToken, Receipt,
+    CreatedToken, DEFAULT_CHECKPOINT_EVERY, Health, Ledger, LedgerError, LedgerOptions, Missing,
+    NewToken, Receipt,
 };
 pub use sealing::{SealingError, SealingKey, SealingKeyId};
 pub use tokenledger_projection::{

@@ -123,6 +123,7 @@ impl fmt::Debug for SealingKey {
 /// Why a secret could not be sealed or opened, or the keys do not fit the
 /// log.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SealingError {
     /// No random nonce could be drawn.
     Random(RandomError),
@@ -192,7 +193,14 @@ impl fmt::Display for SealingError {
     }
 }
 
-impl std::error::Error for SealingError {}
+impl std::error::Error for SealingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SealingError::Random(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// What a sealed secret is bound to: it opens only for this token, of this
 /// company, whose secret has this digest.

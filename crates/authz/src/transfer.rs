@@ -52,6 +52,7 @@ use crate::rules_replay::RulesReplay;
 /// Why an export or import stopped. An import that stops has written
 /// nothing: the data directory is made only once the whole file is in.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TransferError {
     /// Reading or writing a file failed.
     Io {
@@ -117,7 +118,15 @@ impl fmt::Display for TransferError {
     }
 }
 
-impl std::error::Error for TransferError {}
+impl std::error::Error for TransferError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransferError::Io { error, .. } => Some(error),
+            TransferError::Ledger(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// The longest line an import reads: a record is at most 64 KiB, twice
 /// that in hex, and its readable fields are smaller than the record.
@@ -479,7 +488,7 @@ impl Ledger {
         checked: Head,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Verified, TransferError> {
-        let mut projection = self.writer.lock();
+        let mut projection = self.writer();
         let total = checked.position;
         let mut chain = ChainCheck::new();
         let mut lines = Lines::open(path)?;

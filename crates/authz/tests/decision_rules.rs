@@ -408,6 +408,48 @@ fn rule_7_the_later_of_the_owners_choice_and_the_companys_wins() {
 }
 
 #[test]
+fn rule_7_a_deactivated_owners_resources_are_refused_whatever_the_preference() {
+    let mut g = given();
+    let (_, secret) = g.world.token(
+        g.admin,
+        g.company,
+        scope(private(), &["conversations:read"]),
+    );
+    let at = |g: &Given| {
+        g.world.check(
+            &secret,
+            "conversations:read",
+            "cnv_1",
+            Location::Private(g.owner),
+        )
+    };
+    g.world.ok(
+        Actor::Teammate(g.owner),
+        Command::SetPrivateApiAccess {
+            teammate: g.owner,
+            allowed: true,
+        },
+    );
+    assert!(at(&g).is_allowed());
+
+    g.world.ok(
+        Actor::Teammate(g.admin),
+        Command::DeactivateTeammate { teammate: g.owner },
+    );
+    let refusal = at(&g)
+        .refusal
+        .expect("a deactivated owner's resources are refused");
+    assert_eq!(refusal.rule, Rule::OwnerAllowsPrivateAccess);
+    assert_eq!(refusal.status(), 403);
+    let Reason::OwnerDeactivated { owner, deactivated } = refusal.reason else {
+        panic!("{:?}", refusal.reason)
+    };
+    assert_eq!(owner, g.owner);
+    assert_eq!(deactivated.actor, Actor::Teammate(g.admin));
+    assert_eq!(refusal.reason.provenance(), Some(deactivated));
+}
+
+#[test]
 fn rules_are_checked_in_order() {
     let mut g = given();
     // A token that fails rules 4, 5 and 6 at once is refused by rule 4.

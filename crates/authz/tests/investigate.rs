@@ -444,9 +444,10 @@ fn a_timeline_shows_when_each_namespace_and_permission_was_reachable() {
     let bob = row(&cut, Location::Private(story.bob), Permission::Read).unwrap();
     assert_eq!(bob.intervals[0].from, since);
 
+    let unknown = fresh::token_id().unwrap();
     assert!(matches!(
-        ledger.timeline(fresh::token_id().unwrap(), Timestamp::EPOCH, until),
-        Err(LedgerError::NotFound(_))
+        ledger.timeline(unknown, Timestamp::EPOCH, until),
+        Err(LedgerError::NotFound(Missing::Token(token))) if token == unknown
     ));
 }
 
@@ -518,9 +519,11 @@ fn who_can_lists_the_tokens_the_rules_allow_at_that_time() {
     );
 
     // Before Support existed, it is not found.
+    let support = Location::Shared(story.support);
     assert!(matches!(
-        ledger.who_can(read, Location::Shared(story.support), Timestamp::EPOCH),
-        Err(LedgerError::NotFound(_))
+        ledger.who_can(read, support, Timestamp::EPOCH),
+        Err(LedgerError::NotFound(Missing::Location { location, at }))
+            if location == support && at == Timestamp::EPOCH
     ));
 }
 

@@ -1080,6 +1080,8 @@ fn transfer_failure(error: TransferError) -> Failure {
         TransferError::Io { .. } | TransferError::NotEmpty { .. } => {
             Failure::BadInput(error.to_string())
         }
+        // A failure this build does not know refuses.
+        _ => Failure::Refused(error.to_string()),
     }
 }
 

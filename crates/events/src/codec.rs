@@ -34,6 +34,7 @@ const CONFIG: Configuration<BigEndian, Fixint, Limit<MAX_RECORD_BYTES>> =
 
 /// Why bytes could not be turned into an event, or an event into bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The record is empty.
     Empty,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a string is not an id of the expected kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdError {
     /// The string does not start with the prefix of the expected kind.
     WrongPrefix {

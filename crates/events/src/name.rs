@@ -21,6 +21,7 @@ pub struct Name(Box<str>);
 
 /// Why a string is not an acceptable name.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NameError {
     /// Nothing but whitespace.
     Empty,

@@ -185,6 +185,7 @@ pub struct Scope {
 
 /// Why a string or pair is not a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScopeError {
     /// Not of the form `kind:permission`.
     Malformed {

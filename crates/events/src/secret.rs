@@ -70,6 +70,7 @@ impl Eq for Secret {}
 /// Why a presented string is not a well-formed secret. Messages never echo
 /// the input: it may be a real secret with a typo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SecretError {
     /// Not exactly [`SECRET_LEN`] bytes (checked before anything else).
     Length {

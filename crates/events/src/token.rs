@@ -156,6 +156,7 @@ pub struct TokenScope {
 
 /// Why a scope is not acceptable for a token of its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TokenScopeError {
     /// No feature was chosen.
     NoFeature,

@@ -95,6 +95,20 @@ impl Projection {
         self.writer = old;
     }
 
+    /// Forgets the events applied since the last publish: the writer's copy
+    /// becomes the published one again, shared with the readers until the
+    /// next `apply` copies it, as after a start. For a writer that applied
+    /// events before they were recorded, to decide what follows them, and
+    /// then could not record them. It costs a copy of the state at the next
+    /// apply, so it is for failures, not for every command.
+    pub fn discard(&mut self) {
+        if self.unpublished.is_empty() {
+            return;
+        }
+        self.writer = self.published.load_full();
+        self.unpublished.clear();
+    }
+
     /// Reads the writer's copy: everything applied, published or not; the
     /// closed state once [`Projection::close`] has run.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
@@ -228,6 +242,25 @@ mod tests {
         });
         assert_eq!(published(&readers), Some(2));
         drop(projection);
+    }
+
+    #[test]
+    fn discarded_events_reach_neither_copy() {
+        let (mut projection, readers) = Projection::new();
+        projection.apply(company_created(1));
+        projection.publish();
+        projection.apply(company_created(2));
+        projection.discard();
+        assert_eq!(projection.read(State::position), 1);
+        assert!(projection.read(|s| s.company(CompanyId::from_u128(2)).is_none()));
+        // What follows is applied to both copies, once each.
+        projection.apply(company_created(2));
+        projection.publish();
+        projection.apply(company_created(3));
+        projection.publish();
+        assert_eq!(published(&readers), Some(3));
+        assert_eq!(projection.read(State::position), 3);
+        assert!(readers.read(|s| s.company(CompanyId::from_u128(2)).is_some(), || false));
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! `ledger/*`: commands through the `Ledger`, each decided, made durable and
+//! applied before it returns: `execute_single`, one caller at a time, and
+//! `execute_8`, eight callers at once, time per command. Eight callers
+//! share the log's syncs (`crates/authz/src/ledger/writer.rs`), so the
+//! second should take a fraction of the first.
+//!
+//! The command is a token's creation, as an admin would make it: a new id
+//! and secret drawn, the rules applied, one event appended.
+
+#![allow(
+    clippy::expect_used,
+    reason = "a benchmark whose setup fails should stop at once"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokenledger_authz::{Command, Ledger, NewToken, fresh};
+use tokenledger_events::{
+    Actor, CompanyId, Feature, Name, Namespaces, Role, TeammateId, TokenKind, TokenScope,
+};
+
+fn name(text: &str) -> Name {
+    Name::new(text).expect("a valid name")
+}
+
+/// A company and its admin, in a new ledger.
+fn given(ledger: &Ledger) -> (CompanyId, TeammateId) {
+    let company = fresh::company_id().expect("an id");
+    let admin = fresh::teammate_id().expect("an id");
+    ledger
+        .execute(
+            Actor::System,
+            Command::CreateCompany {
+                company,
+                name: name("Acme"),
+            },
+        )
+        .expect("the company");
+    ledger
+        .execute(
+            Actor::System,
+            Command::AddTeammate {
+                company,
+                teammate: admin,
+                name: name("Ada"),
+                role: Role::Admin,
+            },
+        )
+        .expect("the admin");
+    (company, admin)
+}
+
+fn create(ledger: &Ledger, company: CompanyId, admin: TeammateId) {
+    let new = NewToken {
+        company,
+        name: name("Tag sync"),
+        kind: TokenKind::ApiToken,
+        scope: TokenScope {
+            features: [Feature::Resources].into(),
+            namespaces: Namespaces {
+                global: true,
+                ..Namespaces::none()
+            },
+            grants: ["tags:read".parse().expect("a scope")]
+                .into_iter()
+                .collect(),
+        },
+        expires_at: None,
+    };
+    black_box(
+        ledger
+            .create_token(Actor::Teammate(admin), new)
+            .expect("the token"),
+    );
+}
+
+fn ledger(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(1));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ledger = Ledger::open(dir.path()).expect("the ledger opens");
+    let (company, admin) = given(&ledger);
+
+    group.bench_function("execute_single", |b| {
+        b.iter(|| create(&ledger, company, admin))
+    });
+
+    group.bench_function("execute_8", |b| {
+        b.iter_custom(|iterations| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for thread in 0..8 {
+                    let ledger = &ledger;
+                    scope.spawn(move || {
+                        let mine = iterations / 8 + u64::from(thread < iterations % 8);
+                        for _ in 0..mine {
+                            create(ledger, company, admin);
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ledger);
+criterion_main!(benches);

@@ -1,0 +1,649 @@
+//! The ledger's writer: commands from many callers decided in order and
+//! made durable together, by whichever caller finds the writer free.
+//!
+//! A caller hands its command over as a request with a reply, then tries
+//! the writer's desk. The caller that gets it leads: it takes every request
+//! waiting (a group), decides each in turn against the state its
+//! predecessors left, appends all their events to the log in one append,
+//! so that one `fdatasync` covers the group, and answers each. The others
+//! wait for their answer, not for a lock held across the sync. A leader
+//! leads until its own command is answered, then hands the desk to the
+//! first caller still waiting (told through its reply), so no caller leads
+//! for ever under load.
+//!
+//! # Deciding after predecessors that are not yet recorded
+//!
+//! A command's events are applied to the projection's writer copy as soon
+//! as it is decided, at the positions and time they will have, so that the
+//! next command of the group is decided against them. Readers never see
+//! that copy before the group is recorded: it is published only after the
+//! log has confirmed the group, and only the desk's holder reads it. If the
+//! append fails with nothing written, the group's events are discarded
+//! ([`Projection::discard`]) and every command of the group gets the
+//! error; if its outcome is unknown, or the log does not give the events
+//! back as appended, the ledger closes, as it did for a single command.
+//!
+//! The time is the one part of an event the log picks (it stamps each
+//! append with its clock, never earlier than the last record's time). The
+//! ledger gives the log that clock, so it reads the time first and knows
+//! what the log will stamp. Should the events read back carry another time
+//! anyway, the writer copy is rebuilt from what the log holds.
+//!
+//! # No request is left waiting
+//!
+//! INVARIANT (someone-serves): a request sent to the inbox is answered. A
+//! caller sends its request, then tries the desk; a caller that fails to
+//! get it waits for its reply. Whoever holds the desk, on letting it go,
+//! either hands it to a waiting request (whose caller leads next, or, if
+//! someone else got the desk first, is served by them), or looks at the
+//! count of requests sent, after a fence that orders it against the
+//! senders' own fence, and serves again if one arrived. Every holder lets
+//! go through [`Ledger::lead`], those who only read the state included
+//! ([`WriterGuard`]).
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, MutexGuard};
+use tokenledger_events::{Actor, Envelope, Timestamp};
+use tokenledger_projection::Projection;
+use tokenledger_store::{AppendError, Clock, EventLog, Expectation, MAX_BATCH, NewEvent};
+
+use super::{Ledger, LedgerError, Receipt};
+use crate::command::{Command, decide};
+use crate::fresh;
+use crate::observe;
+use crate::readback::{self, Mismatch};
+
+/// The most commands decided and appended together.
+const MAX_GROUP: usize = 64;
+
+/// The longest a leader waits for callers on their way to its group: as
+/// the log's writer does for its appenders (`crates/store`, `gather`), and
+/// for the same reason: callers answered by the last group most often
+/// come back at once, and each that comes too late pays a whole sync.
+const GATHER_WAIT: Duration = Duration::from_micros(80);
+
+/// A command waiting for the writer.
+struct Request {
+    id: u64,
+    actor: Actor,
+    command: Command,
+    reply: Sender<Answer>,
+}
+
+/// What a waiting caller is told.
+enum Answer {
+    /// Its command's outcome.
+    Done(Result<Receipt, LedgerError>),
+    /// The desk was handed to it: it leads now, if it can get the desk.
+    Lead,
+}
+
+/// What only the desk's holder touches.
+pub(crate) struct Desk {
+    projection: Projection,
+    inbox: Receiver<Request>,
+    /// Requests taken from the inbox and not yet decided: those that did
+    /// not fit in a group, and the one the desk was handed to. They come
+    /// before the inbox.
+    deferred: VecDeque<Request>,
+    /// The time of the log's last record: the log stamps no record
+    /// earlier.
+    last_time: Timestamp,
+}
+
+/// The writer: the projection's writing side and the requests for it.
+pub(crate) struct Writer {
+    desk: Mutex<Desk>,
+    outbox: Sender<Request>,
+    /// Requests sent and not yet taken from the inbox.
+    queued: AtomicUsize,
+    /// Callers inside [`Ledger::submit`].
+    entered: AtomicUsize,
+    next_id: AtomicU64,
+    /// The clock the ledger was given (the system's by default).
+    clock: Option<Clock>,
+    /// The time the log stamps its next append with: the log's clock reads
+    /// it (see [`Writer::log_clock`]).
+    stamp: Arc<Mutex<Timestamp>>,
+}
+
+impl Writer {
+    /// The writer over `projection`, for a log whose last record is at
+    /// `last_time`, and the clock to give that log.
+    pub(crate) fn new(
+        projection: Projection,
+        last_time: Timestamp,
+        clock: Option<Clock>,
+        stamp: Arc<Mutex<Timestamp>>,
+    ) -> Writer {
+        let (outbox, inbox) = mpsc::channel();
+        Writer {
+            desk: Mutex::new(Desk {
+                projection,
+                inbox,
+                deferred: VecDeque::new(),
+                last_time,
+            }),
+            outbox,
+            queued: AtomicUsize::new(0),
+            entered: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            clock,
+            stamp,
+        }
+    }
+
+    /// The clock for the log: the time the writer set before its append.
+    pub(crate) fn log_clock(stamp: &Arc<Mutex<Timestamp>>) -> Clock {
+        let stamp = Arc::clone(stamp);
+        Arc::new(move || *stamp.lock())
+    }
+
+    fn now(&self) -> Timestamp {
+        match &self.clock {
+            Some(clock) => clock(),
+            None => Timestamp::from_system_time(SystemTime::now()),
+        }
+    }
+}
+
+/// The desk, held: the projection's writing side. Letting it go serves
+/// the requests that arrived meanwhile (INVARIANT someone-serves).
+pub(crate) struct WriterGuard<'a> {
+    ledger: &'a Ledger,
+    desk: Option<MutexGuard<'a, Desk>>,
+}
+
+impl Deref for WriterGuard<'_> {
+    type Target = Projection;
+    fn deref(&self) -> &Projection {
+        match &self.desk {
+            Some(desk) => &desk.projection,
+            None => unreachable_desk(),
+        }
+    }
+}
+
+impl DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Projection {
+        match &mut self.desk {
+            Some(desk) => &mut desk.projection,
+            None => unreachable_desk(),
+        }
+    }
+}
+
+/// The guard holds the desk from its making to its drop.
+#[expect(clippy::panic, reason = "a guard without its desk is a bug here")]
+fn unreachable_desk() -> ! {
+    panic!("the writer's guard was used after letting the desk go")
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(desk) = self.desk.take() {
+            self.ledger.lead(desk, None);
+        }
+    }
+}
+
+/// Counts a caller in [`Writer::entered`] while it lives.
+struct Entered<'a>(&'a AtomicUsize);
+
+impl<'a> Entered<'a> {
+    fn new(count: &'a AtomicUsize) -> Entered<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Entered(count)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One command of a group, decided.
+struct Member {
+    reply: Sender<Answer>,
+    /// Its events' range in the group's batch.
+    from: usize,
+    to: usize,
+}
+
+impl Ledger {
+    /// Holds the writer's desk, for reading or changing the projection's
+    /// writing side outside a command.
+    pub(crate) fn writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            ledger: self,
+            desk: Some(self.writer.desk.lock()),
+        }
+    }
+
+    /// Hands `command` to the writer and waits for its outcome, leading
+    /// when the desk is free.
+    pub(crate) fn submit(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
+        let writer = &self.writer;
+        let _entered = Entered::new(&writer.entered);
+        let id = writer.next_id.fetch_add(1, Ordering::Relaxed);
+        // Unbounded: a caller may be told to lead more than once before it
+        // reads its answer, and a leader must never wait on a reply.
+        let (reply, answer) = mpsc::channel();
+        writer.queued.fetch_add(1, Ordering::SeqCst);
+        if writer
+            .outbox
+            .send(Request {
+                id,
+                actor,
+                command,
+                reply,
+            })
+            .is_err()
+        {
+            // The inbox lives as long as the ledger: not reached.
+            writer.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(LedgerError::Closed("the writer is gone".to_owned()));
+        }
+        // INVARIANT (someone-serves): pairs with the fence in `lead`.
+        fence(Ordering::SeqCst);
+        loop {
+            if let Some(desk) = writer.desk.try_lock() {
+                // Answered already by another leader: serve one group, as
+                // any holder does, and go.
+                if let Ok(Answer::Done(outcome)) = answer.try_recv() {
+                    self.lead(desk, None);
+                    return outcome;
+                }
+                self.lead(desk, Some(id));
+            }
+            match answer.recv() {
+                Ok(Answer::Done(outcome)) => return outcome,
+                Ok(Answer::Lead) => {}
+                // Every request is answered before its sender is dropped.
+                Err(mpsc::RecvError) => {
+                    return Err(LedgerError::Closed(
+                        "the writer dropped a command unanswered".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Serves with the desk held: groups until the request `mine` is
+    /// answered (one group for a holder without one), then hands the desk
+    /// to the first request waiting, or lets it go and serves again if a
+    /// request arrived as it did.
+    fn lead<'a>(&'a self, mut desk: MutexGuard<'a, Desk>, mut mine: Option<u64>) {
+        loop {
+            loop {
+                let (served, answered) = self.serve_group(&mut desk, mine);
+                if !served || mine.is_none() || answered {
+                    break;
+                }
+            }
+            if let Some(next) = next_waiting(&mut desk, &self.writer.queued) {
+                drop(desk);
+                // A caller gone would have been answered: nothing to hand.
+                let _ = next.send(Answer::Lead);
+                return;
+            }
+            drop(desk);
+            // INVARIANT (someone-serves): pairs with the fence in `submit`.
+            fence(Ordering::SeqCst);
+            if self.writer.queued.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            match self.writer.desk.try_lock() {
+                Some(again) => {
+                    desk = again;
+                    mine = None;
+                }
+                // Its holder serves on letting it go.
+                None => return,
+            }
+        }
+    }
+
+    /// Gathers a group, decides, records and answers it. Returns whether
+    /// there was a group, and whether `mine` was answered in it.
+    fn serve_group(&self, desk: &mut Desk, mine: Option<u64>) -> (bool, bool) {
+        let group = gather(desk, &self.writer);
+        if group.is_empty() {
+            return (false, false);
+        }
+        let mut answered = false;
+        let deferred = self.record_group(desk, group, &mut |id| answered |= Some(id) == mine);
+        // Those that did not fit come first next time, in their order.
+        for request in deferred.into_iter().rev() {
+            desk.deferred.push_front(request);
+        }
+        (true, answered)
+    }
+
+    /// Decides `group` in order, appends what it causes as one append,
+    /// and answers each request (`answered` is told its id). Returns the
+    /// requests that did not fit in one append, undecided.
+    fn record_group(
+        &self,
+        desk: &mut Desk,
+        group: Vec<Request>,
+        answered: &mut dyn FnMut(u64),
+    ) -> Vec<Request> {
+        let mut reply = |request_id: u64, to: &Sender<Answer>, outcome| {
+            answered(request_id);
+            // The caller waits for it; it cannot have gone.
+            let _ = to.send(Answer::Done(outcome));
+        };
+        // INVARIANT (nothing-unpublished-between-groups): every group ends
+        // published, discarded or closed, so events still unpublished here
+        // are those of a group that unwound half-way; they were never
+        // recorded and must not be published with the next.
+        desk.projection.discard();
+        if let Err(error) = self.refuse_if_closed() {
+            for request in group {
+                reply(request.id, &request.reply, Err(clone_error(&error)));
+            }
+            return Vec::new();
+        }
+        let now = Timestamp::from_system_time(SystemTime::now());
+        let raw = self.writer.now();
+        // What the log will stamp: its clock reads `raw`, and it never
+        // goes back before its last record.
+        let stamp = raw.max(desk.last_time);
+        let seen = desk.projection.read(|state| state.position());
+        let mut batch: Vec<NewEvent> = Vec::new();
+        let mut applied: Vec<Envelope> = Vec::new();
+        let mut members: Vec<(u64, Member)> = Vec::new();
+        let mut requests = group.into_iter();
+        let mut deferred = Vec::new();
+        for request in requests.by_ref() {
+            let decided = desk
+                .projection
+                .read(|state| decide(state, request.actor, now, &request.command));
+            let decided = match decided {
+                Ok(decided) => decided,
+                Err(refused) => {
+                    reply(
+                        request.id,
+                        &request.reply,
+                        Err(LedgerError::Refused(refused)),
+                    );
+                    continue;
+                }
+            };
+            let count = decided.events.len();
+            if count == 0 || count > MAX_BATCH {
+                let error = if count == 0 {
+                    AppendError::Empty
+                } else {
+                    AppendError::TooManyEvents { events: count }
+                };
+                reply(request.id, &request.reply, Err(LedgerError::Append(error)));
+                continue;
+            }
+            if batch.len() + count > MAX_BATCH {
+                deferred.push(request);
+                break;
+            }
+            let mut events = Vec::with_capacity(count);
+            for event in decided.events {
+                match fresh::event_id() {
+                    Ok(event_id) => events.push(NewEvent {
+                        event_id,
+                        actor: request.actor,
+                        company: decided.company,
+                        event,
+                    }),
+                    Err(error) => {
+                        reply(request.id, &request.reply, Err(LedgerError::Random(error)));
+                        events.clear();
+                        break;
+                    }
+                }
+            }
+            if events.is_empty() {
+                continue;
+            }
+            let from = batch.len();
+            for new in events {
+                let envelope = Envelope {
+                    position: seen + 1 + batch.len() as u64,
+                    event_id: new.event_id,
+                    recorded_at: stamp,
+                    actor: new.actor,
+                    company: new.company,
+                    event: new.event.clone(),
+                };
+                // Seen by the commands after it in this group only: the
+                // copy is published once the log confirms the group.
+                desk.projection.apply(envelope.clone());
+                applied.push(envelope);
+                batch.push(new);
+            }
+            members.push((
+                request.id,
+                Member {
+                    reply: request.reply,
+                    from,
+                    to: batch.len(),
+                },
+            ));
+        }
+        deferred.extend(requests);
+        if batch.is_empty() {
+            return deferred;
+        }
+        match self.append_group(desk, batch, seen, raw, &applied) {
+            Ok(events) => {
+                let applied = seen + events.len() as u64;
+                observe::group(
+                    members.len(),
+                    self.log.head().position,
+                    applied,
+                    self.last_checkpoint.load(Ordering::Relaxed),
+                );
+                for (id, member) in members {
+                    let mine = events.get(member.from..member.to).unwrap_or_default();
+                    let receipt = Receipt {
+                        events: mine.to_vec(),
+                    };
+                    reply(id, &member.reply, Ok(receipt));
+                }
+            }
+            Err(error) => {
+                for (id, member) in members {
+                    reply(id, &member.reply, Err(clone_error(&error)));
+                }
+            }
+        }
+        deferred
+    }
+
+    /// Appends a group's `batch`, decided against the head at `seen` and
+    /// applied to the writer copy as `applied`; confirms it and publishes
+    /// it. Returns the events as the log holds them. On an error, the
+    /// group's events are gone from the writer copy, or the ledger closed.
+    fn append_group(
+        &self,
+        desk: &mut Desk,
+        batch: Vec<NewEvent>,
+        seen: u64,
+        raw: Timestamp,
+        applied: &[Envelope],
+    ) -> Result<Vec<Envelope>, LedgerError> {
+        let count = batch.len();
+        // Kept to compare with what the log gives back.
+        let appended = batch.clone();
+        *self.writer.stamp.lock() = raw;
+        self.applied.recording(seen + count as u64);
+        let positions = match self.log.append(batch, Expectation::Head(seen)) {
+            Ok(positions) => positions,
+            // The events may or may not be durable: a delete among them
+            // must not leave readers allowing.
+            Err(error @ (AppendError::Poisoned(_) | AppendError::Closed)) => {
+                return Err(self.close(&mut desk.projection, LedgerError::Append(error)));
+            }
+            Err(error) => {
+                desk.projection.discard();
+                self.applied.recording(0);
+                return Err(LedgerError::Append(error));
+            }
+        };
+        let first = positions.first().copied().unwrap_or(seen + 1);
+        let stored = match self.log.read(first, count) {
+            Ok(stored) => stored,
+            Err(damage) => {
+                return Err(self.close(&mut desk.projection, LedgerError::Damaged(damage)));
+            }
+        };
+        let events: Vec<Envelope> = stored.into_iter().map(|s| s.envelope).collect();
+        if let Err(Mismatch {
+            appended,
+            read_back,
+        }) = readback::confirm(&appended, &positions, &events)
+        {
+            let error = LedgerError::Unconfirmed {
+                appended,
+                read_back,
+            };
+            return Err(self.close(&mut desk.projection, error));
+        }
+        if events != applied {
+            // Another time than foreseen: the writer copy is rebuilt from
+            // what the log holds.
+            desk.projection.discard();
+            for envelope in &events {
+                desk.projection.apply(envelope.clone());
+            }
+        }
+        if let Some(last) = events.last() {
+            desk.last_time = last.recorded_at;
+        }
+        // INVARIANT (publish-before-return): see tokenledger-projection.
+        desk.projection.publish();
+        let applied = desk.projection.read(|state| state.position());
+        self.applied.set(applied);
+        self.checkpoint_if_due(&desk.projection);
+        Ok(events)
+    }
+}
+
+/// The requests for the next group: those deferred, then the inbox's, and
+/// those of callers on their way for up to [`GATHER_WAIT`].
+fn gather(desk: &mut Desk, writer: &Writer) -> Vec<Request> {
+    let mut group: Vec<Request> = desk.deferred.drain(..).collect();
+    let take = |request| {
+        writer.queued.fetch_sub(1, Ordering::SeqCst);
+        request
+    };
+    while group.len() < MAX_GROUP {
+        match desk.inbox.try_recv() {
+            Ok(request) => group.push(take(request)),
+            Err(_) => break,
+        }
+    }
+    if group.is_empty() {
+        return group;
+    }
+    let deadline = Instant::now() + GATHER_WAIT;
+    while group.len() < MAX_GROUP && group.len() < writer.entered.load(Ordering::Acquire) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match desk.inbox.recv_timeout(left) {
+            Ok(request) => group.push(take(request)),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// The first request waiting, kept at the front of the deferred ones, and
+/// the way to tell its caller to lead; `None` if none waits.
+fn next_waiting(desk: &mut Desk, queued: &AtomicUsize) -> Option<Sender<Answer>> {
+    if desk.deferred.is_empty() {
+        let request = desk.inbox.try_recv().ok()?;
+        queued.fetch_sub(1, Ordering::SeqCst);
+        desk.deferred.push_back(request);
+    }
+    desk.deferred.front().map(|request| request.reply.clone())
+}
+
+/// A group's error, once for each of its commands.
+fn clone_error(error: &LedgerError) -> LedgerError {
+    match error {
+        LedgerError::Append(e) => LedgerError::Append(e.clone()),
+        LedgerError::Damaged(e) => LedgerError::Damaged(e.clone()),
+        LedgerError::Unconfirmed {
+            appended,
+            read_back,
+        } => LedgerError::Unconfirmed {
+            appended: appended.clone(),
+            read_back: read_back.clone(),
+        },
+        LedgerError::Closed(why) => LedgerError::Closed(why.clone()),
+        other => LedgerError::Closed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails loudly"
+    )]
+
+    use tokenledger_events::{CompanyId, Event, Name};
+    use tokenledger_projection::{State, encode_checkpoint};
+
+    use super::*;
+
+    #[test]
+    fn events_the_log_stamps_otherwise_than_foreseen_are_applied_as_it_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let company = CompanyId::from_u128(7);
+        let new = NewEvent {
+            event_id: fresh::event_id().unwrap(),
+            actor: Actor::System,
+            company,
+            event: Event::CompanyCreated {
+                company,
+                name: Name::new("Acme").unwrap(),
+            },
+        };
+        // Applied to decide what follows, with a time the log will not use.
+        let foreseen = Envelope {
+            position: 1,
+            event_id: new.event_id,
+            recorded_at: Timestamp::from_micros(1),
+            actor: new.actor,
+            company,
+            event: new.event.clone(),
+        };
+        let mut desk = ledger.writer.desk.lock();
+        desk.projection.apply(foreseen.clone());
+        let raw = Timestamp::from_micros(5_000_000);
+        let events = ledger
+            .append_group(&mut desk, vec![new], 0, raw, &[foreseen])
+            .unwrap();
+        assert_eq!(events[0].recorded_at, raw);
+        let mut expected = State::new();
+        expected.apply(&events[0]);
+        let expected = encode_checkpoint(&expected).unwrap();
+        assert_eq!(desk.projection.read(encode_checkpoint).unwrap(), expected);
+        assert_eq!(desk.last_time, raw);
+        drop(desk);
+        let readers = ledger.readers.clone();
+        assert_eq!(
+            readers.read(|state| encode_checkpoint(state).ok(), || None),
+            Some(expected)
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! The layer and its service: bearer, consistency, catalog, locator,
+//! decision, record; then the inner service, or Front's answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tokenledger_authz::{Authorizer, Location, Reason, Refusal, Rule};
+use tokenledger_events::{
+    CompanyId, Endpoint, EndpointError, Method, Requirement, ResourceId, Secret, Timestamp,
+    TokenId, resolve_endpoint,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::locate::{Locator, Target};
+use crate::record::{DecisionRecord, DecisionSink, Overflow, SinkError, Verdict};
+use crate::rejection::Rejection;
+
+/// Request header: a log position the decision must not be older than (a
+/// consistency token, as SpiceDB's ZedToken). The layer waits until the
+/// ledger has applied it, up to its timeout, and refuses (503) after.
+pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-tokenledger-consistency");
+/// Response header of a refusal: the log position the decision was made at.
+pub const POSITION_HEADER: HeaderName = HeaderName::from_static("x-tokenledger-position");
+/// Response header of a refusal: the scope the endpoint needs, as GitHub's
+/// `X-Accepted-GitHub-Permissions` says which permissions would have worked.
+pub const ACCEPTED_SCOPE_HEADER: HeaderName =
+    HeaderName::from_static("x-tokenledger-accepted-scope");
+/// The request id, taken from the client when usable and echoed on refusals.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long a request waits for its consistency token by default.
+pub const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the layer decided for an allowed request, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authorized {
+    /// The request's id, as its decision record has it.
+    pub request_id: String,
+    /// The token the bearer's secret named.
+    pub token: TokenId,
+    /// The token's company.
+    pub company: CompanyId,
+    /// The log position the request was allowed at.
+    pub position: u64,
+    /// The catalog's operation.
+    pub endpoint: &'static Endpoint,
+    /// The resource, as the locator found it.
+    pub resource: ResourceId,
+    /// Where it lives.
+    pub location: Location,
+}
+
+struct Shared<L> {
+    authorizer: Authorizer,
+    locator: L,
+    sink: Option<Box<dyn DecisionSink>>,
+    overflow: Overflow,
+    dropped: AtomicU64,
+    unguarded: Vec<(http::Method, String)>,
+    consistency_timeout: Duration,
+    /// Request ids the layer makes: the process's start and id, then a
+    /// count, so two processes' ids do not meet.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+/// Sets up a [`LedgerLayer`].
+pub struct LedgerLayerBuilder<L> {
+    shared: Shared<L>,
+}
+
+impl<L: Locator> LedgerLayerBuilder<L> {
+    /// Writes every decision to `sink`; `overflow` says what happens when the
+    /// sink cannot take one. Without a sink, nothing is recorded.
+    pub fn sink(mut self, sink: impl DecisionSink, overflow: Overflow) -> Self {
+        self.shared.sink = Some(Box::new(sink));
+        self.shared.overflow = overflow;
+        self
+    }
+
+    /// Passes `method` `path` (exactly) to the service without a decision
+    /// or a record: a health check, say. Every other request must be an
+    /// operation of the catalog.
+    pub fn unguarded(mut self, method: http::Method, path: &str) -> Self {
+        self.shared.unguarded.push((method, path.to_owned()));
+        self
+    }
+
+    /// How long a request waits for its consistency token
+    /// ([`DEFAULT_CONSISTENCY_TIMEOUT`] unless set).
+    pub fn consistency_timeout(mut self, timeout: Duration) -> Self {
+        self.shared.consistency_timeout = timeout;
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> LedgerLayer<L> {
+        LedgerLayer {
+            shared: Arc::new(self.shared),
+        }
+    }
+}
+
+/// A tower layer that decides each request with the ledger before the
+/// service sees it. A refusal is answered with Front's status and body and
+/// the inner service is never called; an allow reaches it with
+/// [`Authorized`] in the request's extensions.
+pub struct LedgerLayer<L> {
+    shared: Arc<Shared<L>>,
+}
+
+impl<L> Clone for LedgerLayer<L> {
+    fn clone(&self) -> Self {
+        LedgerLayer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<L: Locator> LedgerLayer<L> {
+    /// Starts a layer deciding with `authorizer`, asking `locator` where
+    /// resources live.
+    pub fn builder(authorizer: Authorizer, locator: L) -> LedgerLayerBuilder<L> {
+        let started = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros());
+        LedgerLayerBuilder {
+            shared: Shared {
+                authorizer,
+                locator,
+                sink: None,
+                overflow: Overflow::default(),
+                dropped: AtomicU64::new(0),
+                unguarded: Vec::new(),
+                consistency_timeout: DEFAULT_CONSISTENCY_TIMEOUT,
+                id_prefix: format!("{started:x}-{:x}", std::process::id()),
+                next_id: AtomicU64::new(1),
+            },
+        }
+    }
+
+    /// How many records the sink did not take (full or failed), whatever
+    /// the overflow policy.
+    pub fn dropped_records(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<S, L> Layer<S> for LedgerLayer<L> {
+    type Service = LedgerService<S, L>;
+
+    fn layer(&self, inner: S) -> LedgerService<S, L> {
+        LedgerService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`LedgerLayer`] wraps around another.
+pub struct LedgerService<S, L> {
+    inner: S,
+    shared: Arc<Shared<L>>,
+}
+
+impl<S: Clone, L> Clone for LedgerService<S, L> {
+    fn clone(&self) -> Self {
+        LedgerService {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, L, B, ResBody> Service<Request<B>> for LedgerService<S, L>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    L: Locator,
+    B: Send + 'static,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone takes the place of the service made ready, which
+        // answers this request (tower's usual hand-over).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            if shared.is_unguarded(&parts) {
+                return inner.call(Request::from_parts(parts, body)).await;
+            }
+            match shared.decide(&parts).await {
+                Ok(authorized) => {
+                    parts.extensions.insert(authorized);
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(answer) => Ok(answer.response()),
+            }
+        })
+    }
+}
+
+/// A refusal on its way out, with what its headers say.
+struct Answer {
+    rejection: Rejection,
+    position: Option<u64>,
+    needed: Option<Requirement>,
+    request_id: String,
+}
+
+impl Answer {
+    fn response<ResBody: From<Bytes>>(self) -> Response<ResBody> {
+        let body = self.rejection.body().to_json();
+        let mut response = Response::new(ResBody::from(Bytes::from(body)));
+        *response.status_mut() = self.rejection.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(position) = self.position {
+            headers.insert(POSITION_HEADER, HeaderValue::from(position));
+        }
+        if let Some(needed) = self.needed
+            && let Ok(value) = HeaderValue::from_str(&needed.to_string())
+        {
+            headers.insert(ACCEPTED_SCOPE_HEADER, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+}
+
+impl<L: Locator> Shared<L> {
+    fn is_unguarded(&self, parts: &Parts) -> bool {
+        self.unguarded
+            .iter()
+            .any(|(method, path)| *method == parts.method && path == parts.uri.path())
+    }
+
+    /// Decides the request and records the decision; a refusal comes back
+    /// as the answer to send.
+    async fn decide(&self, parts: &Parts) -> Result<Authorized, Answer> {
+        let mut record = DecisionRecord::new(
+            self.request_id(&parts.headers),
+            Timestamp::from_system_time(SystemTime::now()),
+        );
+        let decided = self.decide_recording(parts, &mut record).await;
+        let answer = |rejection: Rejection, record: &DecisionRecord| Answer {
+            rejection,
+            position: record.position,
+            needed: record.requirement,
+            request_id: record.request_id.clone(),
+        };
+        match decided {
+            Ok(authorized) => {
+                record.verdict = Verdict::Allowed;
+                record.status = 200;
+                record.reason = "allow";
+                let (position, needed) = (record.position, record.requirement);
+                match self.write(record) {
+                    Ok(()) => Ok(authorized),
+                    Err(error) => Err(Answer {
+                        rejection: Rejection::RecordUnavailable(error),
+                        position,
+                        needed,
+                        request_id: authorized.request_id,
+                    }),
+                }
+            }
+            Err(rejection) => {
+                if let Rejection::Refused { refusal, .. } = &rejection
+                    && refusal.reason != Reason::LedgerClosed
+                {
+                    record.rule = Some(refusal.rule);
+                }
+                record.status = rejection.status().as_u16();
+                record.reason = rejection.reason();
+                let refused = answer(rejection, &record);
+                // A refusal stands whether or not it could be recorded.
+                let _ = self.write(record);
+                Err(refused)
+            }
+        }
+    }
+
+    /// The decision, filling `record` in as each step learns something.
+    async fn decide_recording(
+        &self,
+        parts: &Parts,
+        record: &mut DecisionRecord,
+    ) -> Result<Authorized, Rejection> {
+        let secret = bearer(&parts.headers).ok_or(Rejection::MissingBearer)?;
+        // A malformed secret is refused whatever the state, so it is not
+        // kept waiting: holding requests open costs the caller nothing.
+        if let Some(wanted) = consistency(&parts.headers)?
+            && Secret::digest_of(secret).is_ok()
+        {
+            self.wait_for(wanted).await?;
+        }
+        let authorizer = &self.authorizer;
+        let handle = authorizer.authenticate(secret).map_err(|refusal| {
+            record.position = authorizer.position();
+            Rejection::Refused {
+                refusal,
+                request: None,
+            }
+        })?;
+        record.token = Some(handle.id());
+        // Rule 2 in full (deleted, expired) before the locator is asked:
+        // a token that no longer lives must not learn which resources exist
+        // from a 404 where others get a 401.
+        let closed = || Rejection::Refused {
+            refusal: Refusal {
+                rule: Rule::TokenLive,
+                reason: Reason::LedgerClosed,
+                needed: None,
+            },
+            request: None,
+        };
+        let company = authorizer.company(handle).ok_or_else(closed)?;
+        let live = authorizer.authorize(
+            handle,
+            &tokenledger_authz::Request {
+                requirement: Requirement::LiveToken,
+                resource: ResourceId::any(),
+                location: Location::Global(company),
+                at: record.at,
+            },
+        );
+        if let Some(refusal) = live.refusal {
+            record.position = Some(live.position);
+            return Err(Rejection::Refused {
+                refusal,
+                request: None,
+            });
+        }
+        let method = method(&parts.method)?;
+        record.method = Some(method);
+        let path = parts.uri.path();
+        let endpoint = resolve_endpoint(method, path).map_err(Rejection::Endpoint)?;
+        record.operation = Some(endpoint.operation);
+        record.requirement = Some(endpoint.requirement);
+        let located = self
+            .locator
+            .locate(Target::new(endpoint, path))
+            .await
+            .map_err(Rejection::Locator)?
+            .ok_or(Rejection::NotFound)?;
+        // Without a sink the record is dropped unread: no copy for it.
+        if self.sink.is_some() {
+            record.resource = Some(located.resource.clone());
+        }
+        record.location = Some(located.location);
+        let request = tokenledger_authz::Request {
+            requirement: endpoint.requirement,
+            resource: located.resource,
+            location: located.location,
+            at: record.at,
+        };
+        let decision = authorizer.authorize(handle, &request);
+        record.position = Some(decision.position);
+        if let Some(refusal) = decision.refusal {
+            return Err(Rejection::Refused {
+                refusal,
+                request: Some(Box::new(request)),
+            });
+        }
+        Ok(Authorized {
+            request_id: record.request_id.clone(),
+            token: handle.id(),
+            company,
+            position: decision.position,
+            endpoint,
+            resource: request.resource,
+            location: request.location,
+        })
+    }
+
+    /// Waits, without holding a runtime worker, until the ledger has
+    /// applied `wanted`. The projection publishes no signal to wait on,
+    /// so the position is polled every millisecond; only requests that
+    /// carry a token ahead of the state wait at all.
+    async fn wait_for(&self, wanted: u64) -> Result<(), Rejection> {
+        let deadline = Instant::now() + self.consistency_timeout;
+        loop {
+            let applied = self.authorizer.position();
+            match applied {
+                Some(applied) if applied >= wanted => return Ok(()),
+                Some(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                _ => return Err(Rejection::NotYetApplied { wanted, applied }),
+            }
+        }
+    }
+
+    fn write(&self, record: DecisionRecord) -> Result<(), SinkError> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
+        match sink.record(record) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                match self.overflow {
+                    Overflow::CountAndDrop => Ok(()),
+                    Overflow::Refuse => Err(error),
+                }
+            }
+        }
+    }
+
+    /// The client's `x-request-id` when there is exactly one, of 1 to 128
+    /// visible ASCII characters; else one made here.
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
+        if let (Some(value), None) = (given.next(), given.next()) {
+            let bytes = value.as_bytes();
+            if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
+                return String::from_utf8_lossy(bytes).into_owned();
+            }
+        }
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.id_prefix)
+    }
+}
+
+/// The secret of the one `Authorization: Bearer <secret>` header. Two
+/// `Authorization` headers are refused: which one a proxy or the service
+/// would read is not known.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let (scheme, secret) = value.to_str().ok()?.split_once(' ')?;
+    let secret = secret.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
+/// The consistency token, if one was sent: one header, a decimal position.
+fn consistency(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
+    let mut values = headers.get_all(CONSISTENCY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let position = value
+        .to_str()
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse().ok());
+    match (position, values.next()) {
+        (Some(position), None) => Ok(Some(position)),
+        _ => Err(Rejection::BadConsistencyToken),
+    }
+}
+
+/// The Core API's methods, matched exactly: HTTP methods are case-sensitive.
+fn method(method: &http::Method) -> Result<Method, Rejection> {
+    Ok(match *method {
+        http::Method::GET => Method::Get,
+        http::Method::POST => Method::Post,
+        http::Method::PATCH => Method::Patch,
+        http::Method::PUT => Method::Put,
+        http::Method::DELETE => Method::Delete,
+        _ => {
+            return Err(Rejection::Endpoint(EndpointError::UnknownMethod {
+                found: method.as_str().chars().take(32).collect(),
+            }));
+        }
+    })
+}

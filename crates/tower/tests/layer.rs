@@ -1,0 +1,271 @@
+//! The layer in process, through tower: what it does when the locator
+//! fails, when the sink cannot keep up, and when a handler is reached
+//! without it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokenledger_authz::{Command, Ledger, Location, NewToken, fresh};
+use tokenledger_events::{
+    Actor, CompanyId, Feature, Name, Namespaces, Role, Secret, TokenKind, TokenScope,
+};
+use tokenledger_tower::{
+    DecisionRecord, DecisionSink, LedgerLayer, LocateError, Located, Locator, Overflow, SinkError,
+    Target,
+};
+use tower::{Layer, Service, ServiceExt};
+
+/// A company with one token that may read tags everywhere global.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ledger: Ledger,
+    company: CompanyId,
+    secret: Secret,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let company = fresh::company_id().unwrap();
+    let admin = fresh::teammate_id().unwrap();
+    ledger
+        .execute(
+            Actor::System,
+            Command::CreateCompany {
+                company,
+                name: Name::new("Acme").unwrap(),
+            },
+        )
+        .unwrap();
+    ledger
+        .execute(
+            Actor::System,
+            Command::AddTeammate {
+                company,
+                teammate: admin,
+                name: Name::new("Ada").unwrap(),
+                role: Role::Admin,
+            },
+        )
+        .unwrap();
+    let created = ledger
+        .create_token(
+            Actor::Teammate(admin),
+            NewToken {
+                company,
+                name: Name::new("Reader").unwrap(),
+                kind: TokenKind::ApiToken,
+                scope: TokenScope {
+                    features: [Feature::Resources].into(),
+                    namespaces: Namespaces {
+                        global: true,
+                        ..Namespaces::none()
+                    },
+                    grants: ["tags:read".parse().unwrap()].into_iter().collect(),
+                },
+                expires_at: None,
+            },
+        )
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        ledger,
+        company,
+        secret: created.secret,
+    }
+}
+
+/// Every tag is the company's; or the locator's database is down.
+struct Tags {
+    company: CompanyId,
+    down: bool,
+}
+
+impl Locator for Tags {
+    fn locate(
+        &self,
+        target: Target<'_>,
+    ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+        let found = if self.down {
+            Err(LocateError::caused_by(
+                "the tags database is down",
+                std::io::Error::other("connection refused"),
+            ))
+        } else {
+            Ok(target.first_parameter().map(|id| Located {
+                resource: id.parse().unwrap(),
+                location: Location::Global(self.company),
+            }))
+        };
+        async move { found }
+    }
+}
+
+/// A sink that has fallen behind and takes nothing.
+struct Full_;
+
+impl DecisionSink for Full_ {
+    fn record(&self, _: DecisionRecord) -> Result<(), SinkError> {
+        Err(SinkError::Full)
+    }
+}
+
+type Inner = tower::util::BoxCloneSyncService<Request<()>, Response<Full<Bytes>>, Infallible>;
+
+/// The inner service, counting its calls.
+fn inner(calls: Arc<AtomicU64>) -> Inner {
+    tower::util::BoxCloneSyncService::new(tower::service_fn(move |_: Request<()>| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        async { Ok(Response::new(Full::new(Bytes::from_static(b"served")))) }
+    }))
+}
+
+fn get_tag(secret: &Secret) -> Request<()> {
+    Request::get("/tags/tag_1")
+        .header("authorization", format!("Bearer {}", secret.expose()))
+        .body(())
+        .unwrap()
+}
+
+async fn answer(
+    service: impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible>,
+    request: Request<()>,
+) -> (StatusCode, String) {
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_failing_locator_is_a_503_never_an_allow() {
+    let fixture = fixture();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = LedgerLayer::builder(
+        fixture.ledger.authorizer(),
+        Tags {
+            company: fixture.company,
+            down: true,
+        },
+    )
+    .build();
+    let (status, body) = answer(layer.layer(inner(calls.clone())), get_tag(&fixture.secret)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        r#"{"_error":{"status":503,"title":"Service Unavailable","message":"The service is unavailable"}}"#
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_keep_up_refuses_or_drops_as_configured() {
+    let fixture = fixture();
+    let tags = || Tags {
+        company: fixture.company,
+        down: false,
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+
+    let refusing = LedgerLayer::builder(fixture.ledger.authorizer(), tags())
+        .sink(Full_, Overflow::Refuse)
+        .build();
+    let (status, _) = answer(
+        refusing.layer(inner(calls.clone())),
+        get_tag(&fixture.secret),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::Relaxed), 0, "allowed unrecorded");
+    assert_eq!(refusing.dropped_records(), 1);
+
+    let dropping = LedgerLayer::builder(fixture.ledger.authorizer(), tags())
+        .sink(Full_, Overflow::CountAndDrop)
+        .build();
+    let (status, body) = answer(
+        dropping.layer(inner(calls.clone())),
+        get_tag(&fixture.secret),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "served"));
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(dropping.dropped_records(), 1);
+}
+
+#[tokio::test]
+async fn an_allowed_request_carries_the_decision_to_the_service() {
+    let fixture = fixture();
+    let layer = LedgerLayer::builder(
+        fixture.ledger.authorizer(),
+        Tags {
+            company: fixture.company,
+            down: false,
+        },
+    )
+    .build();
+    let seen = Arc::new(Mutex::new(None));
+    let service = layer.layer(tower::service_fn({
+        let seen = seen.clone();
+        move |request: Request<()>| {
+            *seen.lock().unwrap() = request
+                .extensions()
+                .get::<tokenledger_tower::Authorized>()
+                .cloned();
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+        }
+    }));
+    let request = Request::get("/tags/tag_1")
+        .header(
+            "authorization",
+            format!("Bearer {}", fixture.secret.expose()),
+        )
+        .header("x-request-id", "req-42")
+        .body(())
+        .unwrap();
+    let (status, _) = answer(service, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let authorized = seen.lock().unwrap().take().unwrap();
+    assert_eq!(authorized.company, fixture.company);
+    assert_eq!(authorized.position, fixture.ledger.head().position);
+    assert_eq!(authorized.request_id, "req-42");
+    assert_eq!(authorized.endpoint.operation, "get-tag");
+    assert_eq!(authorized.resource.as_str(), "tag_1");
+}
+
+#[tokio::test]
+async fn a_handler_reached_without_the_layer_answers_500() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let router = axum::Router::new().route(
+        "/tags/{tag_id}",
+        axum::routing::get({
+            let calls = calls.clone();
+            move |_: tokenledger_tower::Authorized| async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                "served"
+            }
+        }),
+    );
+    let response = router
+        .oneshot(
+            Request::get("/tags/tag_1")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+}
