@@ -1,0 +1,69 @@
+//! A new token's scope, as a request body gives it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use tokenledger_events::{Namespaces, Scope, SharedNamespace, TokenScope};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, parse};
+
+/// What a new token may do.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBody {
+    /// Features: `resources`, `provisioning`, `app-triggers`.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Company-level resources.
+    #[serde(default)]
+    pub global: bool,
+    /// Shared workspaces: `["all"]`, or workspace ids.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// Teammates' private resources (each owner must allow it too).
+    #[serde(default)]
+    pub private: bool,
+    /// Scopes such as `conversations:read`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl ScopeBody {
+    pub(crate) fn parse(&self) -> Result<TokenScope, ApiError> {
+        let shared = if self.shared.is_empty() {
+            SharedNamespace::None
+        } else if self.shared.iter().any(|s| s == "all") {
+            if self.shared.len() > 1 {
+                return Err(ApiError::field(
+                    "shared",
+                    "`all` already names every workspace; give it alone",
+                ));
+            }
+            SharedNamespace::All
+        } else {
+            let mut set = BTreeSet::new();
+            for (i, text) in self.shared.iter().enumerate() {
+                set.insert(parse(&format!("shared[{i}]"), text)?);
+            }
+            SharedNamespace::Workspaces(set)
+        };
+        let mut features = BTreeSet::new();
+        for (i, text) in self.features.iter().enumerate() {
+            features.insert(parse(&format!("features[{i}]"), text)?);
+        }
+        let mut grants = Vec::with_capacity(self.scopes.len());
+        for (i, text) in self.scopes.iter().enumerate() {
+            grants.push(parse::<Scope>(&format!("scopes[{i}]"), text)?);
+        }
+        Ok(TokenScope {
+            features,
+            namespaces: Namespaces {
+                global: self.global,
+                shared,
+                private: self.private,
+            },
+            grants: grants.into_iter().collect(),
+        })
+    }
+}
