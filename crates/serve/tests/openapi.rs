@@ -4,6 +4,14 @@
 //! JSON Schema that utoipa writes (`$ref`, `type`, `properties`,
 //! `required`, `items`, `oneOf`/`anyOf`/`allOf`, `enum`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;
