@@ -1,6 +1,8 @@
 //! A plain HTTP/1 client over loopback (hyper's), for the end-to-end tests
 //! of `tokenledger serve`, in process and as a child process.
 
+#![allow(dead_code, reason = "each test binary uses part of the client")]
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
