@@ -149,9 +149,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = match &rejection {
-        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        // A body that is not JSON, or not labelled so, is bad input too.
+        JsonRejection::JsonDataError(_)
+        | JsonRejection::JsonSyntaxError(_)
+        | JsonRejection::MissingJsonContentType(_) => StatusCode::BAD_REQUEST,
         other => other.status(),
     };
     ApiError::new(status, rejection.body_text())

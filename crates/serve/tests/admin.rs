@@ -221,6 +221,12 @@ async fn bad_input_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(malformed.status, 400);
+    let unlabelled = server
+        .api
+        .send("POST", "/v1/companies", Some(ADMIN_KEY), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(unlabelled.status, 400, "{}", unlabelled.text());
     let huge = Bytes::from(format!("{{\"name\": \"{}\"}}", "a".repeat(100 * 1024)));
     let too_large = server
         .api

@@ -115,9 +115,21 @@ pub struct NewTokenBody {
     /// An OAuth grant rather than an API token.
     #[serde(default)]
     pub oauth: bool,
-    /// What it may do.
-    #[serde(flatten)]
-    pub scope: ScopeBody,
+    /// Features: `resources`, `provisioning`, `app-triggers`.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Company-level resources.
+    #[serde(default)]
+    pub global: bool,
+    /// Shared workspaces: `["all"]`, or workspace ids.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// Teammates' private resources (each owner must allow it too).
+    #[serde(default)]
+    pub private: bool,
+    /// Scopes such as `conversations:read`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// When it stops working (RFC 3339).
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -434,7 +446,14 @@ pub(crate) async fn create_token(
         } else {
             TokenKind::ApiToken
         },
-        scope: body.scope.parse()?,
+        scope: ScopeBody {
+            features: &body.features,
+            global: body.global,
+            shared: &body.shared,
+            private: body.private,
+            scopes: &body.scopes,
+        }
+        .parse()?,
         expires_at: body
             .expires_at
             .as_deref()

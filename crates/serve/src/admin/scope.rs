@@ -2,34 +2,26 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use tokenledger_events::{Namespaces, Scope, SharedNamespace, TokenScope};
-use utoipa::ToSchema;
 
 use crate::error::{ApiError, parse};
 
-/// What a new token may do.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeBody {
+/// What a new token may do: the fields of a token's creation that say so.
+#[derive(Debug, Default)]
+pub(crate) struct ScopeBody<'a> {
     /// Features: `resources`, `provisioning`, `app-triggers`.
-    #[serde(default)]
-    pub features: Vec<String>,
+    pub features: &'a [String],
     /// Company-level resources.
-    #[serde(default)]
     pub global: bool,
     /// Shared workspaces: `["all"]`, or workspace ids.
-    #[serde(default)]
-    pub shared: Vec<String>,
+    pub shared: &'a [String],
     /// Teammates' private resources (each owner must allow it too).
-    #[serde(default)]
     pub private: bool,
     /// Scopes such as `conversations:read`.
-    #[serde(default)]
-    pub scopes: Vec<String>,
+    pub scopes: &'a [String],
 }
 
-impl ScopeBody {
+impl ScopeBody<'_> {
     pub(crate) fn parse(&self) -> Result<TokenScope, ApiError> {
         let shared = if self.shared.is_empty() {
             SharedNamespace::None
