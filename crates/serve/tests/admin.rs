@@ -338,3 +338,39 @@ async fn investigations() {
     .unwrap();
     assert_eq!(imported.records, head);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reveal_is_recorded_once_per_idempotency_key() {
+    let server = Running::start_sealed().await;
+    let forum = forum(&server).await;
+    let path = format!("/v1/tokens/{}/reveal", forum.token);
+    let body = json!({"actor": forum.ada});
+    let key = [("idempotency-key", "reveal-1")];
+    let first = server
+        .api
+        .send("POST", &path, Some(ADMIN_KEY), &key, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["secret"], forum.secret.as_str());
+    let again = server
+        .api
+        .send("POST", &path, Some(ADMIN_KEY), &key, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(again.json(), first.json());
+    let shown = server
+        .get(&format!("/v1/tokens/{}", forum.token), ADMIN_KEY)
+        .await
+        .json();
+    assert_eq!(shown["reveals"].as_array().unwrap().len(), 1, "{shown}");
+    // The decisions made so far are counted in /metrics.
+    server.check(common::forum_check(&forum)).await;
+    let metrics = server.get("/metrics", CHECK_KEY).await.text();
+    assert!(
+        metrics.contains(
+            "tokenledger_decisions_total{verdict=\"refuse\",rule=\"owner_allows_private_access\"}"
+        ),
+        "{metrics}"
+    );
+}

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokenledger_authz::Ledger;
+use tokenledger_authz::{Ledger, LedgerOptions, SealingKey};
 use tokenledger_serve::{Limits, Server, ServiceKeys};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,8 +41,22 @@ impl Running {
     }
 
     pub async fn start_with(limits: Limits) -> Running {
+        Running::start_full(limits, LedgerOptions::default()).await
+    }
+
+    /// With a sealing key, so that secrets can be revealed.
+    pub async fn start_sealed() -> Running {
+        let options = LedgerOptions {
+            sealing_key: Some(SealingKey::from_bytes([7; 32])),
+            ..LedgerOptions::default()
+        };
+        Running::start_full(Limits::default(), options).await
+    }
+
+    pub async fn start_full(limits: Limits, options: LedgerOptions) -> Running {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let ledger = Arc::new(Ledger::open(&dir.path().join("data")).expect("a ledger"));
+        let ledger =
+            Arc::new(Ledger::open_with(&dir.path().join("data"), options).expect("a ledger"));
         let keys = ServiceKeys::new(CHECK_KEY.as_bytes(), ADMIN_KEY.as_bytes()).expect("keys");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         let server = Server::bind(addr, Arc::clone(&ledger), keys, limits, None)
