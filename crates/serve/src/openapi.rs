@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{commands, investigate};
+use crate::admin::{commands, history, investigate};
 use crate::{authzen, check, probes};
 
 /// The service's API.
@@ -20,7 +20,7 @@ use crate::{authzen, check, probes};
         commands::deactivate_teammate, commands::set_private_access,
         commands::set_private_access_for_all, commands::create_workspace,
         commands::create_token, commands::reveal_token, commands::delete_token,
-        investigate::token_list, investigate::token_show, investigate::history,
+        investigate::token_list, investigate::token_show, history::history,
         investigate::timeline, investigate::timeline_html, investigate::who_can,
         investigate::verify, investigate::export,
         document,

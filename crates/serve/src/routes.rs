@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post, put};
 use http::StatusCode;
 use tokenledger_authz::{AsyncLedger, Ledger};
 
-use crate::admin::{commands, investigate};
+use crate::admin::{commands, history, investigate};
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
 use crate::keys::{Role, ServiceKeys, require};
@@ -125,7 +125,7 @@ pub(crate) fn build(
             "/v1/tokens/{token}/timeline.html",
             get(investigate::timeline_html),
         )
-        .route("/v1/history", get(investigate::history))
+        .route("/v1/history", get(history::history))
         .route("/v1/who-can", get(investigate::who_can))
         .route("/v1/verify", get(investigate::verify))
         .route("/v1/export", get(investigate::export))
