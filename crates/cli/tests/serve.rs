@@ -153,3 +153,44 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
         answered.len()
     );
 }
+
+#[test]
+fn serve_refuses_unusable_key_files_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut command = binary();
+        command.arg("--data").arg(&data_arg).args(args);
+        finish(command, None)
+    };
+    json_ok(&CREATE_ACME, run);
+    let key = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        write_key(&path, contents);
+        path.to_str().unwrap().to_owned()
+    };
+    let (check, admin) = (key("check.key", CHECK), key("admin.key", ADMIN));
+    let (short, same) = (key("short.key", "short"), key("same.key", CHECK));
+    let inside = data.join("inside.key");
+    write_key(&inside, ADMIN);
+    let inside = inside.to_str().unwrap().to_owned();
+    for (check, admin, says) in [
+        (&short, &admin, "fewer than 16 bytes"),
+        (&check, &same, "the same"),
+        (&check, &inside, "inside the data directory"),
+        (&check, &"missing.key".to_owned(), "missing.key"),
+    ] {
+        let refused = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--check-key-file",
+            check,
+            "--admin-key-file",
+            admin,
+        ]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains(says), "{}", refused.stderr);
+    }
+}
