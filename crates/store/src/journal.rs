@@ -198,7 +198,7 @@ impl Journal {
                 len,
             }) => {
                 if copies < HEADER_AT.len() {
-                    header.write(&file)?;
+                    header.write(&file, &mut || Ok(()))?;
                 }
                 (header, records, len)
             }
@@ -306,9 +306,14 @@ impl Journal {
 
     /// Empties the journal, once sled holds everything in it durably:
     /// `next` (made by [`Header::next`] from [`Journal::header`], and
-    /// recorded in sled first) is written and synced.
-    pub(crate) fn clear(&mut self, next: Header) -> io::Result<()> {
-        next.write(&self.file)?;
+    /// recorded in sled first) is written and synced; `copied` is called
+    /// after each of its copies.
+    pub(crate) fn clear(
+        &mut self,
+        next: Header,
+        copied: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        next.write(&self.file, copied)?;
         self.header = next;
         self.len = 0;
         self.broken = false;

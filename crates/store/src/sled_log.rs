@@ -98,6 +98,10 @@ pub enum FaultPoint {
     /// In a compaction, once the copy is in place and the directory
     /// synced, before the old files are removed.
     Swapped,
+    /// When the journal is emptied after a settle, after each copy of its
+    /// new header is written and synced: the first passage leaves the
+    /// first copy new and the second old.
+    HeaderCopied,
 }
 
 /// Decides whether I/O fails at a [`FaultPoint`]; for tests.
@@ -1372,7 +1376,9 @@ impl Writer {
         if let Err(error) = durable {
             return Err(settle_record::mark_failed(&self.dir, error));
         }
-        self.journal.clear(next)?;
+        let faults = &self.faults;
+        self.journal
+            .clear(next, &mut || inject(faults, FaultPoint::HeaderCopied))?;
         // Signed only now: a signed head names a record no crash takes back.
         match &mut self.signer {
             Some(signer) => signer.sign(self.head),

@@ -92,9 +92,10 @@ const CRASH_AT: &str = "TOKENLEDGER_POWER_LOSS_CRASH_AT";
 /// The narrow windows random kills rarely hit, each crashed in on its
 /// Nth passage: after a frame's write (before its sync) and after its
 /// sync; in a settle after sled's batch, after sled's flush, after the
-/// files' sync; in a compaction between its two renames, and once the
-/// copy is in place.
-const CRASH_POINTS: [(&str, u32); 9] = [
+/// files' sync; between the new journal header's two copies, and after
+/// the second; in a compaction between its two renames, and once the copy
+/// is in place.
+const CRASH_POINTS: [(&str, u32); 12] = [
     ("Sync", 5),
     ("Synced", 5),
     ("SettleBatch", 1),
@@ -102,6 +103,9 @@ const CRASH_POINTS: [(&str, u32); 9] = [
     ("SledFlushed", 2),
     ("FilesSynced", 1),
     ("FilesSynced", 3),
+    ("HeaderCopied", 1),
+    ("HeaderCopied", 2),
+    ("HeaderCopied", 5),
     ("Swap", 1),
     ("Swapped", 1),
 ];
@@ -115,6 +119,7 @@ fn fault_point(name: &str) -> FaultPoint {
         "FilesSynced" => FaultPoint::FilesSynced,
         "Swap" => FaultPoint::Swap,
         "Swapped" => FaultPoint::Swapped,
+        "HeaderCopied" => FaultPoint::HeaderCopied,
         other => panic!("power loss: no crash point `{other}`"),
     }
 }
