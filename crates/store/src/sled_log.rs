@@ -1226,8 +1226,10 @@ impl Writer {
         // Closed: leave sled whole and the journal empty, so the next open
         // has nothing to replay. If this fails, the journal still holds
         // everything and the next open replays it.
-        if !self.shared.poisoned.load(Ordering::Acquire) {
-            let _ = self.settle();
+        if !self.shared.poisoned.load(Ordering::Acquire) && self.settle().is_ok() {
+            // Empty now: the next open reads its headers, not the frames
+            // of earlier generations that fill the rest of the file.
+            let _ = self.journal.shrink();
         }
     }
 
