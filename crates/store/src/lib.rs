@@ -109,6 +109,7 @@
 //! assert_eq!(log.verify().unwrap().records, 1);
 //! ```
 
+pub mod backend;
 mod checkpoint;
 mod compact;
 mod dirs;
