@@ -112,6 +112,8 @@
 pub mod backend;
 mod checkpoint;
 mod compact;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dirs;
 mod filter;
 mod journal;
