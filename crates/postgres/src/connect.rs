@@ -14,6 +14,7 @@ use crate::{OpenError, Options};
 pub(crate) struct Server {
     config: Config,
     endpoint: String,
+    connect_timeout: Duration,
 }
 
 impl Server {
@@ -36,7 +37,11 @@ impl Server {
             .keepalives_idle(Duration::from_secs(5))
             .options(&format!("-c statement_timeout={statement_ms}"));
         let endpoint = endpoint(&config);
-        Ok(Server { config, endpoint })
+        Ok(Server {
+            config,
+            endpoint,
+            connect_timeout: options.connect_timeout,
+        })
     }
 
     /// `HOST:PORT`, for messages.
@@ -50,15 +55,35 @@ impl Server {
     }
 
     /// A new connection that `pg_stat_activity` shows as `name`.
+    ///
+    /// The client bounds only the socket's connection by its timeout, not
+    /// the startup after it: a server that accepts and never answers (a
+    /// stopped postmaster whose kernel still accepts) would hold the
+    /// caller for ever. So the connection is made on a thread of its own,
+    /// and given up on after `connect_timeout`; that thread ends when the
+    /// server answers or the socket fails.
     pub(crate) fn connect_named(&self, name: &str) -> Result<Client, OpenError> {
         let mut config = self.config.clone();
-        config
-            .application_name(name)
-            .connect(NoTls)
-            .map_err(|error| OpenError::Connect {
-                endpoint: self.endpoint.clone(),
-                detail: describe(&error),
+        config.application_name(name);
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let failed = |detail: String| OpenError::Connect {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        std::thread::Builder::new()
+            .name("tokenledger-pg-connect".to_owned())
+            .spawn(move || {
+                let _ = sender.send(config.connect(NoTls));
             })
+            .map_err(|error| failed(format!("no thread could be started: {error}")))?;
+        match receiver.recv_timeout(self.connect_timeout) {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(failed(describe(&error))),
+            Err(_) => Err(failed(format!(
+                "no answer within {} ms",
+                self.connect_timeout.as_millis()
+            ))),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use postgres::Client;
@@ -73,36 +73,48 @@ pub(crate) fn read_head(client: &mut Client) -> Result<Head, postgres::Error> {
     })
 }
 
+/// The longest the thread waits before it looks at `stop`.
+const SLICE: Duration = Duration::from_millis(200);
+
 /// Listens and polls until `known.stop`; reconnects after any failure.
 pub(crate) fn run(server: &Server, known: &Arc<Known>, poll: Duration) {
     let mut listening: Option<Client> = None;
+    let mut last_read = Instant::now();
     while !known.stop.load(Ordering::Acquire) {
         let client = match &mut listening {
             Some(client) if !client.is_closed() => client,
             _ => {
                 listening = listen(server);
                 if listening.is_none() {
-                    std::thread::sleep(poll);
+                    std::thread::sleep(poll.min(SLICE));
                 }
                 continue;
             }
         };
         let woken = {
             let mut notifications = client.notifications();
-            // Woken or timed out alike, the head is read: the poll.
-            let woken = notifications.timeout_iter(poll).next().map(|_| ());
+            let woken = notifications.timeout_iter(poll.min(SLICE)).next();
             // One read covers every notification already here.
             let mut more = notifications.iter();
             while let Ok(Some(_)) = more.next() {}
             woken
         };
-        let head = match woken {
-            Ok(_) => read_head(client).ok(),
-            Err(_) => None,
+        // Woken, or the poll interval passed: the head is read.
+        let due = match woken {
+            Ok(Some(_)) => true,
+            Ok(None) => last_read.elapsed() >= poll,
+            Err(_) => {
+                listening = None;
+                continue;
+            }
         };
-        match head {
-            Some(head) => known.advance(head),
-            None => listening = None,
+        if !due {
+            continue;
+        }
+        last_read = Instant::now();
+        match read_head(client) {
+            Ok(head) => known.advance(head),
+            Err(_) => listening = None,
         }
     }
 }
