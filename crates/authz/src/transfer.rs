@@ -40,9 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokenledger_events::EventId;
-use tokenledger_store::{
-    ChainCheck, EventLog, Head, MAX_BATCH, SledLog, StoredRecord, Verified, hex,
-};
+use tokenledger_store::{ChainCheck, Head, MAX_BATCH, SledLog, StoredRecord, Verified, hex};
 
 use crate::fresh;
 use crate::json::event_json;

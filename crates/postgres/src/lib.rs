@@ -43,6 +43,8 @@ mod connect;
 mod pool;
 mod read;
 mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watch;
 
 use std::fmt;
