@@ -29,6 +29,13 @@ impl Server {
         if config.get_hosts().is_empty() {
             return Err(OpenError::Url);
         }
+        // libpq's convention, which the client does not follow itself: a
+        // password kept out of the URL, and so out of the process list.
+        if config.get_password().is_none()
+            && let Some(password) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(password.as_encoded_bytes());
+        }
         let statement_ms = options.statement_timeout.as_millis();
         config
             .connect_timeout(options.connect_timeout)

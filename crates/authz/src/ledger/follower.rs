@@ -23,12 +23,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokenledger_events::Timestamp;
 use tokenledger_postgres::PgLog;
-use tokenledger_store::{EventLog, Problem};
+use tokenledger_store::{EventLog, Head, Problem, Verified};
 
 use super::writer::Writer;
 use super::{Ledger, LedgerError, LedgerOptions, Opened};
 use crate::checkpoints::Checkpoints;
 use crate::history::replay;
+use crate::transfer::{TransferError, check_file};
 
 /// The most events applied in one hold of the writer's desk, so that
 /// commands are not held up behind a long catch-up.
@@ -87,6 +88,40 @@ impl Ledger {
             .spawn(move || follow(&weak, &*log))
             .map_err(|e| LedgerError::Database(format!("no follower thread could start: {e}")))?;
         Ok(ledger)
+    }
+
+    /// Imports an export into the empty log of the PostgreSQL database
+    /// `url` (its schema made if needed), and returns what its
+    /// verification found: the migration path from a data directory.
+    /// The file is checked whole first, writing nothing, as
+    /// [`Ledger::import`] checks it; a log that is not empty is refused.
+    /// Unlike a directory, the database is not swapped in whole at the
+    /// end: an import that fails half-way leaves the records appended so
+    /// far, which a second import refuses; drop and recreate the database.
+    pub fn import_postgres(
+        url: &str,
+        file: &Path,
+        expect_head: Option<Head>,
+        options: LedgerOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Verified, TransferError> {
+        let checked = check_file(file)?;
+        if let Some(expected) = expect_head
+            && expected != checked
+        {
+            return Err(TransferError::UnexpectedHead {
+                expected,
+                found: checked,
+            });
+        }
+        let ledger = Ledger::open_postgres(url, None, options).map_err(TransferError::Ledger)?;
+        let held = ledger.head().position;
+        if held != 0 {
+            return Err(TransferError::Ledger(LedgerError::Database(format!(
+                "the database already holds a log of {held} events: an import starts a new one, into an empty database"
+            ))));
+        }
+        ledger.append_checked(file, checked, progress)
     }
 
     /// Applies what the log holds past the state, up to [`CHUNK`] events,
