@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use tokenledger_store::EventLog;
-
 use super::{Ledger, LedgerError};
 
 /// Whether a service in front of the ledger should take requests.

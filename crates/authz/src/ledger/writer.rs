@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, MutexGuard};
 use tokenledger_events::{Actor, EncodedEvent, Envelope, Timestamp};
 use tokenledger_projection::Projection;
-use tokenledger_store::{AppendError, Clock, EventLog, Expectation, MAX_BATCH, NewEvent};
+use tokenledger_store::{AppendError, Clock, Expectation, MAX_BATCH, NewEvent};
 
 use super::{Ledger, LedgerError, Receipt};
 use crate::command::{Command, decide};
