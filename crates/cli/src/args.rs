@@ -115,6 +115,31 @@ pub enum Top {
     Compact,
     /// Run the forum story on a fresh data directory, and show what to try next.
     Demo,
+    /// Serve the ledger over HTTP: checks, the AuthZEN API, commands and
+    /// investigations, until SIGTERM (then finish what is in flight, close
+    /// the ledger, exit 0).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, such as 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A file holding the check key (one key, 16 to 1024 visible ASCII
+    /// characters): it may ask questions only.
+    #[arg(long, value_name = "FILE")]
+    pub check_key_file: PathBuf,
+    /// A file holding the admin key: it may also run commands and
+    /// investigations.
+    #[arg(long, value_name = "FILE")]
+    pub admin_key_file: PathBuf,
+    /// A PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,11 +15,11 @@ mod demo;
 mod files;
 mod guard;
 mod harden;
-mod html;
 mod keyfiles;
 mod output;
 mod progress;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 

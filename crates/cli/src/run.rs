@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokenledger_authz::{
-    Change, CheckpointKey, Command, CommandError, Decision, Explanation, Head, HistoryQuery,
-    Ledger, LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request,
-    SealingKey, State, StoredEvent, Timeline, TransferError, decide_request, describe_event,
-    event_json, hex, location_label, scope_json, who,
+    CheckpointKey, Command, CommandError, Decision, Explanation, Head, HistoryQuery, Ledger,
+    LedgerError, LedgerOptions, Location, OpenError, Options, Provenance, Request, SealingKey,
+    State, StoredEvent, Timeline, TransferError, decide_request, describe_event, event_json, hex,
+    location_label, scope_json, who,
 };
 use tokenledger_events::{
     Actor, CompanyId, Name, Namespaces, Requirement, Role, SharedNamespace, Timestamp, TokenKind,
@@ -26,7 +26,7 @@ use crate::args::{
 };
 use crate::output::{fields, print, table};
 use crate::progress::Progress;
-use crate::{demo, files, html, keyfiles};
+use crate::{demo, files, keyfiles, serve};
 
 /// What every command shares: where the data is, and how to print.
 pub struct Context {
@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Top::Import { file, expect_head } => import(&context, &file, expect_head),
         Top::Compact => compact(&context),
         Top::Demo => demo::run(explicit, context.json),
+        Top::Serve(args) => serve::run(&context, args),
     }
 }
 
@@ -835,14 +836,6 @@ fn namespace_json(location: Location) -> Value {
     }
 }
 
-/// A change for people: who did what.
-pub fn change_text(state: &State, change: &Change) -> String {
-    match change.actor {
-        Some(actor) => format!("{} {}", who(state, actor), change.what),
-        None => change.what.clone(),
-    }
-}
-
 pub fn timeline_text(state: &State, timeline: &Timeline) -> String {
     let mut rows = Vec::new();
     for row in &timeline.rows {
@@ -881,7 +874,7 @@ pub fn timeline_text(state: &State, timeline: &Timeline) -> String {
             vec![
                 c.position.map_or("-".to_owned(), |p| p.to_string()),
                 c.at.to_string(),
-                change_text(state, c),
+                tokenledger_serve::change_text(state, c),
             ]
         })
         .collect();
@@ -891,35 +884,14 @@ pub fn timeline_text(state: &State, timeline: &Timeline) -> String {
 
 fn timeline(context: &Context, args: TimelineArgs) -> Result<u8, Failure> {
     let ledger = open(context)?;
-    let (created, deleted) = ledger
+    let (since, until) = ledger
         .with_state(|state| {
-            state
-                .token(args.token)
-                .map(|t| (t.created().at, t.deleted().map(|d| d.at)))
+            tokenledger_serve::period(state, args.token, args.since, args.until, now())
         })
-        .ok_or_else(|| Failure::BadInput(format!("token `{}` does not exist", args.token)))?;
-    let since = args.since.unwrap_or(created);
-    // A deleted token's reach ends at its deletion: the period ends a
-    // tenth of its length after it, so the page is not mostly empty.
-    let until = args.until.unwrap_or_else(|| match deleted {
-        Some(deleted) => {
-            let margin = deleted.as_micros().saturating_sub(since.as_micros()) / 10;
-            // Saturating: a crafted record may put the deletion at the
-            // end of time.
-            now().min(Timestamp::from_micros(
-                deleted.as_micros().saturating_add(margin.max(1)),
-            ))
-        }
-        None => now(),
-    });
-    if since >= until {
-        return Err(Failure::BadInput(format!(
-            "the period is empty: --since {since} is not before --until {until}"
-        )));
-    }
+        .map_err(Failure::BadInput)?;
     let timeline = ledger.timeline(args.token, since, until).map_err(failure)?;
     if let Some(path) = &args.html {
-        let page = ledger.with_state(|state| html::timeline_page(state, &timeline));
+        let page = ledger.with_state(|state| tokenledger_serve::timeline_page(state, &timeline));
         files::replace(path, page.as_bytes())
             .map_err(|e| Failure::BadInput(format!("--html {}: {e}", path.display())))?;
     }

@@ -1,11 +1,19 @@
-//! `timeline --html`: one self-contained page, inline SVG, no script and
+//! A token's timeline as a page (`timeline --html`, and the service's
+//! `timeline.html`): one self-contained page, inline SVG, no script and
 //! nothing fetched, drawing a token's reach over time: one row per
 //! namespace and permission, a bar while it was reachable, and a marked
 //! line for each event that changed it.
 
-use tokenledger_authz::{Location, State, Timeline};
+use tokenledger_authz::{Change, Location, State, Timeline, who};
+use tokenledger_events::{Timestamp, TokenId};
 
-use crate::run::change_text;
+/// A change for people: who did what.
+pub fn change_text(state: &State, change: &Change) -> String {
+    match change.actor {
+        Some(actor) => format!("{} {}", who(state, actor), change.what),
+        None => change.what.clone(),
+    }
+}
 
 /// Escapes text for HTML and SVG, names included: they may hold `<` or `&`.
 fn escape(text: &str) -> String {
@@ -164,6 +172,41 @@ pub fn timeline_page(state: &State, timeline: &Timeline) -> String {
         since = escape(&timeline.since.to_string()),
         until = escape(&timeline.until.to_string()),
     )
+}
+
+/// A timeline's period, `since` and `until` where given: by default from
+/// the token's creation until now, or, for a deleted token, until a tenth
+/// of its life after its deletion (so the page is not mostly empty).
+/// Refused for an unknown token or an empty period.
+pub fn period(
+    state: &State,
+    token: TokenId,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(Timestamp, Timestamp), String> {
+    let found = state
+        .token(token)
+        .ok_or_else(|| format!("token `{token}` does not exist"))?;
+    let (created, deleted) = (found.created().at, found.deleted().map(|d| d.at));
+    let since = since.unwrap_or(created);
+    let until = until.unwrap_or_else(|| match deleted {
+        Some(deleted) => {
+            let margin = deleted.as_micros().saturating_sub(since.as_micros()) / 10;
+            // Saturating: a crafted record may put the deletion at the
+            // end of time.
+            now.min(Timestamp::from_micros(
+                deleted.as_micros().saturating_add(margin.max(1)),
+            ))
+        }
+        None => now,
+    });
+    if since >= until {
+        return Err(format!(
+            "the period is empty: since {since} is not before until {until}"
+        ));
+    }
+    Ok((since, until))
 }
 
 #[cfg(test)]

@@ -1,0 +1,70 @@
+//! `tokenledger serve`: opens the ledger, serves it over HTTP until SIGTERM
+//! or SIGINT, lets the requests in flight finish, and closes the ledger.
+
+use std::sync::Arc;
+
+use tokenledger_serve::{Limits, Server, ServiceKeys, acceptor, shutdown_signal};
+
+use crate::Failure;
+use crate::args::ServeArgs;
+use crate::keyfiles;
+use crate::run::{Context, open};
+
+pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
+    let files = [
+        ("check key", Some(&args.check_key_file)),
+        ("admin key", Some(&args.admin_key_file)),
+        ("TLS key", args.tls_key.as_ref()),
+    ];
+    for (what, path) in files {
+        if let Some(path) = path {
+            keyfiles::refuse_inside(what, path, &context.data)?;
+            keyfiles::warn_if_shared(what, path);
+        }
+    }
+    let keys = ServiceKeys::from_files(&args.check_key_file, &args.admin_key_file)
+        .map_err(|e| Failure::BadInput(e.to_string()))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(acceptor(cert, key).map_err(|e| Failure::BadInput(format!("TLS: {e}")))?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ledger = Arc::new(open(context)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Refused(format!("the async runtime: {e}")))?;
+    let limits = Limits::default();
+    let served = runtime.block_on(async {
+        let server = Server::bind(args.listen, Arc::clone(&ledger), keys, limits, tls)
+            .await
+            .map_err(|e| Failure::BadInput(format!("--listen {}: {e}", args.listen)))?;
+        let bound = server.local_addr().unwrap_or(args.listen);
+        eprintln!(
+            "tokenledger: serving {} on {scheme}://{bound}",
+            context.data.display()
+        );
+        Ok::<_, Failure>(server.run(shutdown_signal()).await)
+    })?;
+    // Tasks still holding the ledger (a command past the grace period)
+    // end with the runtime; then the ledger is the last copy, closed here.
+    runtime.shutdown_timeout(limits.shutdown_grace);
+    match Arc::try_unwrap(ledger) {
+        Ok(ledger) => drop(ledger),
+        Err(_) => {
+            return Err(Failure::Refused(
+                "stopped, but a request still held the ledger: it closes as the process exits"
+                    .to_owned(),
+            ));
+        }
+    }
+    if !served {
+        return Err(Failure::Refused(
+            "stopped, but some connections had not finished within the grace period".to_owned(),
+        ));
+    }
+    eprintln!("tokenledger: stopped; the ledger is closed");
+    Ok(0)
+}

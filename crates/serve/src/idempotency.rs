@@ -1,0 +1,198 @@
+//! Idempotency keys: a command sent again with the same `Idempotency-Key`
+//! is answered with the reply the first one got, and is not run twice, so
+//! a client that lost the reply to a token's creation can retry without
+//! making a second token.
+//!
+//! The command runs on a task of its own, not in the request, so it is
+//! finished and its reply kept even when the client goes away or the
+//! request times out. Replies are kept in memory (the reply to a create
+//! holds its secret: wiped when dropped), at most [`MAX_KEPT`] of them, for
+//! [`KEPT_FOR`]; a restart forgets them. A reply of the 5xx class is not
+//! kept: the command may be retried.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+
+/// The header naming a command's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a reply that repeats an earlier one.
+pub const REPLAYED: &str = "idempotent-replayed";
+/// How many replies are kept.
+pub const MAX_KEPT: usize = 10_000;
+/// How long a reply is kept.
+pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+/// The longest key taken.
+const MAX_KEY_LEN: usize = 255;
+
+/// A reply, as sent.
+#[derive(Clone)]
+struct Reply {
+    status: StatusCode,
+    body: Arc<Zeroizing<Vec<u8>>>,
+}
+
+struct Slot {
+    fingerprint: [u8; 32],
+    reply: watch::Receiver<Option<Reply>>,
+}
+
+/// The replies kept, by key.
+#[derive(Default)]
+pub(crate) struct Idempotency {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    slots: HashMap<String, Slot>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Kept {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((key, at)) = self.order.front() {
+            if self.order.len() < MAX_KEPT && now.duration_since(*at) < KEPT_FOR {
+                break;
+            }
+            self.slots.remove(key);
+            self.order.pop_front();
+        }
+    }
+}
+
+/// A command's reply as JSON, or its error's envelope.
+pub(crate) fn json_reply<T: serde::Serialize>(
+    outcome: Result<T, ApiError>,
+) -> (StatusCode, Vec<u8>) {
+    match outcome.and_then(|value| {
+        serde_json::to_vec(&value)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }) {
+        Ok(body) => (StatusCode::OK, body),
+        Err(error) => {
+            let status = error.status();
+            let body = serde_json::to_vec(&error.envelope()).unwrap_or_default();
+            (status, body)
+        }
+    }
+}
+
+impl Idempotency {
+    /// Runs `command` once per idempotency key (when the request has one)
+    /// and answers with its reply. `fingerprint` names the request: the
+    /// same key with another request is a 422.
+    pub(crate) async fn run<F>(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        fingerprint: [u8; 32],
+        command: F,
+    ) -> Response
+    where
+        F: Future<Output = (StatusCode, Vec<u8>)> + Send + 'static,
+    {
+        let key = match key(headers) {
+            Ok(key) => key,
+            Err(error) => return error.into_response(),
+        };
+        let (sender, receiver) = watch::channel(None);
+        let mut replayed = false;
+        let mut reply = match &key {
+            None => receiver,
+            Some(key) => {
+                let mut kept = self.kept.lock();
+                let now = Instant::now();
+                kept.forget_old(now);
+                match kept.slots.get(key) {
+                    Some(slot) if slot.fingerprint != fingerprint => {
+                        return ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "`Idempotency-Key`: this key was used for another request; use a new key for a new request",
+                        )
+                        .into_response();
+                    }
+                    Some(slot) => {
+                        replayed = true;
+                        slot.reply.clone()
+                    }
+                    None => {
+                        kept.slots.insert(
+                            key.clone(),
+                            Slot {
+                                fingerprint,
+                                reply: receiver.clone(),
+                            },
+                        );
+                        kept.order.push_back((key.clone(), now));
+                        receiver
+                    }
+                }
+            }
+        };
+        if !replayed {
+            let this = Arc::clone(self);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let (status, body) = command.await;
+                if status.is_server_error()
+                    && let Some(key) = key
+                {
+                    this.kept.lock().slots.remove(&key);
+                }
+                let _ = sender.send(Some(Reply {
+                    status,
+                    body: Arc::new(Zeroizing::new(body)),
+                }));
+            });
+        }
+        let done = reply.wait_for(Option::is_some).await.map(|r| r.clone());
+        match done {
+            Ok(Some(reply)) => {
+                let mut response =
+                    (reply.status, Bytes::copy_from_slice(&reply.body)).into_response();
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if replayed {
+                    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+                }
+                response
+            }
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the command stopped without a reply; retry it with the same Idempotency-Key",
+            )
+            .into_response(),
+        }
+    }
+}
+
+fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let (first, second) = (values.next(), values.next());
+    let bad = |why| ApiError::new(StatusCode::BAD_REQUEST, format!("`Idempotency-Key`: {why}"));
+    match (first, second) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("give it once")),
+        (Some(value), None) => {
+            let bytes = value.as_bytes();
+            if bytes.is_empty()
+                || bytes.len() > MAX_KEY_LEN
+                || !bytes.iter().all(u8::is_ascii_graphic)
+            {
+                return Err(bad("1 to 255 visible ASCII characters"));
+            }
+            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+        }
+    }
+}
