@@ -150,14 +150,14 @@ fn a_wait_for_a_position_ends_when_a_command_reaches_it_or_at_its_timeout() {
     let exported = export.clone();
     within(Duration::from_secs(30), move |runtime| {
         runtime.block_on(async {
-            // Nothing reaches position 1 within the timeout.
+            // Nothing reaches position 1 within the timeout: beyond the head.
             let early = ledger.wait_for_position(1, Duration::from_millis(20)).await;
             assert!(
                 matches!(
                     early,
-                    Err(LedgerError::NotApplied {
+                    Err(LedgerError::BeyondHead {
                         position: 1,
-                        applied: 0
+                        head: 0
                     })
                 ),
                 "{early:?}"

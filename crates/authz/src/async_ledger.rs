@@ -160,9 +160,6 @@ impl AsyncLedger {
         if now >= position {
             return Ok(now);
         }
-        Err(LedgerError::NotApplied {
-            position,
-            applied: now,
-        })
+        Err(ledger.not_applied(position, now))
     }
 }

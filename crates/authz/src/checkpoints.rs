@@ -12,9 +12,7 @@
 use std::path::Path;
 
 use tokenledger_projection::{CheckpointError, State, decode_checkpoint};
-use tokenledger_store::{
-    CheckpointKey, EventLog, Head, SledLog, StateFile, StateFileError, StateFiles,
-};
+use tokenledger_store::{CheckpointKey, EventLog, Head, StateFile, StateFileError, StateFiles};
 
 use crate::ledger::LedgerError;
 
@@ -28,7 +26,9 @@ pub(crate) type ReadCheckpoint = Result<(Head, Result<State, CheckpointError>), 
 
 /// The data directory's checkpoints of the state.
 pub(crate) struct Checkpoints {
-    files: StateFiles,
+    /// None for a ledger that keeps no checkpoints (a ledger on
+    /// PostgreSQL given no local directory for them).
+    files: Option<StateFiles>,
     /// Whether checkpoints are written and loaded: with a checkpoint key
     /// (they are signed, and unsigned ones refused), or when the embedder
     /// chose to trust unsigned ones.
@@ -40,7 +40,17 @@ impl Checkpoints {
     pub(crate) fn new(dir: &Path, key: Option<CheckpointKey>, trust_unsigned: bool) -> Checkpoints {
         Checkpoints {
             trusted: key.is_some() || trust_unsigned,
-            files: StateFiles::new(dir, key),
+            files: Some(StateFiles::new(dir, key)),
+        }
+    }
+
+    /// No checkpoints: none is written or loaded, and opening replays the
+    /// whole log.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn none() -> Checkpoints {
+        Checkpoints {
+            trusted: false,
+            files: None,
         }
     }
 
@@ -61,7 +71,11 @@ impl Checkpoints {
     /// Saves `bytes` as the state at `head`.
     pub(crate) fn write(&self, head: Head, bytes: &[u8]) -> Result<(), LedgerError> {
         self.writable()?;
-        self.files
+        let files = self
+            .files
+            .as_ref()
+            .ok_or(LedgerError::Checkpoint(CheckpointWriteError::Untrusted))?;
+        files
             .write(head, bytes, CHECKPOINTS_KEPT)
             .map(|_| ())
             .map_err(|e| LedgerError::Checkpoint(CheckpointWriteError::Files(e)))
@@ -72,13 +86,18 @@ impl Checkpoints {
         if !self.trusted {
             return None;
         }
-        let newest = self.files.list().ok()?.into_iter().next()?;
+        let newest = self.files.as_ref()?.list().ok()?.into_iter().next()?;
         let read = self.read(&newest);
         Some((newest, read))
     }
 
     fn read(&self, file: &StateFile) -> ReadCheckpoint {
-        self.files.read_with(file, decode_checkpoint)
+        match &self.files {
+            Some(files) => files.read_with(file, decode_checkpoint),
+            None => Err(StateFileError::Io(std::io::Error::other(
+                "this ledger keeps no checkpoints",
+            ))),
+        }
     }
 
     /// The newest checkpoint at or before `upto` that is trusted, whole,
@@ -88,12 +107,15 @@ impl Checkpoints {
     /// a file already read, used rather than read again.
     pub(crate) fn load(
         &self,
-        log: &SledLog,
+        log: &dyn EventLog,
         upto: u64,
         warnings: &mut Vec<String>,
         mut newest: Option<(StateFile, ReadCheckpoint)>,
     ) -> Result<Option<State>, LedgerError> {
-        let listed = match self.files.list() {
+        let Some(files) = &self.files else {
+            return Ok(None);
+        };
+        let listed = match files.list() {
             Ok(listed) => listed,
             Err(error) if self.trusted => {
                 warnings.push(format!("the checkpoints could not be listed: {error}"));

@@ -88,9 +88,9 @@ impl Ledger {
                 // Read whole, the range's links are checked from the record
                 // before it, at the cost of that one read.
                 None if first <= last => {
-                    replay(&self.log, first - 1, last, &mut keep)?;
+                    replay(&*self.log, first - 1, last, &mut keep)?;
                 }
-                stream => scan(&self.log, stream, first, last, &mut keep)?,
+                stream => scan(&*self.log, stream, first, last, &mut keep)?,
             }
             Ok(found)
         })
@@ -145,7 +145,7 @@ impl Ledger {
                 return Err(LedgerError::BeyondHead { position, head });
             }
             let mut state = self.checkpoint_at_or_before(position)?.unwrap_or_default();
-            replay(&self.log, state.position(), position, |event| {
+            replay(&*self.log, state.position(), position, |event| {
                 state.apply(&event.envelope);
             })?;
             Ok(state)
@@ -170,7 +170,7 @@ impl Ledger {
             }
             let mut state = State::new();
             scan(
-                &self.log,
+                &*self.log,
                 Some(Stream::Company(company)),
                 1,
                 position,

@@ -11,7 +11,7 @@ use tokenledger_events::{
     Actor, CompanyId, Name, Permission, Requirement, ResourceId, Scope, Timestamp, TokenId,
 };
 use tokenledger_projection::{Provenance, State};
-use tokenledger_store::{EventLog, StoredEvent, Stream};
+use tokenledger_store::{StoredEvent, Stream};
 
 use crate::decision::{self, Location, Reason, Refusal, Request};
 use crate::history::{describe_event, scan};
@@ -142,16 +142,22 @@ impl Ledger {
             let mut tracker = Tracker::default();
             let mut expiry_seen = false;
             // Reach depends on the token's company only (rule 3).
-            scan(&self.log, Some(Stream::Company(company)), 1, end, |event| {
-                state.apply(&event.envelope);
-                let at = event.envelope.recorded_at;
-                let expires_at = state.token(token).and_then(|t| t.expires_at());
-                if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
-                    expiry_seen = true;
-                    tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
-                }
-                tracker.update(at, reach(&state, token, company, at), Change::of(event));
-            })?;
+            scan(
+                &*self.log,
+                Some(Stream::Company(company)),
+                1,
+                end,
+                |event| {
+                    state.apply(&event.envelope);
+                    let at = event.envelope.recorded_at;
+                    let expires_at = state.token(token).and_then(|t| t.expires_at());
+                    if let Some(expiry) = expires_at.filter(|x| *x <= at && !expiry_seen) {
+                        expiry_seen = true;
+                        tracker.update(expiry, BTreeMap::new(), Change::expiry(expiry));
+                    }
+                    tracker.update(at, reach(&state, token, company, at), Change::of(event));
+                },
+            )?;
             if !expiry_seen
                 && let Some(expiry) = state
                     .token(token)

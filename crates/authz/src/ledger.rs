@@ -28,6 +28,8 @@ use crate::observe;
 use crate::readback;
 use crate::sealing::{self, Binding, SealingError, SealingKey};
 
+#[cfg(feature = "postgres")]
+mod follower;
 mod health;
 mod writer;
 
@@ -120,6 +122,9 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
 pub enum LedgerError {
     /// The data directory could not be opened.
     Open(OpenError),
+    /// The database holding the log could not be opened (the text names
+    /// the server, never a password).
+    Database(String),
     /// The log is damaged.
     Damaged(Damage),
     /// The command was refused by the rules; nothing was recorded.
@@ -177,6 +182,7 @@ impl fmt::Display for LedgerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LedgerError::Open(e) => fmt::Display::fmt(e, f),
+            LedgerError::Database(e) => f.write_str(e),
             LedgerError::Damaged(e) => write!(f, "the log is damaged at {e}"),
             LedgerError::Refused(e) => fmt::Display::fmt(e, f),
             LedgerError::Append(e) => fmt::Display::fmt(e, f),
@@ -317,7 +323,12 @@ pub struct CreatedToken {
 /// assert_eq!(receipt.position(), 1);
 /// ```
 pub struct Ledger {
-    pub(crate) log: SledLog,
+    /// The log: sled's (this process's alone), or one shared with other
+    /// processes, which a follower thread applies here (`follower.rs`).
+    pub(crate) log: Arc<dyn EventLog>,
+    /// Whether other processes append to the log: then a command that
+    /// finds the head moved catches up and is decided again.
+    follows: bool,
     /// The projection's writing side, and the commands waiting for it.
     writer: Writer,
     readers: Readers,
@@ -335,6 +346,23 @@ pub struct Ledger {
     closed: OnceLock<String>,
     /// The position readers see, for health and consistency tokens.
     applied: Applied,
+}
+
+/// How many times a command that met another process's append is decided
+/// again before its conflict is returned.
+const DECIDE_AGAIN: u32 = 12;
+
+/// A log just opened, and what opening a ledger over it needs.
+struct Opened {
+    log: Arc<dyn EventLog>,
+    checkpoints: Checkpoints,
+    newest: Option<(
+        tokenledger_store::StateFile,
+        crate::checkpoints::ReadCheckpoint,
+    )>,
+    clock: Option<tokenledger_store::Clock>,
+    stamp: Arc<Mutex<Timestamp>>,
+    follows: bool,
 }
 
 /// How many events are replayed between two progress reports.
@@ -400,23 +428,49 @@ impl Ledger {
         // million tokens each takes hundreds of milliseconds, and only the
         // check against the log needs the log. Nothing read is used before
         // the log is open, so before this process holds the directory.
+        let log_options = std::mem::take(&mut options.log);
         let (log, newest) = std::thread::scope(|scope| {
             let newest = scope.spawn(|| checkpoints.newest());
-            let log = SledLog::open(dir, options.log);
+            let log = SledLog::open(dir, log_options);
             let newest = newest
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (log, newest)
         });
         let log = log.map_err(LedgerError::Open)?;
-        let head = log.head().position;
+        let opened = Opened {
+            log: Arc::new(log),
+            checkpoints,
+            newest,
+            clock,
+            stamp,
+            follows: false,
+        };
+        Ledger::open_on(opened, options)
+    }
+
+    /// Replays `opened.log` from the newest checkpoint that agrees with it
+    /// and builds the ledger over it.
+    fn open_on(opened: Opened, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        let Opened {
+            log,
+            checkpoints,
+            newest,
+            clock,
+            stamp,
+            follows,
+        } = opened;
+        // Other processes may append meanwhile: the replay is checked
+        // against the head read before it.
+        let head_at_start = log.head();
+        let head = head_at_start.position;
         let mut warnings = Vec::new();
-        let loaded = checkpoints.load(&log, head, &mut warnings, newest)?;
+        let loaded = checkpoints.load(&*log, head, &mut warnings, newest)?;
         let from = loaded.as_ref().map_or(0, State::position);
         // The tail is folded into the state before anyone can read it, so
         // each event is applied once and nothing waits to be published.
         let mut state = loaded.unwrap_or_default();
-        let reached = replay(&log, from, head, |stored| {
+        let reached = replay(&*log, from, head, |stored| {
             state.apply(&stored.envelope);
             let position = stored.envelope.position;
             if let Some(progress) = &options.replay_progress
@@ -425,13 +479,14 @@ impl Ledger {
                 progress(position, head);
             }
         })?;
-        check_reached_head(&log, reached)?;
-        let last_time = last_recorded(&log)?;
+        check_reached_head(head_at_start, reached)?;
+        let last_time = last_recorded(&*log, head)?;
         // One copy, shared with the readers until the first command.
         let applied = state.position();
         let (projection, readers) = Projection::starting_from(state);
         let ledger = Ledger {
             log,
+            follows,
             writer: Writer::new(projection, last_time, clock, stamp),
             readers,
             sealing_key: options.sealing_key,
@@ -470,7 +525,7 @@ impl Ledger {
         else {
             return Ok(());
         };
-        match sealed_at_creation(&self.log, newest).map_err(LedgerError::Damaged)? {
+        match sealed_at_creation(&*self.log, newest).map_err(LedgerError::Damaged)? {
             Some((binding, sealed)) => sealing::check_keys(self.sealing_keys(), &binding, &sealed)
                 .map_err(LedgerError::Sealing),
             None => Ok(()),
@@ -498,11 +553,72 @@ impl Ledger {
         let bytes = projection
             .read(encode_checkpoint)
             .map_err(|e| LedgerError::Checkpoint(CheckpointWriteError::Encode(e)))?;
-        let head = self.log.head();
+        // The state's own position: another process may have moved the
+        // log's head past it.
+        let position = projection.read(State::position);
+        let head = self.head_at(position)?;
         self.checkpoints.write(head, &bytes)?;
         self.last_checkpoint.store(head.position, Ordering::Relaxed);
         observe::checkpoint();
         Ok(head.position)
+    }
+
+    /// The log's head as it was at `position`: the hash of the record
+    /// there.
+    fn head_at(&self, position: u64) -> Result<Head, LedgerError> {
+        if position == 0 {
+            return Ok(Head::EMPTY);
+        }
+        let record = self.log.read(position, 1).map_err(LedgerError::Damaged)?;
+        let hash = record
+            .first()
+            .map(|e| e.hash)
+            .ok_or(LedgerError::Damaged(Damage {
+                position,
+                problem: Problem::Missing,
+            }))?;
+        Ok(Head { position, hash })
+    }
+
+    /// Decides and records `command`; where other processes append to
+    /// the log, a command that found the head moved (a conflict: nothing
+    /// was written) catches up and is decided again against the new
+    /// state, at most [`DECIDE_AGAIN`] times.
+    fn submit_again_on_conflict(
+        &self,
+        actor: Actor,
+        command: Command,
+    ) -> Result<Receipt, LedgerError> {
+        if !self.follows {
+            return self.submit(actor, command);
+        }
+        let mut again = 0;
+        loop {
+            match self.submit(actor, command.clone()) {
+                Err(LedgerError::Append(AppendError::Conflict { .. })) if again < DECIDE_AGAIN => {
+                    again += 1;
+                    // Processes that keep meeting each other's appends
+                    // draw apart: a random pause, doubling in range.
+                    let range = 100u64 << again.min(7);
+                    let pause = getrandom::u64().unwrap_or(0) % range;
+                    std::thread::sleep(std::time::Duration::from_micros(pause));
+                    self.catch_up_now()?;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Applies what other processes appended, up to the log's head now.
+    #[cfg(feature = "postgres")]
+    fn catch_up_now(&self) -> Result<(), LedgerError> {
+        while self.catch_up()? < self.log.head().position {}
+        Ok(())
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn catch_up_now(&self) -> Result<(), LedgerError> {
+        Ok(())
     }
 
     /// Writes a checkpoint when enough events have been appended since the
@@ -529,7 +645,7 @@ impl Ledger {
         position: u64,
     ) -> Result<Option<State>, LedgerError> {
         self.checkpoints
-            .load(&self.log, position, &mut Vec::new(), None)
+            .load(&*self.log, position, &mut Vec::new(), None)
     }
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
@@ -576,7 +692,7 @@ impl Ledger {
     /// commands are refused until it is reopened.
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let start = Instant::now();
-        let outcome = self.submit(actor, command);
+        let outcome = self.submit_again_on_conflict(actor, command);
         observe::command(&outcome, start.elapsed());
         outcome
     }
@@ -658,7 +774,7 @@ impl Ledger {
         self.with_state(|state| decide(state, actor, now, &command))
             .map_err(LedgerError::Refused)?;
         let (binding, sealed) =
-            match sealed_at_creation(&self.log, token).map_err(LedgerError::Damaged)? {
+            match sealed_at_creation(&*self.log, token).map_err(LedgerError::Damaged)? {
                 Some(found) if self.sealing_keys().next().is_some() => found,
                 _ => return Err(LedgerError::SecretNotKept(token)),
             };
@@ -675,11 +791,10 @@ impl Ledger {
     }
 }
 
-/// Checks that a replay that ran to the head reached the log's head: the
-/// same position, and the same hash, so that the last link checked ends
-/// at the head the log will append after.
-fn check_reached_head(log: &SledLog, reached: Head) -> Result<(), LedgerError> {
-    let head = log.head();
+/// Checks that a replay that ran to the head reached the log's head as
+/// read before it: the same position, and the same hash, so that the last
+/// link checked ends at the head the log will append after.
+fn check_reached_head(head: Head, reached: Head) -> Result<(), LedgerError> {
     if reached != head {
         return Err(LedgerError::Damaged(Damage {
             position: head.position,
@@ -692,10 +807,9 @@ fn check_reached_head(log: &SledLog, reached: Head) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// The time of the log's last record (the epoch for an empty log): the
-/// log stamps no later record earlier.
-fn last_recorded(log: &SledLog) -> Result<Timestamp, LedgerError> {
-    let head = log.head().position;
+/// The time of the record at `head`, the last replayed (the epoch for an
+/// empty log): the log stamps no later record earlier.
+fn last_recorded(log: &dyn EventLog, head: u64) -> Result<Timestamp, LedgerError> {
     if head == 0 {
         return Ok(Timestamp::EPOCH);
     }
@@ -709,7 +823,7 @@ fn last_recorded(log: &SledLog) -> Result<Timestamp, LedgerError> {
 /// has one. One read of the token's stream: the sealed secret is not kept
 /// in memory, where every token would pay for it on every request.
 fn sealed_at_creation(
-    log: &SledLog,
+    log: &dyn EventLog,
     token: TokenId,
 ) -> Result<Option<(Binding, tokenledger_events::SealedSecret)>, Damage> {
     let created = log.read_stream(Stream::Token(token), 1, 1)?;

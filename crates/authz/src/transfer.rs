@@ -40,9 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokenledger_events::EventId;
-use tokenledger_store::{
-    ChainCheck, EventLog, Head, MAX_BATCH, SledLog, StoredRecord, Verified, hex,
-};
+use tokenledger_store::{ChainCheck, Head, MAX_BATCH, SledLog, StoredRecord, Verified, hex};
 
 use crate::fresh;
 use crate::json::event_json;
@@ -245,7 +243,7 @@ fn check_line(text: &str, chain: &mut ChainCheck) -> Result<StoredRecord, String
 /// The first reading of an import: every line checked (its record, the
 /// chain, its readable fields, a unique event id, and the rules), nothing
 /// written. Returns the file's last record.
-fn check_file(path: &Path) -> Result<Head, TransferError> {
+pub(crate) fn check_file(path: &Path) -> Result<Head, TransferError> {
     let mut chain = ChainCheck::new();
     let mut ids: HashSet<EventId> = HashSet::new();
     let mut rules = RulesReplay::default();
@@ -482,7 +480,7 @@ impl Ledger {
     /// The second reading of an import, into this new, empty ledger: the
     /// lines checked again as they are appended, and the whole refused
     /// unless it ends at `checked`, the first reading's head.
-    fn append_checked(
+    pub(crate) fn append_checked(
         &self,
         path: &Path,
         checked: Head,

@@ -18,10 +18,12 @@ use std::time::Duration;
 
 mod common;
 
-use common::ledger::{a_company, failing_at, name};
+use common::ledger::{a_company, failing_at, name, tags_scope};
 use tokenledger_authz::*;
 use tokenledger_events::*;
-use tokenledger_store::{AppendError, FaultPoint};
+use tokenledger_store::{
+    AppendError, EventLog, Expectation, FaultPoint, NewEvent, Options, SledLog,
+};
 
 /// Runs `commands` from one thread each, started in order while the
 /// writer is held, so that they wait for it together and are served as
@@ -169,6 +171,92 @@ fn a_group_that_could_not_be_written_leaves_nothing_of_itself_applied() {
     let ledger = Ledger::open_with(dir.path(), options).unwrap();
     assert_eq!(ledger.head().position, head + 2);
     assert!(ledger.with_state(|s| s.teammate(teammate).is_some()));
+}
+
+#[test]
+fn a_refusal_decided_after_a_predecessor_not_yet_recorded_waits_for_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, armed) = failing_at(FaultPoint::Commit);
+    let ledger = Ledger::open_with(dir.path(), options).unwrap();
+    let other = fresh::company_id().unwrap();
+
+    // Recorded: the second is refused for the first's company.
+    let outcomes = as_one_group(&ledger, vec![create_company(other), create_company(other)]);
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(LedgerError::Refused(_))),
+        "{:?}",
+        outcomes[1]
+    );
+
+    // Not recorded: the company the refusal saw never existed, so the
+    // second caller is not told it does; it gets the group's error.
+    let another = fresh::company_id().unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let outcomes = as_one_group(
+        &ledger,
+        vec![create_company(another), create_company(another)],
+    );
+    armed.store(false, Ordering::SeqCst);
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(LedgerError::Append(AppendError::Io(_)))),
+            "{outcome:?}"
+        );
+    }
+    assert!(ledger.with_state(|s| s.company(another).is_none()));
+}
+
+#[test]
+fn a_command_the_log_cannot_encode_fails_alone_and_not_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let (company, admin) = a_company(&ledger);
+    drop(ledger);
+    // Enough workspaces that a token naming them all makes a record
+    // longer than the log takes; appended straight to the log, at once.
+    let workspaces: Vec<WorkspaceId> = (0..5_000).map(|_| fresh::workspace_id().unwrap()).collect();
+    let log = SledLog::open(dir.path(), Options::default()).unwrap();
+    let created = workspaces.iter().map(|&workspace| NewEvent {
+        event_id: fresh::event_id().unwrap(),
+        actor: Actor::Teammate(admin),
+        company,
+        event: Event::WorkspaceCreated {
+            workspace,
+            name: name("Team"),
+        },
+    });
+    log.append(created.collect(), Expectation::Any).unwrap();
+    drop(log);
+
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut scope = tags_scope();
+    scope.namespaces.shared = SharedNamespace::Workspaces(workspaces.into_iter().collect());
+    let too_long = Command::CreateToken {
+        company,
+        token: fresh::token_id().unwrap(),
+        name: name("Everywhere"),
+        kind: TokenKind::ApiToken,
+        scope,
+        secret_digest: fresh::secret().unwrap().digest(),
+        sealed_secret: None,
+        expires_at: None,
+    };
+    let other = fresh::company_id().unwrap();
+    let outcomes = as_one_group(
+        &ledger,
+        vec![(Actor::Teammate(admin), too_long), create_company(other)],
+    );
+    assert!(
+        matches!(
+            outcomes[0],
+            Err(LedgerError::Append(AppendError::Encode(_)))
+        ),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert!(ledger.with_state(|s| s.company(other).is_some()));
 }
 
 #[test]

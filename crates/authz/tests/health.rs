@@ -60,16 +60,16 @@ fn a_ledger_is_ready_while_caught_up_and_not_once_closed() {
 }
 
 #[test]
-fn a_wait_for_a_position_not_reached_times_out() {
+fn a_wait_for_a_position_beyond_the_head_times_out_saying_so() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let waited = ledger.wait_for_position(3, Duration::from_millis(10));
     assert!(
         matches!(
             waited,
-            Err(LedgerError::NotApplied {
+            Err(LedgerError::BeyondHead {
                 position: 3,
-                applied: 0
+                head: 0
             })
         ),
         "{waited:?}"

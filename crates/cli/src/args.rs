@@ -14,8 +14,12 @@ use tokenledger_events::{
 #[derive(Debug, Parser)]
 #[command(name = "tokenledger", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// The data directory [default: $TOKENLEDGER_DATA, else ./tokenledger-data].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// The data directory, or a PostgreSQL database as
+    /// postgres://USER@HOST:PORT/DATABASE (its schema made on first use)
+    /// [default: $TOKENLEDGER_DATA, else ./tokenledger-data]. Give a
+    /// password through $PGPASSWORD, not in the URL, which
+    /// other users can see in the process list.
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub data: Option<PathBuf>,
     /// A file holding the 32-byte key that seals secrets so that admins can
     /// reveal them (raw, or 64 hex digits). Keep it outside the data directory.

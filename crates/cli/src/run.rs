@@ -111,14 +111,31 @@ fn checkpoint_key(context: &Context) -> Result<Option<CheckpointKey>, Failure> {
     }
 }
 
+/// The PostgreSQL URL `--data` (or `$TOKENLEDGER_DATA`) gives, if it is
+/// one rather than a directory. Never printed: it may hold a password.
+pub fn database_url(context: &Context) -> Option<&str> {
+    let data = context.data.to_str()?;
+    (data.starts_with("postgres://") || data.starts_with("postgresql://")).then_some(data)
+}
+
+/// Refuses a command that works on a data directory only.
+fn directory_only(context: &Context, command: &str, why: &str) -> Result<(), Failure> {
+    match database_url(context) {
+        Some(_) => Err(Failure::BadInput(format!(
+            "`{command}` works on a data directory, not on a database: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Opens the ledger, with a progress bar while a long log is replayed.
-pub fn open(context: &Context) -> Result<Ledger, Failure> {
+pub fn open(context: &Context) -> Result<Arc<Ledger>, Failure> {
     open_ledger(context)?.map_err(failure)
 }
 
 /// Opens the ledger; the outer error is a bad sealing key file, the inner
 /// one the ledger's own.
-fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure> {
+fn open_ledger(context: &Context) -> Result<Result<Arc<Ledger>, LedgerError>, Failure> {
     let keys = [
         ("sealing key", context.sealing_key_file.as_ref()),
         ("checkpoint key", context.checkpoint_key_file.as_ref()),
@@ -131,7 +148,9 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
             .map(|path| ("old sealing key", Some(path))),
     );
     for (what, path) in keys {
-        if let Some(path) = path {
+        if let Some(path) = path
+            && database_url(context).is_none()
+        {
             keyfiles::refuse_inside(what, path, &context.data)?;
         }
     }
@@ -165,7 +184,11 @@ fn open_ledger(context: &Context) -> Result<Result<Ledger, LedgerError>, Failure
         ..LedgerOptions::default()
     };
     options.log.known_head = context.known_head;
-    let opened = Ledger::open_with(&context.data, options);
+    // On PostgreSQL the command line keeps no checkpoints: it replays.
+    let opened = match database_url(context) {
+        Some(url) => Ledger::open_postgres(url, None, options),
+        None => Ledger::open_with(&context.data, options).map(Arc::new),
+    };
     if let Err(error @ LedgerError::Open(OpenError::NoLog { .. })) = &opened {
         return Err(no_ledger(error));
     }
@@ -204,6 +227,7 @@ pub fn failure(error: LedgerError) -> Failure {
             | CommandError::WorkspaceNotInCompany(_),
         ) => Failure::BadInput(message),
         LedgerError::Open(_)
+        | LedgerError::Database(_)
         | LedgerError::NotFound(_)
         | LedgerError::BeyondHead { .. }
         | LedgerError::Sealing(tokenledger_authz::SealingError::WrongKey { .. }) => {
@@ -992,6 +1016,11 @@ fn sign_head(context: &Context) -> Result<u8, Failure> {
     let mut options = LedgerOptions::default();
     options.log.known_head = context.known_head;
     options.log.must_exist = true;
+    directory_only(
+        context,
+        "sign-head",
+        "a database's head is kept by PostgreSQL; record it (`verify`) and pass it as --known-head",
+    )?;
     let verified = match Ledger::sign_head(&context.data, &key, options) {
         Err(error @ LedgerError::Open(OpenError::NoLog { .. })) => return Err(no_ledger(&error)),
         Ok(verified) => verified,
@@ -1066,6 +1095,11 @@ fn compact(context: &Context) -> Result<u8, Failure> {
         },
         ..LedgerOptions::default()
     };
+    directory_only(
+        context,
+        "compact",
+        "PostgreSQL reclaims its own space (VACUUM)",
+    )?;
     let compacted = Ledger::compact_with(&context.data, options, &mut |done, total| match total {
         0 => bar.count(done, "keys copied"),
         _ => bar.update(done, total),
@@ -1100,13 +1134,11 @@ fn import(context: &Context, file: &Path, expect_head: Option<Head>) -> Result<u
         ..LedgerOptions::default()
     };
     let mut bar = Progress::new("importing");
-    let verified = Ledger::import(
-        &context.data,
-        file,
-        expect_head,
-        options,
-        &mut |done, total| bar.update(done, total),
-    )
+    let mut progress = |done, total| bar.update(done, total);
+    let verified = match database_url(context) {
+        Some(url) => Ledger::import_postgres(url, file, expect_head, options, &mut progress),
+        None => Ledger::import(&context.data, file, expect_head, options, &mut progress),
+    }
     .map_err(transfer_failure);
     drop(bar);
     let verified = verified?;

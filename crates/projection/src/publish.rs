@@ -109,6 +109,13 @@ impl Projection {
         self.unpublished.clear();
     }
 
+    /// Whether the writer's copy holds events applied since the last
+    /// publish: events whose recording is still under way, or was
+    /// interrupted.
+    pub fn has_unpublished(&self) -> bool {
+        !self.unpublished.is_empty()
+    }
+
     /// Reads the writer's copy: everything applied, published or not; the
     /// closed state once [`Projection::close`] has run.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {

@@ -30,7 +30,8 @@ pub struct Limits {
     /// How long a connection may wait for a request's headers, the first
     /// or the next one on a kept-alive connection, before it is closed.
     pub idle_timeout: Duration,
-    /// How long a check waits for `at_least_position` before a 503.
+    /// How long a check waits for `at_least_position`: then a 503, or a 422
+    /// if the log has not reached it either.
     pub consistency_timeout: Duration,
     /// How long graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,

@@ -100,13 +100,15 @@ async fn the_forum_thread_is_refused_then_allowed() {
     assert!(allowed["position"].as_u64().unwrap() >= position);
     assert!(allowed["explanation"].is_null());
 
-    // A position the log has not reached is waited for, then refused 503.
+    // A position the log has not reached is waited for, then refused:
+    // 422, since no receipt of this log has named it yet.
     let mut future = forum_check(&forum);
     future["at_least_position"] = json!(position + 1000);
     let limits = tokenledger_serve::Limits::default();
     let started = std::time::Instant::now();
-    let unavailable = server.check(future).await;
-    assert_eq!(unavailable.status, 503, "{}", unavailable.text());
+    let beyond = server.check(future).await;
+    assert_eq!(beyond.status, 422, "{}", beyond.text());
+    assert!(beyond.text().contains("past the end of the log"));
     assert!(started.elapsed() >= limits.consistency_timeout);
 
     // A batch: the defaults completed by each item, execute_all and deny_on_first_deny.

@@ -84,12 +84,19 @@ impl Header {
     }
 
     /// Writes this header's block at each of the header's places in turn,
-    /// each synced before the next is written.
-    pub(crate) fn write(&self, file: &File) -> io::Result<()> {
+    /// each synced before the next is written, calling `copied` after each
+    /// (a fault point: a crash between the copies leaves one of each
+    /// generation).
+    pub(crate) fn write(
+        &self,
+        file: &File,
+        copied: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         let block = self.block();
         for at in HEADER_AT {
             file.write_all_at(&block, at)?;
             file.sync_data()?;
+            copied()?;
         }
         Ok(())
     }

@@ -109,8 +109,11 @@
 //! assert_eq!(log.verify().unwrap().records, 1);
 //! ```
 
+pub mod backend;
 mod checkpoint;
 mod compact;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dirs;
 mod filter;
 mod journal;

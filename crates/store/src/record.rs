@@ -23,7 +23,7 @@ const HEADER_LEN: usize = 1 + 32 + 32 + 1;
 const DOMAIN: &[u8] = b"tokenledger record v2";
 /// Flag bit: the system clock was behind the previous record's time, so the
 /// previous time was used instead.
-pub(crate) const FLAG_CLOCK_CLAMPED: u8 = 1;
+pub const FLAG_CLOCK_CLAMPED: u8 = 1;
 
 fn chain_hash(previous: &Hash, flags: u8, envelope: &[u8]) -> Hash {
     let mut hasher = blake3::Hasher::new();
@@ -37,7 +37,7 @@ fn chain_hash(previous: &Hash, flags: u8, envelope: &[u8]) -> Hash {
 
 /// Builds the record for `envelope` after a record whose hash is `previous`;
 /// returns it with its own hash.
-pub(crate) fn seal(previous: &Hash, flags: u8, envelope: &[u8]) -> (Vec<u8>, Hash) {
+pub fn seal(previous: &Hash, flags: u8, envelope: &[u8]) -> (Vec<u8>, Hash) {
     let hash = chain_hash(previous, flags, envelope);
     let mut record = Vec::with_capacity(HEADER_LEN + envelope.len());
     record.push(LAYOUT);
@@ -91,7 +91,7 @@ pub(crate) fn open(record: &[u8]) -> Result<Opened<'_>, Problem> {
 /// Decodes and checks one record read at `position`: its own hash, its
 /// layout and its envelope's position. Checked after every read, as it was
 /// before the write.
-pub(crate) fn stored_event(position: u64, bytes: &[u8]) -> Result<StoredEvent, Damage> {
+pub fn stored_event(position: u64, bytes: &[u8]) -> Result<StoredEvent, Damage> {
     let damage = |problem| Damage { position, problem };
     let opened = open(bytes).map_err(damage)?;
     let envelope = decode_envelope(opened.envelope).map_err(|e| damage(Problem::Decode(e)))?;
@@ -126,7 +126,7 @@ impl ChainCheck {
 
     /// Checks records that continue a log at `head`, whose last record
     /// was recorded at `last_time`.
-    pub(crate) fn after(head: Head, last_time: Timestamp) -> ChainCheck {
+    pub fn after(head: Head, last_time: Timestamp) -> ChainCheck {
         ChainCheck { head, last_time }
     }
 
@@ -157,7 +157,8 @@ impl ChainCheck {
         self.head
     }
 
-    pub(crate) fn last_time(&self) -> Timestamp {
+    /// The time of the last record checked (the epoch before any).
+    pub fn last_time(&self) -> Timestamp {
         self.last_time
     }
 }

@@ -38,8 +38,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
-use tokenledger_events::{EncodedEvent, Envelope, EventId, Timestamp, decode_envelope};
+use tokenledger_events::{EncodedEvent, EventId, Timestamp};
 
+use crate::backend::{self, check_batch_size, event_of_stream, stream_key, stream_keys, streams};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 use crate::dirs::{create_private_dir, private_file, sync_dir};
 use crate::journal::{AppendFailed, Entry, Journal, JournalError, Recovered};
@@ -49,7 +50,7 @@ use crate::log::{
     StoredEvent, StoredRecord, Stream, Verified, hex,
 };
 use crate::page::{self, Page};
-use crate::record::{self, ChainCheck, FLAG_CLOCK_CLAMPED, stored_event};
+use crate::record::{self, ChainCheck, stored_event};
 use crate::reply::{self, Reply};
 use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
 use crate::settle_record;
@@ -98,6 +99,10 @@ pub enum FaultPoint {
     /// In a compaction, once the copy is in place and the directory
     /// synced, before the old files are removed.
     Swapped,
+    /// When the journal is emptied after a settle, after each copy of its
+    /// new header is written and synced: the first passage leaves the
+    /// first copy new and the second old.
+    HeaderCopied,
 }
 
 /// Decides whether I/O fails at a [`FaultPoint`]; for tests.
@@ -460,20 +465,6 @@ fn storage(error: sled::Error) -> Problem {
 
 pub(crate) fn open_storage(error: sled::Error) -> OpenError {
     OpenError::Storage(error.to_string())
-}
-
-fn stream_key(stream: Stream) -> [u8; 17] {
-    let (tag, id) = match stream {
-        Stream::Company(id) => (stream_index::COMPANY, id.as_u128()),
-        Stream::Token(id) => (stream_index::TOKEN, id.as_u128()),
-        Stream::Teammate(id) => (3, id.as_u128()),
-        Stream::Actor(id) => (4, id.as_u128()),
-    };
-    let mut key = [0u8; 17];
-    let (head, tail) = key.split_at_mut(1);
-    head.copy_from_slice(&[tag]);
-    tail.copy_from_slice(&id.to_be_bytes());
-    key
 }
 
 /// The position in a log key (`L` ‖ position).
@@ -879,31 +870,6 @@ fn head_of(shared: &Shared, stream: &[u8; 17], at_most: u64) -> Result<u64, Prob
         .unwrap_or(0))
 }
 
-/// The event of the record at `position`, read by `stream`: an error if
-/// the event is not in that stream. The stream index is not chained, so
-/// an entry edited to name another record, even a whole one, would
-/// otherwise put a stranger into the stream.
-fn event_of_stream(position: u64, record: &[u8], stream: &[u8; 17]) -> Result<StoredEvent, Damage> {
-    let event = stored_event(position, record)?;
-    if !streams(&event.envelope).any(|of| stream_key(of) == *stream) {
-        return Err(Damage {
-            position,
-            problem: Problem::IndexDisagrees("it is not in the stream read"),
-        });
-    }
-    Ok(event)
-}
-
-/// The stream keys an event is indexed under.
-fn streams_of(envelope: &Envelope) -> Vec<[u8; 17]> {
-    streams(envelope).map(stream_key).collect()
-}
-
-/// The streams an event is in.
-fn streams(envelope: &Envelope) -> impl Iterator<Item = Stream> {
-    Stream::of_parts(envelope.company, envelope.actor, &envelope.event)
-}
-
 /// Refuses a log whose head `found` is behind `known`, or that holds
 /// another record at its position; `hash_at` reads the log.
 fn check_known_head(
@@ -1137,27 +1103,7 @@ impl Prepared {
     /// placing it changes only the position and time.
     fn new(event: NewEvent) -> Result<Prepared, AppendError> {
         let streams = Stream::of(&event).map(stream_key).collect();
-        let encoded = EncodedEvent::new(event.event_id, event.actor, event.company, &event.event)
-            .map_err(AppendError::Encode)?;
-        let record = encoded
-            .place(0, Timestamp::EPOCH)
-            .map_err(AppendError::Encode)?;
-        let meant = Envelope {
-            position: 0,
-            event_id: event.event_id,
-            recorded_at: Timestamp::EPOCH,
-            actor: event.actor,
-            company: event.company,
-            event: event.event,
-        };
-        // Pair assertion: what is written must read back as what was meant.
-        if decode_envelope(&record).as_ref() != Ok(&meant) {
-            return Err(AppendError::Encode(
-                tokenledger_events::CodecError::Encode {
-                    detail: "the record does not decode to the event it encodes".to_owned(),
-                },
-            ));
-        }
+        let encoded = backend::prepare(&event)?;
         Ok(Prepared { encoded, streams })
     }
 }
@@ -1222,8 +1168,10 @@ impl Writer {
         // Closed: leave sled whole and the journal empty, so the next open
         // has nothing to replay. If this fails, the journal still holds
         // everything and the next open replays it.
-        if !self.shared.poisoned.load(Ordering::Acquire) {
-            let _ = self.settle();
+        if !self.shared.poisoned.load(Ordering::Acquire) && self.settle().is_ok() {
+            // Empty now: the next open reads its headers, not the frames
+            // of earlier generations that fill the rest of the file.
+            let _ = self.journal.shrink();
         }
     }
 
@@ -1372,7 +1320,9 @@ impl Writer {
         if let Err(error) = durable {
             return Err(settle_record::mark_failed(&self.dir, error));
         }
-        self.journal.clear(next)?;
+        let faults = &self.faults;
+        self.journal
+            .clear(next, &mut || inject(faults, FaultPoint::HeaderCopied))?;
         // Signed only now: a signed head names a record no crash takes back.
         match &mut self.signer {
             Some(signer) => signer.sign(self.head),
@@ -1644,11 +1594,7 @@ impl Writer {
         }
         // Place everything before touching the group, so a failure leaves it as it was.
         let now = self.now();
-        let (recorded_at, flags) = if now < *last_time {
-            (*last_time, FLAG_CLOCK_CLAMPED)
-        } else {
-            (now, 0)
-        };
+        let (recorded_at, flags) = backend::stamp(now, *last_time);
         let mut planned = Vec::with_capacity(batch.len());
         let mut chain = *head;
         for event in batch {
@@ -1701,7 +1647,7 @@ impl Writer {
                 position: envelope.position,
                 event_id: envelope.event_id,
                 record: bytes.clone(),
-                streams: streams_of(&envelope),
+                streams: stream_keys(&envelope),
             });
         }
         *head = chain.head();
@@ -1779,16 +1725,6 @@ fn check_starts_at(page: &Page<'_>, expected: u64, first_read: bool) -> Result<(
         });
     }
     Ok(())
-}
-
-fn check_batch_size(len: usize) -> Result<(), AppendError> {
-    if len == 0 {
-        Err(AppendError::Empty)
-    } else if len > MAX_BATCH {
-        Err(AppendError::TooManyEvents { events: len })
-    } else {
-        Ok(())
-    }
 }
 
 impl Pending {

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokenledger_events::*;
@@ -41,113 +41,83 @@ fn token_event(id: u128, token: TokenId) -> NewEvent {
     }
 }
 
+mod common;
+
+/// The conformance suite on sled: each log in a directory of its own.
+struct Sled {
+    dirs: parking_lot::Mutex<Vec<tempfile::TempDir>>,
+}
+
+impl Sled {
+    fn new() -> Option<Sled> {
+        Some(Sled {
+            dirs: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn last(&self) -> std::path::PathBuf {
+        self.dirs.lock().last().unwrap().path().to_owned()
+    }
+}
+
+impl tokenledger_store::conformance::Backend for Sled {
+    type Log = SledLog;
+
+    fn fresh(&self, clock: Option<Clock>) -> SledLog {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(
+            dir.path(),
+            Options {
+                clock,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        self.dirs.lock().push(dir);
+        log
+    }
+
+    fn reopen(&self, log: SledLog) -> SledLog {
+        drop(log);
+        open(&self.last())
+    }
+
+    fn tamper(
+        &self,
+        log: SledLog,
+        tamper: tokenledger_store::conformance::Tamper,
+    ) -> (SledLog, u64) {
+        drop(log);
+        let dir = self.last();
+        let at = common::through_sled(&dir, |tree| {
+            let (key, first, last, mut value) = match tamper {
+                tokenledger_store::conformance::Tamper::FlipLastByte(p)
+                | tokenledger_store::conformance::Tamper::Remove(p) => {
+                    common::page_holding(tree, p)
+                }
+            };
+            match tamper {
+                // A page's last byte is its last record's.
+                tokenledger_store::conformance::Tamper::FlipLastByte(_) => {
+                    let end = value.len() - 1;
+                    value[end] ^= 0x20;
+                    tree.insert(key, value).unwrap();
+                    last
+                }
+                tokenledger_store::conformance::Tamper::Remove(_) => {
+                    tree.remove(key).unwrap();
+                    first
+                }
+            }
+        });
+        (open(&dir), at)
+    }
+}
+
+tokenledger_store::conformance_tests!(Sled::new());
+
 fn open(dir: &std::path::Path) -> SledLog {
     SledLog::open(dir, Options::default()).unwrap()
-}
-
-#[test]
-fn positions_are_contiguous_from_one_and_batches_stay_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    assert_eq!(log.head(), Head::EMPTY);
-    assert_eq!(
-        log.append(vec![event(1)], Expectation::Any).unwrap(),
-        vec![1]
-    );
-    assert_eq!(
-        log.append(vec![event(2), event(3), event(4)], Expectation::Any)
-            .unwrap(),
-        vec![2, 3, 4]
-    );
-    let all = log.read(1, 100).unwrap();
-    let positions: Vec<u64> = all.iter().map(|e| e.envelope.position).collect();
-    assert_eq!(positions, vec![1, 2, 3, 4]);
-    assert_eq!(all[0].envelope.event_id, EventId::from_u128(1));
-    assert_eq!(log.read(3, 1).unwrap().len(), 1);
-    assert!(log.read(5, 10).unwrap().is_empty());
-    assert_eq!(log.verify().unwrap().records, 4);
-}
-
-#[test]
-fn the_log_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = {
-        let log = open(dir.path());
-        log.append(vec![event(1), event(2)], Expectation::Any)
-            .unwrap();
-        log.head()
-    };
-    let log = open(dir.path());
-    assert_eq!(log.head(), head);
-    assert_eq!(
-        log.append(vec![event(3)], Expectation::Head(2)).unwrap(),
-        vec![3]
-    );
-    assert_eq!(log.verify().unwrap().records, 3);
-}
-
-#[test]
-fn a_failed_expectation_writes_nothing_and_says_what_it_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    log.append(vec![event(1)], Expectation::Any).unwrap();
-    let error = log
-        .append(vec![event(2)], Expectation::Head(0))
-        .unwrap_err();
-    assert_eq!(
-        error,
-        AppendError::Conflict {
-            expected: Expectation::Head(0),
-            found: 1
-        }
-    );
-    assert!(error.to_string().contains("found it at 1"), "{error}");
-
-    let token = TokenId::from_u128(5);
-    let stream = Stream::Token(token);
-    log.append(vec![token_event(10, token)], Expectation::Stream(stream, 0))
-        .unwrap();
-    let error = log
-        .append(vec![token_event(11, token)], Expectation::Stream(stream, 0))
-        .unwrap_err();
-    assert_eq!(
-        error,
-        AppendError::Conflict {
-            expected: Expectation::Stream(stream, 0),
-            found: 2
-        }
-    );
-    assert_eq!(log.head().position, 2);
-    assert_eq!(log.stream_head(stream).unwrap(), 2);
-    log.append(vec![token_event(11, token)], Expectation::Stream(stream, 2))
-        .unwrap();
-}
-
-#[test]
-fn a_retried_append_returns_its_original_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let batch = vec![event(1), event(2)];
-    assert_eq!(
-        log.append(batch.clone(), Expectation::Head(0)).unwrap(),
-        vec![1, 2]
-    );
-    log.append(vec![event(3)], Expectation::Any).unwrap();
-    assert_eq!(log.append(batch, Expectation::Head(0)).unwrap(), vec![1, 2]);
-    assert_eq!(log.head().position, 3);
-    assert_eq!(
-        log.append(vec![event(3), event(4)], Expectation::Any),
-        Err(AppendError::PartialRetry(EventId::from_u128(3)))
-    );
-    assert_eq!(
-        log.append(vec![event(5), event(5)], Expectation::Any),
-        Err(AppendError::DuplicateEventId(EventId::from_u128(5)))
-    );
-    assert_eq!(
-        log.append(vec![], Expectation::Any),
-        Err(AppendError::Empty)
-    );
-    assert_eq!(log.head().position, 3);
 }
 
 /// The writer learns the ids written before it opened from the segments
@@ -213,56 +183,6 @@ fn a_retry_after_reopening_finds_the_original_while_the_ids_are_gathered_and_aft
     }
     assert_eq!(log.head().position, head);
     assert_eq!(log.verify().unwrap().records, head);
-}
-
-#[test]
-fn streams_hold_the_events_of_one_token_teammate_company_or_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let a = TokenId::from_u128(1);
-    let b = TokenId::from_u128(2);
-    log.append(
-        vec![
-            token_event(1, a),
-            token_event(2, b),
-            event(3),
-            token_event(4, a),
-        ],
-        Expectation::Any,
-    )
-    .unwrap();
-    let of_a: Vec<u64> = log
-        .read_stream(Stream::Token(a), 1, 100)
-        .unwrap()
-        .iter()
-        .map(|e| e.envelope.position)
-        .collect();
-    assert_eq!(of_a, vec![1, 4]);
-    assert_eq!(log.read_stream(Stream::Token(a), 2, 100).unwrap().len(), 1);
-    assert_eq!(
-        log.read_stream(Stream::Company(COMPANY), 1, 100)
-            .unwrap()
-            .len(),
-        4
-    );
-    assert_eq!(
-        log.read_stream(Stream::Teammate(TeammateId::from_u128(3)), 1, 100)
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        log.read_stream(Stream::Actor(TeammateId::from_u128(99)), 1, 100)
-            .unwrap()
-            .len(),
-        3
-    );
-    assert_eq!(log.stream_head(Stream::Token(b)).unwrap(), 2);
-    assert_eq!(
-        log.stream_head(Stream::Token(TokenId::from_u128(77)))
-            .unwrap(),
-        0
-    );
 }
 
 /// A settle moves a token's entries from memory into a segment of the
@@ -396,68 +316,6 @@ fn reads_from_any_position_agree_with_the_whole_log_across_pages() {
     drop(log);
     // Reopened: everything comes from sled, settled on close.
     check(&open(dir.path()));
-}
-
-#[test]
-fn a_subscription_delivers_events_as_they_land() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path()));
-    log.append(vec![event(1)], Expectation::Any).unwrap();
-    let writer = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for id in 2..=20 {
-                log.append(vec![event(id)], Expectation::Any).unwrap();
-            }
-        })
-    };
-    let mut subscription = Subscription::new(log.as_ref(), 1);
-    let mut seen = Vec::new();
-    while seen.len() < 20 {
-        let batch = subscription.poll(7, Duration::from_secs(5)).unwrap();
-        assert!(!batch.is_empty(), "no event within 5 s after {seen:?}");
-        seen.extend(batch.iter().map(|e| e.envelope.position));
-    }
-    writer.join().unwrap();
-    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
-    assert!(
-        subscription
-            .poll(5, Duration::from_millis(10))
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[test]
-fn recorded_time_never_goes_backwards_and_clamping_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = Arc::new(AtomicU64::new(1_000_000));
-    let clock = {
-        let now = Arc::clone(&now);
-        Arc::new(move || Timestamp::from_micros(now.load(Ordering::SeqCst))) as Clock
-    };
-    let log = SledLog::open(
-        dir.path(),
-        Options {
-            clock: Some(clock),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    log.append(vec![event(1)], Expectation::Any).unwrap();
-    now.store(500_000, Ordering::SeqCst);
-    log.append(vec![event(2)], Expectation::Any).unwrap();
-    now.store(2_000_000, Ordering::SeqCst);
-    log.append(vec![event(3)], Expectation::Any).unwrap();
-    let events = log.read(1, 10).unwrap();
-    let times: Vec<u64> = events
-        .iter()
-        .map(|e| e.envelope.recorded_at.as_micros())
-        .collect();
-    assert_eq!(times, vec![1_000_000, 1_000_000, 2_000_000]);
-    let clamped: Vec<bool> = events.iter().map(|e| e.clock_clamped).collect();
-    assert_eq!(clamped, vec![false, true, false]);
-    assert_eq!(log.verify().unwrap().clamped, 1);
 }
 
 #[test]
@@ -781,105 +639,5 @@ fn an_answered_group_sled_failed_to_take_comes_back_on_reopen() {
     assert_eq!(
         log.read(2, 1).unwrap()[0].envelope.event_id,
         EventId::from_u128(2)
-    );
-}
-
-#[test]
-fn concurrent_appenders_with_expectations_lose_no_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path()));
-    let next_id = Arc::new(AtomicU64::new(1));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let log = Arc::clone(&log);
-            let next_id = Arc::clone(&next_id);
-            std::thread::spawn(move || {
-                let (mut won, mut lost) = (0u64, 0u64);
-                for _ in 0..40 {
-                    let head = log.head().position;
-                    let id = u128::from(next_id.fetch_add(1, Ordering::SeqCst));
-                    match log.append(vec![event(id)], Expectation::Head(head)) {
-                        Ok(positions) => {
-                            assert_eq!(positions, vec![head + 1]);
-                            won += 1;
-                        }
-                        Err(AppendError::Conflict { found, .. }) => {
-                            assert!(found > head);
-                            lost += 1;
-                        }
-                        Err(other) => panic!("{other}"),
-                    }
-                }
-                (won, lost)
-            })
-        })
-        .collect();
-    let (mut won, mut lost) = (0, 0);
-    for thread in threads {
-        let (w, l) = thread.join().unwrap();
-        won += w;
-        lost += l;
-    }
-    assert_eq!(won + lost, 320);
-    assert!(lost > 0, "8 threads racing on the head never conflicted");
-    assert_eq!(log.head().position, won);
-    assert_eq!(log.verify().unwrap().records, won);
-}
-
-#[test]
-fn sealed_records_copy_a_log_byte_for_byte_and_a_wrong_one_is_refused() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let source = open(source_dir.path());
-    for id in 1..=5 {
-        source.append(vec![event(id)], Expectation::Any).unwrap();
-    }
-    let records = source.read_records(1, 100).unwrap();
-    assert_eq!(records.len(), 5);
-    assert_eq!(records[0].event.previous, GENESIS);
-    assert_eq!(records[1].event.previous, records[0].event.hash);
-
-    let copy_dir = tempfile::tempdir().unwrap();
-    let copy = open(copy_dir.path());
-    let bytes = |range: std::ops::Range<usize>| -> Vec<Vec<u8>> {
-        records[range].iter().map(|r| r.bytes.clone()).collect()
-    };
-    // Out of order: position 2 does not continue an empty log.
-    let refused = copy.append_records(bytes(1..3)).unwrap_err();
-    assert!(
-        matches!(&refused, AppendError::Rejected(Damage { position: 1, .. })),
-        "{refused}"
-    );
-    assert_eq!(copy.head(), Head::EMPTY);
-
-    copy.append_records(bytes(0..2)).unwrap();
-    // A flipped byte in the third record: refused at position 3, and the
-    // two before it stay.
-    let mut damaged = bytes(2..5);
-    damaged[0][80] ^= 1;
-    let refused = copy.append_records(damaged).unwrap_err();
-    assert!(
-        matches!(
-            &refused,
-            AppendError::Rejected(Damage {
-                position: 3,
-                problem: Problem::HashMismatch { .. }
-            })
-        ),
-        "{refused}"
-    );
-    assert_eq!(copy.head().position, 2);
-    // A record already copied does not continue the copy.
-    assert!(matches!(
-        copy.append_records(bytes(0..1)),
-        Err(AppendError::Rejected(Damage { position: 3, .. }))
-    ));
-
-    assert_eq!(copy.append_records(bytes(2..5)).unwrap(), source.head());
-    assert_eq!(copy.verify().unwrap(), source.verify().unwrap());
-    assert_eq!(copy.read(1, 100).unwrap(), source.read(1, 100).unwrap());
-    let stream = Stream::Teammate(TeammateId::from_u128(4));
-    assert_eq!(
-        copy.read_stream(stream, 1, 10).unwrap(),
-        source.read_stream(stream, 1, 10).unwrap()
     );
 }

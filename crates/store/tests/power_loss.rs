@@ -28,23 +28,27 @@
 //! timing) and `TOKENLEDGER_POWER_LOSS_KEEP=1` keeps its directory and
 //! I/O log.
 //!
+//! By default each crash keeps or drops what was not synced, or
+//! (`garbled-journal`) garbles the whole 4 KiB blocks of the journal that
+//! unsynced writes touched and drops what other files did not sync: a
+//! drive without power-safe overwrite, for issue 28's defect 2 (journal
+//! frames sharing blocks) and defect 3 (both header copies in one block).
+//! And in every other child one sync fails (EIO, its writes lost but
+//! still readable), and the child reopens the log and goes on (defect 1:
+//! a reopen trusting the page cache after a failed fsync; defect 6: an
+//! undo never synced); `TOKENLEDGER_POWER_LOSS_FAILED_SYNC=0` turns that
+//! off.
+//!
 //! Scenarios that fail today run only when asked:
 //! - `TOKENLEDGER_POWER_LOSS_MODES=subset,torn512,torn4096` (a list of
-//!   `keep`, `drop`, `subset`, `torn512`, `torn4096`, `garbled`): unsynced
-//!   writes kept in part, or torn. sled 0.34 then now and then refuses its
-//!   file ("Read corrupted data at file offset …") or panics recovering
-//!   it ("tried to serialize Uninitialized"): its recovery assumes its
-//!   log's unsynced tail is lost in order.
-//! - `TOKENLEDGER_POWER_LOSS_GARBLED=1` adds `garbled`: a drive without
-//!   power-safe overwrite, where a write garbles the whole 4 KiB blocks
-//!   it touches. sled refuses its file then; `garbled-journal` garbles
-//!   the journal only and drops what other files did not sync, for issue
-//!   28's defect 2 (journal frames sharing blocks) and defect 3 (both
-//!   header copies in one block).
-//! - `TOKENLEDGER_POWER_LOSS_FAILED_SYNC=1`: in every other child one
-//!   sync fails (EIO, its writes lost but still readable), and the child
-//!   reopens the log and goes on (defect 1: a reopen trusting the page
-//!   cache after a failed fsync; defect 6: an undo never synced).
+//!   `keep`, `drop`, `subset`, `torn512`, `torn4096`, `garbled`,
+//!   `garbled-journal`): unsynced writes kept in part, or torn. sled 0.34
+//!   then now and then refuses its file ("Read corrupted data at file
+//!   offset …") or panics recovering it ("tried to serialize
+//!   Uninitialized"): its recovery assumes its log's unsynced tail is
+//!   lost in order.
+//! - `TOKENLEDGER_POWER_LOSS_GARBLED=1` adds `garbled`: every file's
+//!   unsynced blocks garbled. sled refuses its file then.
 //!
 //! Needs `gcc` and Linux (`/proc/self/fd`); without `gcc` it says so and
 //! fails.
@@ -79,7 +83,7 @@ use tokenledger_store::*;
 /// What crashes do by default: the modes that pass today. Reordered and
 /// torn writes (`subset`, `torn512`, `torn4096`) make sled 0.34 refuse
 /// to reopen now and then (see the file's docs).
-const DEFAULT_MODES: [Loss; 2] = [Loss::KeepAll, Loss::Drop];
+const DEFAULT_MODES: [Loss; 3] = [Loss::KeepAll, Loss::Drop, Loss::GarbledJournal];
 
 /// Set, the child appends from one thread, and after a failed append
 /// reopens the log and goes on.
@@ -92,9 +96,10 @@ const CRASH_AT: &str = "TOKENLEDGER_POWER_LOSS_CRASH_AT";
 /// The narrow windows random kills rarely hit, each crashed in on its
 /// Nth passage: after a frame's write (before its sync) and after its
 /// sync; in a settle after sled's batch, after sled's flush, after the
-/// files' sync; in a compaction between its two renames, and once the
-/// copy is in place.
-const CRASH_POINTS: [(&str, u32); 9] = [
+/// files' sync; between the new journal header's two copies, and after
+/// the second; in a compaction between its two renames, and once the copy
+/// is in place.
+const CRASH_POINTS: [(&str, u32); 12] = [
     ("Sync", 5),
     ("Synced", 5),
     ("SettleBatch", 1),
@@ -102,6 +107,9 @@ const CRASH_POINTS: [(&str, u32); 9] = [
     ("SledFlushed", 2),
     ("FilesSynced", 1),
     ("FilesSynced", 3),
+    ("HeaderCopied", 1),
+    ("HeaderCopied", 2),
+    ("HeaderCopied", 5),
     ("Swap", 1),
     ("Swapped", 1),
 ];
@@ -115,6 +123,7 @@ fn fault_point(name: &str) -> FaultPoint {
         "FilesSynced" => FaultPoint::FilesSynced,
         "Swap" => FaultPoint::Swap,
         "Swapped" => FaultPoint::Swapped,
+        "HeaderCopied" => FaultPoint::HeaderCopied,
         other => panic!("power loss: no crash point `{other}`"),
     }
 }
@@ -252,7 +261,8 @@ fn parent() {
             modes
         }
     };
-    let failed_sync = flag("TOKENLEDGER_POWER_LOSS_FAILED_SYNC");
+    let failed_sync =
+        std::env::var_os("TOKENLEDGER_POWER_LOSS_FAILED_SYNC").is_none_or(|v| v != "0");
     println!(
         "power loss: {iterations} crash points, seed {seed}{}{}",
         if garbled { ", garbled blocks" } else { "" },

@@ -18,6 +18,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokenledger_events::*;
 use tokenledger_store::*;
@@ -167,8 +168,11 @@ fn a_journal_that_does_not_continue_the_settled_position_is_refused_and_kept() {
     {
         let armed = Arc::new(AtomicBool::new(false));
         let failing = Arc::clone(&armed);
+        let failed = Arc::new(AtomicBool::new(false));
+        let told = Arc::clone(&failed);
         let faults: FaultInjector = Arc::new(move |at| {
             if at == FaultPoint::Insert && failing.load(Ordering::SeqCst) {
+                told.store(true, Ordering::SeqCst);
                 Err(io::Error::other("injected: sled refuses"))
             } else {
                 Ok(())
@@ -185,6 +189,13 @@ fn a_journal_that_does_not_continue_the_settled_position_is_refused_and_kept() {
             log.append(ids.map(event).collect(), Expectation::Any),
             Ok((settled.position + 1..=settled.position + 4).collect())
         );
+        // The inserter takes the group after the append is answered:
+        // disarmed before it fails, the group would go in and settle.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !failed.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the insert never failed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // The log is poisoned: closing it does not settle.
         armed.store(false, Ordering::SeqCst);
     }

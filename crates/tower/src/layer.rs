@@ -441,7 +441,21 @@ impl<L: Locator> Shared<L> {
             }
         }
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.id_prefix)
+        // Written by hand: `format!` cost a tenth of the layer's time.
+        let mut id = String::with_capacity(self.id_prefix.len() + 17);
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        push_hex(&mut id, n);
+        id
+    }
+}
+
+/// Appends `n` in lower-case hexadecimal, without leading zeros.
+fn push_hex(to: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        let nibble = (n >> (shift * 4)) & 0xf;
+        to.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
     }
 }
 
@@ -489,4 +503,18 @@ fn method(method: &http::Method) -> Result<Method, Rejection> {
             }));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_hex;
+
+    #[test]
+    fn hexadecimal_is_written_as_format_writes_it() {
+        for n in [0, 1, 0xf, 0x10, 0xabc, 1 << 63, u64::MAX] {
+            let mut written = String::new();
+            push_hex(&mut written, n);
+            assert_eq!(written, format!("{n:x}"));
+        }
+    }
 }

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use tokenledger_store::EventLog;
-
 use super::{Ledger, LedgerError};
 
 /// Whether a service in front of the ledger should take requests.
@@ -70,6 +68,10 @@ impl Applied {
     /// Wakes every waiter, to find the ledger closed.
     pub(crate) fn wake_all(&self) {
         self.recording.store(0, Ordering::SeqCst);
+        // Under the lock: a waiter looks at whether the ledger is closed
+        // and starts waiting with it held, so it has either seen the
+        // ledger closed or is waiting now, and is woken.
+        let _position = self.position.lock();
         self.changed.notify_all();
         #[cfg(feature = "tokio")]
         self.watch.send_modify(|_| {});
@@ -118,7 +120,8 @@ impl Ledger {
     /// receipt's, sent back by a client as a consistency token), for at
     /// most `timeout`; returns the position applied. A decision made after
     /// it returns sees everything up to `position`. Refused once the
-    /// ledger is closed, and [`LedgerError::NotApplied`] on timeout.
+    /// ledger is closed; on timeout, [`LedgerError::BeyondHead`] if the log
+    /// has not reached `position` either, else [`LedgerError::NotApplied`].
     pub fn wait_for_position(&self, position: u64, timeout: Duration) -> Result<u64, LedgerError> {
         let deadline = Instant::now() + timeout;
         let mut applied = self.applied.position.lock();
@@ -137,11 +140,19 @@ impl Ledger {
                 if *applied >= position {
                     return Ok(*applied);
                 }
-                return Err(LedgerError::NotApplied {
-                    position,
-                    applied: *applied,
-                });
+                return Err(self.not_applied(position, *applied));
             }
         }
+    }
+
+    /// Why a wait for `position` timed out with `applied` reached.
+    pub(crate) fn not_applied(&self, position: u64, applied: u64) -> LedgerError {
+        // A position no receipt of this log has given yet: say so, rather
+        // than that the ledger is slow.
+        let head = self.log.head().position;
+        if position > head {
+            return LedgerError::BeyondHead { position, head };
+        }
+        LedgerError::NotApplied { position, applied }
     }
 }

@@ -49,9 +49,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, MutexGuard};
-use tokenledger_events::{Actor, Envelope, Timestamp};
+use tokenledger_events::{Actor, EncodedEvent, Envelope, Timestamp};
 use tokenledger_projection::Projection;
-use tokenledger_store::{AppendError, Clock, EventLog, Expectation, MAX_BATCH, NewEvent};
+use tokenledger_store::{AppendError, Clock, Expectation, MAX_BATCH, NewEvent};
 
 use super::{Ledger, LedgerError, Receipt};
 use crate::command::{Command, decide};
@@ -255,9 +255,10 @@ impl Ledger {
         fence(Ordering::SeqCst);
         loop {
             if let Some(desk) = writer.desk.try_lock() {
-                // Answered already by another leader: serve one group, as
-                // any holder does, and go.
-                if let Ok(Answer::Done(outcome)) = answer.try_recv() {
+                // Answered already by another leader (perhaps after being
+                // told to lead, which no longer matters): serve one group,
+                // as any holder does, and go.
+                if let Some(outcome) = answered(&answer) {
                     self.lead(desk, None);
                     return outcome;
                 }
@@ -336,6 +337,7 @@ impl Ledger {
         group: Vec<Request>,
         answered: &mut dyn FnMut(u64),
     ) -> Vec<Request> {
+        let desk = &mut CloseOnUnwind { ledger: self, desk };
         let mut reply = |request_id: u64, to: &Sender<Answer>, outcome| {
             answered(request_id);
             // The caller waits for it; it cannot have gone.
@@ -361,55 +363,29 @@ impl Ledger {
         let mut batch: Vec<NewEvent> = Vec::new();
         let mut applied: Vec<Envelope> = Vec::new();
         let mut members: Vec<(u64, Member)> = Vec::new();
+        // Refusals decided after a predecessor's unrecorded events: told
+        // once the group is recorded, since until then the state they
+        // were decided against may never exist. A caller told "no such
+        // token" while the delete that removed it is not yet durable would
+        // take the token for gone; if that append then fails, it is not.
+        let mut held: Vec<(u64, Sender<Answer>, LedgerError)> = Vec::new();
         let mut requests = group.into_iter();
         let mut deferred = Vec::new();
         for request in requests.by_ref() {
-            let decided = desk
-                .projection
-                .read(|state| decide(state, request.actor, now, &request.command));
-            let decided = match decided {
-                Ok(decided) => decided,
-                Err(refused) => {
-                    reply(
-                        request.id,
-                        &request.reply,
-                        Err(LedgerError::Refused(refused)),
-                    );
+            let events = match group_events(&desk.projection, &request, now) {
+                Ok(events) => events,
+                Err(error) if batch.is_empty() => {
+                    reply(request.id, &request.reply, Err(error));
+                    continue;
+                }
+                Err(error) => {
+                    held.push((request.id, request.reply, error));
                     continue;
                 }
             };
-            let count = decided.events.len();
-            if count == 0 || count > MAX_BATCH {
-                let error = if count == 0 {
-                    AppendError::Empty
-                } else {
-                    AppendError::TooManyEvents { events: count }
-                };
-                reply(request.id, &request.reply, Err(LedgerError::Append(error)));
-                continue;
-            }
-            if batch.len() + count > MAX_BATCH {
+            if batch.len() + events.len() > MAX_BATCH {
                 deferred.push(request);
                 break;
-            }
-            let mut events = Vec::with_capacity(count);
-            for event in decided.events {
-                match fresh::event_id() {
-                    Ok(event_id) => events.push(NewEvent {
-                        event_id,
-                        actor: request.actor,
-                        company: decided.company,
-                        event,
-                    }),
-                    Err(error) => {
-                        reply(request.id, &request.reply, Err(LedgerError::Random(error)));
-                        events.clear();
-                        break;
-                    }
-                }
-            }
-            if events.is_empty() {
-                continue;
             }
             let from = batch.len();
             for new in events {
@@ -440,7 +416,8 @@ impl Ledger {
         if batch.is_empty() {
             return deferred;
         }
-        match self.append_group(desk, batch, seen, raw, &applied) {
+        let recorded = self.append_group(desk, batch, seen, raw, &applied);
+        match &recorded {
             Ok(events) => {
                 let applied = seen + events.len() as u64;
                 observe::group(
@@ -456,12 +433,23 @@ impl Ledger {
                     };
                     reply(id, &member.reply, Ok(receipt));
                 }
-            }
-            Err(error) => {
-                for (id, member) in members {
-                    reply(id, &member.reply, Err(clone_error(&error)));
+                for (id, to, refusal) in held {
+                    reply(id, &to, Err(refusal));
                 }
             }
+            Err(error) => {
+                // The held refusals were decided against a state that was
+                // never recorded: their commands were not run either way.
+                let held = held.into_iter().map(|(id, to, _)| (id, to));
+                let members = members.into_iter().map(|(id, member)| (id, member.reply));
+                for (id, to) in members.chain(held) {
+                    reply(id, &to, Err(clone_error(error)));
+                }
+            }
+        }
+        if recorded.is_ok() {
+            // After the replies: a checkpoint's write is no caller's wait.
+            self.checkpoint_if_due(&desk.projection);
         }
         deferred
     }
@@ -530,8 +518,75 @@ impl Ledger {
         desk.projection.publish();
         let applied = desk.projection.read(|state| state.position());
         self.applied.set(applied);
-        self.checkpoint_if_due(&desk.projection);
         Ok(events)
+    }
+}
+
+/// The events `request` causes, decided against the writer copy at `now`,
+/// each with a fresh id and checked to encode: a command the log could not
+/// take fails alone, not with the group it arrived in.
+fn group_events(
+    projection: &Projection,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Vec<NewEvent>, LedgerError> {
+    let decided = projection
+        .read(|state| decide(state, request.actor, now, &request.command))
+        .map_err(LedgerError::Refused)?;
+    let count = decided.events.len();
+    if count == 0 {
+        return Err(LedgerError::Append(AppendError::Empty));
+    }
+    if count > MAX_BATCH {
+        return Err(LedgerError::Append(AppendError::TooManyEvents {
+            events: count,
+        }));
+    }
+    let mut events = Vec::with_capacity(count);
+    for event in decided.events {
+        let event_id = fresh::event_id().map_err(LedgerError::Random)?;
+        EncodedEvent::new(event_id, request.actor, decided.company, &event)
+            .map_err(|error| LedgerError::Append(AppendError::Encode(error)))?;
+        events.push(NewEvent {
+            event_id,
+            actor: request.actor,
+            company: decided.company,
+            event,
+        });
+    }
+    Ok(events)
+}
+
+/// The desk while a group is decided and recorded. Should the writer
+/// unwind with events applied and not published, whether the log took
+/// them is unknown (the append may have returned): a delete among them
+/// must not leave readers allowing, so the ledger closes, as it does for
+/// an append whose outcome is unknown.
+struct CloseOnUnwind<'a> {
+    ledger: &'a Ledger,
+    desk: &'a mut Desk,
+}
+
+impl Deref for CloseOnUnwind<'_> {
+    type Target = Desk;
+    fn deref(&self) -> &Desk {
+        self.desk
+    }
+}
+
+impl DerefMut for CloseOnUnwind<'_> {
+    fn deref_mut(&mut self) -> &mut Desk {
+        self.desk
+    }
+}
+
+impl Drop for CloseOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.desk.projection.has_unpublished() {
+            let why = "the writer panicked while recording a group".to_owned();
+            self.ledger
+                .close(&mut self.desk.projection, LedgerError::Closed(why));
+        }
     }
 }
 
@@ -561,6 +616,18 @@ fn gather(desk: &mut Desk, writer: &Writer) -> Vec<Request> {
         }
     }
     group
+}
+
+/// The outcome already in `answer`, skipping any turn to lead sent before
+/// it: a caller told to lead may have been served by someone else since.
+fn answered(answer: &Receiver<Answer>) -> Option<Result<Receipt, LedgerError>> {
+    loop {
+        match answer.try_recv() {
+            Ok(Answer::Done(outcome)) => return Some(outcome),
+            Ok(Answer::Lead) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The first request waiting, kept at the front of the deferred ones, and
@@ -603,6 +670,56 @@ mod tests {
     use tokenledger_projection::{State, encode_checkpoint};
 
     use super::*;
+
+    #[test]
+    fn a_writer_unwinding_with_events_not_published_closes_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let company = CompanyId::from_u128(7);
+        let authorizer = ledger.authorizer();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut desk = ledger.writer.desk.lock();
+            let desk = CloseOnUnwind {
+                ledger: &ledger,
+                desk: &mut desk,
+            };
+            desk.desk.projection.apply(Envelope {
+                position: 1,
+                event_id: fresh::event_id().unwrap(),
+                recorded_at: Timestamp::from_micros(1),
+                actor: Actor::System,
+                company,
+                event: Event::CompanyCreated {
+                    company,
+                    name: Name::new("Acme").unwrap(),
+                },
+            });
+            panic!("a bug between the append and the publish");
+        }));
+        assert!(unwound.is_err());
+        assert!(ledger.health().closed.is_some());
+        assert!(matches!(
+            ledger.refuse_if_closed(),
+            Err(LedgerError::Closed(_))
+        ));
+        assert_eq!(authorizer.position(), None);
+    }
+
+    #[test]
+    fn a_writer_unwinding_with_nothing_unpublished_leaves_the_ledger_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut desk = ledger.writer.desk.lock();
+            let _desk = CloseOnUnwind {
+                ledger: &ledger,
+                desk: &mut desk,
+            };
+            panic!("a bug before anything was applied");
+        }));
+        assert!(unwound.is_err());
+        assert!(ledger.health().closed.is_none());
+    }
 
     #[test]
     fn events_the_log_stamps_otherwise_than_foreseen_are_applied_as_it_holds_them() {

@@ -47,3 +47,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The page that holds `position`: its key, the positions of its first and
+/// last records, and its bytes (layout byte, record count, records), as
+/// `crates/store/src/page.rs` lays them out under `L` ‖ last position.
+pub fn page_holding(log: &sled::Tree, position: u64) -> (Vec<u8>, u64, u64, Vec<u8>) {
+    let mut key = vec![b'L'];
+    key.extend_from_slice(&position.to_be_bytes());
+    let (key, value) = log.range(key..).next().unwrap().unwrap();
+    let last = u64::from_be_bytes(key[1..].try_into().unwrap());
+    let count = u64::from(u16::from_be_bytes([value[1], value[2]]));
+    (key.to_vec(), last + 1 - count, last, value.to_vec())
+}

@@ -1,0 +1,468 @@
+//! Appends: one thread per log writes them, in groups, each group one
+//! transaction that holds the head row `FOR UPDATE`.
+//!
+//! INVARIANT (head-serializes): every append of every process locks the
+//! head row before it reads anything it decides on (the head, a stream's
+//! last event, which event ids are taken), and writes the new head in the
+//! same transaction; so appends are totally ordered, positions are
+//! gapless and each record is sealed after the one before it. The unique
+//! keys on positions and event ids stand behind it.
+//!
+//! INVARIANT (ack-after-commit): an append is answered `Ok` only once
+//! `COMMIT` has returned, or, when the connection failed during `COMMIT`,
+//! once a new connection has found the group's events; otherwise it
+//! fails, saying whether anything may have been written.
+//!
+//! Requests that arrive while a group commits form the next group: one
+//! commit, and one wait for the WAL's flush, covers them all.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender};
+use postgres::{Client, Transaction};
+use tokenledger_events::{EncodedEvent, EventId, Timestamp};
+use tokenledger_store::backend::{self, ChainCheck, StreamKey};
+use tokenledger_store::{AppendError, Clock, Damage, Expectation, Head, Problem};
+
+use crate::connect::{Server, describe};
+use crate::watch::{CHANNEL, Known};
+
+/// The most requests committed together.
+const MAX_GROUP: usize = 64;
+
+/// A new event, encoded on its appender's thread.
+pub(crate) struct Prepared {
+    pub(crate) event_id: EventId,
+    pub(crate) encoded: EncodedEvent,
+    pub(crate) streams: Vec<StreamKey>,
+}
+
+pub(crate) enum Job {
+    Events {
+        batch: Vec<Prepared>,
+        expectation: Expectation,
+    },
+    Records(Vec<Vec<u8>>),
+}
+
+pub(crate) struct Request {
+    pub(crate) job: Job,
+    pub(crate) reply: Sender<Result<Vec<u64>, AppendError>>,
+}
+
+/// One event ready to be written.
+struct Planned {
+    position: u64,
+    event_id: EventId,
+    record: Vec<u8>,
+    streams: Vec<StreamKey>,
+}
+
+/// What the group has planned so far.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Planned>,
+    stream_heads: HashMap<StreamKey, u64>,
+    event_ids: HashMap<EventId, u64>,
+}
+
+impl Pending {
+    fn add(&mut self, planned: Vec<Planned>) -> Vec<u64> {
+        let positions = planned.iter().map(|p| p.position).collect();
+        for event in planned {
+            for key in &event.streams {
+                self.stream_heads.insert(*key, event.position);
+            }
+            self.event_ids.insert(event.event_id, event.position);
+            self.events.push(event);
+        }
+        positions
+    }
+}
+
+/// Why a group wrote nothing, or may have.
+enum Failure {
+    /// Before `COMMIT`: nothing was written.
+    Before(postgres::Error),
+    /// `COMMIT` failed: written or not, to be found out by looking for
+    /// `first_new`; if written, the outcomes and head are as planned.
+    Commit {
+        error: postgres::Error,
+        first_new: EventId,
+        outcomes: Outcomes,
+        head: Head,
+    },
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(error: postgres::Error) -> Failure {
+        Failure::Before(error)
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) server: Server,
+    pub(crate) client: Option<Client>,
+    pub(crate) known: Arc<Known>,
+    pub(crate) clock: Option<Clock>,
+}
+
+type Outcomes = Vec<Result<Vec<u64>, AppendError>>;
+
+impl Writer {
+    pub(crate) fn run(mut self, inbox: &Receiver<Request>) {
+        while let Ok(first) = inbox.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match inbox.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn io(&self, detail: &str) -> AppendError {
+        AppendError::Io(format!(
+            "PostgreSQL at {} failed: {detail}",
+            self.server.endpoint()
+        ))
+    }
+
+    fn commit(&mut self, group: Vec<Request>) {
+        let (jobs, replies): (Vec<Job>, Vec<_>) =
+            group.into_iter().map(|r| (r.job, r.reply)).unzip();
+        let outcomes = self.commit_jobs(jobs, replies.len());
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // An appender gone has nothing to be told.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn commit_jobs(&mut self, jobs: Vec<Job>, count: usize) -> Outcomes {
+        let everyone = |error: AppendError| (0..count).map(|_| Err(error.clone())).collect();
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            match self.server.connect() {
+                Ok(client) => self.client = Some(client),
+                Err(error) => return everyone(AppendError::Io(error.to_string())),
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return everyone(AppendError::Closed);
+        };
+        let clock = self.clock.clone();
+        let now = move || match &clock {
+            Some(clock) => clock(),
+            None => Timestamp::from_system_time(SystemTime::now()),
+        };
+        match transact(client, jobs, &now) {
+            Ok((outcomes, head)) => {
+                self.known.advance(head);
+                outcomes
+            }
+            Err(Failure::Before(error)) => everyone(self.io(&describe(&error))),
+            Err(Failure::Commit {
+                error,
+                first_new,
+                outcomes,
+                head,
+            }) => {
+                self.client = None;
+                match self.resolve(first_new) {
+                    Ok(true) => {
+                        self.known.advance(head);
+                        outcomes
+                    }
+                    Ok(false) => everyone(self.io(&describe(&error))),
+                    Err(unknown) => everyone(AppendError::Poisoned(format!(
+                        "the outcome of a commit on PostgreSQL at {} is unknown ({}), and could not be found out: {unknown}",
+                        self.server.endpoint(),
+                        describe(&error)
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Whether an event of a group whose `COMMIT` failed is in the log.
+    fn resolve(&mut self, id: EventId) -> Result<bool, String> {
+        let mut client = self.server.connect().map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(
+                "SELECT position FROM tokenledger_events WHERE event_id = $1",
+                &[&id.as_u128().to_be_bytes().as_slice()],
+            )
+            .map_err(|e| describe(&e))?;
+        self.client = Some(client);
+        Ok(row.is_some())
+    }
+}
+
+/// One group as one transaction: the head locked, each job planned
+/// against what the group has reached, everything written, the head moved
+/// and its followers notified. Returns each job's outcome and the new
+/// head.
+fn transact(
+    client: &mut Client,
+    jobs: Vec<Job>,
+    now: &dyn Fn() -> Timestamp,
+) -> Result<(Outcomes, Head), Failure> {
+    let mut transaction = client.transaction()?;
+    // INVARIANT (head-serializes): the lock comes first.
+    let row = transaction.query_one(
+        "SELECT position, hash, recorded_at FROM tokenledger_head WHERE id = 0 FOR UPDATE",
+        &[],
+    )?;
+    let position: i64 = row.get(0);
+    let hash: &[u8] = row.get(1);
+    let recorded_at: i64 = row.get(2);
+    let mut head = Head {
+        position: u64::try_from(position).unwrap_or(0),
+        hash: hash.try_into().unwrap_or_default(),
+    };
+    let mut last_time = Timestamp::from_micros(u64::try_from(recorded_at).unwrap_or(0));
+    let mut pending = Pending::default();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = match job {
+            Job::Events { batch, expectation } => plan(
+                &mut transaction,
+                batch,
+                expectation,
+                now(),
+                &mut pending,
+                &mut head,
+                &mut last_time,
+            )?,
+            Job::Records(records) => plan_records(
+                &mut transaction,
+                &records,
+                &mut pending,
+                &mut head,
+                &mut last_time,
+            )?,
+        };
+        outcomes.push(outcome);
+    }
+    let Some(first) = pending.events.first() else {
+        transaction.rollback()?;
+        return Ok((outcomes, head));
+    };
+    let first_new = first.event_id;
+    write(&mut transaction, &pending, head, last_time)?;
+    match transaction.commit() {
+        Ok(()) => Ok((outcomes, head)),
+        Err(error) => Err(Failure::Commit {
+            error,
+            first_new,
+            outcomes,
+            head,
+        }),
+    }
+}
+
+fn sql(position: u64) -> i64 {
+    // Positions stay far below 2^63: a log would need 9 * 10^18 events.
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+fn id_bytes(id: EventId) -> Vec<u8> {
+    id.as_u128().to_be_bytes().to_vec()
+}
+
+fn write(
+    transaction: &mut Transaction<'_>,
+    pending: &Pending,
+    head: Head,
+    last_time: Timestamp,
+) -> Result<(), postgres::Error> {
+    let positions: Vec<i64> = pending.events.iter().map(|e| sql(e.position)).collect();
+    let ids: Vec<Vec<u8>> = pending
+        .events
+        .iter()
+        .map(|e| id_bytes(e.event_id))
+        .collect();
+    let records: Vec<&[u8]> = pending.events.iter().map(|e| e.record.as_slice()).collect();
+    transaction.execute(
+        "INSERT INTO tokenledger_events (position, event_id, record)
+         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])",
+        &[&positions, &ids, &records],
+    )?;
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut at: Vec<i64> = Vec::new();
+    for event in &pending.events {
+        for key in &event.streams {
+            keys.push(key.as_slice());
+            at.push(sql(event.position));
+        }
+    }
+    transaction.execute(
+        "INSERT INTO tokenledger_streams (stream, position)
+         SELECT * FROM unnest($1::bytea[], $2::bigint[])",
+        &[&keys, &at],
+    )?;
+    let time = i64::try_from(last_time.as_micros()).unwrap_or(i64::MAX);
+    transaction.execute(
+        "UPDATE tokenledger_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 0",
+        &[&sql(head.position), &head.hash.as_slice(), &time],
+    )?;
+    // Delivered on commit, and only then.
+    transaction.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &head.position.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The positions of those of `ids` already in the log, or in the group.
+fn taken(
+    transaction: &mut Transaction<'_>,
+    ids: &[EventId],
+    pending: &Pending,
+) -> Result<HashMap<EventId, u64>, postgres::Error> {
+    let mut found: HashMap<EventId, u64> = ids
+        .iter()
+        .filter_map(|id| pending.event_ids.get(id).map(|p| (*id, *p)))
+        .collect();
+    let wanted: Vec<Vec<u8>> = ids.iter().map(|id| id_bytes(*id)).collect();
+    let rows = transaction.query(
+        "SELECT event_id, position FROM tokenledger_events WHERE event_id = ANY($1)",
+        &[&wanted],
+    )?;
+    for row in rows {
+        let id: &[u8] = row.get(0);
+        let position: i64 = row.get(1);
+        if let Ok(id) = <[u8; 16]>::try_from(id) {
+            found.insert(
+                EventId::from_u128(u128::from_be_bytes(id)),
+                u64::try_from(position).unwrap_or(0),
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn stream_head(
+    transaction: &mut Transaction<'_>,
+    key: &StreamKey,
+    pending: &Pending,
+) -> Result<u64, postgres::Error> {
+    if let Some(position) = pending.stream_heads.get(key) {
+        return Ok(*position);
+    }
+    let row = transaction.query_one(
+        "SELECT coalesce(max(position), 0) FROM tokenledger_streams WHERE stream = $1",
+        &[&key.as_slice()],
+    )?;
+    let position: i64 = row.get(0);
+    Ok(u64::try_from(position).unwrap_or(0))
+}
+
+/// Checks one append against what the group has reached and, if it
+/// holds, seals its records into the group. The outer error is the
+/// database's, the inner the append's own.
+fn plan(
+    transaction: &mut Transaction<'_>,
+    batch: Vec<Prepared>,
+    expectation: Expectation,
+    now: Timestamp,
+    pending: &mut Pending,
+    head: &mut Head,
+    last_time: &mut Timestamp,
+) -> Result<Result<Vec<u64>, AppendError>, postgres::Error> {
+    let ids: Vec<EventId> = batch.iter().map(|e| e.event_id).collect();
+    let mut seen = HashSet::with_capacity(ids.len());
+    if let Some(id) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Ok(Err(AppendError::DuplicateEventId(*id)));
+    }
+    let found = taken(transaction, &ids, pending)?;
+    if ids.iter().all(|id| found.contains_key(id)) {
+        return Ok(Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id).copied())
+            .collect()));
+    }
+    if let Some(id) = ids.iter().find(|id| found.contains_key(id)) {
+        return Ok(Err(AppendError::PartialRetry(*id)));
+    }
+    let found = match expectation {
+        Expectation::Any => None,
+        Expectation::Head(expected) => (head.position != expected).then_some(head.position),
+        Expectation::Stream(stream, expected) => {
+            let found = stream_head(transaction, &backend::stream_key(stream), pending)?;
+            (found != expected).then_some(found)
+        }
+    };
+    if let Some(found) = found {
+        return Ok(Err(AppendError::Conflict {
+            expected: expectation,
+            found,
+        }));
+    }
+    let (recorded_at, flags) = backend::stamp(now, *last_time);
+    let mut planned = Vec::with_capacity(batch.len());
+    let mut chain = *head;
+    for event in batch {
+        let position = chain.position + 1;
+        let bytes = match event.encoded.place(position, recorded_at) {
+            Ok(bytes) => bytes,
+            Err(error) => return Ok(Err(AppendError::Encode(error))),
+        };
+        let (record, hash) = backend::seal(&chain.hash, flags, &bytes);
+        chain = Head { position, hash };
+        planned.push(Planned {
+            position,
+            event_id: event.event_id,
+            record,
+            streams: event.streams,
+        });
+    }
+    *head = chain;
+    *last_time = recorded_at;
+    Ok(Ok(pending.add(planned)))
+}
+
+/// Checks records sealed elsewhere as `verify` checks stored ones, and
+/// adds them to the group.
+fn plan_records(
+    transaction: &mut Transaction<'_>,
+    records: &[Vec<u8>],
+    pending: &mut Pending,
+    head: &mut Head,
+    last_time: &mut Timestamp,
+) -> Result<Result<Vec<u64>, AppendError>, postgres::Error> {
+    if let Err(error) = backend::check_batch_size(records.len()) {
+        return Ok(Err(error));
+    }
+    let mut chain = ChainCheck::after(*head, *last_time);
+    let mut planned: Vec<Planned> = Vec::with_capacity(records.len());
+    for bytes in records {
+        let envelope = match chain.check(bytes) {
+            Ok(event) => event.envelope,
+            Err(damage) => return Ok(Err(AppendError::Rejected(damage))),
+        };
+        planned.push(Planned {
+            position: envelope.position,
+            event_id: envelope.event_id,
+            record: bytes.clone(),
+            streams: backend::stream_keys(&envelope),
+        });
+    }
+    let ids: Vec<EventId> = planned.iter().map(|p| p.event_id).collect();
+    let found = taken(transaction, &ids, pending)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    for event in &planned {
+        if found.contains_key(&event.event_id) || !seen.insert(event.event_id) {
+            return Ok(Err(AppendError::Rejected(Damage {
+                position: event.position,
+                problem: Problem::DuplicateEventId(event.event_id),
+            })));
+        }
+    }
+    *head = chain.head();
+    *last_time = chain.last_time();
+    Ok(Ok(pending.add(planned)))
+}

@@ -1,0 +1,54 @@
+//! Connections for reads, kept between uses: a read takes one (or opens
+//! one), and gives it back unless it failed with the connection.
+
+use parking_lot::Mutex;
+use postgres::Client;
+
+use crate::connect::{Server, describe};
+
+/// Idle connections kept at most; more readers at once open more.
+const IDLE: usize = 8;
+
+pub(crate) struct Pool {
+    server: Server,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub(crate) fn new(server: Server, first: Client) -> Pool {
+        Pool {
+            server,
+            idle: Mutex::new(vec![first]),
+        }
+    }
+
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Runs `work` on a connection; an error says what failed and where.
+    pub(crate) fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, String> {
+        let taken = self.idle.lock().pop();
+        let mut client = match taken {
+            Some(client) if !client.is_closed() => client,
+            _ => self.server.connect().map_err(|error| error.to_string())?,
+        };
+        let outcome = work(&mut client);
+        if !client.is_closed() {
+            let mut idle = self.idle.lock();
+            if idle.len() < IDLE {
+                idle.push(client);
+            }
+        }
+        outcome.map_err(|error| {
+            format!(
+                "PostgreSQL at {} failed: {}",
+                self.server.endpoint(),
+                describe(&error)
+            )
+        })
+    }
+}
