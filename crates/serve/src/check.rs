@@ -217,6 +217,7 @@ fn check_answer(
         (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub(crate) async fn check(
     State(app): State<App>,

@@ -166,6 +166,7 @@ pub(crate) async fn configuration(
         (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub(crate) async fn evaluation(
     State(app): State<App>,
@@ -191,6 +192,7 @@ pub(crate) async fn evaluation(
         (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub(crate) async fn evaluations(
     State(app): State<App>,
