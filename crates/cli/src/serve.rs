@@ -8,7 +8,7 @@ use tokenledger_serve::{Limits, Server, ServiceKeys, acceptor, shutdown_signal};
 use crate::Failure;
 use crate::args::ServeArgs;
 use crate::keyfiles;
-use crate::run::{Context, open};
+use crate::run::{Context, database_url, open};
 
 pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
     let files = [
@@ -18,7 +18,10 @@ pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
     ];
     for (what, path) in files {
         if let Some(path) = path {
-            keyfiles::refuse_inside(what, path, &context.data)?;
+            // A database has no directory for a key to hide in.
+            if database_url(context).is_none() {
+                keyfiles::refuse_inside(what, path, &context.data)?;
+            }
             keyfiles::warn_if_shared(what, path);
         }
     }
@@ -31,7 +34,7 @@ pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let ledger = Arc::new(open(context)?);
+    let ledger = open(context)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,10 +45,12 @@ pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
             .await
             .map_err(|e| Failure::BadInput(format!("--listen {}: {e}", args.listen)))?;
         let bound = server.local_addr().unwrap_or(args.listen);
-        eprintln!(
-            "tokenledger: serving {} on {scheme}://{bound}",
-            context.data.display()
-        );
+        // A database URL may hold a password: it is not printed.
+        let data = match database_url(context) {
+            Some(_) => "the PostgreSQL database".to_owned(),
+            None => context.data.display().to_string(),
+        };
+        eprintln!("tokenledger: serving {data} on {scheme}://{bound}");
         Ok::<_, Failure>(server.run(shutdown_signal()).await)
     })?;
     // Tasks still holding the ledger (a command past the grace period)

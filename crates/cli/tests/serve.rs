@@ -30,6 +30,46 @@ use serde_json::json;
 const CHECK: &str = "check-key-of-the-serve-test-0123";
 const ADMIN: &str = "admin-key-of-the-serve-test-0123";
 
+/// A `serve` child, killed when dropped, so that a failed test leaves no
+/// server holding the test's output open.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tokenledger --data DATA serve` on a loopback port of its choice;
+/// the child, its address and the rest of its standard error.
+fn start(
+    data: &str,
+    check: &std::path::Path,
+    admin: &std::path::Path,
+) -> (Serving, SocketAddr, BufReader<std::process::ChildStderr>) {
+    let mut child = binary()
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--check-key-file"])
+        .arg(check)
+        .arg("--admin-key-file")
+        .arg(admin)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (Serving(child), addr, stderr)
+}
+
 #[test]
 fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,25 +92,7 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
     write_key(&check, CHECK);
     write_key(&admin, ADMIN);
 
-    let mut child = binary()
-        .arg("--data")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--check-key-file"])
-        .arg(&check)
-        .arg("--admin-key-file")
-        .arg(&admin)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (mut child, addr, mut stderr) = start(&data_arg, &check, &admin);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,11 +128,11 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap()).await.unwrap();
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
         assert_eq!(status.code(), Some(0), "serve ended with {status}: {rest}");
@@ -192,5 +214,65 @@ fn serve_refuses_unusable_key_files_before_it_listens() {
         ]);
         assert_eq!(refused.code, 2, "{}", refused.stderr);
         assert!(refused.stderr.contains(says), "{}", refused.stderr);
+    }
+}
+
+/// Two `serve` processes on one PostgreSQL database: a token made through
+/// one is checked through the other with the creation's position as a
+/// consistency token, and is allowed at once.
+#[test]
+fn a_consistency_token_holds_across_two_servers_on_postgres() {
+    let Some(database) = tokenledger_postgres::testing::Database::fresh() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut command = binary();
+        command.arg("--data").arg(&database.url).args(args);
+        finish(command, None)
+    };
+    let company = json_ok(&CREATE_ACME, run)["company"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ada = json_ok(&add_ada(&company), run)["teammate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (check, admin) = (dir.path().join("check.key"), dir.path().join("admin.key"));
+    write_key(&check, CHECK);
+    write_key(&admin, ADMIN);
+    let (mut one, one_addr, _one_err) = start(&database.url, &check, &admin);
+    let (mut two, two_addr, _two_err) = start(&database.url, &check, &admin);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (one, two) = (client::Api::new(one_addr), client::Api::new(two_addr));
+        for round in 0..5 {
+            let body = json!({"company": company, "name": format!("T{round}"), "actor": ada,
+                              "features": ["resources"], "global": true, "scopes": ["tags:read"]});
+            let created = one.send("POST", "/v1/tokens", Some(ADMIN), &[], Some(&body)).await.unwrap();
+            assert_eq!(created.status, 200, "{}", created.text());
+            let created = created.json();
+            let question = json!({"secret": created["secret"], "scope": "tags:read", "resource": "tag_1",
+                                  "location": {"global": company},
+                                  "at_least_position": created["position"]});
+            let answer = two.send("POST", "/v1/check", Some(CHECK), &[], Some(&question)).await.unwrap();
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            let answer = answer.json();
+            assert_eq!(answer["allowed"], true, "{answer}");
+            assert!(answer["position"].as_u64() >= created["position"].as_u64());
+        }
+    });
+    for child in [&mut one, &mut two] {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert_eq!(child.0.wait().unwrap().code(), Some(0));
     }
 }
