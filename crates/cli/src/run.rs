@@ -88,7 +88,14 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Top::Export { out } => export(&context, &out),
         Top::Import { file, expect_head } => import(&context, &file, expect_head),
         Top::Compact => compact(&context),
-        Top::Demo => demo::run(explicit, context.json),
+        Top::Demo => {
+            directory_only(
+                &context,
+                "demo",
+                "it makes a data directory of its own (and a sealing key file beside it)",
+            )?;
+            demo::run(explicit, context.json)
+        }
         Top::Serve(args) => serve::run(&context, args),
     }
 }

@@ -108,3 +108,49 @@ fn a_refused_connection_names_the_server_and_never_the_password() {
     assert!(!run.stderr.contains("sekrit"), "{}", run.stderr);
     assert!(!run.stdout.contains("sekrit"), "{}", run.stdout);
 }
+
+#[test]
+fn processes_writing_to_one_database_at_once_lose_nothing() {
+    let Some(database) = Database::fresh() else {
+        return;
+    };
+    let company = json_ok(&CREATE_ACME, on(&database.url))["company"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Three processes at a time, each adding a teammate: each appends
+    // expecting the head it replayed, and decides again when another won.
+    let mut children = Vec::new();
+    for round in 0..4 {
+        for n in 0..3 {
+            let mut command = binary();
+            let name = format!("Teammate {round}-{n}");
+            command.args([
+                "--data",
+                &database.url,
+                "teammate",
+                "add",
+                "--company",
+                &company,
+                "--name",
+                &name,
+                "--by",
+                "system",
+            ]);
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            children.push(command.spawn().unwrap());
+        }
+    }
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let verified = json_ok(&["verify"], on(&database.url));
+    assert_eq!(verified["records"], 1 + 12);
+}

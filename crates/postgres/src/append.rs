@@ -18,7 +18,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use postgres::{Client, Transaction};
@@ -31,6 +32,10 @@ use crate::watch::{CHANNEL, Known};
 
 /// The most requests committed together.
 const MAX_GROUP: usize = 64;
+
+/// The longest a group waits for appenders on their way to it: small
+/// beside a commit, which waits for the WAL's flush.
+const GATHER_WAIT: Duration = Duration::from_micros(300);
 
 /// A new event, encoded on its appender's thread.
 pub(crate) struct Prepared {
@@ -63,6 +68,8 @@ struct Planned {
 /// What the group has planned so far.
 #[derive(Default)]
 struct Pending {
+    /// Event ids of the group's appends found in the log as it began.
+    in_log: HashMap<EventId, u64>,
     events: Vec<Planned>,
     stream_heads: HashMap<StreamKey, u64>,
     event_ids: HashMap<EventId, u64>,
@@ -103,6 +110,9 @@ impl From<postgres::Error> for Failure {
 }
 
 pub(crate) struct Writer {
+    /// Appenders inside `PgLog::append` (or `append_records`): those the
+    /// next group may wait for.
+    pub(crate) appending: Arc<AtomicUsize>,
     pub(crate) server: Server,
     pub(crate) client: Option<Client>,
     pub(crate) known: Arc<Known>,
@@ -115,10 +125,19 @@ impl Writer {
     pub(crate) fn run(mut self, inbox: &Receiver<Request>) {
         while let Ok(first) = inbox.recv() {
             let mut group = vec![first];
+            let deadline = Instant::now() + GATHER_WAIT;
             while group.len() < MAX_GROUP {
-                match inbox.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
+                // Appenders answered by the last group are on their way
+                // back: without waiting for them, eight appenders fell
+                // into groups of about three (`pg/group_commit_8`).
+                let request = if group.len() < self.appending.load(Ordering::Acquire) {
+                    inbox.recv_deadline(deadline).ok()
+                } else {
+                    inbox.try_recv().ok()
+                };
+                match request {
+                    Some(request) => group.push(request),
+                    None => break,
                 }
             }
             self.commit(group);
@@ -225,6 +244,16 @@ fn transact(
     };
     let mut last_time = Timestamp::from_micros(u64::try_from(recorded_at).unwrap_or(0));
     let mut pending = Pending::default();
+    // Which of the group's new events' ids the log holds: one query for
+    // the group, not one per append.
+    let ids: Vec<EventId> = jobs
+        .iter()
+        .flat_map(|job| match job {
+            Job::Events { batch, .. } => batch.iter().map(|e| e.event_id).collect(),
+            Job::Records(_) => Vec::new(),
+        })
+        .collect();
+    pending.in_log = in_log(&mut transaction, &ids)?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let outcome = match job {
@@ -323,10 +352,23 @@ fn taken(
     ids: &[EventId],
     pending: &Pending,
 ) -> Result<HashMap<EventId, u64>, postgres::Error> {
-    let mut found: HashMap<EventId, u64> = ids
-        .iter()
-        .filter_map(|id| pending.event_ids.get(id).map(|p| (*id, *p)))
-        .collect();
+    let mut found = in_log(transaction, ids)?;
+    found.extend(
+        ids.iter()
+            .filter_map(|id| pending.event_ids.get(id).map(|p| (*id, *p))),
+    );
+    Ok(found)
+}
+
+/// The positions of those of `ids` in the log.
+fn in_log(
+    transaction: &mut Transaction<'_>,
+    ids: &[EventId],
+) -> Result<HashMap<EventId, u64>, postgres::Error> {
+    let mut found = HashMap::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
     let wanted: Vec<Vec<u8>> = ids.iter().map(|id| id_bytes(*id)).collect();
     let rows = transaction.query(
         "SELECT event_id, position FROM tokenledger_events WHERE event_id = ANY($1)",
@@ -378,7 +420,13 @@ fn plan(
     if let Some(id) = ids.iter().find(|id| !seen.insert(**id)) {
         return Ok(Err(AppendError::DuplicateEventId(*id)));
     }
-    let found = taken(transaction, &ids, pending)?;
+    let found: HashMap<EventId, u64> = ids
+        .iter()
+        .filter_map(|id| {
+            let at = pending.event_ids.get(id).or_else(|| pending.in_log.get(id));
+            at.map(|p| (*id, *p))
+        })
+        .collect();
     if ids.iter().all(|id| found.contains_key(id)) {
         return Ok(Ok(ids
             .iter()

@@ -49,7 +49,7 @@ mod watch;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -161,6 +161,7 @@ impl std::error::Error for OpenError {}
 /// opens it.
 pub struct PgLog {
     pool: Pool,
+    appending: Arc<AtomicUsize>,
     known: Arc<Known>,
     requests: Option<Sender<Request>>,
     threads: Vec<JoinHandle<()>>,
@@ -202,7 +203,9 @@ impl PgLog {
         }
         let known = Arc::new(Known::new(head));
         let (requests, inbox) = crossbeam_channel::unbounded();
+        let appending = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
+            appending: Arc::clone(&appending),
             server: server.clone(),
             client: None,
             known: Arc::clone(&known),
@@ -226,6 +229,7 @@ impl PgLog {
         })?;
         Ok(PgLog {
             pool,
+            appending,
             known,
             requests: Some(requests),
             threads,
@@ -239,11 +243,28 @@ impl PgLog {
 
     fn send(&self, job: Job) -> Result<Vec<u64>, AppendError> {
         let requests = self.requests.as_ref().ok_or(AppendError::Closed)?;
+        let _appending = Appending::enter(&self.appending);
         let (reply, answer) = crossbeam_channel::bounded(1);
         requests
             .send(Request { job, reply })
             .map_err(|_| AppendError::Closed)?;
         answer.recv().map_err(|_| AppendError::Closed)?
+    }
+}
+
+/// Counts an appender while it waits for its answer.
+struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Appending(count)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -27,16 +27,25 @@ impl Pool {
     }
 
     /// Runs `work` on a connection; an error says what failed and where.
+    /// Only reads come here: one that finds its idle connection closed (the
+    /// server restarted, or ended it) is run once more on a new one.
     pub(crate) fn with<T>(
         &self,
-        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        mut work: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, String> {
         let taken = self.idle.lock().pop();
-        let mut client = match taken {
-            Some(client) if !client.is_closed() => client,
-            _ => self.server.connect().map_err(|error| error.to_string())?,
+        let (mut client, fresh) = match taken {
+            Some(client) if !client.is_closed() => (client, false),
+            _ => (
+                self.server.connect().map_err(|error| error.to_string())?,
+                true,
+            ),
         };
-        let outcome = work(&mut client);
+        let mut outcome = work(&mut client);
+        if outcome.is_err() && client.is_closed() && !fresh {
+            client = self.server.connect().map_err(|error| error.to_string())?;
+            outcome = work(&mut client);
+        }
         if !client.is_closed() {
             let mut idle = self.idle.lock();
             if idle.len() < IDLE {

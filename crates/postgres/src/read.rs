@@ -122,18 +122,8 @@ pub(crate) fn stream_head(pool: &Pool, key: &StreamKey) -> Result<u64, Damage> {
 /// column and its entries in the stream index, and the head row against
 /// the last record.
 pub(crate) fn verify(pool: &Pool, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage> {
-    let mut outcome = None;
-    pool.with(|client| {
-        outcome = Some(walk(client, progress));
-        Ok(())
-    })
-    .map_err(storage(0))?;
-    match outcome {
-        Some(Ok(Ok(verified))) => Ok(verified),
-        Some(Ok(Err(damage))) => Err(damage),
-        Some(Err(error)) => Err(storage(0)(crate::connect::describe(&error))),
-        None => Err(storage(0)("the walk did not run".to_owned())),
-    }
+    pool.with(|client| walk(client, progress))
+        .map_err(storage(0))?
 }
 
 type Walked = Result<Result<Verified, Damage>, postgres::Error>;

@@ -319,3 +319,51 @@ fn a_log_exported_from_sled_imports_byte_for_byte_with_the_same_head() {
         .unwrap();
     assert_eq!(copy.verify().unwrap(), sled.verify().unwrap());
 }
+
+/// The log's connections killed between appends, as a server restart
+/// would: each append succeeds or fails cleanly, the log reconnects, and
+/// nothing acknowledged is lost. (Killed during a `COMMIT`, the writer
+/// looks for the group's events on a new connection: not reproduced here.)
+#[test]
+fn connections_killed_between_appends_lose_no_acknowledged_event() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let database = Database::create(&server);
+    let log = open(&database, Duration::from_millis(50));
+    let mut admin = database.client();
+    let mut acknowledged = Vec::new();
+    let mut failed = 0;
+    for id in 1..=60u128 {
+        if id % 7 == 0 {
+            admin
+                .batch_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = 'tokenledger' AND datname = current_database()",
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match log.append(vec![event(id)], Expectation::Any) {
+            Ok(at) => acknowledged.push((id, at[0])),
+            Err(AppendError::Io(message)) => {
+                assert!(
+                    message.contains("127.0.0.1") || message.contains("localhost"),
+                    "{message}"
+                );
+                failed += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(failed > 0, "no append met a killed connection");
+    let verified = log.verify().unwrap();
+    assert_eq!(verified.records, acknowledged.len() as u64);
+    let all = log.read(1, 1000).unwrap();
+    for (id, at) in &acknowledged {
+        assert_eq!(
+            all[*at as usize - 1].envelope.event_id,
+            EventId::from_u128(*id)
+        );
+    }
+}
