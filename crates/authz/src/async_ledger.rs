@@ -160,6 +160,9 @@ impl AsyncLedger {
         if now >= position {
             return Ok(now);
         }
-        Err(ledger.not_applied(position, now))
+        // Off the runtime's workers: the log's head may be a query.
+        Err(self
+            .blocking(move |ledger| ledger.not_applied(position, now))
+            .await?)
     }
 }

@@ -65,11 +65,16 @@ impl Projection {
 
     /// Applies an event to the writer's copy; readers see it once published.
     pub fn apply(&mut self, envelope: Envelope) {
-        // By writer-unique this clones only the first time, when the copy
-        // is still shared with the readers: they keep it, the writer gets
-        // its own.
-        Arc::make_mut(&mut self.writer).apply(&envelope);
+        // Listed before the copy changes: should applying it unwind half
+        // way, the copy is known to hold what no reader may see
+        // (`has_unpublished`), and a discard puts it back.
         self.unpublished.push(envelope);
+        if let Some(envelope) = self.unpublished.last() {
+            // By writer-unique this clones only the first time, when the
+            // copy is still shared with the readers: they keep it, the
+            // writer gets its own.
+            Arc::make_mut(&mut self.writer).apply(envelope);
+        }
     }
 
     /// Makes everything applied so far visible to every read that starts

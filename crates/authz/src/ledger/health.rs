@@ -140,7 +140,11 @@ impl Ledger {
                 if *applied >= position {
                     return Ok(*applied);
                 }
-                return Err(self.not_applied(position, *applied));
+                let reached = *applied;
+                // The log's head may be a query (PostgreSQL): not asked
+                // with the lock the writer publishes under held.
+                drop(applied);
+                return Err(self.not_applied(position, reached));
             }
         }
     }
