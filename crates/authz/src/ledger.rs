@@ -353,7 +353,9 @@ pub struct Ledger {
 /// back leave a loser a window of about one append to catch up, decide and
 /// append in; with 12 tries, 1 run in 10 of three processes creating 15
 /// tokens each saw a command give up. The pauses between tries are capped
-/// (`submit_again_on_conflict`), so 40 tries wait half a second at most.
+/// (`submit_again_on_conflict`), so 40 tries sleep half a second at most;
+/// catching up, deciding and appending again come on top, and catching up
+/// lasts as long as other processes keep appending.
 const DECIDE_AGAIN: u32 = 40;
 
 /// A log just opened, and what opening a ledger over it needs.
