@@ -48,6 +48,22 @@ fn refused_by(decision: &tokenledger_authz::Decision) -> Rule {
         .rule
 }
 
+/// A token that reads conversations in private inboxes only.
+fn private_reader(g: &mut Given) -> Secret {
+    let scope = scope(private(), &["conversations:read"]);
+    g.world.token(g.admin, g.company, scope).1
+}
+
+/// `secret` asks to read `cnv_1` in the owner's private inbox.
+fn owners_conversation(g: &Given, secret: &Secret) -> tokenledger_authz::Decision {
+    g.world.check(
+        secret,
+        "conversations:read",
+        "cnv_1",
+        Location::Private(g.owner),
+    )
+}
+
 #[test]
 fn the_forum_thread_a_private_scope_is_not_enough_until_the_owner_allows_it() {
     let mut g = given();
@@ -343,19 +359,8 @@ fn rule_6_the_namespaces_cover_where_the_resource_lives() {
 #[test]
 fn rule_7_the_later_of_the_owners_choice_and_the_companys_wins() {
     let mut g = given();
-    let (_, secret) = g.world.token(
-        g.admin,
-        g.company,
-        scope(private(), &["conversations:read"]),
-    );
-    let at = |g: &Given| {
-        g.world.check(
-            &secret,
-            "conversations:read",
-            "cnv_1",
-            Location::Private(g.owner),
-        )
-    };
+    let secret = private_reader(&mut g);
+    let at = |g: &Given| owners_conversation(g, &secret);
     assert_eq!(refused_by(&at(&g)), Rule::OwnerAllowsPrivateAccess);
 
     g.world.ok(
@@ -410,19 +415,8 @@ fn rule_7_the_later_of_the_owners_choice_and_the_companys_wins() {
 #[test]
 fn rule_7_a_deactivated_owners_resources_are_refused_whatever_the_preference() {
     let mut g = given();
-    let (_, secret) = g.world.token(
-        g.admin,
-        g.company,
-        scope(private(), &["conversations:read"]),
-    );
-    let at = |g: &Given| {
-        g.world.check(
-            &secret,
-            "conversations:read",
-            "cnv_1",
-            Location::Private(g.owner),
-        )
-    };
+    let secret = private_reader(&mut g);
+    let at = |g: &Given| owners_conversation(g, &secret);
     g.world.ok(
         Actor::Teammate(g.owner),
         Command::SetPrivateApiAccess {
