@@ -28,9 +28,9 @@ use std::path::Path;
 use crate::dirs::sync_dir;
 use crate::journal;
 use crate::sled_log::{
-    DurableFiles, FaultInjector, FaultPoint, OpenError, Options, SledLog, inject, io_error,
-    journal_error, open_sled, open_storage, waiting_for_sled,
+    DurableFiles, SledLog, io_error, journal_error, open_sled, open_storage, waiting_for_sled,
 };
+use crate::sled_options::{FaultInjector, FaultPoint, OpenError, Options, inject};
 
 /// Where the copy is made.
 const COMPACTING: &str = "sled.compacting";

@@ -80,7 +80,7 @@ use std::path::{Path, PathBuf};
 use crate::dirs::{create_private_file, private_file, sync_dir};
 use crate::journal_header::{BLOCK, HEADER_AT, Header, is_old_format};
 use crate::journal_v3;
-use crate::sled_log::{FaultInjector, FaultPoint, inject};
+use crate::sled_options::{FaultInjector, FaultPoint, inject};
 
 /// Where the first frame starts: after the headers' blocks.
 const FRAMES_AT: u64 = 2 * BLOCK;

@@ -128,6 +128,7 @@ mod segments;
 mod settle_record;
 mod signed_head;
 mod sled_log;
+mod sled_options;
 mod state_files;
 mod stream_index;
 mod worker;
@@ -139,5 +140,6 @@ pub use log::{
     ParseHeadError, Problem, StoredEvent, StoredRecord, Stream, Subscription, Verified, hex,
 };
 pub use record::ChainCheck;
-pub use sled_log::{Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options, SledLog};
+pub use sled_log::SledLog;
+pub use sled_options::{Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options};
 pub use state_files::{StateFile, StateFileError, StateFiles};

@@ -29,7 +29,8 @@ use std::path::Path;
 
 use crate::dirs::{create_private_file, sync_dir};
 use crate::journal_header::{Fingerprint, Header};
-use crate::sled_log::{OpenError, open_storage};
+use crate::sled_log::open_storage;
+use crate::sled_options::OpenError;
 
 /// The key of the journal's expected generation.
 pub(crate) const JOURNAL_KEY: u8 = b'G';

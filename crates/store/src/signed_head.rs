@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointKey};
 use crate::dirs::{create_private_file, sync_dir};
 use crate::log::{Damage, Hash, Head};
-use crate::sled_log::OpenError;
+use crate::sled_options::OpenError;
 
 const MAGIC: &[u8; 8] = b"TLHEAD01";
 const LEN: usize = 8 + 8 + 32 + 32;
