@@ -19,12 +19,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{CREATE_ACME, add_ada, binary, finish, json_ok, write_key};
+use common::{CREATE_ACME, Run, add_ada, binary, finish, json_ok, write_key};
 use serde_json::json;
 
 const CHECK: &str = "check-key-of-the-serve-test-0123";
@@ -38,6 +39,45 @@ impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Acme and its admin Ada in the ledger at `data`, and the service's two
+/// key files in `dir`.
+struct Given {
+    company: String,
+    ada: String,
+    check: PathBuf,
+    admin: PathBuf,
+}
+
+/// Runs the binary on the ledger at `data`.
+fn on(data: &str) -> impl Fn(&[&str]) -> Run + '_ {
+    move |args| {
+        let mut command = binary();
+        command.arg("--data").arg(data).args(args);
+        finish(command, None)
+    }
+}
+
+fn given(data: &str, dir: &Path) -> Given {
+    let run = on(data);
+    let company = json_ok(&CREATE_ACME, &run)["company"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ada = json_ok(&add_ada(&company), &run)["teammate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (check, admin) = (dir.join("check.key"), dir.join("admin.key"));
+    write_key(&check, CHECK);
+    write_key(&admin, ADMIN);
+    Given {
+        company,
+        ada,
+        check,
+        admin,
     }
 }
 
@@ -75,22 +115,12 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        let mut command = binary();
-        command.arg("--data").arg(&data_arg).args(args);
-        finish(command, None)
-    };
-    let company = json_ok(&CREATE_ACME, run)["company"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let ada = json_ok(&add_ada(&company), run)["teammate"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (check, admin) = (dir.path().join("check.key"), dir.path().join("admin.key"));
-    write_key(&check, CHECK);
-    write_key(&admin, ADMIN);
+    let Given {
+        company,
+        ada,
+        check,
+        admin,
+    } = given(&data_arg, dir.path());
 
     let (mut child, addr, mut stderr) = start(&data_arg, &check, &admin);
 
@@ -156,9 +186,10 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
     let unique: BTreeSet<&String> = answered.iter().collect();
     assert_eq!(unique.len(), answered.len(), "a token was answered twice");
 
-    let verified = json_ok(&["verify"], run);
+    let run = on(&data_arg);
+    let verified = json_ok(&["verify"], &run);
     assert_eq!(verified["intact"], true, "{verified}");
-    let listed = json_ok(&["token", "list", "--company", &company], run);
+    let listed = json_ok(&["token", "list", "--company", &company], &run);
     let in_log: BTreeSet<&str> = listed
         .as_array()
         .unwrap()
@@ -181,12 +212,8 @@ fn serve_refuses_unusable_key_files_before_it_listens() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        let mut command = binary();
-        command.arg("--data").arg(&data_arg).args(args);
-        finish(command, None)
-    };
-    json_ok(&CREATE_ACME, run);
+    let run = on(&data_arg);
+    json_ok(&CREATE_ACME, &run);
     let key = |name: &str, contents: &str| {
         let path = dir.path().join(name);
         write_key(&path, contents);
@@ -226,22 +253,12 @@ fn a_consistency_token_holds_across_two_servers_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let mut command = binary();
-        command.arg("--data").arg(&database.url).args(args);
-        finish(command, None)
-    };
-    let company = json_ok(&CREATE_ACME, run)["company"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let ada = json_ok(&add_ada(&company), run)["teammate"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (check, admin) = (dir.path().join("check.key"), dir.path().join("admin.key"));
-    write_key(&check, CHECK);
-    write_key(&admin, ADMIN);
+    let Given {
+        company,
+        ada,
+        check,
+        admin,
+    } = given(&database.url, dir.path());
     let (mut one, one_addr, _one_err) = start(&database.url, &check, &admin);
     let (mut two, two_addr, _two_err) = start(&database.url, &check, &admin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
