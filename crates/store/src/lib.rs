@@ -11,9 +11,11 @@
 //! and fsynced, and the journal emptied, once the journal passes
 //! [`JOURNAL_BYTES`] and when the log is closed. Opening replays the
 //! journal into sled before anything is read. sled 0.34's own `flush()`
-//! uses `sync_file_range` on Linux, which neither flushes the drive's write
-//! cache nor the file's metadata (sled issues #1351 and #1452), so the log
-//! calls `fsync` on sled's files itself after that flush.
+//! used only `sync_file_range` on Linux, which neither flushes the drive's
+//! write cache nor the file's metadata (sled issues #1351 and #1452): our
+//! copy of sled (`vendor/README.md`) `fdatasync`s its file in `flush()`,
+//! makes a failed sync stick, and recovers only what a sync made durable
+//! as a prefix; the log syncs the blob files and directories itself.
 //!
 //! Why a journal: a durable commit through sled alone takes two trips to
 //! the device (sled's flush, then `fsync`); through the journal it takes

@@ -685,22 +685,19 @@ fn last_position(events: &sled::Tree) -> Result<u64, Damage> {
 
 /// sled's files, synced before the journal is emptied.
 ///
-/// sled 0.34's `flush()` writes its buffers and calls `sync_file_range`,
-/// which does not flush the drive's cache or the file's metadata. So after
-/// a flush the writer calls `fsync` on the database file, on any blob
-/// files, and on the directories that hold them.
+/// sled's `flush()` syncs its database file (our copy: sled 0.34.7's only
+/// waited for `sync_file_range`, which does not flush the drive's cache;
+/// `vendor/README.md`). What it does not sync are the blob files and the
+/// directories that hold sled's files, which the writer syncs here after
+/// each flush.
 pub(crate) struct DurableFiles {
     dir: PathBuf,
-    db: File,
 }
 
 impl DurableFiles {
     pub(crate) fn open(sled_dir: &Path) -> Result<DurableFiles, OpenError> {
-        let db_path = sled_dir.join("db");
-        let db = File::open(&db_path).map_err(io_error(&db_path))?;
         let files = DurableFiles {
             dir: sled_dir.to_owned(),
-            db,
         };
         // New files sled created on open must be reachable after a crash.
         // (What sled recovered is synced when the writer settles on open.)
@@ -712,7 +709,6 @@ impl DurableFiles {
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.db.sync_all()?;
         // Values over sled's blob threshold (far above the record limit)
         // would live in their own files; sync them too rather than rely on
         // the threshold.

@@ -21,34 +21,31 @@
 //! compaction's two renames and once its copy is in place; each once
 //! dropping what was not synced and once keeping it.
 //!
-//! 40 random crash points and 18 at fault points by default (under a
+//! 40 random crash points and 24 at fault points by default (under a
 //! minute in a debug build);
 //! `TOKENLEDGER_POWER_LOSS_ITERATIONS` asks for more random ones,
 //! `TOKENLEDGER_POWER_LOSS_SEED` repeats a run's choices (not its
 //! timing) and `TOKENLEDGER_POWER_LOSS_KEEP=1` keeps its directory and
 //! I/O log.
 //!
-//! By default each crash keeps or drops what was not synced, or
-//! (`garbled-journal`) garbles the whole 4 KiB blocks of the journal that
-//! unsynced writes touched and drops what other files did not sync: a
-//! drive without power-safe overwrite, for issue 28's defect 2 (journal
-//! frames sharing blocks) and defect 3 (both header copies in one block).
+//! Each crash does one of these to what was not synced: keeps it, drops
+//! it, keeps a random subset of the writes (`subset`), tears each write
+//! at 512-byte or 4 KiB sectors (`torn512`, `torn4096`), garbles the
+//! whole 4 KiB blocks unsynced writes touched in every file (`garbled`:
+//! a drive without power-safe overwrite), or only in the journal
+//! (`garbled-journal`, the others dropped: the journal's own defences,
+//! for issue 28's defect 2, frames sharing blocks, and defect 3, both
+//! header copies in one block). `TOKENLEDGER_POWER_LOSS_MODES` narrows
+//! that to a list (`keep`, `drop`, `subset`, `torn512`, `torn4096`,
+//! `garbled`, `garbled-journal`). sled 0.34.7 refused its file or
+//! panicked after the reordered and torn ones, until our copy recorded in
+//! its segment headers only what an `fdatasync` had made durable
+//! (`vendor/README.md`).
 //! And in every other child one sync fails (EIO, its writes lost but
 //! still readable), and the child reopens the log and goes on (defect 1:
 //! a reopen trusting the page cache after a failed fsync; defect 6: an
 //! undo never synced); `TOKENLEDGER_POWER_LOSS_FAILED_SYNC=0` turns that
 //! off.
-//!
-//! Scenarios that fail today run only when asked:
-//! - `TOKENLEDGER_POWER_LOSS_MODES=subset,torn512,torn4096` (a list of
-//!   `keep`, `drop`, `subset`, `torn512`, `torn4096`, `garbled`,
-//!   `garbled-journal`): unsynced writes kept in part, or torn. sled 0.34
-//!   then now and then refuses its file ("Read corrupted data at file
-//!   offset …") or panics recovering it ("tried to serialize
-//!   Uninitialized"): its recovery assumes its log's unsynced tail is
-//!   lost in order.
-//! - `TOKENLEDGER_POWER_LOSS_GARBLED=1` adds `garbled`: every file's
-//!   unsynced blocks garbled. sled refuses its file then.
 //!
 //! Needs `gcc` and Linux (`/proc/self/fd`); without `gcc` it says so and
 //! fails.
@@ -80,10 +77,17 @@ use common::crash::{
 use model::{Loss, Model};
 use tokenledger_store::*;
 
-/// What crashes do by default: the modes that pass today. Reordered and
-/// torn writes (`subset`, `torn512`, `torn4096`) make sled 0.34 refuse
-/// to reopen now and then (see the file's docs).
-const DEFAULT_MODES: [Loss; 3] = [Loss::KeepAll, Loss::Drop, Loss::GarbledJournal];
+/// What crashes do to what was not synced, by default: everything the
+/// model knows (see the file's docs).
+const DEFAULT_MODES: [Loss; 7] = [
+    Loss::KeepAll,
+    Loss::Drop,
+    Loss::Subset,
+    Loss::Torn(512),
+    Loss::Torn(4096),
+    Loss::Garbled,
+    Loss::GarbledJournal,
+];
 
 /// Set, the child appends from one thread, and after a failed append
 /// reopens the log and goes on.
@@ -250,22 +254,14 @@ fn parent() {
             .as_nanos() as u64
             | 1
     });
-    let garbled = flag("TOKENLEDGER_POWER_LOSS_GARBLED");
     let modes: Vec<Loss> = match std::env::var("TOKENLEDGER_POWER_LOSS_MODES") {
         Ok(modes) => modes.split(',').map(|m| Loss::parse(m.trim())).collect(),
-        Err(_) => {
-            let mut modes = DEFAULT_MODES.to_vec();
-            if garbled {
-                modes.push(Loss::Garbled);
-            }
-            modes
-        }
+        Err(_) => DEFAULT_MODES.to_vec(),
     };
     let failed_sync =
         std::env::var_os("TOKENLEDGER_POWER_LOSS_FAILED_SYNC").is_none_or(|v| v != "0");
     println!(
-        "power loss: {iterations} crash points, seed {seed}{}{}",
-        if garbled { ", garbled blocks" } else { "" },
+        "power loss: {iterations} crash points, seed {seed}{}",
         if failed_sync { ", a failed sync" } else { "" }
     );
     let mut rng = Rng(seed);

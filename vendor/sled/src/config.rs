@@ -843,6 +843,25 @@ impl Drop for Inner {
 }
 
 impl RunningConfig {
+    /// tokenledger's patch: `fdatasync`s the log file, and makes a
+    /// failure stick. Linux reports a failed writeback to one `fsync`
+    /// only, marks the lost pages clean and leaves them readable: a later
+    /// sync succeeds without them. So after one failure every later sync,
+    /// and every flush, fails with it (`global_error`), and whoever relies
+    /// on sled's durability learns that it cannot.
+    pub(crate) fn sync_log_file(&self) -> Result<()> {
+        self.global_error()?;
+        if self.temporary {
+            return Ok(());
+        }
+        if let Err(io_error) = self.file.sync_data() {
+            let error = Error::from(io_error);
+            self.set_global_error(error.clone());
+            return Err(error);
+        }
+        Ok(())
+    }
+
     // returns the snapshot file paths for this system
     #[doc(hidden)]
     pub fn get_snapshot_files(&self) -> io::Result<Vec<PathBuf>> {

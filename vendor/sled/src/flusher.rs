@@ -134,7 +134,9 @@ fn run(
                 && before.elapsed() < flush_every / 2
         } {}
 
-        if let Err(e) = pagecache.config.file.sync_all() {
+        // tokenledger's patch: the sync also records what it made
+        // durable, for the segment headers (`IoBufs::durable_lsn`).
+        if let Err(e) = pagecache.log.iobufs.sync_durable() {
             error!("failed to fsync from periodic flush thread: {}", e);
         }
 

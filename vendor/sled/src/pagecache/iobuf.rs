@@ -309,6 +309,14 @@ pub(crate) struct IoBufs {
     // file, and there may be buffers that have been written out-of-order
     // to stable storage due to interesting thread interleavings.
     pub stable_lsn: AtomicLsn,
+    // tokenledger's patch: the highest lsn known to be on the disk, not
+    // just in the drive's cache: `stable_lsn` as it was before the last
+    // `fsync` or `fdatasync` of the file that succeeded. Segment headers
+    // record this, not `stable_lsn`: recovery trusts everything below a
+    // header's lsn and skips what it cannot read there, so a header that
+    // named writes a power cut could still lose let recovery skip over a
+    // hole and apply what came after it.
+    pub durable_lsn: AtomicLsn,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
     pub segment_accountant: Mutex<SegmentAccountant>,
@@ -386,6 +394,11 @@ impl IoBufs {
         // of our file has not yet been written.
         let stable = next_lsn - 1;
 
+        // tokenledger's patch: what recovery read may be only in the page
+        // cache (a killed process, not a power cut), so it is synced
+        // before a segment header calls it durable.
+        config.sync_log_file()?;
+
         // the tip offset is not completely full yet, reuse it
         let base = assert_usize(next_lid % segment_size as LogOffset);
 
@@ -412,6 +425,7 @@ impl IoBufs {
             interval_updated: Condvar::new(),
 
             stable_lsn: AtomicLsn::new(stable),
+            durable_lsn: AtomicLsn::new(stable),
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
             segment_accountant: Mutex::new(segment_accountant),
@@ -483,10 +497,22 @@ impl IoBufs {
         // its pages are durable before it is overwritten (see
         // `SegmentAccountant::free_segment`). One sync frees every segment
         // drained since the last, outside the accountant's lock.
-        if !self.config.temporary {
-            self.config.file.sync_data()?;
-        }
+        self.sync_durable()?;
         self.with_sa(|sa| sa.free_synced(&drained))
+    }
+
+    /// tokenledger's patch: `fdatasync`s the file, then records as
+    /// durable what was stable before it (see `durable_lsn`).
+    pub(crate) fn sync_durable(&self) -> Result<()> {
+        let stable = self.stable();
+        self.config.sync_log_file()?;
+        bump_atomic_lsn(&self.durable_lsn, stable);
+        Ok(())
+    }
+
+    /// The highest lsn known to be on the disk (see `durable_lsn`).
+    pub(in crate::pagecache) fn durable(&self) -> Lsn {
+        self.durable_lsn.load(Acquire)
     }
 
     /// `SegmentAccountant` access for coordination with the `PageCache`
@@ -1024,7 +1050,11 @@ pub(in crate::pagecache) fn make_stable_inner(
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     let _cc = concurrency_control::read();
     let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
-    make_stable(iobufs, max_reserved_lsn)
+    let written = make_stable(iobufs, max_reserved_lsn)?;
+    // tokenledger's patch: `Tree::flush` promises an fsync, and
+    // `make_stable` only waits for `sync_file_range`.
+    iobufs.sync_durable()?;
+    Ok(written)
 }
 
 /// Attempt to seal the current IO buffer, possibly
@@ -1142,7 +1172,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
             stored_max_stable_lsn: -1,
         };
 
-        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.stable());
+        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.durable());
 
         next_iobuf
     } else {

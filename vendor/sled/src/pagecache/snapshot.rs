@@ -518,9 +518,7 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     // points at what a power cut lost, and sled then refuses the file
     // ("Read corrupted data") or panics recovering it. So the log is
     // synced first.
-    if !config.temporary {
-        config.file.sync_data()?;
-    }
+    config.sync_log_file()?;
 
     let raw_bytes = snapshot.serialize();
     let decompressed_len = raw_bytes.len();
