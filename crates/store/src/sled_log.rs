@@ -448,14 +448,33 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// hold sled's lock on its `db` file for a moment, while sled's background
 /// threads finish (they own the file, not the handle). So a lock conflict
 /// is waited out, briefly, instead of reported.
+///
+/// sled 0.34 panics on some damage it meets recovering its files ("tried to
+/// serialize Uninitialized"): that is an error here, naming the directory,
+/// never a panic of the caller.
 pub(crate) fn open_sled(sled_dir: &Path) -> Result<sled::Db, OpenError> {
     // sled would create it with the umask's mode.
     create_private_dir(sled_dir).map_err(io_error(sled_dir))?;
-    waiting_for_sled(
-        || sled::Config::new().path(sled_dir).open(),
-        |error| error.to_string().contains("could not acquire lock"),
-    )
-    .map_err(open_storage)
+    let opening = || {
+        waiting_for_sled(
+            || sled::Config::new().path(sled_dir).open(),
+            |error| error.to_string().contains("could not acquire lock"),
+        )
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(opening)) {
+        Ok(opened) => opened.map_err(open_storage),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(OpenError::Storage(format!(
+                "sled failed recovering `{}` ({why}): its files are damaged; restore the data directory from a backup, or import an export",
+                sled_dir.display()
+            )))
+        }
+    }
 }
 
 /// `attempt`, made again every 10 ms while it fails as `busy` says (sled's
