@@ -275,15 +275,18 @@ fn parent() {
         Some(work)
     };
     let shim = build_shim(&root);
-    let dir = root.join("data");
-    std::fs::create_dir(&dir).unwrap();
-    let dir = dir.canonicalize().unwrap();
+    // The shim watches `watched`, and the first child creates the log's
+    // directory in it: so its creation must be made durable too.
+    let watched = root.join("data");
+    std::fs::create_dir(&watched).unwrap();
+    let watched = watched.canonicalize().unwrap();
+    let dir = watched.join("log");
     let shim_log = root.join("io.log");
     let exe = std::env::current_exe().unwrap();
     let mut acknowledged: BTreeMap<u128, u64> = BTreeMap::new();
     let mut losses: BTreeMap<String, usize> = BTreeMap::new();
     let (mut syncs, mut failed, mut compactions) = (0, 0, 0);
-    let mut model = Model::snapshot(&dir);
+    let mut model = Model::snapshot(&watched);
     let started = Instant::now();
     for iteration in 0..iterations {
         let compacting = iteration % 4 == 3;
@@ -310,7 +313,7 @@ fn parent() {
             // acknowledged events in the journal alone.
             .env(JOURNAL_BYTES, if iteration % 2 == 1 { "4096" } else { "" })
             .env("LD_PRELOAD", &shim)
-            .env("TL_SHIM_DIR", &dir)
+            .env("TL_SHIM_DIR", &watched)
             .env("TL_SHIM_LOG", &shim_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -381,7 +384,7 @@ fn parent() {
             SledLog::wait_closed(&dir).unwrap();
         }
         // What the check's open wrote, through no shim, is durable.
-        model = Model::snapshot(&dir);
+        model = Model::snapshot(&watched);
     }
     let mut deterministic = 0;
     for (name, nth) in CRASH_POINTS {
@@ -392,7 +395,7 @@ fn parent() {
                 .env(SIGNED, "1")
                 .env(CRASH_AT, format!("{name}:{nth}"))
                 .env("LD_PRELOAD", &shim)
-                .env("TL_SHIM_DIR", &dir)
+                .env("TL_SHIM_DIR", &watched)
                 .env("TL_SHIM_LOG", &shim_log)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -425,7 +428,7 @@ fn parent() {
             println!("crash point {name}:{nth}: {loss:?}");
             model.crash(loss, &mut rng);
             check_with(&dir, signed(), &acknowledged, iterations + deterministic);
-            model = Model::snapshot(&dir);
+            model = Model::snapshot(&watched);
             deterministic += 1;
         }
     }
