@@ -23,7 +23,8 @@ pub(super) struct Route {
 /// to it. `ends` holds the route that ends here, by method.
 #[derive(Debug, Default)]
 struct Node {
-    /// The literal segments that go on from here, sorted, with their nodes.
+    /// The literal segments that go on from here, with their nodes, sorted
+    /// by [`by_length`].
     literals: Vec<(&'static str, usize)>,
     /// The node a parameter leads to, if a route has one here.
     parameter: Option<usize>,
@@ -135,7 +136,7 @@ impl Catalog {
         };
         let literal = node
             .literals
-            .binary_search_by(|(literal, _)| literal.cmp(first))
+            .binary_search_by(|(literal, _)| by_length(literal, first))
             .ok()
             .and_then(|at| node.literals.get(at))
             .and_then(|&(_, child)| self.search(child, method, rest));
@@ -144,6 +145,12 @@ impl Catalog {
                 .and_then(|child| self.search(child, method, rest))
         })
     }
+}
+
+/// Shorter first, then by bytes: most comparisons of a lookup are settled
+/// by the lengths alone.
+fn by_length(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The routes' tree. Two routes of one method and one shape would end at
@@ -160,7 +167,10 @@ fn tree(routes: &[Route]) -> Vec<Node> {
             };
             at = match segment {
                 Segment::Literal(literal) => {
-                    match node.literals.binary_search_by(|(l, _)| l.cmp(literal)) {
+                    match node
+                        .literals
+                        .binary_search_by(|(known, _)| by_length(known, literal))
+                    {
                         Ok(found) => node.literals.get(found).map_or(next, |&(_, child)| child),
                         Err(insert) => {
                             node.literals.insert(insert, (literal, next));

@@ -143,26 +143,47 @@ pub(super) fn split_checked(relative: &str) -> Result<Segments<'_>, Refused<'_>>
         given: [""; MAX_SEGMENTS],
         count: 0,
     };
-    let bytes = relative.as_bytes();
     let (mut start, mut plain) = (0, true);
-    for at in 0..=bytes.len() {
-        match bytes.get(at) {
-            Some(b'/') | None => {
-                // `start` and `at` are next to a `/` or at an end: always
-                // boundaries of characters.
-                let segment = relative.get(start..at).unwrap_or_default();
-                let checked = plain && !segment.is_empty() && !segment.bytes().all(|b| b == b'.');
-                if !checked && let Some(reason) = ambiguous(segment) {
-                    return Err((segments.count + 1, segment, reason));
-                }
-                if let Some(slot) = segments.given.get_mut(segments.count) {
-                    *slot = segment;
-                }
-                segments.count += 1;
-                (start, plain) = (at + 1, true);
-            }
-            Some(&byte) => plain &= ALLOWED.get(usize::from(byte)).copied().unwrap_or(false),
+    for (at, &byte) in relative.as_bytes().iter().enumerate() {
+        if byte == b'/' {
+            segments.push(relative, start..at, plain)?;
+            (start, plain) = (at + 1, true);
+        } else {
+            plain &= is_allowed(byte);
         }
     }
+    segments.push(relative, start..relative.len(), plain)?;
     Ok(segments)
+}
+
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a `u8` always indexes a table of 256"
+)]
+fn is_allowed(byte: u8) -> bool {
+    ALLOWED[usize::from(byte)]
+}
+
+impl<'a> Segments<'a> {
+    /// Checks and keeps the segment of `relative` at `range`; `plain` says
+    /// that each of its bytes is [`allowed`].
+    fn push(
+        &mut self,
+        relative: &'a str,
+        range: std::ops::Range<usize>,
+        plain: bool,
+    ) -> Result<(), Refused<'a>> {
+        // The range ends next to a `/` or at an end of `relative`: always at
+        // boundaries of characters.
+        let segment = relative.get(range).unwrap_or_default();
+        let checked = plain && !segment.is_empty() && !segment.bytes().all(|b| b == b'.');
+        if !checked && let Some(reason) = ambiguous(segment) {
+            return Err((self.count + 1, segment, reason));
+        }
+        if let Some(slot) = self.given.get_mut(self.count) {
+            *slot = segment;
+        }
+        self.count += 1;
+        Ok(())
+    }
 }
