@@ -6,7 +6,7 @@
 //! event put things in the state that caused it. The hot path returns a
 //! [`Decision`], never a `Result`, and refuses unless every rule passes.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use tokenledger_events::{
     CompanyId, Feature, Requirement, ResourceId, Secret, SecretError, TeammateId, Timestamp,
@@ -268,42 +268,75 @@ impl ErrorBody {
             Requirement::Feature(_) | Requirement::LiveToken => ("use", "resource"),
         };
         let resource_type = request.resource.resource_type().unwrap_or(kind);
+        let resource = request.resource.as_str();
+        // Pushed rather than `format!`ted: a refusal answers on the hot path.
+        let mut message = String::with_capacity(
+            FORBIDDEN_MESSAGE_BYTES + verb.len() + resource_type.len() + resource.len(),
+        );
+        for part in [
+            "This agent is not allowed to ",
+            verb,
+            " the \"",
+            resource_type,
+            "\" with ID: \"",
+            resource,
+            "\"",
+        ] {
+            message.push_str(part);
+        }
         ErrorBody {
             status: 403,
             title: "Forbidden",
-            message: format!(
-                "This agent is not allowed to {verb} the \"{resource_type}\" with ID: \"{}\"",
-                request.resource
-            ),
+            message,
         }
     }
 
     /// The body as Front sends it:
     /// `{"_error":{"status":403,"title":"Forbidden","message":"…"}}`.
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\"_error\":{{\"status\":{},\"title\":{},\"message\":{}}}}}",
-            self.status,
-            json_string(self.title),
-            json_string(&self.message)
-        )
+        let mut out =
+            String::with_capacity(JSON_FRAME_BYTES + self.title.len() + self.message.len());
+        out.push_str("{\"_error\":{\"status\":");
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{}", self.status);
+        out.push_str(",\"title\":");
+        push_json_string(&mut out, self.title);
+        out.push_str(",\"message\":");
+        push_json_string(&mut out, &self.message);
+        out.push_str("}}");
+        out
     }
 }
 
-/// Quotes `text` as a JSON string.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// The bytes of Front's 403 message around its three parts.
+const FORBIDDEN_MESSAGE_BYTES: usize = 48;
+/// The bytes of the JSON body around its title and message, with room for
+/// the status and the quotes.
+const JSON_FRAME_BYTES: usize = 48;
+
+/// Appends `text` quoted as a JSON string: `"` and `\` escaped, control
+/// characters as `\u00XX`.
+fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+    // Most messages hold only printable ASCII without quotes: copied whole.
+    let plain = text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push_str(text);
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
+            }
         }
     }
     out.push('"');
-    out
 }
 
 /// A refusal: the rule, why, and what was needed. Small and `Copy`, so a
@@ -581,4 +614,56 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
 
     // Rule 8.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorBody;
+
+    /// The body as `format!` wrote it before it was built by hand.
+    fn formatted(body: &ErrorBody) -> String {
+        let quoted = |text: &str| {
+            let mut out = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        };
+        format!(
+            "{{\"_error\":{{\"status\":{},\"title\":{},\"message\":{}}}}}",
+            body.status,
+            quoted(body.title),
+            quoted(&body.message)
+        )
+    }
+
+    #[test]
+    fn the_body_is_written_as_format_wrote_it() {
+        for (status, message) in [
+            (401, "Invalid token"),
+            (
+                403,
+                "This agent is not allowed to read the \"conversation\" with ID: \"cnv_X\"",
+            ),
+            (0, "back\\slash"),
+            (9, "tab\tnew\nline\u{0}"),
+            (65535, "del\u{7f} c1\u{85} \u{9f} é ✓ \u{ff0e}"),
+            (503, ""),
+            (403, "only ascii, and a del\u{7f}"),
+            (403, "only ascii, and a quote\""),
+        ] {
+            let body = ErrorBody {
+                status,
+                title: "Forbidden",
+                message: message.to_owned(),
+            };
+            assert_eq!(body.to_json(), formatted(&body), "{message}");
+        }
+    }
 }
