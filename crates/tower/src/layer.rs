@@ -1,8 +1,6 @@
 //! The layer and its service: bearer, consistency, catalog, locator,
 //! decision, record; then the inner service, or Front's answer.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -20,6 +18,7 @@ use tokenledger_events::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::ResponseFuture;
 use crate::locate::{Locator, Target};
 use crate::record::{DecisionRecord, DecisionSink, Overflow, SinkError, Verdict};
 use crate::rejection::Rejection;
@@ -192,36 +191,27 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.shared.is_unguarded(&request) {
+            return ResponseFuture::calling(self.inner.call(request));
+        }
         // The clone takes the place of the service made ready, which
-        // answers this request (tower's usual hand-over).
+        // answers this request once it is allowed (tower's usual hand-over).
         let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let inner = std::mem::replace(&mut self.inner, ready);
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            if shared.is_unguarded(&parts) {
-                return inner.call(Request::from_parts(parts, body)).await;
-            }
-            match shared.decide(&parts).await {
-                Ok(authorized) => {
-                    parts.extensions.insert(authorized);
-                    inner.call(Request::from_parts(parts, body)).await
-                }
-                Err(answer) => Ok(answer.response()),
-            }
-        })
+        ResponseFuture::deciding(Box::pin(shared.admit(request)), inner)
     }
 }
 
 /// A refusal on its way out, with what its headers say.
-struct Answer {
+pub(crate) struct Answer {
     rejection: Rejection,
     position: Option<u64>,
     needed: Option<Requirement>,
@@ -229,21 +219,25 @@ struct Answer {
 }
 
 impl Answer {
-    fn response<ResBody: From<Bytes>>(self) -> Response<ResBody> {
+    pub(crate) fn response<ResBody: From<Bytes>>(self) -> Response<ResBody> {
         let body = self.rejection.body().to_json();
         let mut response = Response::new(ResBody::from(Bytes::from(body)));
         *response.status_mut() = self.rejection.status();
         let headers = response.headers_mut();
+        // Room for the four at once, rather than growing on the first.
+        headers.reserve(4);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(position) = self.position {
             headers.insert(POSITION_HEADER, HeaderValue::from(position));
         }
+        // From the `String`s themselves (the same check as `from_str`,
+        // without a copy).
         if let Some(needed) = self.needed
-            && let Ok(value) = HeaderValue::from_str(&needed.to_string())
+            && let Ok(value) = HeaderValue::try_from(needed.to_string())
         {
             headers.insert(ACCEPTED_SCOPE_HEADER, value);
         }
-        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+        if let Ok(value) = HeaderValue::try_from(self.request_id) {
             headers.insert(REQUEST_ID_HEADER, value);
         }
         response
@@ -251,10 +245,19 @@ impl Answer {
 }
 
 impl<L: Locator> Shared<L> {
-    fn is_unguarded(&self, parts: &Parts) -> bool {
+    fn is_unguarded<B>(&self, request: &Request<B>) -> bool {
         self.unguarded
             .iter()
-            .any(|(method, path)| *method == parts.method && path == parts.uri.path())
+            .any(|(method, path)| method == request.method() && path == request.uri().path())
+    }
+
+    /// Decides `request`: an allowed one comes back with [`Authorized`] in
+    /// its extensions, for the inner service; a refused one as the answer.
+    async fn admit<B>(self: Arc<Self>, request: Request<B>) -> Result<Request<B>, Answer> {
+        let (mut parts, body) = request.into_parts();
+        let authorized = self.decide(&parts).await?;
+        parts.extensions.insert(authorized);
+        Ok(Request::from_parts(parts, body))
     }
 
     /// Decides the request and records the decision; a refusal comes back
