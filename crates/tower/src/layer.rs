@@ -268,14 +268,9 @@ impl<L: Locator> Shared<L> {
             Timestamp::from_system_time(SystemTime::now()),
         );
         let decided = self.decide_recording(parts, &mut record).await;
-        let answer = |rejection: Rejection, record: &DecisionRecord| Answer {
-            rejection,
-            position: record.position,
-            needed: record.requirement,
-            request_id: record.request_id.clone(),
-        };
         match decided {
-            Ok(authorized) => {
+            Ok(mut authorized) => {
+                authorized.request_id = self.request_id_of(&mut record);
                 record.verdict = Verdict::Allowed;
                 record.status = 200;
                 record.reason = "allow";
@@ -298,11 +293,26 @@ impl<L: Locator> Shared<L> {
                 }
                 record.status = rejection.status().as_u16();
                 record.reason = rejection.reason();
-                let refused = answer(rejection, &record);
+                let refused = Answer {
+                    rejection,
+                    position: record.position,
+                    needed: record.requirement,
+                    request_id: self.request_id_of(&mut record),
+                };
                 // A refusal stands whether or not it could be recorded.
                 let _ = self.write(record);
                 Err(refused)
             }
+        }
+    }
+
+    /// The record's request id for the answer: a copy when the record goes
+    /// to a sink, else the id itself (the record is dropped unread).
+    fn request_id_of(&self, record: &mut DecisionRecord) -> String {
+        if self.sink.is_some() {
+            record.request_id.clone()
+        } else {
+            std::mem::take(&mut record.request_id)
         }
     }
 
@@ -389,7 +399,8 @@ impl<L: Locator> Shared<L> {
             });
         }
         Ok(Authorized {
-            request_id: record.request_id.clone(),
+            // Filled in by `decide`, which knows whether the record needs it.
+            request_id: String::new(),
             token: handle.id(),
             company,
             position: decision.position,
@@ -470,7 +481,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (Some(value), None) = (values.next(), values.next()) else {
         return None;
     };
-    let (scheme, secret) = value.to_str().ok()?.split_once(' ')?;
+    let text = value.to_str().ok()?;
+    // A short header: a loop beats `split_once`'s `memchr`.
+    let space = text.bytes().position(|b| b == b' ')?;
+    let (scheme, secret) = (text.get(..space)?, text.get(space + 1..)?);
     let secret = secret.trim_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
 }

@@ -51,15 +51,28 @@ impl<'a> Target<'a> {
 
     /// The first parameter: the resource most operations are about.
     pub fn first_parameter(&self) -> Option<&'a str> {
-        // By bytes rather than through `parameters`: it is asked on every
-        // request, and the template's literals before it were matched.
-        let template = self.endpoint.template;
-        let before = template.get(..template.find('{')?)?;
-        let mut rest = self.path;
-        for _ in before.bytes().filter(|&b| b == b'/') {
-            rest = rest.get(rest.find('/')? + 1..)?;
+        // By bytes rather than through `parameters` or `str::find`: it is
+        // asked on every request, the template's literals before it were
+        // matched, and the strings are too short for `memchr` to pay.
+        let template = self.endpoint.template.as_bytes();
+        let slashes = template
+            .iter()
+            .take_while(|&&b| b != b'{')
+            .filter(|&&b| b == b'/')
+            .count();
+        if !template.contains(&b'{') {
+            return None;
         }
-        let given = rest.get(..rest.find('/').unwrap_or(rest.len()))?;
+        let start = self
+            .path
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'/')
+            .nth(slashes.checked_sub(1)?)?
+            .0
+            + 1;
+        let rest = self.path.get(start..)?;
+        let given = rest.get(..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len()))?;
         (!given.is_empty()).then_some(given)
     }
 }
