@@ -13,7 +13,7 @@ use tokenledger_events::{
     TokenId, TokenKind, WorkspaceId,
 };
 
-use tokenledger_projection::{Provenance, State, TokenHandle};
+use tokenledger_projection::{Provenance, State, Token, TokenHandle};
 
 /// Where a resource lives, as the caller says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -447,6 +447,46 @@ pub fn authorize(state: &State, token: impl Into<TokenHandle>, request: &Request
     }
 }
 
+/// Rules 1 and 2 in full: the presented secret names a token that is
+/// neither deleted nor expired at `at`. What [`authorize`] would answer for
+/// [`Requirement::LiveToken`] in the token's own company, without a request
+/// to build: for a service that refuses a dead token before it looks at
+/// anything else. The token's company comes with its handle.
+pub fn authenticate_live(
+    state: &State,
+    presented: &str,
+    at: Timestamp,
+) -> Result<(TokenHandle, CompanyId), (Option<TokenId>, Refusal)> {
+    let handle = authenticate(state, presented).map_err(|refusal| (None, refusal))?;
+    let token = live(state, handle, at, Some(Requirement::LiveToken))
+        .map_err(|refusal| (Some(handle.id()), refusal))?;
+    Ok((handle, token.company()))
+}
+
+/// Rule 2 for a token found: known, not deleted, not expired at `at`.
+fn live(
+    state: &State,
+    handle: TokenHandle,
+    at: Timestamp,
+    needed: Option<Requirement>,
+) -> Result<Token<'_>, Refusal> {
+    let refuse = |reason| Refusal {
+        rule: Rule::TokenLive,
+        reason,
+        needed,
+    };
+    let token = state
+        .token_by_handle(handle)
+        .ok_or_else(|| refuse(Reason::UnknownToken))?;
+    if let Some(deleted) = token.deleted() {
+        return Err(refuse(Reason::TokenDeleted { deleted }));
+    }
+    if let Some(expired_at) = token.expired_by(at) {
+        return Err(refuse(Reason::TokenExpired { expired_at }));
+    }
+    Ok(token)
+}
+
 /// Rules 1 to 8: authenticates the secret and authorizes the request.
 ///
 /// ```
@@ -482,16 +522,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         needed,
     };
 
-    // Rule 2.
-    let token = state
-        .token_by_handle(handle)
-        .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
-    if let Some(deleted) = token.deleted() {
-        return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
-    }
-    if let Some(expired_at) = token.expired_by(request.at) {
-        return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
-    }
+    let token = live(state, handle, request.at, needed)?;
 
     // Rule 3. Where the resource lives is looked up once, for rules 3, 6
     // and 7. A workspace or teammate the state does not know belongs to no
