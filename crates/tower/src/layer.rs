@@ -331,42 +331,30 @@ impl<L: Locator> Shared<L> {
             self.wait_for(wanted).await?;
         }
         let authorizer = &self.authorizer;
-        let handle = authorizer.authenticate(secret).map_err(|refusal| {
-            record.position = authorizer.position();
-            Rejection::Refused {
-                refusal,
-                request: None,
-            }
-        })?;
+        // Rules 1 and 2 in full (deleted, expired) before the locator is
+        // asked: a token that no longer lives must not learn which
+        // resources exist from a 404 where others get a 401.
+        let (handle, company) =
+            authorizer
+                .authenticate_live(secret, record.at)
+                .map_err(|refused| {
+                    record.token = refused.token;
+                    // Every refused decision carries a refusal; if one did
+                    // not, the request is refused all the same.
+                    let refusal = refused.refusal.unwrap_or(Refusal {
+                        rule: Rule::TokenLive,
+                        reason: Reason::LedgerClosed,
+                        needed: None,
+                    });
+                    // A closed ledger decided at no position.
+                    record.position =
+                        (refusal.reason != Reason::LedgerClosed).then_some(refused.position);
+                    Rejection::Refused {
+                        refusal,
+                        request: None,
+                    }
+                })?;
         record.token = Some(handle.id());
-        // Rule 2 in full (deleted, expired) before the locator is asked:
-        // a token that no longer lives must not learn which resources exist
-        // from a 404 where others get a 401.
-        let closed = || Rejection::Refused {
-            refusal: Refusal {
-                rule: Rule::TokenLive,
-                reason: Reason::LedgerClosed,
-                needed: None,
-            },
-            request: None,
-        };
-        let company = authorizer.company(handle).ok_or_else(closed)?;
-        let live = authorizer.authorize(
-            handle,
-            &tokenledger_authz::Request {
-                requirement: Requirement::LiveToken,
-                resource: ResourceId::any(),
-                location: Location::Global(company),
-                at: record.at,
-            },
-        );
-        if let Some(refusal) = live.refusal {
-            record.position = Some(live.position);
-            return Err(Rejection::Refused {
-                refusal,
-                request: None,
-            });
-        }
         let method = method(&parts.method)?;
         record.method = Some(method);
         let path = parts.uri.path();
