@@ -230,16 +230,15 @@ pub fn resolve_endpoint(method: Method, path: &str) -> Result<&'static Endpoint,
     let without_query = path.split_once('?').map_or(path, |(before, _)| before);
     let relative = without_query.strip_prefix('/').ok_or_else(malformed)?;
     let relative = relative.strip_suffix('/').unwrap_or(relative);
-    let segments = path::split_checked(relative).map_err(|(number, segment, reason)| {
+    path::check_segments(relative).map_err(|(number, segment, reason)| {
         EndpointError::AmbiguousSegment {
             number,
             segment: quote_input(segment),
             reason,
         }
     })?;
-    segments
-        .get()
-        .and_then(|given| catalog.find(method, given))
+    catalog
+        .find(method, relative)
         .ok_or_else(|| EndpointError::UnknownEndpoint {
             method,
             path: quote_input(path),

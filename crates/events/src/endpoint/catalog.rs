@@ -4,9 +4,6 @@ use super::{Endpoint, EndpointError, Method, Requirement};
 use crate::scope::ScopeError;
 use crate::token::Feature;
 
-/// The most segments a catalogued path has room for (the longest has 6).
-pub(super) const MAX_SEGMENTS: usize = 16;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Segment {
     Literal(&'static str),
@@ -97,11 +94,6 @@ impl Catalog {
                     }
                 })
                 .collect();
-            if segments.len() > MAX_SEGMENTS {
-                return Err(damaged(format!(
-                    "`{template}` has more than {MAX_SEGMENTS} segments"
-                )));
-            }
             routes.push(Route {
                 endpoint: Endpoint {
                     method,
@@ -116,33 +108,40 @@ impl Catalog {
         Ok(Catalog { routes, nodes })
     }
 
-    /// Finds the route for a path's segments. Where a literal segment and a
-    /// parameter both match (`/accounts/custom_fields` and
-    /// `/accounts/{account_id}`), the literal wins, segment by segment from
-    /// the left, as in Front's API.
-    pub(super) fn find(&self, method: Method, given: &[&str]) -> Option<&Endpoint> {
-        self.search(0, method, given)
+    /// Finds the route for `relative`, a path without its leading `/`
+    /// whose segments were checked. Where a literal segment and a parameter
+    /// both match (`/accounts/custom_fields` and `/accounts/{account_id}`),
+    /// the literal wins, segment by segment from the left, as in Front's
+    /// API.
+    pub(super) fn find(&self, method: Method, relative: &str) -> Option<&Endpoint> {
+        self.search(0, method, Some(relative))
             .and_then(|index| self.routes.get(index))
             .map(|route| &route.endpoint)
     }
 
     /// Depth first, the literal before the parameter at each segment: the
     /// first route found is the one whose literals come earliest, which is
-    /// the rule [`Catalog::find`] states.
-    fn search(&self, node: usize, method: Method, given: &[&str]) -> Option<usize> {
+    /// the rule [`Catalog::find`] states. `rest` is what is left of the
+    /// path after this node's segment, if anything is; the path is split
+    /// as the tree is walked, so no deeper than the tree goes.
+    fn search(&self, node: usize, method: Method, rest: Option<&str>) -> Option<usize> {
         let node = self.nodes.get(node)?;
-        let Some((first, rest)) = given.split_first() else {
+        let Some(rest) = rest else {
             return node.ends.get(slot(method)).copied().flatten();
+        };
+        let (segment, after) = match rest.bytes().position(|b| b == b'/') {
+            Some(at) => (rest.get(..at)?, Some(rest.get(at + 1..)?)),
+            None => (rest, None),
         };
         let literal = node
             .literals
-            .binary_search_by(|(literal, _)| by_length(literal, first))
+            .binary_search_by(|(literal, _)| by_length(literal, segment))
             .ok()
             .and_then(|at| node.literals.get(at))
-            .and_then(|&(_, child)| self.search(child, method, rest));
+            .and_then(|&(_, child)| self.search(child, method, after));
         literal.or_else(|| {
             node.parameter
-                .and_then(|child| self.search(child, method, rest))
+                .and_then(|child| self.search(child, method, after))
         })
     }
 }

@@ -2,8 +2,6 @@
 //! proxy or framework behind the check could read as something else are
 //! refused before the catalog is asked.
 
-use super::catalog::MAX_SEGMENTS;
-
 /// Whether `byte` may stand in a segment, as itself or escaped: ASCII
 /// letters and digits, the unreserved `-._~` and the sub-delimiters and
 /// `:`/`@` that Front's ids and aliases use (`cnv_123`,
@@ -97,7 +95,7 @@ pub(super) fn ambiguous(segment: &str) -> Option<&'static str> {
     None
 }
 
-/// [`allowed`] for every byte, as a table: the split below asks it of
+/// [`allowed`] for every byte, as a table: [`check_segments`] asks it of
 /// every byte of every request's path.
 #[expect(
     clippy::indexing_slicing,
@@ -113,47 +111,27 @@ const ALLOWED: [bool; 256] = {
     table
 };
 
-/// A path's segments, each checked, kept on the stack.
-#[derive(Debug)]
-pub(super) struct Segments<'a> {
-    given: [&'a str; MAX_SEGMENTS],
-    count: usize,
-}
-
-impl<'a> Segments<'a> {
-    /// The segments, or `None` when there are more than any route has.
-    pub(super) fn get(&self) -> Option<&[&'a str]> {
-        self.given.get(..self.count)
-    }
-}
-
 /// A segment [`ambiguous`] refuses: its number (from 1), the segment, and
 /// why.
 pub(super) type Refused<'a> = (usize, &'a str, &'static str);
 
-/// Splits `relative` (a path without its leading `/`) at each `/`, and
-/// refuses the first segment [`ambiguous`] would. Every segment is checked,
-/// also those past [`MAX_SEGMENTS`].
+/// Checks each segment of `relative` (a path without its leading `/`) and
+/// refuses the first one [`ambiguous`] would.
 ///
 /// In one pass over the bytes: a segment of nothing but [`allowed`] bytes
 /// (which leaves `%` out) is refused only when empty or only dots, so only
 /// the rest are given to [`ambiguous`], which also names the reason.
-pub(super) fn split_checked(relative: &str) -> Result<Segments<'_>, Refused<'_>> {
-    let mut segments = Segments {
-        given: [""; MAX_SEGMENTS],
-        count: 0,
-    };
-    let (mut start, mut plain) = (0, true);
+pub(super) fn check_segments(relative: &str) -> Result<(), Refused<'_>> {
+    let (mut start, mut plain, mut number) = (0, true, 1);
     for (at, &byte) in relative.as_bytes().iter().enumerate() {
         if byte == b'/' {
-            segments.push(relative, start..at, plain)?;
-            (start, plain) = (at + 1, true);
+            check(relative, start..at, plain, number)?;
+            (start, plain, number) = (at + 1, true, number + 1);
         } else {
             plain &= is_allowed(byte);
         }
     }
-    segments.push(relative, start..relative.len(), plain)?;
-    Ok(segments)
+    check(relative, start..relative.len(), plain, number)
 }
 
 #[expect(
@@ -164,26 +142,20 @@ fn is_allowed(byte: u8) -> bool {
     ALLOWED[usize::from(byte)]
 }
 
-impl<'a> Segments<'a> {
-    /// Checks and keeps the segment of `relative` at `range`; `plain` says
-    /// that each of its bytes is [`allowed`].
-    fn push(
-        &mut self,
-        relative: &'a str,
-        range: std::ops::Range<usize>,
-        plain: bool,
-    ) -> Result<(), Refused<'a>> {
-        // The range ends next to a `/` or at an end of `relative`: always at
-        // boundaries of characters.
-        let segment = relative.get(range).unwrap_or_default();
-        let checked = plain && !segment.is_empty() && !segment.bytes().all(|b| b == b'.');
-        if !checked && let Some(reason) = ambiguous(segment) {
-            return Err((self.count + 1, segment, reason));
-        }
-        if let Some(slot) = self.given.get_mut(self.count) {
-            *slot = segment;
-        }
-        self.count += 1;
-        Ok(())
+/// Checks segment `number` of `relative`, at `range`; `plain` says that
+/// each of its bytes is [`allowed`].
+fn check(
+    relative: &str,
+    range: std::ops::Range<usize>,
+    plain: bool,
+    number: usize,
+) -> Result<(), Refused<'_>> {
+    // The range ends next to a `/` or at an end of `relative`: always at
+    // boundaries of characters.
+    let segment = relative.get(range).unwrap_or_default();
+    let checked = plain && !segment.is_empty() && !segment.bytes().all(|b| b == b'.');
+    if !checked && let Some(reason) = ambiguous(segment) {
+        return Err((number, segment, reason));
     }
+    Ok(())
 }
