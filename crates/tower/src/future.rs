@@ -1,5 +1,6 @@
-//! The future [`crate::LedgerService`] answers with: the decision, then the
-//! inner service's answer or the layer's refusal.
+//! The future [`crate::LedgerService`] answers with: the decision (when it
+//! could not be made at once), then the inner service's answer or the
+//! layer's refusal.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,10 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // Refused when called; `None` once answered.
+        Answered {
+            answer: Option<Answer>,
+        },
     }
 }
 
@@ -54,7 +59,17 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
-    /// A request passed on without a decision (a route not guarded).
+    /// A refusal decided when the service was called.
+    pub(crate) fn answered(answer: Answer) -> Self {
+        ResponseFuture {
+            state: State::Answered {
+                answer: Some(answer),
+            },
+        }
+    }
+
+    /// A request passed on: not guarded, or allowed when the service was
+    /// called.
     pub(crate) fn calling(future: S::Future) -> Self {
         ResponseFuture {
             state: State::Calling { future },
@@ -81,6 +96,13 @@ where
                     state.set(State::Calling { future });
                 }
                 StateProjection::Calling { future } => return future.poll(cx),
+                // Polled again after its answer: it has none left to give.
+                StateProjection::Answered { answer } => {
+                    return match answer.take() {
+                        Some(refused) => Poll::Ready(Ok(refused.response())),
+                        None => Poll::Pending,
+                    };
+                }
             }
         }
     }

@@ -1,9 +1,10 @@
 //! The layer and its service: bearer, consistency, catalog, locator,
 //! decision, record; then the inner service, or Front's answer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -201,12 +202,29 @@ where
         if self.shared.is_unguarded(&request) {
             return ResponseFuture::calling(self.inner.call(request));
         }
-        // The clone takes the place of the service made ready, which
-        // answers this request once it is allowed (tower's usual hand-over).
-        let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture::deciding(Box::pin(shared.admit(request)), inner)
+        let (parts, body) = request.into_parts();
+        let mut decision = Box::pin(Arc::clone(&self.shared).admit(parts, body));
+        // Most locators answer from memory, so the decision is usually made
+        // here, at its first poll, and the service made ready answers
+        // without a clone. A decision that must wait (a locator's query, a
+        // consistency token) is polled again by the future returned, with
+        // its task's waker, which it registers then: every future uses the
+        // waker of its latest poll.
+        match decision
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(allowed)) => ResponseFuture::calling(self.inner.call(allowed)),
+            Poll::Ready(Err(refused)) => ResponseFuture::answered(refused),
+            Poll::Pending => {
+                // The clone takes the place of the service made ready, which
+                // answers once the request is allowed (tower's usual
+                // hand-over).
+                let ready = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, ready);
+                ResponseFuture::deciding(decision, inner)
+            }
+        }
     }
 }
 
@@ -253,8 +271,9 @@ impl<L: Locator> Shared<L> {
 
     /// Decides `request`: an allowed one comes back with [`Authorized`] in
     /// its extensions, for the inner service; a refused one as the answer.
-    async fn admit<B>(self: Arc<Self>, request: Request<B>) -> Result<Request<B>, Answer> {
-        let (mut parts, body) = request.into_parts();
+    /// The request comes in parts: a whole one would be kept beside them,
+    /// and the future is boxed.
+    async fn admit<B>(self: Arc<Self>, mut parts: Parts, body: B) -> Result<Request<B>, Answer> {
         let authorized = self.decide(&parts).await?;
         parts.extensions.insert(authorized);
         Ok(Request::from_parts(parts, body))

@@ -355,3 +355,74 @@ async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() 
         assert_eq!(kept.0.lock().unwrap().len(), 0);
     }
 }
+
+/// `Tags`, but its answer waits for one turn of the runtime, as a query
+/// to the service's database would.
+struct SlowTags(Tags);
+
+impl Locator for SlowTags {
+    fn locate(
+        &self,
+        target: Target<'_>,
+    ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+        let found = self.0.locate(target);
+        async move {
+            tokio::task::yield_now().await;
+            found.await
+        }
+    }
+}
+
+/// A locator that is not ready when the service is called: the decision
+/// finishes when the response future is polled, an allow still reaches the
+/// service (with the decision) and a refusal still does not.
+#[tokio::test]
+async fn a_locator_that_waits_is_waited_for() {
+    let fixture = fixture();
+    let layer = LedgerLayer::builder(
+        fixture.ledger.authorizer(),
+        SlowTags(Tags {
+            company: fixture.company,
+            down: false,
+        }),
+    )
+    .build();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(None));
+    let service = layer.layer(tower::service_fn({
+        let (calls, seen) = (calls.clone(), seen.clone());
+        move |request: Request<()>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            *seen.lock().unwrap() = request
+                .extensions()
+                .get::<tokenledger_tower::Authorized>()
+                .cloned();
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"served")))) }
+        }
+    }));
+    let (status, body) = answer(service.clone(), get_tag(&fixture.secret)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "served"));
+    let authorized = seen.lock().unwrap().take().unwrap();
+    assert_eq!(authorized.resource.as_str(), "tag_1");
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+
+    // The token may read tags, not delete them.
+    let delete = Request::delete("/tags/tag_1")
+        .header(
+            "authorization",
+            format!("Bearer {}", fixture.secret.expose()),
+        )
+        .body(())
+        .unwrap();
+    let (status, body) = answer(service, delete).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        r#"{"_error":{"status":403,"title":"Forbidden","message":"This agent is not allowed to delete the \"tag\" with ID: \"tag_1\""}}"#
+    );
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "a refusal reached the service"
+    );
+}
