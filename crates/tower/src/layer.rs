@@ -8,9 +8,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tokenledger_authz::{Authorizer, Location, Reason, Refusal, Rule};
 use tokenledger_events::{
     CompanyId, Endpoint, EndpointError, Method, Requirement, ResourceId, Secret, Timestamp,
@@ -20,6 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
+use crate::headers::{Once, Read};
 use crate::locate::{Locator, Target};
 use crate::record::{DecisionRecord, DecisionSink, Overflow, SinkError, Verdict};
 use crate::rejection::Rejection;
@@ -282,11 +283,12 @@ impl<L: Locator> Shared<L> {
     /// Decides the request and records the decision; a refusal comes back
     /// as the answer to send.
     async fn decide(&self, parts: &Parts) -> Result<Authorized, Answer> {
+        let headers = Read::from(&parts.headers);
         let mut record = DecisionRecord::new(
-            self.request_id(&parts.headers),
+            self.request_id(headers.request_id),
             Timestamp::from_system_time(SystemTime::now()),
         );
-        let decided = self.decide_recording(parts, &mut record).await;
+        let decided = self.decide_recording(parts, &headers, &mut record).await;
         match decided {
             Ok(mut authorized) => {
                 authorized.request_id = self.request_id_of(&mut record);
@@ -339,12 +341,13 @@ impl<L: Locator> Shared<L> {
     async fn decide_recording(
         &self,
         parts: &Parts,
+        headers: &Read<'_>,
         record: &mut DecisionRecord,
     ) -> Result<Authorized, Rejection> {
-        let secret = bearer(&parts.headers).ok_or(Rejection::MissingBearer)?;
+        let secret = headers.bearer().ok_or(Rejection::MissingBearer)?;
         // A malformed secret is refused whatever the state, so it is not
         // kept waiting: holding requests open costs the caller nothing.
-        if let Some(wanted) = consistency(&parts.headers)?
+        if let Some(wanted) = headers.consistency()?
             && Secret::digest_of(secret).is_ok()
         {
             self.wait_for(wanted).await?;
@@ -453,9 +456,8 @@ impl<L: Locator> Shared<L> {
 
     /// The client's `x-request-id` when there is exactly one, of 1 to 128
     /// visible ASCII characters; else one made here.
-    fn request_id(&self, headers: &HeaderMap) -> String {
-        let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
-        if let (Some(value), None) = (given.next(), given.next()) {
+    fn request_id(&self, given: Once<'_>) -> String {
+        if let Once::One(value) = given {
             let bytes = value.as_bytes();
             if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
                 return String::from_utf8_lossy(bytes).into_owned();
@@ -477,39 +479,6 @@ fn push_hex(to: &mut String, n: u64) {
     for shift in (0..digits).rev() {
         let nibble = (n >> (shift * 4)) & 0xf;
         to.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
-    }
-}
-
-/// The secret of the one `Authorization: Bearer <secret>` header. Two
-/// `Authorization` headers are refused: which one a proxy or the service
-/// would read is not known.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let text = value.to_str().ok()?;
-    // A short header: a loop beats `split_once`'s `memchr`.
-    let space = text.bytes().position(|b| b == b' ')?;
-    let (scheme, secret) = (text.get(..space)?, text.get(space + 1..)?);
-    let secret = secret.trim_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
-}
-
-/// The consistency token, if one was sent: one header, a decimal position.
-fn consistency(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
-    let mut values = headers.get_all(CONSISTENCY_HEADER).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let position = value
-        .to_str()
-        .ok()
-        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|text| text.parse().ok());
-    match (position, values.next()) {
-        (Some(position), None) => Ok(Some(position)),
-        _ => Err(Rejection::BadConsistencyToken),
     }
 }
 

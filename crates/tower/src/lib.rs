@@ -26,6 +26,7 @@
 //! extractor; a handler reached without the layer's decision answers 500.
 
 mod future;
+mod headers;
 mod layer;
 mod locate;
 mod record;
