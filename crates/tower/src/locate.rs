@@ -51,27 +51,31 @@ impl<'a> Target<'a> {
 
     /// The first parameter: the resource most operations are about.
     pub fn first_parameter(&self) -> Option<&'a str> {
-        // By bytes rather than through `parameters` or `str::find`: it is
-        // asked on every request, the template's literals before it were
-        // matched, and the strings are too short for `memchr` to pay.
-        let template = self.endpoint.template.as_bytes();
-        let slashes = template
-            .iter()
-            .take_while(|&&b| b != b'{')
-            .filter(|&&b| b == b'/')
-            .count();
-        if !template.contains(&b'{') {
+        // Loops over the bytes rather than `parameters`, `str::find` or
+        // iterator chains: it is asked on every request, the template's
+        // literals before it were matched, and the strings are short.
+        let mut slashes = 0;
+        let mut parameter = false;
+        for &b in self.endpoint.template.as_bytes() {
+            if b == b'{' {
+                parameter = true;
+                break;
+            }
+            slashes += usize::from(b == b'/');
+        }
+        if !parameter {
             return None;
         }
-        let start = self
-            .path
-            .bytes()
-            .enumerate()
-            .filter(|&(_, b)| b == b'/')
-            .nth(slashes.checked_sub(1)?)?
-            .0
-            + 1;
-        let rest = self.path.get(start..)?;
+        let mut start = None;
+        let mut seen = 0;
+        for (at, &b) in self.path.as_bytes().iter().enumerate() {
+            seen += usize::from(b == b'/');
+            if b == b'/' && seen == slashes {
+                start = Some(at + 1);
+                break;
+            }
+        }
+        let rest = self.path.get(start?..)?;
         let given = rest.get(..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len()))?;
         (!given.is_empty()).then_some(given)
     }
