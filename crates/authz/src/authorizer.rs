@@ -1,7 +1,7 @@
 //! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
 //! "may this token do this to that resource?" without taking a lock.
 
-use tokenledger_events::{CompanyId, TokenId};
+use tokenledger_events::{CompanyId, Timestamp, TokenId};
 use tokenledger_projection::{Readers, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
@@ -65,6 +65,34 @@ impl Authorizer {
         self.readers.read(
             |state| decision::authenticate(state, secret),
             || Err(closed()),
+        )
+    }
+
+    /// Rules 1 and 2 in full, against one state: the token the secret
+    /// names and its company, when the token is neither deleted nor expired
+    /// at `at`; else the refused decision (at position 0 once the ledger
+    /// has closed, as every decision then). A service that must refuse a
+    /// dead token before it learns anything else about the request asks
+    /// this once, rather than [`Authorizer::authenticate`],
+    /// [`Authorizer::company`] and a [`Requirement::LiveToken`] decision.
+    ///
+    /// [`Requirement::LiveToken`]: tokenledger_events::Requirement::LiveToken
+    pub fn authenticate_live(
+        &self,
+        secret: &str,
+        at: Timestamp,
+    ) -> Result<(TokenHandle, CompanyId), Decision> {
+        self.readers.read(
+            |state| {
+                decision::authenticate_live(state, secret, at).map_err(|(token, refusal)| {
+                    Decision {
+                        position: state.position(),
+                        token,
+                        refusal: Some(refusal),
+                    }
+                })
+            },
+            || Err(refused(None)),
         )
     }
 

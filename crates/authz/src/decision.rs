@@ -6,14 +6,14 @@
 //! event put things in the state that caused it. The hot path returns a
 //! [`Decision`], never a `Result`, and refuses unless every rule passes.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use tokenledger_events::{
     CompanyId, Feature, Requirement, ResourceId, Secret, SecretError, TeammateId, Timestamp,
     TokenId, TokenKind, WorkspaceId,
 };
 
-use tokenledger_projection::{Provenance, State, TokenHandle};
+use tokenledger_projection::{Provenance, State, Token, TokenHandle};
 
 /// Where a resource lives, as the caller says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -268,42 +268,75 @@ impl ErrorBody {
             Requirement::Feature(_) | Requirement::LiveToken => ("use", "resource"),
         };
         let resource_type = request.resource.resource_type().unwrap_or(kind);
+        let resource = request.resource.as_str();
+        // Pushed rather than `format!`ted: a refusal answers on the hot path.
+        let mut message = String::with_capacity(
+            FORBIDDEN_MESSAGE_BYTES + verb.len() + resource_type.len() + resource.len(),
+        );
+        for part in [
+            "This agent is not allowed to ",
+            verb,
+            " the \"",
+            resource_type,
+            "\" with ID: \"",
+            resource,
+            "\"",
+        ] {
+            message.push_str(part);
+        }
         ErrorBody {
             status: 403,
             title: "Forbidden",
-            message: format!(
-                "This agent is not allowed to {verb} the \"{resource_type}\" with ID: \"{}\"",
-                request.resource
-            ),
+            message,
         }
     }
 
     /// The body as Front sends it:
     /// `{"_error":{"status":403,"title":"Forbidden","message":"…"}}`.
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\"_error\":{{\"status\":{},\"title\":{},\"message\":{}}}}}",
-            self.status,
-            json_string(self.title),
-            json_string(&self.message)
-        )
+        let mut out =
+            String::with_capacity(JSON_FRAME_BYTES + self.title.len() + self.message.len());
+        out.push_str("{\"_error\":{\"status\":");
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{}", self.status);
+        out.push_str(",\"title\":");
+        push_json_string(&mut out, self.title);
+        out.push_str(",\"message\":");
+        push_json_string(&mut out, &self.message);
+        out.push_str("}}");
+        out
     }
 }
 
-/// Quotes `text` as a JSON string.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// The bytes of Front's 403 message around its three parts.
+const FORBIDDEN_MESSAGE_BYTES: usize = 48;
+/// The bytes of the JSON body around its title and message, with room for
+/// the status and the quotes.
+const JSON_FRAME_BYTES: usize = 48;
+
+/// Appends `text` quoted as a JSON string: `"` and `\` escaped, control
+/// characters as `\u00XX`.
+fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+    // Most messages hold only printable ASCII without quotes: copied whole.
+    let plain = text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push_str(text);
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
+            }
         }
     }
     out.push('"');
-    out
 }
 
 /// A refusal: the rule, why, and what was needed. Small and `Copy`, so a
@@ -414,6 +447,46 @@ pub fn authorize(state: &State, token: impl Into<TokenHandle>, request: &Request
     }
 }
 
+/// Rules 1 and 2 in full: the presented secret names a token that is
+/// neither deleted nor expired at `at`. What [`authorize`] would answer for
+/// [`Requirement::LiveToken`] in the token's own company, without a request
+/// to build: for a service that refuses a dead token before it looks at
+/// anything else. The token's company comes with its handle.
+pub fn authenticate_live(
+    state: &State,
+    presented: &str,
+    at: Timestamp,
+) -> Result<(TokenHandle, CompanyId), (Option<TokenId>, Refusal)> {
+    let handle = authenticate(state, presented).map_err(|refusal| (None, refusal))?;
+    let token = live(state, handle, at, Some(Requirement::LiveToken))
+        .map_err(|refusal| (Some(handle.id()), refusal))?;
+    Ok((handle, token.company()))
+}
+
+/// Rule 2 for a token found: known, not deleted, not expired at `at`.
+fn live(
+    state: &State,
+    handle: TokenHandle,
+    at: Timestamp,
+    needed: Option<Requirement>,
+) -> Result<Token<'_>, Refusal> {
+    let refuse = |reason| Refusal {
+        rule: Rule::TokenLive,
+        reason,
+        needed,
+    };
+    let token = state
+        .token_by_handle(handle)
+        .ok_or_else(|| refuse(Reason::UnknownToken))?;
+    if let Some(deleted) = token.deleted() {
+        return Err(refuse(Reason::TokenDeleted { deleted }));
+    }
+    if let Some(expired_at) = token.expired_by(at) {
+        return Err(refuse(Reason::TokenExpired { expired_at }));
+    }
+    Ok(token)
+}
+
 /// Rules 1 to 8: authenticates the secret and authorizes the request.
 ///
 /// ```
@@ -449,16 +522,7 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
         needed,
     };
 
-    // Rule 2.
-    let token = state
-        .token_by_handle(handle)
-        .ok_or_else(|| refuse(Rule::TokenLive, Reason::UnknownToken))?;
-    if let Some(deleted) = token.deleted() {
-        return Err(refuse(Rule::TokenLive, Reason::TokenDeleted { deleted }));
-    }
-    if let Some(expired_at) = token.expired_by(request.at) {
-        return Err(refuse(Rule::TokenLive, Reason::TokenExpired { expired_at }));
-    }
+    let token = live(state, handle, request.at, needed)?;
 
     // Rule 3. Where the resource lives is looked up once, for rules 3, 6
     // and 7. A workspace or teammate the state does not know belongs to no
@@ -581,4 +645,56 @@ fn refusal(state: &State, handle: TokenHandle, request: &Request) -> Result<(), 
 
     // Rule 8.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorBody;
+
+    /// The body as `format!` wrote it before it was built by hand.
+    fn formatted(body: &ErrorBody) -> String {
+        let quoted = |text: &str| {
+            let mut out = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        };
+        format!(
+            "{{\"_error\":{{\"status\":{},\"title\":{},\"message\":{}}}}}",
+            body.status,
+            quoted(body.title),
+            quoted(&body.message)
+        )
+    }
+
+    #[test]
+    fn the_body_is_written_as_format_wrote_it() {
+        for (status, message) in [
+            (401, "Invalid token"),
+            (
+                403,
+                "This agent is not allowed to read the \"conversation\" with ID: \"cnv_X\"",
+            ),
+            (0, "back\\slash"),
+            (9, "tab\tnew\nline\u{0}"),
+            (65535, "del\u{7f} c1\u{85} \u{9f} é ✓ \u{ff0e}"),
+            (503, ""),
+            (403, "only ascii, and a del\u{7f}"),
+            (403, "only ascii, and a quote\""),
+        ] {
+            let body = ErrorBody {
+                status,
+                title: "Forbidden",
+                message: message.to_owned(),
+            };
+            assert_eq!(body.to_json(), formatted(&body), "{message}");
+        }
+    }
 }

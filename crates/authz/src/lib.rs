@@ -87,8 +87,8 @@ pub use authorizer::Authorizer;
 pub use checkpoints::CheckpointWriteError;
 pub use command::{Command, CommandError, Decided, TakenId, decide};
 pub use decision::{
-    Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authorize,
-    decide_request,
+    Decision, ErrorBody, Location, Reason, Refusal, Request, Rule, authenticate, authenticate_live,
+    authorize, decide_request,
 };
 pub use history::{HistoryQuery, describe_event};
 pub use investigate::{

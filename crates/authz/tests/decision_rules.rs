@@ -12,7 +12,8 @@ mod common;
 
 use common::*;
 use tokenledger_authz::{
-    Command, Location, Reason, Request, Rule, authenticate, authorize, decide_request,
+    Command, Location, Reason, Request, Rule, authenticate, authenticate_live, authorize,
+    decide_request,
 };
 use tokenledger_events::*;
 
@@ -490,4 +491,65 @@ fn rule_8_allow_by_endpoint() {
     assert!(d.is_allowed());
     assert_eq!(d.status(), 200);
     assert_eq!(d.token, Some(token));
+}
+
+/// `authenticate_live` answers as `authenticate`, then a live-token
+/// decision in the token's own company: for a live token, a deleted one, one
+/// before and after it expires, an unknown secret and a malformed one.
+#[test]
+fn rule_2_in_full_at_once_answers_as_authenticate_then_a_live_token_decision() {
+    let mut g = given();
+    let (_, live) = g
+        .world
+        .token(g.admin, g.company, scope(global(), &["tags:read"]));
+    let (deleted, deleted_secret) =
+        g.world
+            .token(g.admin, g.company, scope(global(), &["tags:read"]));
+    g.world.ok(
+        Actor::Teammate(g.admin),
+        Command::DeleteToken { token: deleted },
+    );
+    let (mut create, _, expiring) = g
+        .world
+        .create_token_command(g.company, scope(global(), &["tags:read"]));
+    if let Command::CreateToken { expires_at, .. } = &mut create {
+        *expires_at = Some(Timestamp::from_micros(g.world.now.as_micros() + 5_000_000));
+    }
+    g.world.ok(Actor::Teammate(g.admin), create);
+    let unknown = Secret::from_random([9; 32]);
+
+    let stepwise = |state: &tokenledger_authz::State, presented: &str, at: Timestamp| {
+        let handle = authenticate(state, presented).map_err(|refusal| (None, refusal))?;
+        let company = state.token_by_handle(handle).unwrap().company();
+        let request = Request {
+            requirement: Requirement::LiveToken,
+            resource: ResourceId::any(),
+            location: Location::Global(company),
+            at,
+        };
+        match authorize(state, handle, &request).refusal {
+            Some(refusal) => Err((Some(handle.id()), refusal)),
+            None => Ok((handle, company)),
+        }
+    };
+    let mut refused = Vec::new();
+    for _ in 0..2 {
+        for presented in [
+            live.expose(),
+            deleted_secret.expose(),
+            expiring.expose(),
+            unknown.expose(),
+            "tlk_not_a_secret",
+        ] {
+            let at = g.world.now;
+            let found = authenticate_live(&g.world.state, presented, at);
+            assert_eq!(found, stepwise(&g.world.state, presented, at));
+            if let Err((_, refusal)) = found {
+                refused.push(refusal.rule);
+            }
+        }
+        g.world.tick(5_000_000);
+    }
+    // Deleted, unknown and malformed twice; expired once.
+    assert_eq!(refused.len(), 7, "{refused:?}");
 }

@@ -6,14 +6,19 @@
 //! template and requirement; anything not in the catalog is an error, so an
 //! endpoint nobody listed can never be allowed by accident.
 
-use std::collections::HashMap;
+mod catalog;
+mod path;
+#[cfg(test)]
+mod reference;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 use crate::id::quote_input;
-use crate::scope::{Scope, ScopeError};
+use crate::scope::Scope;
 use crate::token::Feature;
+use catalog::Catalog;
 
 const CATALOG_TSV: &str = include_str!("front-core-api-scopes.tsv");
 
@@ -182,157 +187,6 @@ impl fmt::Display for EndpointError {
 
 impl std::error::Error for EndpointError {}
 
-/// The most segments a catalogued path has room for (the longest has 6).
-const MAX_SEGMENTS: usize = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Segment {
-    Literal(&'static str),
-    Parameter,
-}
-
-#[derive(Debug)]
-struct Route {
-    endpoint: Endpoint,
-    segments: Vec<Segment>,
-    /// Bit `31 - i` is set when segment `i` is literal: comparing masks as
-    /// numbers prefers literals from the left.
-    literal_mask: u32,
-}
-
-#[derive(Debug)]
-struct Catalog {
-    routes: Vec<Route>,
-    /// The routes' indexes by method, segment count and first segment, in
-    /// the catalog's order, so that a request compares the few routes of its
-    /// shape rather than all 244 (half a microsecond, every request).
-    by_shape: HashMap<(Method, usize, &'static str), Vec<usize>>,
-    /// The same for routes whose first segment is a parameter (none in
-    /// Front's catalog), by method and segment count: every request of that
-    /// shape compares them too.
-    by_shape_open: HashMap<(Method, usize), Vec<usize>>,
-}
-
-fn parse_requirement(text: &str) -> Result<Requirement, ScopeError> {
-    match text {
-        "-" => Ok(Requirement::LiveToken),
-        "feature:app_trigger" => Ok(Requirement::Feature(Feature::AppTriggers)),
-        scope => scope.parse().map(Requirement::Scope),
-    }
-}
-
-impl Catalog {
-    fn parse(tsv: &'static str) -> Result<Catalog, EndpointError> {
-        let mut routes = Vec::new();
-        // The first line holds the column names.
-        for (index, line) in tsv.lines().enumerate().skip(1) {
-            let line_number = index + 1;
-            let damaged = |problem: String| EndpointError::Catalog {
-                line: line_number,
-                problem,
-            };
-            let fields: Vec<&'static str> = line.split('\t').collect();
-            let &[method, template, requirement, operation] = fields.as_slice() else {
-                return Err(damaged(format!(
-                    "expected 4 fields, found {}",
-                    fields.len()
-                )));
-            };
-            let method: Method = method
-                .parse()
-                .map_err(|e: EndpointError| damaged(e.to_string()))?;
-            let requirement = parse_requirement(requirement).map_err(|e| damaged(e.to_string()))?;
-            // Two templates of the specification end in `/`; a trailing slash
-            // is not significant on either side.
-            let segments = template
-                .strip_prefix('/')
-                .ok_or_else(|| damaged(format!("`{template}` does not start with `/`")))?
-                .trim_end_matches('/')
-                .split('/')
-                .map(|segment| {
-                    if segment.starts_with('{') && segment.ends_with('}') {
-                        Segment::Parameter
-                    } else {
-                        Segment::Literal(segment)
-                    }
-                })
-                .collect();
-            let segments: Vec<Segment> = segments;
-            if segments.len() > MAX_SEGMENTS {
-                return Err(damaged(format!(
-                    "`{template}` has more than {MAX_SEGMENTS} segments"
-                )));
-            }
-            let literal_mask = segments
-                .iter()
-                .enumerate()
-                .filter(|(_, segment)| matches!(segment, Segment::Literal(_)))
-                .fold(0u32, |mask, (i, _)| mask | (1 << (31 - i)));
-            routes.push(Route {
-                endpoint: Endpoint {
-                    method,
-                    template,
-                    operation,
-                    requirement,
-                },
-                segments,
-                literal_mask,
-            });
-        }
-        let mut by_shape: HashMap<_, Vec<usize>> = HashMap::new();
-        let mut by_shape_open: HashMap<_, Vec<usize>> = HashMap::new();
-        for (index, route) in routes.iter().enumerate() {
-            let (method, count) = (route.endpoint.method, route.segments.len());
-            match route.segments.first() {
-                Some(Segment::Literal(first)) => {
-                    by_shape.entry((method, count, *first)).or_default()
-                }
-                _ => by_shape_open.entry((method, count)).or_default(),
-            }
-            .push(index);
-        }
-        Ok(Catalog {
-            routes,
-            by_shape,
-            by_shape_open,
-        })
-    }
-
-    /// Finds the route for `path`. Where a literal segment and a parameter
-    /// both match (`/accounts/custom_fields` and `/accounts/{account_id}`),
-    /// the literal wins, segment by segment from the left, as in Front's API.
-    fn find(&self, method: Method, path: &str) -> Option<&Endpoint> {
-        // Split once, onto the stack; no route has more than MAX_SEGMENTS.
-        let mut given = [""; MAX_SEGMENTS];
-        let mut count = 0;
-        for segment in path.split('/') {
-            *given.get_mut(count)? = segment;
-            count += 1;
-        }
-        let given = given.get(..count)?;
-        let first = *given.first()?;
-        let literal = self.by_shape.get(&(method, count, first));
-        let open = self.by_shape_open.get(&(method, count));
-        literal
-            .into_iter()
-            .chain(open)
-            .flatten()
-            .filter_map(|&index| self.routes.get(index))
-            .filter(|route| {
-                route
-                    .segments
-                    .iter()
-                    .zip(given)
-                    .all(|(pattern, given)| match pattern {
-                        Segment::Literal(literal) => literal == given,
-                        Segment::Parameter => true,
-                    })
-            })
-            .max_by_key(|route| route.literal_mask)
-            .map(|route| &route.endpoint)
-    }
-}
-
 static CATALOG: LazyLock<Result<Catalog, EndpointError>> =
     LazyLock::new(|| Catalog::parse(CATALOG_TSV));
 
@@ -342,99 +196,6 @@ pub fn endpoints() -> Result<impl Iterator<Item = &'static Endpoint>, EndpointEr
         Ok(catalog) => Ok(catalog.routes.iter().map(|route| &route.endpoint)),
         Err(error) => Err(error.clone()),
     }
-}
-
-/// Whether `byte` may stand in a segment, as itself or escaped: ASCII
-/// letters and digits, the unreserved `-._~` and the sub-delimiters and
-/// `:`/`@` that Front's ids and aliases use (`cnv_123`,
-/// `alt:email:ada@example.com`, `alt:phone:+33123`). `;` is left out: Tomcat
-/// and others drop what follows it.
-const fn allowed(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b'='
-                | b':'
-                | b'@'
-        )
-}
-
-/// Why a segment of a request path is refused before matching, if it is.
-///
-/// The check must hold for the path that finally reaches the service, not
-/// only for the one checked: a proxy or framework behind the check may
-/// decode escapes (also overlong UTF-8 such as `%c0%ae`), fold Unicode
-/// (`．` to `.`), trim spaces, drop a `#` fragment or `;` parameters,
-/// resolve dot segments or read `\` as `/`, and `GET
-/// /comments/x/download/..` (`attachments:read`) would become `GET
-/// /comments/x` (`comments:read`). A list of what to refuse always misses
-/// one such step, so only what no step changes is let through: the
-/// characters of [`allowed`], raw or as an escape, and never a segment of
-/// nothing but dots. No catalogued path and no resource id needs more.
-fn ambiguous(segment: &str) -> Option<&'static str> {
-    if segment.is_empty() {
-        return Some("nothing (an empty segment)");
-    }
-    let bytes = segment.as_bytes();
-    let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        if byte == b'%' {
-            let escaped = bytes
-                .get(at + 1..at + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-            match escaped {
-                None => return Some("a `%` not followed by two hex digits"),
-                Some(b'.') => return Some("an encoded `.`"),
-                Some(b'/' | b'\\') => return Some("an encoded `/` or `\\`"),
-                Some(b'%') => return Some("an encoded `%`, which decodes to another escape"),
-                Some(value) if !value.is_ascii() => {
-                    return Some(
-                        "an encoded byte above 0x7f, which a decoder may read as `.` or `/`",
-                    );
-                }
-                Some(value) if !allowed(value) => {
-                    return Some(
-                        "an encoded character that no id needs (only letters, digits and `-._~!$&'()*+,=:@` are kept)",
-                    );
-                }
-                Some(_) => at += 3,
-            }
-            continue;
-        }
-        if !allowed(byte) {
-            return Some(match byte {
-                b'#' => "a `#`, which a URL parser drops with all that follows",
-                b';' => "a `;`, which some servers drop with all that follows",
-                b'\\' => "a backslash, which some servers read as `/`",
-                byte if byte.is_ascii_whitespace() => "whitespace, which some servers trim",
-                byte if byte.is_ascii_control() => "a control character",
-                byte if !byte.is_ascii() => {
-                    "a character that is not ASCII, which some servers fold to `.` or `/`"
-                }
-                _ => {
-                    "a character that no id needs (only letters, digits and `-._~!$&'()*+,=:@` are kept)"
-                }
-            });
-        }
-        at += 1;
-    }
-    if bytes.iter().all(|&byte| byte == b'.') {
-        return Some("only dots (a dot segment)");
-    }
-    None
 }
 
 /// Resolves a method and a request path to the operation it names.
@@ -469,15 +230,13 @@ pub fn resolve_endpoint(method: Method, path: &str) -> Result<&'static Endpoint,
     let without_query = path.split_once('?').map_or(path, |(before, _)| before);
     let relative = without_query.strip_prefix('/').ok_or_else(malformed)?;
     let relative = relative.strip_suffix('/').unwrap_or(relative);
-    for (index, segment) in relative.split('/').enumerate() {
-        if let Some(reason) = ambiguous(segment) {
-            return Err(EndpointError::AmbiguousSegment {
-                number: index + 1,
-                segment: quote_input(segment),
-                reason,
-            });
+    path::check_segments(relative).map_err(|(number, segment, reason)| {
+        EndpointError::AmbiguousSegment {
+            number,
+            segment: quote_input(segment),
+            reason,
         }
-    }
+    })?;
     catalog
         .find(method, relative)
         .ok_or_else(|| EndpointError::UnknownEndpoint {
@@ -516,64 +275,6 @@ mod tests {
             let found = resolve_endpoint(endpoint.method, &path).unwrap();
             assert_eq!(found, endpoint, "{} {path}", endpoint.method);
         }
-    }
-
-    /// The index finds what a scan of every route finds (the catalog's
-    /// lookup before it had one): for each method, each template with its
-    /// parameters filled by `x_1` or by another template's literals, so
-    /// that literals and parameters compete.
-    #[test]
-    fn the_index_finds_what_a_scan_of_every_route_finds() {
-        let catalog = Catalog::parse(CATALOG_TSV).unwrap();
-        let scan = |method: Method, path: &str| {
-            let given: Vec<&str> = path.split('/').collect();
-            catalog
-                .routes
-                .iter()
-                .filter(|r| r.endpoint.method == method && r.segments.len() == given.len())
-                .filter(|r| {
-                    r.segments.iter().zip(&given).all(|(p, g)| match p {
-                        Segment::Literal(l) => l == g,
-                        Segment::Parameter => true,
-                    })
-                })
-                .max_by_key(|r| r.literal_mask)
-                .map(|r| &r.endpoint)
-        };
-        let mut compared = 0;
-        for route in &catalog.routes {
-            for other in catalog
-                .routes
-                .iter()
-                .filter(|o| o.segments.len() == route.segments.len())
-            {
-                let path: Vec<&str> = route
-                    .segments
-                    .iter()
-                    .zip(&other.segments)
-                    .map(|(mine, theirs)| match (mine, theirs) {
-                        (Segment::Literal(l), _) | (Segment::Parameter, Segment::Literal(l)) => *l,
-                        (Segment::Parameter, Segment::Parameter) => "x_1",
-                    })
-                    .collect();
-                let path = path.join("/");
-                for method in [
-                    Method::Get,
-                    Method::Post,
-                    Method::Patch,
-                    Method::Put,
-                    Method::Delete,
-                ] {
-                    assert_eq!(
-                        catalog.find(method, &path),
-                        scan(method, &path),
-                        "{method} {path}"
-                    );
-                    compared += 1;
-                }
-            }
-        }
-        assert!(compared > 10_000, "{compared}");
     }
 
     #[test]

@@ -2,16 +2,15 @@
 //! decision, record; then the inner service, or Front's answer.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tokenledger_authz::{Authorizer, Location, Reason, Refusal, Rule};
 use tokenledger_events::{
     CompanyId, Endpoint, EndpointError, Method, Requirement, ResourceId, Secret, Timestamp,
@@ -20,6 +19,8 @@ use tokenledger_events::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::ResponseFuture;
+use crate::headers::{Once, Read};
 use crate::locate::{Locator, Target};
 use crate::record::{DecisionRecord, DecisionSink, Overflow, SinkError, Verdict};
 use crate::rejection::Rejection;
@@ -192,36 +193,44 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The clone takes the place of the service made ready, which
-        // answers this request (tower's usual hand-over).
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            if shared.is_unguarded(&parts) {
-                return inner.call(Request::from_parts(parts, body)).await;
+        if self.shared.is_unguarded(&request) {
+            return ResponseFuture::calling(self.inner.call(request));
+        }
+        let (parts, body) = request.into_parts();
+        let mut decision = Box::pin(Arc::clone(&self.shared).admit(parts, body));
+        // Most locators answer from memory, so the decision is usually made
+        // here, at its first poll, and the service made ready answers
+        // without a clone. A decision that must wait (a locator's query, a
+        // consistency token) is polled again by the future returned, with
+        // its task's waker, which it registers then: every future uses the
+        // waker of its latest poll.
+        match decision
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(allowed)) => ResponseFuture::calling(self.inner.call(allowed)),
+            Poll::Ready(Err(refused)) => ResponseFuture::answered(refused),
+            Poll::Pending => {
+                // The clone takes the place of the service made ready, which
+                // answers once the request is allowed (tower's usual
+                // hand-over).
+                let ready = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, ready);
+                ResponseFuture::deciding(decision, inner)
             }
-            match shared.decide(&parts).await {
-                Ok(authorized) => {
-                    parts.extensions.insert(authorized);
-                    inner.call(Request::from_parts(parts, body)).await
-                }
-                Err(answer) => Ok(answer.response()),
-            }
-        })
+        }
     }
 }
 
 /// A refusal on its way out, with what its headers say.
-struct Answer {
+pub(crate) struct Answer {
     rejection: Rejection,
     position: Option<u64>,
     needed: Option<Requirement>,
@@ -229,21 +238,25 @@ struct Answer {
 }
 
 impl Answer {
-    fn response<ResBody: From<Bytes>>(self) -> Response<ResBody> {
+    pub(crate) fn response<ResBody: From<Bytes>>(self) -> Response<ResBody> {
         let body = self.rejection.body().to_json();
         let mut response = Response::new(ResBody::from(Bytes::from(body)));
         *response.status_mut() = self.rejection.status();
         let headers = response.headers_mut();
+        // Room for the four at once, rather than growing on the first.
+        headers.reserve(4);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(position) = self.position {
             headers.insert(POSITION_HEADER, HeaderValue::from(position));
         }
+        // From the `String`s themselves (the same check as `from_str`,
+        // without a copy).
         if let Some(needed) = self.needed
-            && let Ok(value) = HeaderValue::from_str(&needed.to_string())
+            && let Ok(value) = HeaderValue::try_from(needed.to_string())
         {
             headers.insert(ACCEPTED_SCOPE_HEADER, value);
         }
-        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+        if let Ok(value) = HeaderValue::try_from(self.request_id) {
             headers.insert(REQUEST_ID_HEADER, value);
         }
         response
@@ -251,28 +264,34 @@ impl Answer {
 }
 
 impl<L: Locator> Shared<L> {
-    fn is_unguarded(&self, parts: &Parts) -> bool {
+    fn is_unguarded<B>(&self, request: &Request<B>) -> bool {
         self.unguarded
             .iter()
-            .any(|(method, path)| *method == parts.method && path == parts.uri.path())
+            .any(|(method, path)| method == request.method() && path == request.uri().path())
+    }
+
+    /// Decides `request`: an allowed one comes back with [`Authorized`] in
+    /// its extensions, for the inner service; a refused one as the answer.
+    /// The request comes in parts: a whole one would be kept beside them,
+    /// and the future is boxed.
+    async fn admit<B>(self: Arc<Self>, mut parts: Parts, body: B) -> Result<Request<B>, Answer> {
+        let authorized = self.decide(&parts).await?;
+        parts.extensions.insert(authorized);
+        Ok(Request::from_parts(parts, body))
     }
 
     /// Decides the request and records the decision; a refusal comes back
     /// as the answer to send.
     async fn decide(&self, parts: &Parts) -> Result<Authorized, Answer> {
+        let headers = Read::from(&parts.headers);
         let mut record = DecisionRecord::new(
-            self.request_id(&parts.headers),
+            self.request_id(headers.request_id),
             Timestamp::from_system_time(SystemTime::now()),
         );
-        let decided = self.decide_recording(parts, &mut record).await;
-        let answer = |rejection: Rejection, record: &DecisionRecord| Answer {
-            rejection,
-            position: record.position,
-            needed: record.requirement,
-            request_id: record.request_id.clone(),
-        };
+        let decided = self.decide_recording(parts, &headers, &mut record).await;
         match decided {
-            Ok(authorized) => {
+            Ok(mut authorized) => {
+                authorized.request_id = self.request_id_of(&mut record);
                 record.verdict = Verdict::Allowed;
                 record.status = 200;
                 record.reason = "allow";
@@ -295,7 +314,12 @@ impl<L: Locator> Shared<L> {
                 }
                 record.status = rejection.status().as_u16();
                 record.reason = rejection.reason();
-                let refused = answer(rejection, &record);
+                let refused = Answer {
+                    rejection,
+                    position: record.position,
+                    needed: record.requirement,
+                    request_id: self.request_id_of(&mut record),
+                };
                 // A refusal stands whether or not it could be recorded.
                 let _ = self.write(record);
                 Err(refused)
@@ -303,57 +327,56 @@ impl<L: Locator> Shared<L> {
         }
     }
 
+    /// The record's request id for the answer: a copy when the record goes
+    /// to a sink, else the id itself (the record is dropped unread).
+    fn request_id_of(&self, record: &mut DecisionRecord) -> String {
+        if self.sink.is_some() {
+            record.request_id.clone()
+        } else {
+            std::mem::take(&mut record.request_id)
+        }
+    }
+
     /// The decision, filling `record` in as each step learns something.
     async fn decide_recording(
         &self,
         parts: &Parts,
+        headers: &Read<'_>,
         record: &mut DecisionRecord,
     ) -> Result<Authorized, Rejection> {
-        let secret = bearer(&parts.headers).ok_or(Rejection::MissingBearer)?;
+        let secret = headers.bearer().ok_or(Rejection::MissingBearer)?;
         // A malformed secret is refused whatever the state, so it is not
         // kept waiting: holding requests open costs the caller nothing.
-        if let Some(wanted) = consistency(&parts.headers)?
+        if let Some(wanted) = headers.consistency()?
             && Secret::digest_of(secret).is_ok()
         {
             self.wait_for(wanted).await?;
         }
         let authorizer = &self.authorizer;
-        let handle = authorizer.authenticate(secret).map_err(|refusal| {
-            record.position = authorizer.position();
-            Rejection::Refused {
-                refusal,
-                request: None,
-            }
-        })?;
+        // Rules 1 and 2 in full (deleted, expired) before the locator is
+        // asked: a token that no longer lives must not learn which
+        // resources exist from a 404 where others get a 401.
+        let (handle, company) =
+            authorizer
+                .authenticate_live(secret, record.at)
+                .map_err(|refused| {
+                    record.token = refused.token;
+                    // Every refused decision carries a refusal; if one did
+                    // not, the request is refused all the same.
+                    let refusal = refused.refusal.unwrap_or(Refusal {
+                        rule: Rule::TokenLive,
+                        reason: Reason::LedgerClosed,
+                        needed: None,
+                    });
+                    // A closed ledger decided at no position.
+                    record.position =
+                        (refusal.reason != Reason::LedgerClosed).then_some(refused.position);
+                    Rejection::Refused {
+                        refusal,
+                        request: None,
+                    }
+                })?;
         record.token = Some(handle.id());
-        // Rule 2 in full (deleted, expired) before the locator is asked:
-        // a token that no longer lives must not learn which resources exist
-        // from a 404 where others get a 401.
-        let closed = || Rejection::Refused {
-            refusal: Refusal {
-                rule: Rule::TokenLive,
-                reason: Reason::LedgerClosed,
-                needed: None,
-            },
-            request: None,
-        };
-        let company = authorizer.company(handle).ok_or_else(closed)?;
-        let live = authorizer.authorize(
-            handle,
-            &tokenledger_authz::Request {
-                requirement: Requirement::LiveToken,
-                resource: ResourceId::any(),
-                location: Location::Global(company),
-                at: record.at,
-            },
-        );
-        if let Some(refusal) = live.refusal {
-            record.position = Some(live.position);
-            return Err(Rejection::Refused {
-                refusal,
-                request: None,
-            });
-        }
         let method = method(&parts.method)?;
         record.method = Some(method);
         let path = parts.uri.path();
@@ -386,7 +409,8 @@ impl<L: Locator> Shared<L> {
             });
         }
         Ok(Authorized {
-            request_id: record.request_id.clone(),
+            // Filled in by `decide`, which knows whether the record needs it.
+            request_id: String::new(),
             token: handle.id(),
             company,
             position: decision.position,
@@ -432,9 +456,8 @@ impl<L: Locator> Shared<L> {
 
     /// The client's `x-request-id` when there is exactly one, of 1 to 128
     /// visible ASCII characters; else one made here.
-    fn request_id(&self, headers: &HeaderMap) -> String {
-        let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
-        if let (Some(value), None) = (given.next(), given.next()) {
+    fn request_id(&self, given: Once<'_>) -> String {
+        if let Once::One(value) = given {
             let bytes = value.as_bytes();
             if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
                 return String::from_utf8_lossy(bytes).into_owned();
@@ -456,36 +479,6 @@ fn push_hex(to: &mut String, n: u64) {
     for shift in (0..digits).rev() {
         let nibble = (n >> (shift * 4)) & 0xf;
         to.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
-    }
-}
-
-/// The secret of the one `Authorization: Bearer <secret>` header. Two
-/// `Authorization` headers are refused: which one a proxy or the service
-/// would read is not known.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let (scheme, secret) = value.to_str().ok()?.split_once(' ')?;
-    let secret = secret.trim_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
-}
-
-/// The consistency token, if one was sent: one header, a decimal position.
-fn consistency(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
-    let mut values = headers.get_all(CONSISTENCY_HEADER).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let position = value
-        .to_str()
-        .ok()
-        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|text| text.parse().ok());
-    match (position, values.next()) {
-        (Some(position), None) => Ok(Some(position)),
-        _ => Err(Rejection::BadConsistencyToken),
     }
 }
 

@@ -25,6 +25,8 @@
 //! With the `axum` feature (on by default), [`Authorized`] is an axum
 //! extractor; a handler reached without the layer's decision answers 500.
 
+mod future;
+mod headers;
 mod layer;
 mod locate;
 mod record;
@@ -36,6 +38,7 @@ mod extract;
 
 #[cfg(feature = "axum")]
 pub use extract::NotAuthorized;
+pub use future::ResponseFuture;
 pub use layer::{
     ACCEPTED_SCOPE_HEADER, Authorized, CONSISTENCY_HEADER, DEFAULT_CONSISTENCY_TIMEOUT,
     LedgerLayer, LedgerLayerBuilder, LedgerService, POSITION_HEADER, REQUEST_ID_HEADER,

@@ -51,15 +51,32 @@ impl<'a> Target<'a> {
 
     /// The first parameter: the resource most operations are about.
     pub fn first_parameter(&self) -> Option<&'a str> {
-        // By bytes rather than through `parameters`: it is asked on every
-        // request, and the template's literals before it were matched.
-        let template = self.endpoint.template;
-        let before = template.get(..template.find('{')?)?;
-        let mut rest = self.path;
-        for _ in before.bytes().filter(|&b| b == b'/') {
-            rest = rest.get(rest.find('/')? + 1..)?;
+        // Loops over the bytes rather than `parameters`, `str::find` or
+        // iterator chains: it is asked on every request, the template's
+        // literals before it were matched, and the strings are short.
+        let mut slashes = 0;
+        let mut parameter = false;
+        for &b in self.endpoint.template.as_bytes() {
+            if b == b'{' {
+                parameter = true;
+                break;
+            }
+            slashes += usize::from(b == b'/');
         }
-        let given = rest.get(..rest.find('/').unwrap_or(rest.len()))?;
+        if !parameter {
+            return None;
+        }
+        let mut start = None;
+        let mut seen = 0;
+        for (at, &b) in self.path.as_bytes().iter().enumerate() {
+            seen += usize::from(b == b'/');
+            if b == b'/' && seen == slashes {
+                start = Some(at + 1);
+                break;
+            }
+        }
+        let rest = self.path.get(start?..)?;
+        let given = rest.get(..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len()))?;
         (!given.is_empty()).then_some(given)
     }
 }

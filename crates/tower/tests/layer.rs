@@ -269,3 +269,160 @@ async fn a_handler_reached_without_the_layer_answers_500() {
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(calls.load(Ordering::Relaxed), 0);
 }
+
+/// A sink that keeps every record.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<DecisionRecord>>>);
+
+impl DecisionSink for Kept {
+    fn record(&self, record: DecisionRecord) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(record);
+        Ok(())
+    }
+}
+
+/// The id is the client's when it sent one, else one the layer made; with
+/// a sink or without, the service (an allow) or the answer's header (a
+/// refusal) and the record carry the same one.
+#[tokio::test]
+async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() {
+    let fixture = fixture();
+    for with_sink in [false, true] {
+        let kept = Kept::default();
+        let builder = LedgerLayer::builder(
+            fixture.ledger.authorizer(),
+            Tags {
+                company: fixture.company,
+                down: false,
+            },
+        );
+        let layer = if with_sink {
+            builder.sink(kept.clone(), Overflow::Refuse).build()
+        } else {
+            builder.build()
+        };
+        let seen = Arc::new(Mutex::new(None));
+        let service = layer.layer(tower::service_fn({
+            let seen = seen.clone();
+            move |request: Request<()>| {
+                *seen.lock().unwrap() = request
+                    .extensions()
+                    .get::<tokenledger_tower::Authorized>()
+                    .map(|authorized| authorized.request_id.clone());
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+            }
+        }));
+        let bearers = [
+            format!("Bearer {}", fixture.secret.expose()),
+            "Bearer not-a-secret".to_owned(),
+        ];
+        for (bearer, given) in bearers
+            .iter()
+            .flat_map(|bearer| [(bearer, None), (bearer, Some("req-7"))])
+        {
+            let mut request = Request::get("/tags/tag_1").header("authorization", bearer);
+            if let Some(given) = given {
+                request = request.header("x-request-id", given);
+            }
+            let response = service
+                .clone()
+                .oneshot(request.body(()).unwrap())
+                .await
+                .unwrap();
+            let id = match seen.lock().unwrap().take() {
+                Some(id) => {
+                    assert_eq!(response.status(), StatusCode::OK);
+                    assert!(response.headers().get("x-request-id").is_none());
+                    id
+                }
+                None => {
+                    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+                    response.headers()["x-request-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                }
+            };
+            assert!(!id.is_empty());
+            if let Some(given) = given {
+                assert_eq!(id, given);
+            }
+            if with_sink {
+                let record = kept.0.lock().unwrap().pop().unwrap();
+                assert_eq!(record.request_id, id);
+            }
+        }
+        assert_eq!(kept.0.lock().unwrap().len(), 0);
+    }
+}
+
+/// `Tags`, but its answer waits for one turn of the runtime, as a query
+/// to the service's database would.
+struct SlowTags(Tags);
+
+impl Locator for SlowTags {
+    fn locate(
+        &self,
+        target: Target<'_>,
+    ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+        let found = self.0.locate(target);
+        async move {
+            tokio::task::yield_now().await;
+            found.await
+        }
+    }
+}
+
+/// A locator that is not ready when the service is called: the decision
+/// finishes when the response future is polled, an allow still reaches the
+/// service (with the decision) and a refusal still does not.
+#[tokio::test]
+async fn a_locator_that_waits_is_waited_for() {
+    let fixture = fixture();
+    let layer = LedgerLayer::builder(
+        fixture.ledger.authorizer(),
+        SlowTags(Tags {
+            company: fixture.company,
+            down: false,
+        }),
+    )
+    .build();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(None));
+    let service = layer.layer(tower::service_fn({
+        let (calls, seen) = (calls.clone(), seen.clone());
+        move |request: Request<()>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            *seen.lock().unwrap() = request
+                .extensions()
+                .get::<tokenledger_tower::Authorized>()
+                .cloned();
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"served")))) }
+        }
+    }));
+    let (status, body) = answer(service.clone(), get_tag(&fixture.secret)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "served"));
+    let authorized = seen.lock().unwrap().take().unwrap();
+    assert_eq!(authorized.resource.as_str(), "tag_1");
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+
+    // The token may read tags, not delete them.
+    let delete = Request::delete("/tags/tag_1")
+        .header(
+            "authorization",
+            format!("Bearer {}", fixture.secret.expose()),
+        )
+        .body(())
+        .unwrap();
+    let (status, body) = answer(service, delete).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        r#"{"_error":{"status":403,"title":"Forbidden","message":"This agent is not allowed to delete the \"tag\" with ID: \"tag_1\""}}"#
+    );
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "a refusal reached the service"
+    );
+}
