@@ -27,8 +27,9 @@ impl Pool {
     }
 
     /// Runs `work` on a connection; an error says what failed and where.
-    /// Only reads come here: one that finds its idle connection closed (the
-    /// server restarted, or ended it) is run once more on a new one.
+    /// Only reads, and lease statements that may run twice (`lease.rs`),
+    /// come here: one that finds its idle connection closed (the server
+    /// restarted, or ended it) is run once more on a new one.
     pub(crate) fn with<T>(
         &self,
         mut work: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
