@@ -1,10 +1,13 @@
 //! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
 //! "may this token do this to that resource?" without taking a lock.
 
+use std::sync::Arc;
+
 use tokenledger_events::{CompanyId, TokenId};
 use tokenledger_projection::{Readers, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
+use crate::gate::Gate;
 
 /// Answers authorization questions against the ledger's published state.
 /// Clone it freely and share it between threads.
@@ -15,6 +18,12 @@ use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 ///
 /// Authenticate once per request (or per connection) and decide with the
 /// handle it gives; a handle kept past a delete is refused like the secret.
+///
+/// On a ledger shared by several processes (PostgreSQL), the same holds
+/// across them: a replica whose lease has lapsed, and which may so have
+/// missed a delete that returned elsewhere, refuses everything as a closed
+/// ledger does ([`Reason::LedgerClosed`], 503) until it holds a lease again
+/// and has caught up.
 ///
 /// ```
 /// use tokenledger_authz::{fresh, Command, Ledger, Location, NewToken, Request, Rule};
@@ -53,15 +62,27 @@ use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 #[derive(Clone)]
 pub struct Authorizer {
     readers: Readers,
+    /// The replica's lease, on a ledger shared with other processes.
+    gate: Option<Arc<Gate>>,
 }
 
 impl Authorizer {
-    pub(crate) fn new(readers: Readers) -> Authorizer {
-        Authorizer { readers }
+    pub(crate) fn new(readers: Readers, gate: Option<Arc<Gate>>) -> Authorizer {
+        Authorizer { readers, gate }
+    }
+
+    /// Whether this replica cannot vouch for its state now: its lease
+    /// lapsed.
+    #[inline]
+    fn unavailable(&self) -> bool {
+        self.gate.as_ref().is_some_and(|gate| !gate.allows())
     }
 
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
     pub fn authenticate(&self, secret: &str) -> Result<TokenHandle, Refusal> {
+        if self.unavailable() {
+            return Err(closed());
+        }
         self.readers.read(
             |state| decision::authenticate(state, secret),
             || Err(closed()),
@@ -72,6 +93,9 @@ impl Authorizer {
     /// [`Authorizer::authenticate`] gave, or by a bare [`TokenId`].
     pub fn authorize(&self, token: impl Into<TokenHandle>, request: &Request) -> Decision {
         let handle = token.into();
+        if self.unavailable() {
+            return refused(Some(handle.id()));
+        }
         self.readers.read(
             |state| decision::authorize(state, handle, request),
             || refused(Some(handle.id())),
@@ -102,6 +126,9 @@ impl Authorizer {
     /// Rules 1 to 8: authenticates the secret and authorizes the request,
     /// against one state.
     pub fn check(&self, secret: &str, request: &Request) -> Decision {
+        if self.unavailable() {
+            return refused(None);
+        }
         self.readers.read(
             |state| decision::decide_request(state, secret, request),
             || refused(None),

@@ -71,6 +71,7 @@ mod checkpoints;
 mod command;
 mod decision;
 pub mod fresh;
+mod gate;
 mod history;
 mod investigate;
 mod json;

@@ -143,11 +143,12 @@ impl Lease {
     }
 
     /// Takes the lease (again), having applied `applied`: granted unless
-    /// a removal waits for a position past it. Once granted, the holder
-    /// allows only after it has caught up to the head read after this
-    /// returned: removals that ended its previous lease did not wait for
-    /// it.
-    pub fn join(&self, applied: u64) -> Result<Grant, LeaseError> {
+    /// a removal waits for a position past it. Returns the grant and the
+    /// log's head, read once the grant committed: the holder allows only
+    /// after it has caught up to that head, since removals that ended its
+    /// previous lease (or ran before it had one) did not wait for it, and
+    /// each was recorded before that head was read.
+    pub fn join(&self, applied: u64) -> Result<(Grant, u64), LeaseError> {
         let sql = format!(
             "WITH joined AS (
                  INSERT INTO tokenledger_leases AS lease (replica, applied, owed, expires_at)
@@ -164,8 +165,15 @@ impl Lease {
             length = self.interval(),
         );
         let sent = Instant::now();
-        let rows = self.on_own(|client| client.simple_query(&sql))?;
-        Ok(self.granted(sent, applied, first_number(&rows)))
+        let (rows, head) = self.on_own(|client| {
+            let rows = client.simple_query(&sql)?;
+            // A statement of its own, after the grant's commit: a head read
+            // in the grant's own snapshot could miss a removal committed
+            // while the grant was on its way.
+            let head = crate::watch::read_head(client)?;
+            Ok((rows, head.position))
+        })?;
+        Ok((self.granted(sent, applied, first_number(&rows)), head))
     }
 
     /// Extends the lease, having applied `applied`, if it is still live on

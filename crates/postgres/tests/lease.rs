@@ -49,7 +49,7 @@ fn a_removal_waits_until_every_live_lease_has_applied_its_position() {
     );
     for lease in [&on_a, &on_b, &on_c] {
         let sent = Instant::now();
-        let until = held(lease.join(0).unwrap());
+        let until = held(lease.join(0).unwrap().0);
         // Measured from before the statement was sent, less the margin.
         assert!(until >= sent + LEASE - lease.margin());
         assert!(until < Instant::now() + LEASE - lease.margin());
@@ -83,8 +83,8 @@ fn an_expired_lease_is_ended_by_the_removal_and_must_be_taken_again() {
     let database = Database::create(&server);
     let (a, b) = (open(&database), open(&database));
     let (on_a, on_b) = (a.lease(LEASE).unwrap(), b.lease(LEASE).unwrap());
-    held(on_a.join(0).unwrap());
-    held(on_b.join(0).unwrap());
+    held(on_a.join(0).unwrap().0);
+    held(on_b.join(0).unwrap().0);
     // b stops renewing (paused): a removal waits for its lease to end,
     // not for ever.
     let start = Instant::now();
@@ -98,7 +98,7 @@ fn an_expired_lease_is_ended_by_the_removal_and_must_be_taken_again() {
     assert_eq!(rows.len(), 1, "the expired lease is ended");
     // b comes back: its lease is gone, and renewing it says so.
     assert_eq!(on_b.renew(0).unwrap(), Grant::Lapsed);
-    held(on_b.join(3).unwrap());
+    held(on_b.join(3).unwrap().0);
     held(on_b.renew(3).unwrap());
 }
 
@@ -110,8 +110,8 @@ fn a_holder_that_renews_without_applying_holds_a_removal_up_for_a_lease_at_most(
     let database = Database::create(&server);
     let (a, b) = (open(&database), open(&database));
     let (on_a, on_b) = (a.lease(LEASE).unwrap(), b.lease(LEASE).unwrap());
-    held(on_a.join(0).unwrap());
-    held(on_b.join(0).unwrap());
+    held(on_a.join(0).unwrap().0);
+    held(on_b.join(0).unwrap().0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let owing = std::thread::scope(|threads| {
         // b keeps renewing at position 0, as a replica whose follower is
@@ -143,7 +143,7 @@ fn a_holder_that_renews_without_applying_holds_a_removal_up_for_a_lease_at_most(
         matches!(grant, Grant::Until(_) | Grant::Lapsed),
         "{grant:?}"
     );
-    held(on_b.join(9).unwrap());
+    held(on_b.join(9).unwrap().0);
 }
 
 #[test]
@@ -155,8 +155,8 @@ fn a_lease_dropped_is_ended_at_once_and_a_bad_length_is_refused() {
     let (a, b) = (open(&database), open(&database));
     let on_a = a.lease(Duration::from_secs(30)).unwrap();
     let on_b = b.lease(Duration::from_secs(30)).unwrap();
-    held(on_a.join(0).unwrap());
-    held(on_b.join(0).unwrap());
+    held(on_a.join(0).unwrap().0);
+    held(on_b.join(0).unwrap().0);
     drop(on_b);
     let start = Instant::now();
     on_a.await_applied(1).unwrap();
@@ -180,7 +180,7 @@ fn a_database_at_schema_1_gains_the_leases_table() {
         .batch_execute("DROP TABLE tokenledger_leases; UPDATE tokenledger_schema SET version = 1")
         .unwrap();
     let log = open(&database);
-    held(log.lease(LEASE).unwrap().join(0).unwrap());
+    held(log.lease(LEASE).unwrap().join(0).unwrap().0);
     let version: i32 = database
         .client()
         .query_one("SELECT version FROM tokenledger_schema", &[])

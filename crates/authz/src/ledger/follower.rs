@@ -15,19 +15,33 @@
 //!
 //! Checkpoints stay local files of each process, in the directory it is
 //! given; one given none replays the whole log from PostgreSQL at open.
+//!
+//! # Leases: revocation that holds across processes
+//!
+//! Each process holds a lease in the database (`tokenledger_postgres`'s
+//! `lease.rs` keeps the statements and their argument; ARCHITECTURE.md
+//! the protocol). The follower renews it every third of a lease with the
+//! position readers see, and reports that position whenever it applies
+//! new events. Decisions check the lease's end on the monotonic clock
+//! ([`Gate`]): a process that could not renew in time refuses everything
+//! (503) until it has taken a lease again and caught up to the head read
+//! after taking it. A command that removes access ([`removes_access`])
+//! returns only once every other process holding a live lease has applied
+//! it, or that lease has ended ([`Replica::await_applied`]).
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokenledger_events::Timestamp;
-use tokenledger_postgres::PgLog;
+use tokenledger_events::{Event, Role, Timestamp};
+use tokenledger_postgres::{Grant, Lease, PgLog};
 use tokenledger_store::{EventLog, Head, Problem, Verified};
 
 use super::writer::Writer;
-use super::{Ledger, LedgerError, LedgerOptions, Opened};
+use super::{Ledger, LedgerError, LedgerOptions, Opened, Receipt};
 use crate::checkpoints::Checkpoints;
+use crate::gate::Gate;
 use crate::history::replay;
 use crate::transfer::{TransferError, check_file};
 
@@ -48,7 +62,9 @@ impl Ledger {
     /// same time: a follower thread applies what they append, for as long
     /// as the ledger lives.
     ///
-    /// Of `options.log`, only the known head and the clock apply.
+    /// Of `options.log`, only the known head and the clock apply. The
+    /// process holds a lease of `options.replica_lease` (ended when the
+    /// ledger is dropped); decisions refuse (503) while it has none.
     pub fn open_postgres(
         url: &str,
         checkpoint_dir: Option<&Path>,
@@ -63,6 +79,9 @@ impl Ledger {
             ..tokenledger_postgres::Options::default()
         };
         let log = PgLog::open(url, database).map_err(|e| LedgerError::Database(e.to_string()))?;
+        let lease = log
+            .lease(options.replica_lease)
+            .map_err(|e| LedgerError::Database(e.to_string()))?;
         let checkpoints = match checkpoint_dir {
             Some(dir) => Checkpoints::new(
                 dir,
@@ -81,7 +100,16 @@ impl Ledger {
             stamp,
             follows: true,
         };
-        let ledger = Arc::new(Ledger::open_on(opened, options)?);
+        let mut ledger = Ledger::open_on(opened, options)?;
+        ledger.replica = Some(Replica {
+            lease,
+            gate: Arc::new(Gate::shut()),
+            tending: Mutex::new(Tending::default()),
+        });
+        // Taken before anyone can ask for a decision, unless the database
+        // fails now: then the follower tries again, refusing meanwhile.
+        ledger.tend_lease();
+        let ledger = Arc::new(ledger);
         let weak = Arc::downgrade(&ledger);
         std::thread::Builder::new()
             .name("tokenledger-follower".to_owned())
@@ -156,11 +184,13 @@ impl Ledger {
     }
 }
 
-/// Follows the log for as long as the ledger lives and is open.
+/// Follows the log, and keeps the lease, for as long as the ledger lives
+/// and is open.
 fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
     let mut next = 1;
+    let mut wait = Duration::ZERO;
     loop {
-        log.wait_for(next, FOLLOW_WAIT);
+        log.wait_for(next, wait);
         let Some(ledger) = ledger.upgrade() else {
             return;
         };
@@ -170,5 +200,150 @@ fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
             // The database is unreachable: the tail's wait paces the retries.
             Err(_) => {}
         }
+        wait = ledger.tend_lease();
+    }
+}
+
+/// This process's lease, and the gate decisions check.
+pub(crate) struct Replica {
+    lease: Lease,
+    gate: Arc<Gate>,
+    /// Only the follower (and opening, before it starts) tends the lease.
+    tending: Mutex<Tending>,
+}
+
+/// What the follower remembers of its lease.
+#[derive(Default)]
+struct Tending {
+    /// Whether the lease is held: taken, and not found ended since.
+    held: bool,
+    /// When the last extension was sent.
+    renewed: Option<Instant>,
+    /// The position last told to the database.
+    reported: u64,
+}
+
+impl Replica {
+    pub(crate) fn gate(&self) -> Arc<Gate> {
+        Arc::clone(&self.gate)
+    }
+}
+
+impl Ledger {
+    /// Takes, renews or reports the lease as due, with the position readers
+    /// see; returns how long the follower may wait before it is due again.
+    fn tend_lease(&self) -> Duration {
+        let Some(replica) = &self.replica else {
+            return FOLLOW_WAIT;
+        };
+        let length = replica.lease.length();
+        // Soon after a failure or while owing; never past a renewal.
+        let retry = (length / 10).min(FOLLOW_WAIT);
+        let renew_every = length / 3;
+        let mut tending = replica.tending.lock();
+        let applied = self.applied.get();
+        if !tending.held {
+            return match self.take_lease(replica, &mut tending) {
+                true => renew_every.min(FOLLOW_WAIT),
+                false => retry,
+            };
+        }
+        let due = tending
+            .renewed
+            .is_none_or(|sent| sent.elapsed() >= renew_every);
+        if !due {
+            if applied > tending.reported && replica.lease.report(applied).is_ok() {
+                tending.reported = applied;
+            }
+            let left = tending.renewed.map_or(Duration::ZERO, |sent| {
+                renew_every.saturating_sub(sent.elapsed())
+            });
+            return left.min(FOLLOW_WAIT);
+        }
+        let sent = Instant::now();
+        match replica.lease.renew(applied) {
+            Ok(Grant::Until(until)) => {
+                replica.gate.open_until(until);
+                tending.renewed = Some(sent);
+                tending.reported = tending.reported.max(applied);
+                renew_every.min(FOLLOW_WAIT)
+            }
+            // Behind a removal's position: catching up comes first, and the
+            // lease held stands until it ends.
+            Ok(Grant::Owing(_)) | Err(_) => retry,
+            Ok(Grant::Lapsed) => {
+                replica.gate.close();
+                tending.held = false;
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// Takes the lease, then catches up to the head read after it was
+    /// granted, and only then lets decisions allow: removals that ended a
+    /// previous lease did not wait for this process. Returns whether it is
+    /// held.
+    fn take_lease(&self, replica: &Replica, tending: &mut Tending) -> bool {
+        let applied = self.applied.get();
+        let sent = Instant::now();
+        // The head is read once the grant committed: every removal that
+        // did not wait for this lease was recorded before it.
+        let Ok((Grant::Until(until), head)) = replica.lease.join(applied) else {
+            return false;
+        };
+        while self.applied.get() < head {
+            // Taken again next time, and caught up again: a renewal must
+            // not open the gate on a state that never caught up.
+            if self.catch_up().is_err() {
+                return false;
+            }
+        }
+        tending.held = true;
+        tending.renewed = Some(sent);
+        tending.reported = applied;
+        replica.gate.open_until(until);
+        true
+    }
+
+    /// Waits, after a command that removes access, until every other
+    /// process holding a lease has applied it or its lease has ended.
+    pub(super) fn replicated(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
+        let Some(replica) = &self.replica else {
+            return Ok(receipt);
+        };
+        if !receipt.events.iter().any(|e| removes_access(&e.event)) {
+            return Ok(receipt);
+        }
+        let position = receipt.position();
+        match replica.lease.await_applied(position) {
+            Ok(_) => Ok(receipt),
+            Err(error) => Err(LedgerError::Unreplicated {
+                position,
+                detail: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Whether a replica that has not applied `event` may allow something the
+/// state after it refuses. Only events that can only add access, or only
+/// record, say no; a new kind of event must be placed here (the match has
+/// no default), and waits until it is.
+pub(crate) fn removes_access(event: &Event) -> bool {
+    match event {
+        Event::CompanyCreated { .. }
+        | Event::TeammateAdded { .. }
+        | Event::WorkspaceCreated { .. }
+        | Event::TokenCreated { .. }
+        | Event::TokenRevealed { .. } => false,
+        Event::PrivateApiAccessChanged { allowed, .. }
+        | Event::PrivateApiAccessSetForAll { allowed } => !allowed,
+        // A demotion takes away what an admin may do; commands are decided
+        // at the head anyway (a stale replica's append conflicts), but it
+        // costs little to treat it as the removal it is.
+        Event::TeammateRoleChanged { role, .. } => *role != Role::Admin,
+        Event::TeammateDeactivated { .. }
+        | Event::WorkspaceDeleted { .. }
+        | Event::TokenDeleted { .. } => true,
     }
 }
