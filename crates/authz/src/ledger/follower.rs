@@ -155,10 +155,23 @@ impl Ledger {
     /// Applies what the log holds past the state, up to [`CHUNK`] events,
     /// and publishes it; returns the position applied.
     pub(crate) fn catch_up(&self) -> Result<u64, LedgerError> {
+        self.catch_up_to(self.log.head().position)
+    }
+
+    /// As [`Ledger::catch_up`], up to `head` (the follower's, from the
+    /// log's tail, which spares reading the head again).
+    fn catch_up_to(&self, head: u64) -> Result<u64, LedgerError> {
+        // Nothing to apply (this process's own commands, say): the desk,
+        // which a command may hold for a whole append, is not waited for.
+        let applied = self.applied.get();
+        if applied >= head {
+            self.refuse_if_closed()?;
+            return Ok(applied);
+        }
         let mut projection = self.writer();
         self.refuse_if_closed()?;
         let from = projection.read(|state| state.position());
-        let to = self.log.head().position.min(from + CHUNK);
+        let to = head.min(from + CHUNK);
         if to <= from {
             return Ok(from);
         }
@@ -190,11 +203,11 @@ fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
     let mut next = 1;
     let mut wait = Duration::ZERO;
     loop {
-        log.wait_for(next, wait);
+        let head = log.wait_for(next, wait);
         let Some(ledger) = ledger.upgrade() else {
             return;
         };
-        match ledger.catch_up() {
+        match ledger.catch_up_to(head) {
             Ok(applied) => next = applied + 1,
             Err(_) if ledger.refuse_if_closed().is_err() => return,
             // The database is unreachable: the tail's wait paces the retries.
@@ -248,16 +261,15 @@ impl Ledger {
                 false => retry,
             };
         }
-        let due = tending
-            .renewed
-            .is_none_or(|sent| sent.elapsed() >= renew_every);
-        if !due {
-            if applied > tending.reported && replica.lease.report(applied).is_ok() {
-                tending.reported = applied;
-            }
-            let left = tending.renewed.map_or(Duration::ZERO, |sent| {
-                renew_every.saturating_sub(sent.elapsed())
-            });
+        // Reported first: a removal waiting for this position should not
+        // wait for the renewal's synchronous commit too.
+        if applied > tending.reported && replica.lease.report(applied).is_ok() {
+            tending.reported = applied;
+        }
+        let left = tending.renewed.map_or(Duration::ZERO, |sent| {
+            renew_every.saturating_sub(sent.elapsed())
+        });
+        if !left.is_zero() {
             return left.min(FOLLOW_WAIT);
         }
         let sent = Instant::now();
