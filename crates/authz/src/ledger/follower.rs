@@ -305,8 +305,10 @@ impl Ledger {
         };
         while self.applied.get() < head {
             // Taken again next time, and caught up again: a renewal must
-            // not open the gate on a state that never caught up.
-            if self.catch_up().is_err() {
+            // not open the gate on a state that never caught up. Up to the
+            // head read, not the log's head now, which is the last one seen
+            // when the database does not answer.
+            if self.catch_up_to(head).is_err() {
                 return false;
             }
         }
