@@ -27,7 +27,7 @@
 //! (503) until it has taken a lease again and caught up to the head read
 //! after taking it. A command that removes access ([`removes_access`])
 //! returns only once every other process holding a live lease has applied
-//! it, or that lease has ended ([`Replica::await_applied`]).
+//! it, or that lease has ended (`Ledger::replicated`).
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
