@@ -190,6 +190,12 @@ pub fn serve(url: &str, steps: &[(Who, Op)]) {
                     ledger
                         .wait_for_position(wait, Duration::from_secs(10))
                         .unwrap();
+                    // Caught up includes holding a lease: one that lapsed
+                    // under a loaded machine refuses everything until then.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !ledger.health().ready && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
                 }
                 let (secret, request) = request_for(&check, location, now);
                 let decision = authorizer.check(&secret, &request);
