@@ -66,7 +66,7 @@ use tokenledger_store::{
 
 use append::{Job, Prepared, Request, Writer};
 use connect::Server;
-pub use lease::{Grant, Lease, LeaseError, MAX_LEASE, MIN_LEASE};
+pub use lease::{Grant, Lease, LeaseError, MAX_LEASE, MIN_LEASE, MIN_MARGIN};
 use pool::Pool;
 pub use schema::SCHEMA_VERSION;
 use watch::Known;
@@ -181,7 +181,7 @@ impl PgLog {
         schema::ensure(&mut client, server.endpoint())?;
         let head = watch::read_head(&mut client).map_err(|error| OpenError::Storage {
             endpoint: server.endpoint().to_owned(),
-            detail: connect::describe(&error),
+            detail: error.describe(),
         })?;
         let pool = Arc::new(Pool::new(server.clone(), client));
         if let Some(known) = options.known_head {

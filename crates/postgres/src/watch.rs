@@ -15,7 +15,7 @@ use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use tokenledger_store::Head;
 
-use crate::connect::Server;
+use crate::connect::{Fault, Server};
 
 /// The channel every append notifies on commit.
 pub(crate) const CHANNEL: &str = "tokenledger_head";
@@ -90,17 +90,22 @@ impl Known {
     }
 }
 
-/// Reads the head row.
-pub(crate) fn read_head(client: &mut Client) -> Result<Head, postgres::Error> {
+/// Reads the head row. A row that does not convert is an error, never a
+/// head of 0: a reader told the log is shorter than it is could take a
+/// removal for absent.
+pub(crate) fn read_head(client: &mut Client) -> Result<Head, Fault> {
     let row = client.query_one(
         "SELECT position, hash FROM tokenledger_head WHERE id = 0",
         &[],
     )?;
-    let position: i64 = row.get(0);
-    let hash: &[u8] = row.get(1);
+    let position: i64 = row.try_get(0)?;
+    let hash: &[u8] = row.try_get(1)?;
     Ok(Head {
-        position: u64::try_from(position).unwrap_or(0),
-        hash: hash.try_into().unwrap_or_default(),
+        position: u64::try_from(position)
+            .map_err(|_| Fault::Malformed(format!("the head row's position is {position}")))?,
+        hash: hash.try_into().map_err(|_| {
+            Fault::Malformed(format!("the head row's hash has {} bytes", hash.len()))
+        })?,
     })
 }
 

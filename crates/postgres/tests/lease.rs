@@ -14,11 +14,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tokenledger_postgres::{Grant, Options, PgLog, SCHEMA_VERSION};
+use tokenledger_postgres::{Grant, MIN_LEASE, MIN_MARGIN, Options, PgLog, SCHEMA_VERSION};
 
 use common::Database;
 
-const LEASE: Duration = Duration::from_millis(400);
+const LEASE: Duration = Duration::from_millis(500);
 
 fn open(database: &Database) -> PgLog {
     let options = Options {
@@ -72,6 +72,7 @@ fn a_removal_waits_until_every_live_lease_has_applied_its_position() {
         assert!(waited < LEASE, "{waited:?}");
     });
     // Its own lease is not waited for.
+    on_b.report(7).unwrap();
     assert_eq!(on_a.await_applied(7).unwrap(), 0);
 }
 
@@ -86,11 +87,13 @@ fn an_expired_lease_is_ended_by_the_removal_and_must_be_taken_again() {
     held(on_a.join(0).unwrap().0);
     held(on_b.join(0).unwrap().0);
     // b stops renewing (paused): a removal waits for its lease to end,
-    // not for ever.
+    // not for ever: a tenth of a lease, its mark, and a lease and a
+    // margin after it.
     let start = Instant::now();
     on_a.await_applied(3).unwrap();
     let waited = start.elapsed();
-    assert!(waited < LEASE + LEASE / 2, "{waited:?}");
+    assert!(waited >= LEASE + on_a.margin(), "{waited:?}");
+    assert!(waited < LEASE * 2, "{waited:?}");
     let rows = database
         .client()
         .query("SELECT 1 FROM tokenledger_leases", &[])
@@ -166,6 +169,10 @@ fn a_lease_dropped_is_ended_at_once_and_a_bad_length_is_refused() {
         error.to_string().contains("1 ms is out of range"),
         "{error}"
     );
+    assert!(a.lease(MIN_LEASE - Duration::from_millis(1)).is_err());
+    let shortest = a.lease(MIN_LEASE).unwrap();
+    assert!(shortest.margin() >= MIN_MARGIN);
+    assert!(shortest.margin() < MIN_LEASE / 4);
 }
 
 #[test]
@@ -207,4 +214,35 @@ fn a_lease_that_expired_is_not_renewed_even_if_no_removal_ended_it() {
     let (grant, head) = lease.join(0).unwrap();
     held(grant);
     assert_eq!(head, 0);
+}
+
+#[test]
+fn a_lease_expired_on_the_servers_clock_alone_is_still_waited_out() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let database = Database::create(&server);
+    let (a, b) = (open(&database), open(&database));
+    let (on_a, on_b) = (a.lease(LEASE).unwrap(), b.lease(LEASE).unwrap());
+    held(on_a.join(0).unwrap().0);
+    let sent = Instant::now();
+    let until = held(on_b.join(0).unwrap().0);
+    // The server's clock stepped forward an hour (or a failover to a host
+    // whose clock is ahead): b's lease looks long expired there, while b
+    // still allows on its own monotonic clock.
+    database
+        .client()
+        .batch_execute("UPDATE tokenledger_leases SET expires_at = expires_at - interval '1 hour'")
+        .unwrap();
+    on_a.await_applied(4).unwrap();
+    let returned = Instant::now();
+    assert!(
+        returned > until,
+        "returned {:?} after b's join was sent, while b allows until {:?} after it",
+        returned - sent,
+        until - sent
+    );
+    // Waited out, and not extended since the mark: ended, so b must join
+    // again (and catch up) before it allows.
+    assert_eq!(on_b.renew(4).unwrap(), Grant::Lapsed);
 }
