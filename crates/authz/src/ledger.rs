@@ -192,7 +192,8 @@ pub enum LedgerError {
         applied: u64,
     },
     /// On a ledger shared by several processes: a command that removes
-    /// access was recorded, but that every other replica applied it (or
+    /// access was recorded (or refused because what it removes was removed
+    /// already), but that every other replica applied the removal (or
     /// stopped allowing) could not be confirmed, since the database did
     /// not answer. Until they apply it, they may still allow what it
     /// removed.
@@ -735,12 +736,11 @@ impl Ledger {
     /// On a ledger shared by several processes, a command that removes
     /// access returns only once every other replica holding a lease has
     /// applied it or its lease has ended (`ledger/follower.rs`), so no
-    /// replica allows what it removed from then on.
+    /// replica allows what it removed from then on; so does a refusal
+    /// that says the removal was made already (a retried delete).
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let start = Instant::now();
-        let outcome = self
-            .submit_again_on_conflict(actor, command)
-            .and_then(|receipt| self.replicated(receipt));
+        let outcome = self.replicated(self.submit_again_on_conflict(actor, command));
         observe::command(&outcome, start.elapsed());
         outcome
     }
@@ -758,8 +758,8 @@ impl Ledger {
     }
 
     #[cfg(not(feature = "postgres"))]
-    fn replicated(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
-        Ok(receipt)
+    fn replicated(&self, outcome: Result<Receipt, LedgerError>) -> Result<Receipt, LedgerError> {
+        outcome
     }
 
     /// Refuses while the ledger is closed.

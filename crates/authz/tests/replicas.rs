@@ -244,6 +244,114 @@ fn a_replica_that_cannot_renew_stops_allowing_and_a_removal_does_not_wait_for_it
     );
 }
 
+/// Runs `during` while `ledger`'s follower is held (its writer's desk
+/// taken for `block`): it neither applies the log nor renews its lease.
+fn while_held<R: Send>(ledger: &Ledger, block: Duration, during: impl FnOnce() -> R + Send) -> R {
+    let holding = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            ledger.with_state(|_| {
+                holding.store(true, Ordering::Release);
+                std::thread::sleep(block);
+            });
+        });
+        while !holding.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        during()
+    })
+}
+
+fn ready(ledger: &Ledger) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ledger.health().ready {
+        assert!(Instant::now() < deadline, "{:?}", ledger.health());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_delete_refused_as_done_already_and_a_demotion_wait_for_a_replica_behind() {
+    let Some(database) = Database::fresh() else {
+        return;
+    };
+    let lease = Duration::from_millis(600);
+    let (a, lagging, c) = (
+        replica(&database, lease),
+        replica(&database, lease),
+        replica(&database, lease),
+    );
+    let (company, admin) = given_a_company(&a);
+    let target = Target::given(&a, company, admin);
+    let second = fresh::teammate_id().unwrap();
+    a.execute(
+        tokenledger_events::Actor::Teammate(admin),
+        Command::AddTeammate {
+            company,
+            teammate: second,
+            name: tokenledger_events::Name::new("Grace").unwrap(),
+            role: tokenledger_events::Role::Admin,
+        },
+    )
+    .unwrap();
+    all_at(&[&a, &lagging, &c], a.head().position);
+    let on_lagging = lagging.authorizer();
+    let handle = on_lagging.authenticate(target.secret.expose()).unwrap();
+    let request = target.request(Removal::DeleteToken);
+    assert!(on_lagging.authorize(handle, &request).is_allowed());
+    let by = tokenledger_events::Actor::Teammate(admin);
+    let delete = Command::DeleteToken {
+        token: target.token,
+    };
+    // The same delete sent to a and to c (or retried on c after a 503):
+    // c, which has applied a's, refuses it as done already, and must not
+    // say so while the lagging replica still allows the token.
+    while_held(&lagging, lease * 3, || {
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| a.execute(by, delete.clone()));
+            let on_c = c.authorizer();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while on_c.check(target.secret.expose(), &request).is_allowed() {
+                assert!(Instant::now() < deadline, "c never applied the delete");
+                std::thread::yield_now();
+            }
+            let refused = c.execute(by, delete.clone());
+            assert!(
+                matches!(
+                    refused,
+                    Err(LedgerError::Refused(CommandError::TokenDeleted { .. }))
+                ),
+                "{refused:?}"
+            );
+            let decision = on_lagging.authorize(handle, &request);
+            assert!(
+                !decision.is_allowed(),
+                "the lagging replica allows a token whose delete was refused as done"
+            );
+            first.join().unwrap().unwrap();
+        });
+    });
+    // A demotion waits for a replica behind as a delete does.
+    ready(&lagging);
+    let waited = while_held(&lagging, lease * 3, || {
+        let start = Instant::now();
+        a.execute(
+            by,
+            Command::ChangeRole {
+                teammate: second,
+                role: tokenledger_events::Role::Member,
+            },
+        )
+        .unwrap();
+        start.elapsed()
+    });
+    assert!(
+        waited >= lease / 4,
+        "the demotion did not wait ({waited:?})"
+    );
+    assert!(waited < lease * 2, "the demotion waited {waited:?}");
+}
+
 #[test]
 fn a_lost_notification_costs_latency_only() {
     let Some(database) = Database::fresh() else {

@@ -41,6 +41,7 @@ use tokenledger_store::{EventLog, Head, Problem, Verified};
 use super::writer::Writer;
 use super::{Ledger, LedgerError, LedgerOptions, Opened, Receipt};
 use crate::checkpoints::Checkpoints;
+use crate::command::CommandError;
 use crate::gate::Gate;
 use crate::history::replay;
 use crate::transfer::{TransferError, check_file};
@@ -320,22 +321,62 @@ impl Ledger {
     }
 
     /// Waits, after a command that removes access, until every other
-    /// process holding a lease has applied it or its lease has ended.
-    pub(super) fn replicated(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
+    /// process holding a lease has applied it or its lease has ended;
+    /// after a refusal that says a removal was made already, until they
+    /// have applied the position it was decided at: the caller takes it
+    /// as the removal holding (a retry after `Unreplicated`, or the same
+    /// delete sent to two replicas), while a replica behind may still
+    /// allow what it removed.
+    pub(super) fn replicated(
+        &self,
+        outcome: Result<Receipt, LedgerError>,
+    ) -> Result<Receipt, LedgerError> {
         let Some(replica) = &self.replica else {
-            return Ok(receipt);
+            return outcome;
         };
-        if !receipt.events.iter().any(|e| removes_access(&e.event)) {
-            return Ok(receipt);
-        }
-        let position = receipt.position();
+        let position = match &outcome {
+            Ok(receipt) if receipt.events.iter().any(|e| removes_access(&e.event)) => {
+                receipt.position()
+            }
+            // Decided against a state at or before what is applied now.
+            Err(LedgerError::Refused(refusal)) if reports_removal(refusal) => self.applied.get(),
+            _ => return outcome,
+        };
         match replica.lease.await_applied(position) {
-            Ok(_) => Ok(receipt),
+            Ok(_) => outcome,
             Err(error) => Err(LedgerError::Unreplicated {
                 position,
                 detail: error.to_string(),
             }),
         }
+    }
+}
+
+/// Whether `refusal` tells its caller that access was removed already:
+/// then it waits for the removal to hold everywhere, as the removal did.
+/// A new kind of refusal must be placed here (the match has no default).
+pub(crate) fn reports_removal(refusal: &CommandError) -> bool {
+    match refusal {
+        CommandError::TokenDeleted { .. }
+        | CommandError::TeammateDeactivated(_)
+        | CommandError::ActorDeactivated { .. }
+        | CommandError::WorkspaceDeleted(_) => true,
+        // A demotion retried: the teammate is a member already.
+        CommandError::RoleUnchanged { role, .. } => *role != Role::Admin,
+        CommandError::NotPermitted { .. }
+        | CommandError::UnknownActor { .. }
+        | CommandError::UnknownCompany(_)
+        | CommandError::UnknownTeammate(_)
+        | CommandError::UnknownWorkspace(_)
+        | CommandError::UnknownToken(_)
+        | CommandError::AlreadyExists { .. }
+        | CommandError::DuplicateSecret
+        | CommandError::LastAdmin(_)
+        | CommandError::WorkspaceNotInCompany(_)
+        | CommandError::InvalidScope(_)
+        | CommandError::ExpiryNotInFuture { .. }
+        | CommandError::ExpiryTooLate { .. }
+        | CommandError::TokenExpired { .. } => false,
     }
 }
 
@@ -359,5 +400,90 @@ pub(crate) fn removes_access(event: &Event) -> bool {
         Event::TeammateDeactivated { .. }
         | Event::WorkspaceDeleted { .. }
         | Event::TokenDeleted { .. } => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenledger_events::{Actor, TeammateId, TokenId, WorkspaceId};
+    use tokenledger_projection::Provenance;
+
+    use super::*;
+
+    #[test]
+    fn what_removes_access_waits_and_what_only_adds_does_not() {
+        let (teammate, token, workspace) = (
+            TeammateId::from_u128(1),
+            TokenId::from_u128(2),
+            WorkspaceId::from_u128(3),
+        );
+        let removals = [
+            Event::TokenDeleted { token },
+            Event::TeammateDeactivated { teammate },
+            Event::WorkspaceDeleted { workspace },
+            Event::PrivateApiAccessChanged {
+                teammate,
+                allowed: false,
+            },
+            Event::PrivateApiAccessSetForAll { allowed: false },
+            Event::TeammateRoleChanged {
+                teammate,
+                role: Role::Member,
+            },
+        ];
+        for event in &removals {
+            assert!(removes_access(event), "{event:?}");
+        }
+        let additions = [
+            Event::TokenRevealed { token },
+            Event::PrivateApiAccessChanged {
+                teammate,
+                allowed: true,
+            },
+            Event::PrivateApiAccessSetForAll { allowed: true },
+            Event::TeammateRoleChanged {
+                teammate,
+                role: Role::Admin,
+            },
+        ];
+        for event in &additions {
+            assert!(!removes_access(event), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_says_a_removal_was_made_waits_and_others_do_not() {
+        let teammate = TeammateId::from_u128(1);
+        let done = [
+            CommandError::TokenDeleted {
+                token: TokenId::from_u128(2),
+                deleted: Provenance {
+                    position: 7,
+                    at: Timestamp::EPOCH,
+                    actor: Actor::System,
+                },
+            },
+            CommandError::TeammateDeactivated(teammate),
+            CommandError::WorkspaceDeleted(WorkspaceId::from_u128(3)),
+            CommandError::RoleUnchanged {
+                teammate,
+                role: Role::Member,
+            },
+        ];
+        for refusal in &done {
+            assert!(reports_removal(refusal), "{refusal:?}");
+        }
+        let others = [
+            CommandError::RoleUnchanged {
+                teammate,
+                role: Role::Admin,
+            },
+            CommandError::UnknownToken(TokenId::from_u128(2)),
+            CommandError::LastAdmin(teammate),
+            CommandError::DuplicateSecret,
+        ];
+        for refusal in &others {
+            assert!(!reports_removal(refusal), "{refusal:?}");
+        }
     }
 }
