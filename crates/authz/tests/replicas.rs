@@ -353,6 +353,74 @@ fn a_delete_refused_as_done_already_and_a_demotion_wait_for_a_replica_behind() {
 }
 
 #[test]
+fn a_replica_closed_by_damage_ends_its_lease_so_removals_do_not_wait_for_it() {
+    let Some(database) = Database::fresh() else {
+        return;
+    };
+    let lease = Duration::from_secs(5);
+    let (a, damaged) = (replica(&database, lease), replica(&database, lease));
+    let (company, admin) = given_a_company(&a);
+    let target = Target::given(&a, company, admin);
+    all_at(&[&a, &damaged], a.head().position);
+    let by = tokenledger_events::Actor::Teammate(admin);
+    // A record the damaged replica has yet to apply is changed in the
+    // database: applying it, the replica finds the chain broken and closes.
+    while_held(&damaged, Duration::from_millis(300), || {
+        let workspace = fresh::workspace_id().unwrap();
+        let position = a
+            .execute(
+                by,
+                Command::CreateWorkspace {
+                    company,
+                    workspace,
+                    name: tokenledger_events::Name::new("Sales").unwrap(),
+                },
+            )
+            .unwrap()
+            .position();
+        database
+            .client()
+            .execute(
+                "UPDATE tokenledger_events
+                 SET record = set_byte(record, 100, get_byte(record, 100) # 1)
+                 WHERE position = $1",
+                &[&i64::try_from(position).unwrap()],
+            )
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leases: i64 = database
+            .client()
+            .query_one("SELECT count(*) FROM tokenledger_leases", &[])
+            .unwrap()
+            .get(0);
+        if leases == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed replica's lease stays"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!damaged.health().ready);
+    let start = Instant::now();
+    a.execute(
+        by,
+        Command::DeleteToken {
+            token: target.token,
+        },
+    )
+    .unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited < lease / 5,
+        "the delete waited {waited:?} for a closed replica"
+    );
+}
+
+#[test]
 fn a_lost_notification_costs_latency_only() {
     let Some(database) = Database::fresh() else {
         return;

@@ -199,7 +199,7 @@ impl Ledger {
 }
 
 /// Follows the log, and keeps the lease, for as long as the ledger lives
-/// and is open.
+/// and is open; ends the lease once it has closed.
 fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
     let mut next = 1;
     let mut wait = Duration::ZERO;
@@ -208,11 +208,14 @@ fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
         let Some(ledger) = ledger.upgrade() else {
             return;
         };
-        match ledger.catch_up_to(head) {
-            Ok(applied) => next = applied + 1,
-            Err(_) if ledger.refuse_if_closed().is_err() => return,
-            // The database is unreachable: the tail's wait paces the retries.
-            Err(_) => {}
+        // An error with the ledger open: the database is unreachable, and
+        // the tail's wait paces the retries.
+        if let Ok(applied) = ledger.catch_up_to(head) {
+            next = applied + 1;
+        }
+        if ledger.refuse_if_closed().is_err() {
+            ledger.end_lease();
+            return;
         }
         wait = ledger.tend_lease();
     }
@@ -289,6 +292,16 @@ impl Ledger {
                 tending.held = false;
                 Duration::ZERO
             }
+        }
+    }
+
+    /// Ends the lease of a ledger closed (damage, or a command whose
+    /// outcome is unknown): it allows nothing until reopened, so removals
+    /// need not wait for it until it would have expired.
+    fn end_lease(&self) {
+        if let Some(replica) = &self.replica {
+            replica.gate.close();
+            replica.lease.end();
         }
     }
 
