@@ -80,11 +80,19 @@ fn given_token_0(database: &Database) -> (Arc<Ledger>, u64) {
 }
 
 /// Token 0 reading tags in company 0, asked of `replica` once it has
-/// applied `wait`: the rule that refused (0: allowed).
-fn token_0_on(replica: &mut Process, wait: u64) -> u8 {
+/// applied `wait`: the rule that refused (0: allowed), and the status.
+fn token_0_on(replica: &mut Process, wait: u64) -> (u8, u16) {
     let answer = replica.ask(&format!("check t0 3 0 0 {} {wait}", now().as_micros()));
-    answer.split_once(' ').unwrap().0.parse().unwrap()
+    let words: Vec<&str> = answer.split(' ').collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
 }
+
+/// Allowed.
+const ALLOWED: (u8, u16) = (0, 200);
+/// Refused for the delete itself: rule 2, the token is not live.
+const DELETED: (u8, u16) = (2, 401);
+/// Refused as unavailable: the lease lapsed (`Reason::LedgerClosed`).
+const UNAVAILABLE: (u8, u16) = (2, 503);
 
 fn delete_token_0(ledger: &Ledger) -> (u64, Duration) {
     let start = Instant::now();
@@ -102,17 +110,22 @@ fn a_replica_stopped_past_its_lease_refuses_from_its_first_decision_once_resumed
     };
     let (ledger, head) = given_token_0(&database);
     let mut stopped = Process::start("replica_process", &database.url, 0);
-    assert_eq!(token_0_on(&mut stopped, head), 0, "allowed before");
+    assert_eq!(token_0_on(&mut stopped, head), ALLOWED, "allowed before");
     stopped.signal("STOP");
     let (deleted, waited) = delete_token_0(&ledger);
     stopped.signal("CONT");
     // Its first decision, before anything else it does once resumed: its
-    // lease ended while it was stopped, so it refuses.
-    assert_ne!(token_0_on(&mut stopped, 0), 0, "a stale allow");
+    // lease ended while it was stopped, so it refuses as unavailable; not
+    // for the delete, which it could only give having caught up already.
+    assert_eq!(
+        token_0_on(&mut stopped, 0),
+        UNAVAILABLE,
+        "not refused as unavailable"
+    );
     assert!(waited >= LEASE / 4, "the delete did not wait ({waited:?})");
     assert!(waited < LEASE * 2, "the delete waited {waited:?}");
     // Caught up again: refused for the delete itself.
-    assert_eq!(token_0_on(&mut stopped, deleted), 2);
+    assert_eq!(token_0_on(&mut stopped, deleted), DELETED);
     eprintln!("the delete waited {waited:?} for a stopped replica");
 }
 
@@ -125,14 +138,14 @@ fn a_replica_killed_holds_a_delete_up_for_its_lease_at_most_and_the_others_go_on
     let mut killed = Process::start("replica_process", &database.url, 0);
     let mut other = Process::start("replica_process", &database.url, 0);
     for replica in [&mut killed, &mut other] {
-        assert_eq!(token_0_on(replica, head), 0, "allowed before");
+        assert_eq!(token_0_on(replica, head), ALLOWED, "allowed before");
     }
     killed.signal("KILL");
     let (deleted, waited) = delete_token_0(&ledger);
     assert!(waited < LEASE * 2, "the delete waited {waited:?}");
     // The other replica applied it before the delete returned.
-    assert_eq!(token_0_on(&mut other, 0), 2);
-    assert_eq!(token_0_on(&mut other, deleted), 2);
+    assert_eq!(token_0_on(&mut other, 0), DELETED);
+    assert_eq!(token_0_on(&mut other, deleted), DELETED);
     // The killed replica's lease is gone: the next delete does not wait.
     let leases = database
         .client()

@@ -127,7 +127,8 @@ impl Replicas for Processes {
             now.as_micros(),
             wait.unwrap_or(0)
         ));
-        let (verdict, position) = answer.split_once(' ').unwrap();
+        let mut words = answer.split(' ');
+        let (verdict, position) = (words.next().unwrap(), words.next().unwrap());
         let verdict: u8 = verdict.parse().unwrap();
         let verdict = if verdict == 0 { Ok(()) } else { Err(verdict) };
         (verdict, position.parse().unwrap())
@@ -199,8 +200,11 @@ pub fn serve(url: &str, steps: &[(Who, Op)]) {
                 }
                 let (secret, request) = request_for(&check, location, now);
                 let decision = authorizer.check(&secret, &request);
+                // The status tells a lapsed lease (503) from the rule's own
+                // refusal, which share the rule's number.
+                let status = decision.status();
                 let verdict = decision.refusal.map_or(0, |r| r.rule.number());
-                println!("@{verdict} {}", decision.position);
+                println!("@{verdict} {} {status}", decision.position);
             }
             "verify" => match ledger.verify() {
                 Ok(verified) => println!("@ok {verified:?}"),
