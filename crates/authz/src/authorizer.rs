@@ -83,10 +83,15 @@ impl Authorizer {
         if self.unavailable() {
             return Err(closed());
         }
-        self.readers.read(
+        let handle = self.readers.read(
             |state| decision::authenticate(state, secret),
             || Err(closed()),
-        )
+        )?;
+        // Checked again, as `vouched` does for a decision.
+        if self.unavailable() {
+            return Err(closed());
+        }
+        Ok(handle)
     }
 
     /// Rules 2 to 8 for a token already authenticated: by the handle
@@ -96,10 +101,11 @@ impl Authorizer {
         if self.unavailable() {
             return refused(Some(handle.id()));
         }
-        self.readers.read(
+        let decision = self.readers.read(
             |state| decision::authorize(state, handle, request),
             || refused(Some(handle.id())),
-        )
+        );
+        self.vouched(decision, Some(handle.id()))
     }
 
     /// The log position of the state decisions are made against now, or
@@ -129,10 +135,24 @@ impl Authorizer {
         if self.unavailable() {
             return refused(None);
         }
-        self.readers.read(
+        let decision = self.readers.read(
             |state| decision::decide_request(state, secret, request),
             || refused(None),
-        )
+        );
+        self.vouched(decision, None)
+    }
+
+    /// `decision`, made with the lease held, unless it allows and the
+    /// lease has lapsed since: a thread paused mid-decision past the
+    /// lease's end (preempted, or the process stopped) may have decided on
+    /// a state that lacks a removal which, the lease over, returned
+    /// elsewhere meanwhile.
+    #[inline]
+    fn vouched(&self, decision: Decision, token: Option<TokenId>) -> Decision {
+        if decision.is_allowed() && self.unavailable() {
+            return refused(token);
+        }
+        decision
     }
 }
 
@@ -149,5 +169,37 @@ fn refused(token: Option<TokenId>) -> Decision {
         position: 0,
         token,
         refusal: Some(closed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokenledger_projection::Projection;
+
+    use super::*;
+
+    #[test]
+    fn an_allow_decided_as_the_lease_lapsed_is_refused_and_a_refusal_kept() {
+        let (_projection, readers) = Projection::new();
+        let gate = Arc::new(Gate::shut());
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        let authorizer = Authorizer::new(readers, Some(Arc::clone(&gate)));
+        let allowed = || Decision {
+            position: 3,
+            token: None,
+            refusal: None,
+        };
+        assert!(authorizer.vouched(allowed(), None).is_allowed());
+        // The lease lapsed while the decision was being made.
+        gate.close();
+        let decision = authorizer.vouched(allowed(), None);
+        assert_eq!(
+            decision.refusal.map(|refusal| refusal.reason),
+            Some(Reason::LedgerClosed)
+        );
+        let refused = refused(None);
+        assert_eq!(authorizer.vouched(refused.clone(), None), refused);
     }
 }
