@@ -82,16 +82,17 @@ pub struct LedgerOptions {
     /// intact. Only for a directory that no one else can write.
     pub trust_unsigned_checkpoints: bool,
     /// On a ledger shared by several processes (`Ledger::open_postgres`),
-    /// how long each replica's lease lasts on the database's clock:
-    /// a replica that cannot renew it for this long, less a tenth, stops
-    /// allowing, and a removal waits at most about this long for a replica
-    /// that stopped following (2 s by default; from 20 ms to 10 minutes).
+    /// how long each replica's lease lasts: a replica that cannot renew
+    /// it for this long, less a margin (a tenth, 100 ms at least), stops
+    /// allowing, and a removal waits at most about this long and a fifth
+    /// for a replica that stopped following (2 s by default; from 500 ms
+    /// to 10 minutes).
     /// Ignored on a data directory, which one process owns.
     pub replica_lease: Duration,
 }
 
 /// Each replica's lease by default: short enough that a removal is held
-/// up for two seconds at worst by a replica that stopped, long enough
+/// up for about two seconds at worst by a replica that stopped, long enough
 /// that renewing it every two thirds of a second costs nothing and a
 /// database that pauses for a second does not stop every replica.
 pub const DEFAULT_REPLICA_LEASE: Duration = Duration::from_secs(2);
