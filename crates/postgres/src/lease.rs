@@ -254,7 +254,7 @@ impl Lease {
 
     /// Waits until every other replica whose lease is live has applied
     /// `position`, or can no longer allow; returns how many leases it
-    /// waited for at the last look. Bounded by about a lease and a tenth:
+    /// waited for at the last look. Bounded by about a lease and a fifth:
     /// a replica still behind after a tenth of a lease is marked as owing
     /// `position`, so its lease cannot be extended without applying it,
     /// and once a lease and a margin have passed since the mark on this
