@@ -3,7 +3,14 @@
 //! its `COMMIT` (one round trip and one WAL flush), `pg/append_single` one
 //! durable append through `PgLog` (goal: at most 1.5 times the floor), and
 //! `pg/group_commit_8` eight appenders at once, per event (goal: four
-//! times one appender's throughput or more). Needs a server
+//! times one appender's throughput or more). Between replicas (ledgers on
+//! one database, leases of the default length): `pg/replicate` from an
+//! append returning on replica A to replica B having applied it (goal: p50
+//! at most 2 ms), `pg/revoke_3_replicas` a token's delete on one of three
+//! replicas, until it returns (goal: p99 at most 20 ms; each printed with
+//! its percentiles), and `pg/authorize_leased` a decision by handle on a
+//! replica, which checks its lease (`authorize/by_handle` is the same
+//! without one). Needs a server
 //! (`$TOKENLEDGER_TEST_POSTGRES`, else 127.0.0.1:5432 as `postgres`);
 //! without one it says so and measures nothing.
 
@@ -17,7 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, NewToken, Request, fresh};
 use tokenledger_benches::reveal;
+use tokenledger_events::{
+    Actor, CompanyId, Feature, Name, Namespaces, Requirement, Role, TeammateId, Timestamp,
+    TokenKind, TokenScope,
+};
 use tokenledger_postgres::testing::Database;
 use tokenledger_postgres::{Options, PgLog};
 use tokenledger_store::{EventLog, Expectation};
@@ -81,5 +93,166 @@ fn pg(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pg);
+/// A company and its admin, made through `ledger`.
+fn company(ledger: &Ledger) -> (CompanyId, TeammateId) {
+    let company = fresh::company_id().expect("an id");
+    let admin = fresh::teammate_id().expect("an id");
+    ledger
+        .execute(
+            Actor::System,
+            Command::CreateCompany {
+                company,
+                name: Name::new("Acme").expect("a name"),
+            },
+        )
+        .expect("the company");
+    ledger
+        .execute(
+            Actor::System,
+            Command::AddTeammate {
+                company,
+                teammate: admin,
+                name: Name::new("Ada").expect("a name"),
+                role: Role::Admin,
+            },
+        )
+        .expect("the admin");
+    (company, admin)
+}
+
+fn new_token(company: CompanyId) -> NewToken {
+    NewToken {
+        company,
+        name: Name::new("Plugin").expect("a name"),
+        kind: TokenKind::ApiToken,
+        scope: TokenScope {
+            features: [Feature::Resources].into(),
+            namespaces: Namespaces {
+                global: true,
+                ..Namespaces::none()
+            },
+            grants: ["tags:read".parse().expect("a scope")]
+                .into_iter()
+                .collect(),
+        },
+        expires_at: None,
+    }
+}
+
+/// The median and 99th percentile of `samples`.
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: usize| {
+        samples
+            .get((samples.len() * q / 100).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (at(50), at(99))
+}
+
+fn replicas(c: &mut Criterion) {
+    let Some(database) = Database::fresh() else {
+        return;
+    };
+    let open = || {
+        Ledger::open_postgres(&database.url, None, LedgerOptions::default())
+            .expect("a replica opens")
+    };
+    let (a, b, third) = (open(), open(), open());
+    let (company, admin) = company(&a);
+    let mut group = c.benchmark_group("pg");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(1));
+
+    let mut replicated = Vec::new();
+    group.bench_function("replicate", |bench| {
+        bench.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let receipt = a
+                    .execute(
+                        Actor::Teammate(admin),
+                        Command::CreateWorkspace {
+                            company,
+                            workspace: fresh::workspace_id().expect("an id"),
+                            name: Name::new("Support").expect("a name"),
+                        },
+                    )
+                    .expect("the workspace");
+                let returned = Instant::now();
+                b.wait_for_position(receipt.position(), Duration::from_secs(10))
+                    .expect("b applies it");
+                let took = returned.elapsed();
+                replicated.push(took);
+                total += took;
+            }
+            total
+        })
+    });
+
+    let mut revoked = Vec::new();
+    group.bench_function("revoke_3_replicas", |bench| {
+        bench.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let created = a
+                    .create_token(Actor::Teammate(admin), new_token(company))
+                    .expect("the token");
+                for replica in [&b, &third] {
+                    replica
+                        .wait_for_position(created.receipt.position(), Duration::from_secs(10))
+                        .expect("applied");
+                }
+                let start = Instant::now();
+                a.execute(
+                    Actor::Teammate(admin),
+                    Command::DeleteToken {
+                        token: created.token,
+                    },
+                )
+                .expect("the delete");
+                let took = start.elapsed();
+                revoked.push(took);
+                total += took;
+            }
+            total
+        })
+    });
+
+    let created = a
+        .create_token(Actor::Teammate(admin), new_token(company))
+        .expect("the token");
+    b.wait_for_position(created.receipt.position(), Duration::from_secs(10))
+        .expect("applied");
+    let authorizer = b.authorizer();
+    let handle = authorizer
+        .authenticate(created.secret.expose())
+        .expect("a live token");
+    let request = Request {
+        requirement: Requirement::Scope("tags:read".parse().expect("a scope")),
+        resource: "tag_1".parse().expect("a resource"),
+        location: Location::Global(company),
+        at: Timestamp::from_micros(u64::MAX / 2),
+    };
+    assert!(authorizer.authorize(handle, &request).is_allowed());
+    group.bench_function("authorize_leased", |bench| {
+        bench.iter(|| black_box(authorizer.authorize(handle, &request)))
+    });
+    group.finish();
+    for (name, samples) in [
+        ("pg/replicate", &mut replicated),
+        ("pg/revoke_3_replicas", &mut revoked),
+    ] {
+        let (p50, p99) = percentiles(samples);
+        eprintln!(
+            "{name}: {} samples, p50 {p50:?}, p99 {p99:?}",
+            samples.len()
+        );
+    }
+}
+
+criterion_group!(benches, pg, replicas);
 criterion_main!(benches);

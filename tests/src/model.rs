@@ -132,7 +132,7 @@ struct Model {
 }
 
 /// The model's answer to a request: allowed, or the number of the rule that refused it.
-type Verdict = Result<(), u8>;
+pub type Verdict = Result<(), u8>;
 
 /// The setup every sequence starts from, so that random operations meet a
 /// populated world: each company with its first admin (teammate c is the
@@ -497,7 +497,9 @@ fn secret(k: usize) -> Secret {
     Secret::from_random([k as u8 + 1; 32])
 }
 
-fn actor(a: usize) -> Actor {
+/// The actor the model numbers `a`: 0 the system, then the teammates, then
+/// a token.
+pub fn actor(a: usize) -> Actor {
     match a {
         0 => Actor::System,
         a if a <= TEAMMATES => Actor::Teammate(teammate_id(a - 1)),
@@ -509,7 +511,8 @@ fn name() -> Name {
     Name::new("n").unwrap()
 }
 
-fn command(op: &Op, now: Timestamp) -> Command {
+/// The command `op` stands for, issued at `now`.
+pub fn command(op: &Op, now: Timestamp) -> Command {
     match op {
         Op::CreateCompany { c } => Command::CreateCompany {
             company: company_id(*c),
@@ -601,12 +604,12 @@ fn command(op: &Op, now: Timestamp) -> Command {
     }
 }
 
-fn real_check(
-    state: &State,
+/// The secret presented and the request a check makes, at `now`.
+pub fn request_for(
     check: &Check,
     (namespace, at): (u8, usize),
     now: Timestamp,
-) -> Verdict {
+) -> (String, Request) {
     let presented = match check.presented {
         Presented::Token(k) => secret(k).expose().to_owned(),
         Presented::Garbage => "tlk_garbage".to_owned(),
@@ -627,6 +630,17 @@ fn real_check(
         location,
         at: now,
     };
+    (presented, request)
+}
+
+fn real_check(
+    state: &State,
+    check: &Check,
+    (namespace, at): (u8, usize),
+    now: Timestamp,
+) -> Verdict {
+    let (presented, request) = request_for(check, (namespace, at), now);
+    let location = request.location;
     let decision = decide_request(state, &presented, &request);
     assert_eq!(decision.position, state.position());
     if decision.is_allowed() {
@@ -649,6 +663,174 @@ fn real_check(
         None => Ok(()),
         Some(refusal) => Err(refusal.rule.number()),
     }
+}
+
+/// The operations a sequence runs: the setup every sequence starts from,
+/// then `ops`.
+pub fn steps(ops: &[(Who, Op)]) -> Vec<(Who, Op)> {
+    setup().into_iter().chain(ops.iter().cloned()).collect()
+}
+
+/// Several replicas of one ledger, each in a process of its own, as
+/// [`run_on_replicas`] drives them.
+pub trait Replicas {
+    /// How many there are.
+    fn count(&self) -> usize;
+    /// Executes the command of step `step` of [`steps`] on replica `on`, by
+    /// the actor the model numbers `actor`, at `now`, once it has applied
+    /// `wait` (a client's consistency token: a command is decided against
+    /// the state the replica has applied): the receipt's position, or the
+    /// error's text.
+    fn execute(
+        &mut self,
+        on: usize,
+        step: usize,
+        actor: usize,
+        now: Timestamp,
+        wait: u64,
+    ) -> Result<u64, String>;
+    /// Decides `check` at `location` and `now` on replica `on`, once it has
+    /// applied `wait` if given: the verdict and the decision's position.
+    fn check(
+        &mut self,
+        on: usize,
+        check: &Check,
+        location: (u8, usize),
+        now: Timestamp,
+        wait: Option<u64>,
+    ) -> (Verdict, u64);
+}
+
+/// What [`run_on_replicas`] checked.
+#[derive(Debug, Default)]
+pub struct ReplicaCounts {
+    /// Commands recorded.
+    pub recorded: usize,
+    /// Requests decided at once, right after a command returned or at a
+    /// check of the sequence.
+    pub at_once: usize,
+    /// Of those, decided by a replica that had not applied the last
+    /// command yet (so the check could have caught a stale allow).
+    pub behind: usize,
+    /// Requests decided once the replica had applied the last command.
+    pub caught_up: usize,
+    /// Requests asked at once after a command removed what the model had
+    /// allowed them: each a chance to catch a stale allow.
+    pub removed: usize,
+}
+
+/// How many of the sequence's latest checks the model allowed are asked
+/// again, at once, on every replica after each command returns.
+const PROBES: usize = 8;
+
+/// Runs one sequence through the model and through several replicas:
+/// each command on a replica `pick` chooses, once it has applied the last
+/// command (a client's consistency token), and each request on every
+/// replica twice. At once: a replica may not have applied what another
+/// recorded, so it may refuse what the model allows, but it never allows
+/// what the model refuses (a removal returns only once every replica has
+/// applied it), and once it has applied the last command it agrees with
+/// the model. Then, once it has applied the last command (the position as
+/// a consistency token): it agrees with the model. After each command
+/// returns, the latest checks the model allowed are asked again at once on
+/// every replica, to catch an allow of what it just removed.
+pub fn run_on_replicas(
+    ops: &[(Who, Op)],
+    replicas: &mut dyn Replicas,
+    pick: &mut dyn FnMut() -> usize,
+    counts: &mut ReplicaCounts,
+) -> Result<(), String> {
+    let mut model = Model::default();
+    let mut head = 0;
+    let mut recent: Vec<Check> = Vec::new();
+    for (step, (who, op)) in steps(ops).iter().enumerate() {
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        model.now = now.as_micros();
+        match op {
+            Op::Tick { .. } => {}
+            Op::Check(check) => {
+                at_once(&model, replicas, false, check, now, head, counts)
+                    .map_err(|why| format!("step {step}: {why}"))?;
+                let check = &model.resolve(check);
+                let location = model.location_for(check);
+                let expected = model.check(check, location);
+                for on in 0..replicas.count() {
+                    let (waited, position) = replicas.check(on, check, location, now, Some(head));
+                    counts.caught_up += 1;
+                    if waited != expected {
+                        return Err(format!(
+                            "step {step}: replica {on} at {position} (head {head}): {check:?} at {location:?}: the model says {expected:?}, the replica {waited:?}"
+                        ));
+                    }
+                }
+                // Those allowed are the ones a removal can turn.
+                if expected.is_ok() {
+                    recent.insert(0, op_check(op));
+                    recent.truncate(PROBES);
+                }
+            }
+            op => {
+                let who = model.actor_for(*who, op);
+                let expected = model.command(who, op);
+                let on = pick() % replicas.count();
+                let actual = replicas.execute(on, step, who, now, head);
+                if actual.is_ok() != expected {
+                    return Err(format!(
+                        "step {step}: actor {who} {op:?} on replica {on}: the model says {expected}, the replica {actual:?}"
+                    ));
+                }
+                if let Ok(position) = actual {
+                    head = head.max(position);
+                    counts.recorded += 1;
+                    for check in &recent {
+                        at_once(&model, replicas, true, check, now, head, counts)
+                            .map_err(|why| format!("step {step}, after {op:?}: {why}"))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn op_check(op: &Op) -> Check {
+    match op {
+        Op::Check(check) => check.clone(),
+        _ => unreachable!("a check"),
+    }
+}
+
+/// Asks `check` on every replica at once: never an allow the model
+/// refuses, and the model's verdict from a replica that has applied `head`.
+fn at_once(
+    model: &Model,
+    replicas: &mut dyn Replicas,
+    probe: bool,
+    check: &Check,
+    now: Timestamp,
+    head: u64,
+    counts: &mut ReplicaCounts,
+) -> Result<(), String> {
+    let check = &model.resolve(check);
+    let location = model.location_for(check);
+    let expected = model.check(check, location);
+    for on in 0..replicas.count() {
+        let (verdict, position) = replicas.check(on, check, location, now, None);
+        counts.at_once += 1;
+        if probe && expected.is_err() {
+            counts.removed += 1;
+        }
+        if position < head {
+            counts.behind += 1;
+        }
+        let stale = verdict.is_ok() && expected.is_err();
+        if stale || (position >= head && verdict != expected) {
+            return Err(format!(
+                "replica {on} at {position} (head {head}), at once: {check:?} at {location:?}: the model says {expected:?}, the replica {verdict:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs one sequence through the model and the real code; counts the

@@ -1,10 +1,13 @@
 //! The hot path: a cheap, cloneable, `Send + Sync` handle that answers
 //! "may this token do this to that resource?" without taking a lock.
 
+use std::sync::Arc;
+
 use tokenledger_events::{CompanyId, Timestamp, TokenId};
 use tokenledger_projection::{Readers, TokenHandle};
 
 use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
+use crate::gate::Gate;
 
 /// Answers authorization questions against the ledger's published state.
 /// Clone it freely and share it between threads.
@@ -15,6 +18,12 @@ use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 ///
 /// Authenticate once per request (or per connection) and decide with the
 /// handle it gives; a handle kept past a delete is refused like the secret.
+///
+/// On a ledger shared by several processes (PostgreSQL), the same holds
+/// across them: a replica whose lease has lapsed, and which may so have
+/// missed a delete that returned elsewhere, refuses everything as a closed
+/// ledger does ([`Reason::LedgerClosed`], 503) until it holds a lease again
+/// and has caught up.
 ///
 /// ```
 /// use tokenledger_authz::{fresh, Command, Ledger, Location, NewToken, Request, Rule};
@@ -53,19 +62,36 @@ use crate::decision::{self, Decision, Reason, Refusal, Request, Rule};
 #[derive(Clone)]
 pub struct Authorizer {
     readers: Readers,
+    /// The replica's lease, on a ledger shared with other processes.
+    gate: Option<Arc<Gate>>,
 }
 
 impl Authorizer {
-    pub(crate) fn new(readers: Readers) -> Authorizer {
-        Authorizer { readers }
+    pub(crate) fn new(readers: Readers, gate: Option<Arc<Gate>>) -> Authorizer {
+        Authorizer { readers, gate }
+    }
+
+    /// Whether this replica cannot vouch for its state now: its lease
+    /// lapsed.
+    #[inline]
+    fn unavailable(&self) -> bool {
+        self.gate.as_ref().is_some_and(|gate| !gate.allows())
     }
 
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
     pub fn authenticate(&self, secret: &str) -> Result<TokenHandle, Refusal> {
-        self.readers.read(
+        if self.unavailable() {
+            return Err(closed());
+        }
+        let handle = self.readers.read(
             |state| decision::authenticate(state, secret),
             || Err(closed()),
-        )
+        )?;
+        // Checked again, as `vouched` does for a decision.
+        if self.unavailable() {
+            return Err(closed());
+        }
+        Ok(handle)
     }
 
     /// Rules 1 and 2 in full, against one state: the token the secret
@@ -82,7 +108,10 @@ impl Authorizer {
         secret: &str,
         at: Timestamp,
     ) -> Result<(TokenHandle, CompanyId), Decision> {
-        self.readers.read(
+        if self.unavailable() {
+            return Err(refused(None));
+        }
+        let live = self.readers.read(
             |state| {
                 decision::authenticate_live(state, secret, at).map_err(|(token, refusal)| {
                     Decision {
@@ -93,17 +122,26 @@ impl Authorizer {
                 })
             },
             || Err(refused(None)),
-        )
+        )?;
+        // Checked again, as `vouched` does for a decision.
+        if self.unavailable() {
+            return Err(refused(None));
+        }
+        Ok(live)
     }
 
     /// Rules 2 to 8 for a token already authenticated: by the handle
     /// [`Authorizer::authenticate`] gave, or by a bare [`TokenId`].
     pub fn authorize(&self, token: impl Into<TokenHandle>, request: &Request) -> Decision {
         let handle = token.into();
-        self.readers.read(
+        if self.unavailable() {
+            return refused(Some(handle.id()));
+        }
+        let decision = self.readers.read(
             |state| decision::authorize(state, handle, request),
             || refused(Some(handle.id())),
-        )
+        );
+        self.vouched(decision, Some(handle.id()))
     }
 
     /// The log position of the state decisions are made against now, or
@@ -130,10 +168,27 @@ impl Authorizer {
     /// Rules 1 to 8: authenticates the secret and authorizes the request,
     /// against one state.
     pub fn check(&self, secret: &str, request: &Request) -> Decision {
-        self.readers.read(
+        if self.unavailable() {
+            return refused(None);
+        }
+        let decision = self.readers.read(
             |state| decision::decide_request(state, secret, request),
             || refused(None),
-        )
+        );
+        self.vouched(decision, None)
+    }
+
+    /// `decision`, made with the lease held, unless it allows and the
+    /// lease has lapsed since: a thread paused mid-decision past the
+    /// lease's end (preempted, or the process stopped) may have decided on
+    /// a state that lacks a removal which, the lease over, returned
+    /// elsewhere meanwhile.
+    #[inline]
+    fn vouched(&self, decision: Decision, token: Option<TokenId>) -> Decision {
+        if decision.is_allowed() && self.unavailable() {
+            return refused(token);
+        }
+        decision
     }
 }
 
@@ -150,5 +205,37 @@ fn refused(token: Option<TokenId>) -> Decision {
         position: 0,
         token,
         refusal: Some(closed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokenledger_projection::Projection;
+
+    use super::*;
+
+    #[test]
+    fn an_allow_decided_as_the_lease_lapsed_is_refused_and_a_refusal_kept() {
+        let (_projection, readers) = Projection::new();
+        let gate = Arc::new(Gate::shut());
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        let authorizer = Authorizer::new(readers, Some(Arc::clone(&gate)));
+        let allowed = || Decision {
+            position: 3,
+            token: None,
+            refusal: None,
+        };
+        assert!(authorizer.vouched(allowed(), None).is_allowed());
+        // The lease lapsed while the decision was being made.
+        gate.close();
+        let decision = authorizer.vouched(allowed(), None);
+        assert_eq!(
+            decision.refusal.map(|refusal| refusal.reason),
+            Some(Reason::LedgerClosed)
+        );
+        let refused = refused(None);
+        assert_eq!(authorizer.vouched(refused.clone(), None), refused);
     }
 }

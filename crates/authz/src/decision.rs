@@ -149,7 +149,10 @@ pub enum Reason {
         /// The deletion.
         deleted: Provenance,
     },
-    /// The ledger has been closed: nothing is allowed.
+    /// The ledger has been closed, or, on a ledger shared by several
+    /// processes, this replica's lease lapsed (it may have missed a removal
+    /// that returned on another): nothing is allowed until it is reopened,
+    /// or has renewed its lease and caught up.
     LedgerClosed,
     /// Rule 7: the owner's private API access is off.
     PrivateAccessOff {
@@ -223,7 +226,9 @@ impl fmt::Display for Reason {
                 f,
                 "the token is an OAuth grant, and OAuth grants reach shared resources only, whatever the scope its creation recorded ({created}); no valid log grants one more"
             ),
-            Reason::LedgerClosed => f.write_str("the ledger is closed, so nothing is allowed"),
+            Reason::LedgerClosed => f.write_str(
+                "the ledger is closed, or its replica's lease lapsed, so nothing is allowed",
+            ),
             Reason::WorkspaceDeleted { deleted } => {
                 write!(f, "the resource's workspace was deleted ({deleted})")
             }
@@ -354,7 +359,8 @@ pub struct Refusal {
 
 impl Refusal {
     /// 401 for rules 1 and 2 (no live token), 403 for the rest, and 503
-    /// when the ledger is closed (which says nothing about the token).
+    /// when the ledger is closed or its lease lapsed (which says nothing
+    /// about the token).
     pub fn status(&self) -> u16 {
         if self.reason == Reason::LedgerClosed {
             503

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokenledger_events::{
@@ -23,6 +23,7 @@ use crate::checkpoints::{CheckpointWriteError, Checkpoints};
 use crate::command::{Command, CommandError, decide};
 use crate::decision::Location;
 use crate::fresh::{self, RandomError};
+use crate::gate::Gate;
 use crate::history::replay;
 use crate::observe;
 use crate::readback;
@@ -80,7 +81,21 @@ pub struct LedgerOptions {
     /// later checkpoint would copy, while `verify` still finds the log
     /// intact. Only for a directory that no one else can write.
     pub trust_unsigned_checkpoints: bool,
+    /// On a ledger shared by several processes (`Ledger::open_postgres`),
+    /// how long each replica's lease lasts: a replica that cannot renew
+    /// it for this long, less a margin (a tenth, 100 ms at least), stops
+    /// allowing, and a removal waits at most about this long and a fifth
+    /// for a replica that stopped following (2 s by default; from 500 ms
+    /// to 10 minutes).
+    /// Ignored on a data directory, which one process owns.
+    pub replica_lease: Duration,
 }
+
+/// Each replica's lease by default: short enough that a removal is held
+/// up for about two seconds at worst by a replica that stopped, long enough
+/// that renewing it every two thirds of a second costs nothing and a
+/// database that pauses for a second does not stop every replica.
+pub const DEFAULT_REPLICA_LEASE: Duration = Duration::from_secs(2);
 
 impl Default for LedgerOptions {
     fn default() -> LedgerOptions {
@@ -92,6 +107,7 @@ impl Default for LedgerOptions {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_key: None,
             trust_unsigned_checkpoints: false,
+            replica_lease: DEFAULT_REPLICA_LEASE,
         }
     }
 }
@@ -176,6 +192,18 @@ pub enum LedgerError {
         /// The position applied when the wait ended.
         applied: u64,
     },
+    /// On a ledger shared by several processes: a command that removes
+    /// access was recorded (or refused because what it removes was removed
+    /// already), but that every other replica applied the removal (or
+    /// stopped allowing) could not be confirmed, since the database did
+    /// not answer. Until they apply it, they may still allow what it
+    /// removed.
+    Unreplicated {
+        /// The position of the command's last event.
+        position: u64,
+        /// Why it could not be confirmed.
+        detail: String,
+    },
 }
 
 impl fmt::Display for LedgerError {
@@ -217,6 +245,10 @@ impl fmt::Display for LedgerError {
             LedgerError::NotApplied { position, applied } => write!(
                 f,
                 "log position {position} is not applied yet: the state is at {applied}"
+            ),
+            LedgerError::Unreplicated { position, detail } => write!(
+                f,
+                "the command was recorded at log position {position}, but not every replica could be confirmed to have applied it, so some may still allow what it removed: {detail}"
             ),
             LedgerError::SecretNotKept(token) => write!(
                 f,
@@ -346,6 +378,9 @@ pub struct Ledger {
     closed: OnceLock<String>,
     /// The position readers see, for health and consistency tokens.
     applied: Applied,
+    /// This process's lease, on a log shared with other processes.
+    #[cfg(feature = "postgres")]
+    replica: Option<follower::Replica>,
 }
 
 /// How many times a command that met another process's append is decided
@@ -503,6 +538,8 @@ impl Ledger {
             warnings: Mutex::new(warnings),
             closed: OnceLock::new(),
             applied: Applied::new(applied),
+            #[cfg(feature = "postgres")]
+            replica: None,
         };
         observe::closed(false);
         observe::positions(head, applied, from);
@@ -656,7 +693,7 @@ impl Ledger {
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
     pub fn authorizer(&self) -> Authorizer {
-        Authorizer::new(self.readers.clone())
+        Authorizer::new(self.readers.clone(), self.gate())
     }
 
     /// The log's durable head.
@@ -696,10 +733,33 @@ impl Ledger {
     /// does not give the events back as appended, or the append's outcome
     /// is unknown, the ledger closes: readers refuse everything and
     /// commands are refused until it is reopened.
+    ///
+    /// On a ledger shared by several processes, a command that removes
+    /// access returns only once every other replica holding a lease has
+    /// applied it or its lease has ended (`ledger/follower.rs`), so no
+    /// replica allows what it removed from then on; so does a refusal
+    /// that says the removal was made already (a retried delete).
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let start = Instant::now();
-        let outcome = self.submit_again_on_conflict(actor, command);
+        let outcome = self.replicated(self.submit_again_on_conflict(actor, command));
         observe::command(&outcome, start.elapsed());
+        outcome
+    }
+
+    /// The lease gate decisions check, on a log shared with other
+    /// processes.
+    #[cfg(feature = "postgres")]
+    fn gate(&self) -> Option<Arc<Gate>> {
+        self.replica.as_ref().map(follower::Replica::gate)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn gate(&self) -> Option<Arc<Gate>> {
+        None
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn replicated(&self, outcome: Result<Receipt, LedgerError>) -> Result<Receipt, LedgerError> {
         outcome
     }
 

@@ -71,6 +71,7 @@ mod checkpoints;
 mod command;
 mod decision;
 pub mod fresh;
+mod gate;
 mod history;
 mod investigate;
 mod json;
@@ -96,8 +97,8 @@ pub use investigate::{
 };
 pub use json::{event_json, scope_json};
 pub use ledger::{
-    CreatedToken, DEFAULT_CHECKPOINT_EVERY, Health, Ledger, LedgerError, LedgerOptions, Missing,
-    NewToken, Receipt,
+    CreatedToken, DEFAULT_CHECKPOINT_EVERY, DEFAULT_REPLICA_LEASE, Health, Ledger, LedgerError,
+    LedgerOptions, Missing, NewToken, Receipt,
 };
 pub use sealing::{SealingError, SealingKey, SealingKeyId};
 pub use tokenledger_projection::{

@@ -118,3 +118,28 @@ pub(crate) fn describe(error: &postgres::Error) -> String {
     }
     text
 }
+
+/// A statement failed on the server, or answered what it cannot have (a
+/// row missing, a value that does not convert): both refuse, since what
+/// the answer would have said is not known.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    Server(postgres::Error),
+    Malformed(String),
+}
+
+impl From<postgres::Error> for Fault {
+    fn from(error: postgres::Error) -> Fault {
+        Fault::Server(error)
+    }
+}
+
+impl Fault {
+    /// The fault on one line.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Fault::Server(error) => describe(error),
+            Fault::Malformed(what) => format!("unexpected answer: {what}"),
+        }
+    }
+}

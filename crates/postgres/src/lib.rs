@@ -22,6 +22,9 @@
 //! - [`EventLog::wait_for`] and subscriptions follow the head across
 //!   processes: `LISTEN/NOTIFY` wakes them, and the head is also read every
 //!   [`Options::poll_interval`], so a lost notification costs latency only.
+//! - [`Lease`]: each replica's lease, renewed with the position it has
+//!   applied, so that a removal can wait until every replica that may
+//!   still allow has applied it, or has stopped allowing.
 //! - The schema is the library's own: created on first use, migrated, its
 //!   version in `tokenledger_schema`; a newer one is refused.
 //!
@@ -40,6 +43,7 @@
 
 mod append;
 mod connect;
+mod lease;
 mod pool;
 mod read;
 mod schema;
@@ -62,6 +66,7 @@ use tokenledger_store::{
 
 use append::{Job, Prepared, Request, Writer};
 use connect::Server;
+pub use lease::{Grant, Lease, LeaseError, MAX_LEASE, MIN_LEASE, MIN_MARGIN};
 use pool::Pool;
 pub use schema::SCHEMA_VERSION;
 use watch::Known;
@@ -160,7 +165,7 @@ impl std::error::Error for OpenError {}
 /// The event log in a PostgreSQL database, shared by every process that
 /// opens it.
 pub struct PgLog {
-    pool: Pool,
+    pool: Arc<Pool>,
     appending: Arc<AtomicUsize>,
     known: Arc<Known>,
     requests: Option<Sender<Request>>,
@@ -176,9 +181,9 @@ impl PgLog {
         schema::ensure(&mut client, server.endpoint())?;
         let head = watch::read_head(&mut client).map_err(|error| OpenError::Storage {
             endpoint: server.endpoint().to_owned(),
-            detail: connect::describe(&error),
+            detail: error.describe(),
         })?;
-        let pool = Pool::new(server.clone(), client);
+        let pool = Arc::new(Pool::new(server.clone(), client));
         if let Some(known) = options.known_head {
             let held = pool
                 .with(|client| {
@@ -239,6 +244,18 @@ impl PgLog {
     /// `HOST:PORT` of the server, for messages.
     pub fn endpoint(&self) -> &str {
         self.pool.server().endpoint()
+    }
+
+    /// A lease of `length` for this replica, with a
+    /// random id, to [`Lease::join`]. Every process that decides requests
+    /// on this log holds one, so that removals wait for it (`lease.rs`).
+    pub fn lease(&self, length: Duration) -> Result<Lease, LeaseError> {
+        Lease::new(
+            length,
+            self.pool.server().clone(),
+            Arc::clone(&self.pool),
+            Arc::clone(&self.known),
+        )
     }
 
     fn send(&self, job: Job) -> Result<Vec<u64>, AppendError> {

@@ -4,7 +4,7 @@
 use parking_lot::Mutex;
 use postgres::Client;
 
-use crate::connect::{Server, describe};
+use crate::connect::{Fault, Server};
 
 /// Idle connections kept at most; more readers at once open more.
 const IDLE: usize = 8;
@@ -27,11 +27,12 @@ impl Pool {
     }
 
     /// Runs `work` on a connection; an error says what failed and where.
-    /// Only reads come here: one that finds its idle connection closed (the
-    /// server restarted, or ended it) is run once more on a new one.
-    pub(crate) fn with<T>(
+    /// Only reads, and lease statements that may run twice (`lease.rs`),
+    /// come here: one that finds its idle connection closed (the server
+    /// restarted, or ended it) is run once more on a new one.
+    pub(crate) fn with<T, E: Into<Fault>>(
         &self,
-        mut work: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        mut work: impl FnMut(&mut Client) -> Result<T, E>,
     ) -> Result<T, String> {
         let taken = self.idle.lock().pop();
         let (mut client, fresh) = match taken {
@@ -56,7 +57,7 @@ impl Pool {
             format!(
                 "PostgreSQL at {} failed: {}",
                 self.server.endpoint(),
-                describe(&error)
+                error.into().describe()
             )
         })
     }

@@ -13,10 +13,12 @@ use crate::OpenError;
 use crate::connect::describe;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each migration takes the schema from its index to the next version.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    // 1: the log.
+    "
     CREATE TABLE tokenledger_head (
         id smallint PRIMARY KEY CHECK (id = 0),
         position bigint NOT NULL,
@@ -34,7 +36,19 @@ const MIGRATIONS: [&str; 1] = ["
         PRIMARY KEY (stream, position)
     );
     CREATE INDEX tokenledger_streams_by_position ON tokenledger_streams (position);
-"];
+",
+    // 2: the replicas' leases (`lease.rs`). `expires_at` is the server's
+    // clock, the only clock the leases compare; `owed` is the position a
+    // removal waits for, which the lease may not be extended without.
+    "
+    CREATE TABLE tokenledger_leases (
+        replica bytea PRIMARY KEY,
+        applied bigint NOT NULL,
+        owed bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+",
+];
 
 /// Creates or migrates the schema to [`SCHEMA_VERSION`]; refuses a newer
 /// one. Several processes may open one database at once: each migration

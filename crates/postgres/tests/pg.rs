@@ -174,6 +174,43 @@ fn a_newer_schema_is_refused_with_both_versions_named() {
 }
 
 #[test]
+fn a_head_row_that_does_not_convert_is_refused_not_read_as_another_head() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let database = Database::create(&server);
+    drop(open(&database, Duration::from_millis(50)));
+    for (edit, named) in [
+        (
+            "UPDATE tokenledger_head SET hash = '\\x0102'",
+            "hash has 2 bytes",
+        ),
+        (
+            "UPDATE tokenledger_head SET position = -3",
+            "position is -3",
+        ),
+    ] {
+        let mut client = database.client();
+        let saved = client
+            .query_one("SELECT position, hash FROM tokenledger_head", &[])
+            .unwrap();
+        let (position, hash): (i64, Vec<u8>) = (saved.get(0), saved.get(1));
+        client.execute(edit, &[]).unwrap();
+        let error = PgLog::open(&database.url, Options::default())
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains(named), "{error}");
+        client
+            .execute(
+                "UPDATE tokenledger_head SET position = $1, hash = $2",
+                &[&position, &hash],
+            )
+            .unwrap();
+    }
+    drop(open(&database, Duration::from_millis(50)));
+}
+
+#[test]
 fn connection_errors_name_the_server_never_the_password_and_do_not_hang() {
     let started = Instant::now();
     let error = PgLog::open(

@@ -15,19 +15,34 @@
 //!
 //! Checkpoints stay local files of each process, in the directory it is
 //! given; one given none replays the whole log from PostgreSQL at open.
+//!
+//! # Leases: revocation that holds across processes
+//!
+//! Each process holds a lease in the database (`tokenledger_postgres`'s
+//! `lease.rs` keeps the statements and their argument; ARCHITECTURE.md
+//! the protocol). The follower renews it every third of a lease with the
+//! position readers see, and reports that position whenever it applies
+//! new events. Decisions check the lease's end on the monotonic clock
+//! ([`Gate`]): a process that could not renew in time refuses everything
+//! (503) until it has taken a lease again and caught up to the head read
+//! after taking it. A command that removes access ([`removes_access`])
+//! returns only once every other process holding a live lease has applied
+//! it, or that lease has ended (`Ledger::replicated`).
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokenledger_events::Timestamp;
-use tokenledger_postgres::PgLog;
+use tokenledger_events::{Event, Role, Timestamp};
+use tokenledger_postgres::{Grant, Lease, PgLog};
 use tokenledger_store::{EventLog, Head, Problem, Verified};
 
 use super::writer::Writer;
-use super::{Ledger, LedgerError, LedgerOptions, Opened};
+use super::{Ledger, LedgerError, LedgerOptions, Opened, Receipt};
 use crate::checkpoints::Checkpoints;
+use crate::command::CommandError;
+use crate::gate::Gate;
 use crate::history::replay;
 use crate::transfer::{TransferError, check_file};
 
@@ -48,7 +63,9 @@ impl Ledger {
     /// same time: a follower thread applies what they append, for as long
     /// as the ledger lives.
     ///
-    /// Of `options.log`, only the known head and the clock apply.
+    /// Of `options.log`, only the known head and the clock apply. The
+    /// process holds a lease of `options.replica_lease` (ended when the
+    /// ledger is dropped); decisions refuse (503) while it has none.
     pub fn open_postgres(
         url: &str,
         checkpoint_dir: Option<&Path>,
@@ -63,6 +80,9 @@ impl Ledger {
             ..tokenledger_postgres::Options::default()
         };
         let log = PgLog::open(url, database).map_err(|e| LedgerError::Database(e.to_string()))?;
+        let lease = log
+            .lease(options.replica_lease)
+            .map_err(|e| LedgerError::Database(e.to_string()))?;
         let checkpoints = match checkpoint_dir {
             Some(dir) => Checkpoints::new(
                 dir,
@@ -81,7 +101,16 @@ impl Ledger {
             stamp,
             follows: true,
         };
-        let ledger = Arc::new(Ledger::open_on(opened, options)?);
+        let mut ledger = Ledger::open_on(opened, options)?;
+        ledger.replica = Some(Replica {
+            lease,
+            gate: Arc::new(Gate::shut()),
+            tending: Mutex::new(Tending::default()),
+        });
+        // Taken before anyone can ask for a decision, unless the database
+        // fails now: then the follower tries again, refusing meanwhile.
+        ledger.tend_lease();
+        let ledger = Arc::new(ledger);
         let weak = Arc::downgrade(&ledger);
         std::thread::Builder::new()
             .name("tokenledger-follower".to_owned())
@@ -127,10 +156,23 @@ impl Ledger {
     /// Applies what the log holds past the state, up to [`CHUNK`] events,
     /// and publishes it; returns the position applied.
     pub(crate) fn catch_up(&self) -> Result<u64, LedgerError> {
+        self.catch_up_to(self.log.head().position)
+    }
+
+    /// As [`Ledger::catch_up`], up to `head` (the follower's, from the
+    /// log's tail, which spares reading the head again).
+    fn catch_up_to(&self, head: u64) -> Result<u64, LedgerError> {
+        // Nothing to apply (this process's own commands, say): the desk,
+        // which a command may hold for a whole append, is not waited for.
+        let applied = self.applied.get();
+        if applied >= head {
+            self.refuse_if_closed()?;
+            return Ok(applied);
+        }
         let mut projection = self.writer();
         self.refuse_if_closed()?;
         let from = projection.read(|state| state.position());
-        let to = self.log.head().position.min(from + CHUNK);
+        let to = head.min(from + CHUNK);
         if to <= from {
             return Ok(from);
         }
@@ -156,19 +198,305 @@ impl Ledger {
     }
 }
 
-/// Follows the log for as long as the ledger lives and is open.
+/// Follows the log, and keeps the lease, for as long as the ledger lives
+/// and is open; ends the lease once it has closed.
 fn follow(ledger: &Weak<Ledger>, log: &dyn EventLog) {
     let mut next = 1;
+    let mut wait = Duration::ZERO;
     loop {
-        log.wait_for(next, FOLLOW_WAIT);
+        let head = log.wait_for(next, wait);
         let Some(ledger) = ledger.upgrade() else {
             return;
         };
-        match ledger.catch_up() {
-            Ok(applied) => next = applied + 1,
-            Err(_) if ledger.refuse_if_closed().is_err() => return,
-            // The database is unreachable: the tail's wait paces the retries.
-            Err(_) => {}
+        // An error with the ledger open: the database is unreachable, and
+        // the tail's wait paces the retries.
+        if let Ok(applied) = ledger.catch_up_to(head) {
+            next = applied + 1;
+        }
+        if ledger.refuse_if_closed().is_err() {
+            ledger.end_lease();
+            return;
+        }
+        wait = ledger.tend_lease();
+    }
+}
+
+/// This process's lease, and the gate decisions check.
+pub(crate) struct Replica {
+    lease: Lease,
+    gate: Arc<Gate>,
+    /// Only the follower (and opening, before it starts) tends the lease.
+    tending: Mutex<Tending>,
+}
+
+/// What the follower remembers of its lease.
+#[derive(Default)]
+struct Tending {
+    /// Whether the lease is held: taken, and not found ended since.
+    held: bool,
+    /// When the last extension was sent.
+    renewed: Option<Instant>,
+    /// The position last told to the database.
+    reported: u64,
+}
+
+impl Replica {
+    pub(crate) fn gate(&self) -> Arc<Gate> {
+        Arc::clone(&self.gate)
+    }
+}
+
+impl Ledger {
+    /// Takes, renews or reports the lease as due, with the position readers
+    /// see; returns how long the follower may wait before it is due again.
+    fn tend_lease(&self) -> Duration {
+        let Some(replica) = &self.replica else {
+            return FOLLOW_WAIT;
+        };
+        let length = replica.lease.length();
+        // Soon after a failure or while owing; never past a renewal.
+        let retry = (length / 10).min(FOLLOW_WAIT);
+        let renew_every = length / 3;
+        let mut tending = replica.tending.lock();
+        let applied = self.applied.get();
+        if !tending.held {
+            return match self.take_lease(replica, &mut tending) {
+                true => renew_every.min(FOLLOW_WAIT),
+                false => retry,
+            };
+        }
+        // Reported first: a removal waiting for this position should not
+        // wait for the renewal's synchronous commit too.
+        if applied > tending.reported && replica.lease.report(applied).is_ok() {
+            tending.reported = applied;
+        }
+        let left = tending.renewed.map_or(Duration::ZERO, |sent| {
+            renew_every.saturating_sub(sent.elapsed())
+        });
+        if !left.is_zero() {
+            return left.min(FOLLOW_WAIT);
+        }
+        let sent = Instant::now();
+        match replica.lease.renew(applied) {
+            Ok(Grant::Until(until)) => {
+                replica.gate.open_until(until);
+                tending.renewed = Some(sent);
+                tending.reported = tending.reported.max(applied);
+                renew_every.min(FOLLOW_WAIT)
+            }
+            // Behind a removal's position: catching up comes first, and the
+            // lease held stands until it ends.
+            Ok(Grant::Owing(_)) | Err(_) => retry,
+            Ok(Grant::Lapsed) => {
+                replica.gate.close();
+                tending.held = false;
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// Ends the lease of a ledger closed (damage, or a command whose
+    /// outcome is unknown): it allows nothing until reopened, so removals
+    /// need not wait for it until it would have expired.
+    fn end_lease(&self) {
+        if let Some(replica) = &self.replica {
+            replica.gate.close();
+            replica.lease.end();
+        }
+    }
+
+    /// Takes the lease, then catches up to the head read after it was
+    /// granted, and only then lets decisions allow: removals that ended a
+    /// previous lease did not wait for this process. Returns whether it is
+    /// held.
+    fn take_lease(&self, replica: &Replica, tending: &mut Tending) -> bool {
+        let applied = self.applied.get();
+        let sent = Instant::now();
+        // The head is read once the grant committed: every removal that
+        // did not wait for this lease was recorded before it.
+        let Ok((Grant::Until(until), head)) = replica.lease.join(applied) else {
+            return false;
+        };
+        while self.applied.get() < head {
+            // Taken again next time, and caught up again: a renewal must
+            // not open the gate on a state that never caught up. Up to the
+            // head read, not the log's head now, which is the last one seen
+            // when the database does not answer.
+            if self.catch_up_to(head).is_err() {
+                return false;
+            }
+        }
+        tending.held = true;
+        tending.renewed = Some(sent);
+        tending.reported = applied;
+        replica.gate.open_until(until);
+        true
+    }
+
+    /// Waits, after a command that removes access, until every other
+    /// process holding a lease has applied it or its lease has ended;
+    /// after a refusal that says a removal was made already, until they
+    /// have applied the position it was decided at: the caller takes it
+    /// as the removal holding (a retry after `Unreplicated`, or the same
+    /// delete sent to two replicas), while a replica behind may still
+    /// allow what it removed.
+    pub(super) fn replicated(
+        &self,
+        outcome: Result<Receipt, LedgerError>,
+    ) -> Result<Receipt, LedgerError> {
+        let Some(replica) = &self.replica else {
+            return outcome;
+        };
+        let position = match &outcome {
+            Ok(receipt) if receipt.events.iter().any(|e| removes_access(&e.event)) => {
+                receipt.position()
+            }
+            // Decided against a state at or before what is applied now.
+            Err(LedgerError::Refused(refusal)) if reports_removal(refusal) => self.applied.get(),
+            _ => return outcome,
+        };
+        match replica.lease.await_applied(position) {
+            Ok(_) => outcome,
+            Err(error) => Err(LedgerError::Unreplicated {
+                position,
+                detail: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Whether `refusal` tells its caller that access was removed already:
+/// then it waits for the removal to hold everywhere, as the removal did.
+/// A new kind of refusal must be placed here (the match has no default).
+pub(crate) fn reports_removal(refusal: &CommandError) -> bool {
+    match refusal {
+        CommandError::TokenDeleted { .. }
+        | CommandError::TeammateDeactivated(_)
+        | CommandError::ActorDeactivated { .. }
+        | CommandError::WorkspaceDeleted(_) => true,
+        // A demotion retried: the teammate is a member already.
+        CommandError::RoleUnchanged { role, .. } => *role != Role::Admin,
+        CommandError::NotPermitted { .. }
+        | CommandError::UnknownActor { .. }
+        | CommandError::UnknownCompany(_)
+        | CommandError::UnknownTeammate(_)
+        | CommandError::UnknownWorkspace(_)
+        | CommandError::UnknownToken(_)
+        | CommandError::AlreadyExists { .. }
+        | CommandError::DuplicateSecret
+        | CommandError::LastAdmin(_)
+        | CommandError::WorkspaceNotInCompany(_)
+        | CommandError::InvalidScope(_)
+        | CommandError::ExpiryNotInFuture { .. }
+        | CommandError::ExpiryTooLate { .. }
+        | CommandError::TokenExpired { .. } => false,
+    }
+}
+
+/// Whether a replica that has not applied `event` may allow something the
+/// state after it refuses. Only events that can only add access, or only
+/// record, say no; a new kind of event must be placed here (the match has
+/// no default), and waits until it is.
+pub(crate) fn removes_access(event: &Event) -> bool {
+    match event {
+        Event::CompanyCreated { .. }
+        | Event::TeammateAdded { .. }
+        | Event::WorkspaceCreated { .. }
+        | Event::TokenCreated { .. }
+        | Event::TokenRevealed { .. } => false,
+        Event::PrivateApiAccessChanged { allowed, .. }
+        | Event::PrivateApiAccessSetForAll { allowed } => !allowed,
+        // A demotion takes away what an admin may do; commands are decided
+        // at the head anyway (a stale replica's append conflicts), but it
+        // costs little to treat it as the removal it is.
+        Event::TeammateRoleChanged { role, .. } => *role != Role::Admin,
+        Event::TeammateDeactivated { .. }
+        | Event::WorkspaceDeleted { .. }
+        | Event::TokenDeleted { .. } => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenledger_events::{Actor, TeammateId, TokenId, WorkspaceId};
+    use tokenledger_projection::Provenance;
+
+    use super::*;
+
+    #[test]
+    fn what_removes_access_waits_and_what_only_adds_does_not() {
+        let (teammate, token, workspace) = (
+            TeammateId::from_u128(1),
+            TokenId::from_u128(2),
+            WorkspaceId::from_u128(3),
+        );
+        let removals = [
+            Event::TokenDeleted { token },
+            Event::TeammateDeactivated { teammate },
+            Event::WorkspaceDeleted { workspace },
+            Event::PrivateApiAccessChanged {
+                teammate,
+                allowed: false,
+            },
+            Event::PrivateApiAccessSetForAll { allowed: false },
+            Event::TeammateRoleChanged {
+                teammate,
+                role: Role::Member,
+            },
+        ];
+        for event in &removals {
+            assert!(removes_access(event), "{event:?}");
+        }
+        let additions = [
+            Event::TokenRevealed { token },
+            Event::PrivateApiAccessChanged {
+                teammate,
+                allowed: true,
+            },
+            Event::PrivateApiAccessSetForAll { allowed: true },
+            Event::TeammateRoleChanged {
+                teammate,
+                role: Role::Admin,
+            },
+        ];
+        for event in &additions {
+            assert!(!removes_access(event), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_says_a_removal_was_made_waits_and_others_do_not() {
+        let teammate = TeammateId::from_u128(1);
+        let done = [
+            CommandError::TokenDeleted {
+                token: TokenId::from_u128(2),
+                deleted: Provenance {
+                    position: 7,
+                    at: Timestamp::EPOCH,
+                    actor: Actor::System,
+                },
+            },
+            CommandError::TeammateDeactivated(teammate),
+            CommandError::WorkspaceDeleted(WorkspaceId::from_u128(3)),
+            CommandError::RoleUnchanged {
+                teammate,
+                role: Role::Member,
+            },
+        ];
+        for refusal in &done {
+            assert!(reports_removal(refusal), "{refusal:?}");
+        }
+        let others = [
+            CommandError::RoleUnchanged {
+                teammate,
+                role: Role::Admin,
+            },
+            CommandError::UnknownToken(TokenId::from_u128(2)),
+            CommandError::LastAdmin(teammate),
+            CommandError::DuplicateSecret,
+        ];
+        for refusal in &others {
+            assert!(!reports_removal(refusal), "{refusal:?}");
         }
     }
 }

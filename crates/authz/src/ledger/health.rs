@@ -13,9 +13,10 @@ use super::{Ledger, LedgerError};
 /// Whether a service in front of the ledger should take requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// Ready to answer: open, and the state readers see has applied every
-    /// event the log holds (events being recorded by a command that has
-    /// not returned yet aside). Never ready once closed.
+    /// Ready to answer: open, holding a lease where the log is shared with
+    /// other processes, and the state readers see has applied every event
+    /// the log holds (events being recorded by a command that has not
+    /// returned yet aside). Never ready once closed.
     pub ready: bool,
     /// The log's durable head.
     pub head: u64,
@@ -97,7 +98,9 @@ impl Ledger {
         let applied = self.applied.get();
         let closed = self.closed.get().cloned();
         Health {
-            ready: closed.is_none() && (applied >= head || recording >= head),
+            ready: closed.is_none()
+                && self.gate().is_none_or(|gate| gate.allows())
+                && (applied >= head || recording >= head),
             head,
             applied,
             last_checkpoint: self.last_checkpoint.load(Ordering::Relaxed),

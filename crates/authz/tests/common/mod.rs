@@ -9,6 +9,8 @@
 )]
 
 pub mod ledger;
+#[cfg(feature = "postgres")]
+pub mod replicas;
 
 use std::collections::BTreeSet;
 
