@@ -238,4 +238,22 @@ mod tests {
         let refused = refused(None);
         assert_eq!(authorizer.vouched(refused.clone(), None), refused);
     }
+
+    #[test]
+    fn authenticating_on_a_lapsed_lease_is_refused_as_unavailable() {
+        let (_projection, readers) = Projection::new();
+        let gate = Arc::new(Gate::shut());
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        let authorizer = Authorizer::new(readers, Some(Arc::clone(&gate)));
+        let reason = |authorizer: &Authorizer| {
+            authorizer
+                .authenticate_live("tok_secret", Timestamp::EPOCH)
+                .err()
+                .and_then(|decision| decision.refusal)
+                .map(|refusal| refusal.reason)
+        };
+        assert_ne!(reason(&authorizer), Some(Reason::LedgerClosed));
+        gate.close();
+        assert_eq!(reason(&authorizer), Some(Reason::LedgerClosed));
+    }
 }
