@@ -33,6 +33,10 @@ use crate::watch::{CHANNEL, Known};
 /// The most requests committed together.
 const MAX_GROUP: usize = 64;
 
+/// How long the outcome of a failed `COMMIT` is looked for (a restart of
+/// the server takes seconds) before it is reported unknown.
+const RESOLVE_FOR: Duration = Duration::from_secs(15);
+
 /// The longest a group waits for appenders on their way to it: small
 /// beside a commit, which waits for the WAL's flush.
 const GATHER_WAIT: Duration = Duration::from_micros(300);
@@ -207,7 +211,26 @@ impl Writer {
     }
 
     /// Whether an event of a group whose `COMMIT` failed is in the log.
+    /// A server that is restarting (the usual reason a `COMMIT` fails) is
+    /// asked again for up to [`RESOLVE_FOR`], so that the append fails
+    /// cleanly or succeeds rather than leaving its outcome unknown, which
+    /// closes the ledger.
     fn resolve(&mut self, id: EventId) -> Result<bool, String> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.look_for(id) {
+                Ok(found) => return Ok(found),
+                Err(error) if started.elapsed() + pause > RESOLVE_FOR => return Err(error),
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn look_for(&mut self, id: EventId) -> Result<bool, String> {
         let mut client = self.server.connect().map_err(|e| e.to_string())?;
         let row = client
             .query_opt(

@@ -1,5 +1,6 @@
 //! For tests (feature `testing`): a PostgreSQL server, and a fresh
-//! database for each test.
+//! database for each test; or a throwaway cluster ([`Cluster`]) for a test
+//! that stops or restarts the server.
 //!
 //! The server is `$TOKENLEDGER_TEST_POSTGRES` when set, else the local one
 //! at 127.0.0.1:5432 as user `postgres`. Without one, the tests skip with
@@ -14,9 +15,13 @@
     reason = "a test fails loudly"
 )]
 
+mod cluster;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use postgres::{Client, NoTls};
+
+pub use cluster::Cluster;
 
 const LOCAL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -26,9 +31,7 @@ pub fn server() -> Option<String> {
     match Client::connect(&url, NoTls) {
         Ok(_) => Some(url),
         Err(error) => {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var("TOKENLEDGER_REQUIRE_POSTGRES").as_deref() == Ok("1");
-            if required {
+            if required() {
                 panic!("no PostgreSQL server for the tests ({error}); CI never skips them");
             }
             eprintln!(
@@ -39,6 +42,13 @@ pub fn server() -> Option<String> {
             None
         }
     }
+}
+
+/// Whether the tests must not skip: in CI (`$CI`, or
+/// `TOKENLEDGER_REQUIRE_POSTGRES=1`).
+fn required() -> bool {
+    std::env::var_os("CI").is_some()
+        || std::env::var("TOKENLEDGER_REQUIRE_POSTGRES").as_deref() == Ok("1")
 }
 
 /// `url` with its database replaced by `name`.
