@@ -10,7 +10,11 @@
 //! replicas, until it returns (goal: p99 at most 20 ms; each printed with
 //! its percentiles), and `pg/authorize_leased` a decision by handle on a
 //! replica, which checks its lease (`authorize/by_handle` is the same
-//! without one). Needs a server
+//! without one). `pg/replica_start_1m_events`: a new replica, no
+//! checkpoint, reaching the head of the scale bench's million-event log
+//! (`benches/scale.rs`, generated once under
+//! `target/tokenledger-bench-data`) copied into PostgreSQL, in events a
+//! second, beside `open/replay_1m_events` on sled. Needs a server
 //! (`$TOKENLEDGER_TEST_POSTGRES`, else 127.0.0.1:5432 as `postgres`);
 //! without one it says so and measures nothing.
 
@@ -20,11 +24,13 @@
 )]
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, NewToken, Request, fresh};
+use tokenledger_benches::generate::{ONE_MILLION, generated};
 use tokenledger_benches::reveal;
 use tokenledger_events::{
     Actor, CompanyId, Feature, Name, Namespaces, Requirement, Role, TeammateId, Timestamp,
@@ -32,7 +38,7 @@ use tokenledger_events::{
 };
 use tokenledger_postgres::testing::Database;
 use tokenledger_postgres::{Options, PgLog};
-use tokenledger_store::{EventLog, Expectation};
+use tokenledger_store::{EventLog, Expectation, SledLog};
 
 fn pg(c: &mut Criterion) {
     let Some(database) = Database::fresh() else {
@@ -254,5 +260,58 @@ fn replicas(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, pg, replicas);
+/// A replica that starts with no checkpoint replays the whole log from
+/// PostgreSQL before it returns: timed from the call to the ledger it
+/// returns, as `open/replay_1m_events` times an open on sled.
+fn replica_start(c: &mut Criterion) {
+    let Some(database) = Database::fresh() else {
+        return;
+    };
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tokenledger-bench-data");
+    let million = generated(&data, ONE_MILLION).expect("the million-event log");
+    let events = copy(&million.dir, &database.url);
+    let mut group = c.benchmark_group("pg");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::Elements(events));
+    group.bench_function("replica_start_1m_events", |bench| {
+        bench.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let replica = Ledger::open_postgres(&database.url, None, LedgerOptions::default())
+                    .expect("a replica opens");
+                total += started.elapsed();
+                assert_eq!(
+                    replica.applied_position(),
+                    events,
+                    "the replica reached the head"
+                );
+                drop(black_box(replica));
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// The sled log in `dir` copied record by record into the database at
+/// `url` (as `import` does); returns how many events it holds.
+fn copy(dir: &Path, url: &str) -> u64 {
+    let from = SledLog::open(dir, tokenledger_store::Options::default()).expect("the sled log");
+    let to = PgLog::open(url, Options::default()).expect("the log opens");
+    let head = from.head();
+    while to.head().position < head.position {
+        let records = from
+            .read_records(to.head().position + 1, 10_000)
+            .expect("records read");
+        to.append_records(records.into_iter().map(|record| record.bytes).collect())
+            .expect("records copied");
+    }
+    assert_eq!(to.head(), head, "the copy has the same head");
+    head.position
+}
+
+criterion_group!(benches, pg, replicas, replica_start);
 criterion_main!(benches);
