@@ -58,7 +58,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use tokenledger_store::backend::{self, check_batch_size};
+use tokenledger_store::backend::{self, Appending, check_batch_size};
 use tokenledger_store::{
     AppendError, Clock, Damage, EventLog, Expectation, Head, NewEvent, StoredEvent, StoredRecord,
     Stream, Verified,
@@ -266,22 +266,6 @@ impl PgLog {
             .send(Request { job, reply })
             .map_err(|_| AppendError::Closed)?;
         answer.recv().map_err(|_| AppendError::Closed)?
-    }
-}
-
-/// Counts an appender while it waits for its answer.
-struct Appending<'a>(&'a AtomicUsize);
-
-impl<'a> Appending<'a> {
-    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        Appending(count)
-    }
-}
-
-impl Drop for Appending<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

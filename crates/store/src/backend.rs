@@ -31,6 +31,8 @@
 //! assert_eq!((read.hash, read.envelope.event_id), (hash, event.event_id));
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokenledger_events::{EncodedEvent, Envelope, Timestamp, decode_envelope};
 
 pub use crate::record::{ChainCheck, FLAG_CLOCK_CLAMPED, seal, stored_event};
@@ -132,4 +134,23 @@ pub fn event_of_stream(
         });
     }
     Ok(event)
+}
+
+/// Counts an appender in `count` while it lives, from before it encodes
+/// its events until it has read its answer: a writer gathering a group
+/// waits for those counted and not yet in it.
+pub struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    /// Counts one more in `count` until dropped.
+    pub fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Appending(count)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -40,7 +40,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{EncodedEvent, EventId, Timestamp};
 
-use crate::backend::{self, check_batch_size, event_of_stream, stream_key, stream_keys, streams};
+use crate::backend::{
+    self, Appending, check_batch_size, event_of_stream, stream_key, stream_keys, streams,
+};
 use crate::checkpoint::{Checkpoint, CheckpointKey};
 use crate::dirs::{create_private_dir, private_file, sync_dir};
 use crate::journal::{AppendFailed, Entry, Journal, JournalError, Recovered};
@@ -116,22 +118,6 @@ struct Shared {
     /// until they have read their answer: the writer waits for those not
     /// yet in its group (`gather`).
     appending: AtomicUsize,
-}
-
-/// Counts an appender in `Shared::appending` while it lives.
-struct Appending<'a>(&'a AtomicUsize);
-
-impl<'a> Appending<'a> {
-    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        Appending(count)
-    }
-}
-
-impl Drop for Appending<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Poisons the log if the writer's thread unwinds: a panic there, even

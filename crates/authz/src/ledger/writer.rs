@@ -51,6 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, MutexGuard};
 use tokenledger_events::{Actor, EncodedEvent, Envelope, Timestamp};
 use tokenledger_projection::Projection;
+use tokenledger_store::backend::Appending;
 use tokenledger_store::{AppendError, Clock, Expectation, MAX_BATCH, NewEvent};
 
 use super::{Ledger, LedgerError, Receipt};
@@ -193,22 +194,6 @@ impl Drop for WriterGuard<'_> {
     }
 }
 
-/// Counts a caller in [`Writer::entered`] while it lives.
-struct Entered<'a>(&'a AtomicUsize);
-
-impl<'a> Entered<'a> {
-    fn new(count: &'a AtomicUsize) -> Entered<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        Entered(count)
-    }
-}
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// One command of a group, decided.
 struct Member {
     reply: Sender<Answer>,
@@ -231,7 +216,7 @@ impl Ledger {
     /// when the desk is free.
     pub(crate) fn submit(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
         let writer = &self.writer;
-        let _entered = Entered::new(&writer.entered);
+        let _entered = Appending::enter(&writer.entered);
         let id = writer.next_id.fetch_add(1, Ordering::Relaxed);
         // Unbounded: a caller may be told to lead more than once before it
         // reads its answer, and a leader must never wait on a reply.
