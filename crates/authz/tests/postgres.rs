@@ -13,6 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::replicas::given_a_company;
 use tokenledger_authz::*;
 use tokenledger_events::*;
 use tokenledger_postgres::testing::Database;
@@ -39,32 +42,6 @@ fn request(company: CompanyId) -> Request {
 
 fn open(database: &Database) -> Arc<Ledger> {
     Ledger::open_postgres(&database.url, None, LedgerOptions::default()).unwrap()
-}
-
-/// A company with an admin, made through `ledger`.
-fn given_a_company(ledger: &Ledger) -> (CompanyId, TeammateId) {
-    let (company, admin) = (fresh::company_id().unwrap(), fresh::teammate_id().unwrap());
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").unwrap(),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
-    (company, admin)
 }
 
 #[test]
