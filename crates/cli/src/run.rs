@@ -122,7 +122,11 @@ fn checkpoint_key(context: &Context) -> Result<Option<CheckpointKey>, Failure> {
 /// one rather than a directory. Never printed: it may hold a password.
 pub fn database_url(context: &Context) -> Option<&str> {
     let data = context.data.to_str()?;
-    (data.starts_with("postgres://") || data.starts_with("postgresql://")).then_some(data)
+    // Schemes are case-insensitive: `POSTGRES://` taken for a directory
+    // would make one named after the URL, password included.
+    let (scheme, _) = data.split_once("://")?;
+    (scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql"))
+        .then_some(data)
 }
 
 /// Refuses a command that works on a data directory only.

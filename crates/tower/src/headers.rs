@@ -27,7 +27,7 @@ impl<'a> Once<'a> {
 
 /// The headers the layer reads, found in one pass over the request's:
 /// comparing the few names a request has costs less than hashing three
-/// names to look them up (about 40 ns a request).
+/// names to look them up.
 #[derive(Debug, Default)]
 pub(crate) struct Read<'a> {
     authorization: Once<'a>,

@@ -44,7 +44,6 @@ impl Process {
     }
 
     fn answer(&mut self) -> String {
-        use std::io::BufRead;
         loop {
             let mut line = String::new();
             assert_ne!(
@@ -80,6 +79,12 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         use std::io::Write;
+        // A test that failed while its replica was stopped (SIGSTOP) must
+        // not hang waiting for it.
+        let _ = std::process::Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = writeln!(self.to, "quit");
         let _ = self.child.wait();
     }
