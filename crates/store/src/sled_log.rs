@@ -692,9 +692,9 @@ fn last_position(events: &sled::Tree) -> Result<u64, Damage> {
 ///
 /// sled's `flush()` syncs its database file (our copy: sled 0.34.7's only
 /// waited for `sync_file_range`, which does not flush the drive's cache;
-/// `vendor/README.md`). What it does not sync are the blob files and the
-/// directories that hold sled's files, which the writer syncs here after
-/// each flush.
+/// `vendor/README.md`). What it does not sync are the blob files, synced
+/// here at each settle, and the directories that hold sled's files,
+/// synced once, at open.
 pub(crate) struct DurableFiles {
     dir: PathBuf,
 }
@@ -705,7 +705,7 @@ impl DurableFiles {
             dir: sled_dir.to_owned(),
         };
         // New files sled created on open must be reachable after a crash.
-        // (What sled recovered is synced when the writer settles on open.)
+        // (What sled recovered it syncs itself, at open: `vendor/README.md`.)
         sync_dir(sled_dir).map_err(io_error(sled_dir))?;
         if let Some(parent) = sled_dir.parent() {
             sync_dir(parent).map_err(io_error(parent))?;

@@ -39,7 +39,8 @@ pub enum FaultPoint {
     /// In a settle, after sled's batch with the settled position went in,
     /// before sled is flushed (where `Settle` fails too).
     SettleBatch,
-    /// In a settle, after sled's flush, before sled's files are synced.
+    /// In a settle, after sled's flush (which syncs its database file),
+    /// before the blob files are synced.
     SledFlushed,
     /// In a settle, after sled's files are synced, before the journal is
     /// emptied.
