@@ -28,6 +28,7 @@ use tokenledger_store::backend::{self, ChainCheck, StreamKey};
 use tokenledger_store::{AppendError, Clock, Damage, Expectation, Head, Problem};
 
 use crate::connect::{Server, describe};
+use crate::read::sql;
 use crate::watch::{CHANNEL, Known};
 
 /// The most requests committed together.
@@ -314,11 +315,6 @@ fn transact(
             head,
         }),
     }
-}
-
-fn sql(position: u64) -> i64 {
-    // Positions stay far below 2^63: a log would need 9 * 10^18 events.
-    i64::try_from(position).unwrap_or(i64::MAX)
 }
 
 fn id_bytes(id: EventId) -> Vec<u8> {

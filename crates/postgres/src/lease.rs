@@ -50,9 +50,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use postgres::{Client, SimpleQueryMessage};
+use tokenledger_store::hex;
 
 use crate::connect::{Fault, Server};
 use crate::pool::Pool;
+use crate::read::sql;
 use crate::watch::{Known, LEASES};
 
 /// The shortest lease taken: a margin of [`MIN_MARGIN`] is at most a
@@ -179,7 +181,7 @@ impl Lease {
              )
              SELECT owed, pg_notify('{LEASES}', '') FROM joined;",
             id = self.literal(),
-            applied = sql_position(applied),
+            applied = sql(applied),
             length = self.interval(),
         );
         let sent = Instant::now();
@@ -197,7 +199,7 @@ impl Lease {
     /// Extends the lease, having applied `applied`, if it is still live on
     /// the server's clock and owes nothing past `applied`.
     pub fn renew(&self, applied: u64) -> Result<Grant, LeaseError> {
-        let applied_sql = sql_position(applied);
+        let applied_sql = sql(applied);
         let sql = format!(
             "SET LOCAL synchronous_commit = on;
              WITH renewed AS (
@@ -233,7 +235,7 @@ impl Lease {
                  WHERE replica = {id};
              SELECT pg_notify('{LEASES}', '');",
             id = self.literal(),
-            applied = sql_position(applied),
+            applied = sql(applied),
         );
         self.on_own(|client| client.batch_execute(&sql))
     }
@@ -320,7 +322,7 @@ impl Lease {
             "SELECT count(*) FROM tokenledger_leases
                  WHERE applied < {position} AND replica <> {id}",
             id = self.literal(),
-            position = sql_position(position),
+            position = sql(position),
         );
         let rows = client.simple_query(&sql)?;
         let count = first_number(&rows)?.ok_or_else(|| {
@@ -339,7 +341,7 @@ impl Lease {
                  WHERE applied < {position} AND replica <> {id}
                  RETURNING encode(replica, 'hex'), expires_at::text;",
             id = self.literal(),
-            position = sql_position(position),
+            position = sql(position),
         );
         let rows = client.simple_query(&sql)?;
         // One that does not read back is only not deleted: the mark holds.
@@ -381,7 +383,7 @@ impl Lease {
                  AND (replica, expires_at) IN (VALUES {leases});
              SELECT pg_notify('{LEASES}', '');",
             id = self.literal(),
-            position = sql_position(position),
+            position = sql(position),
             leases = leases.join(", "),
         );
         client.batch_execute(&sql)?;
@@ -463,10 +465,6 @@ impl Marked {
 }
 
 /// A position as SQL's `bigint`.
-fn sql_position(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
-}
-
 /// The first column of the first row, as a number; none if no row came,
 /// and an error if the row holds something else.
 fn first_number(messages: &[SimpleQueryMessage]) -> Result<Option<u64>, Fault> {
@@ -480,8 +478,4 @@ fn first_number(messages: &[SimpleQueryMessage]) -> Result<Option<u64>, Fault> {
     text.parse()
         .map(Some)
         .map_err(|_| Fault::Malformed(format!("`{text}` where a count or position was due")))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

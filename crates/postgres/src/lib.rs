@@ -189,7 +189,7 @@ impl PgLog {
                 .with(|client| {
                     client.query_opt(
                         "SELECT record FROM tokenledger_events WHERE position = $1",
-                        &[&i64::try_from(known.position).unwrap_or(i64::MAX)],
+                        &[&read::sql(known.position)],
                     )
                 })
                 .map_err(|detail| OpenError::Storage {

@@ -13,7 +13,9 @@ use crate::watch::read_head;
 /// Records checked by `verify` in one query.
 const CHUNK: i64 = 4096;
 
-fn sql(position: u64) -> i64 {
+/// A position as the database stores it. Positions stay far below 2^63:
+/// a log would need 9 * 10^18 events.
+pub(crate) fn sql(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
