@@ -46,6 +46,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -112,6 +113,10 @@ pub struct Lease {
     /// For waiting removals, which may be many at once.
     pool: Arc<Pool>,
     known: Arc<Known>,
+    /// Ended by [`Lease::end`] since it was last joined: the drop then
+    /// does not ask the server again (which may be down, and would hold
+    /// the drop for its timeouts).
+    ended: AtomicBool,
 }
 
 impl Lease {
@@ -139,6 +144,7 @@ impl Lease {
             own: Mutex::new(None),
             pool,
             known,
+            ended: AtomicBool::new(false),
         })
     }
 
@@ -168,6 +174,7 @@ impl Lease {
     /// previous lease (or ran before it had one) did not wait for it, and
     /// each was recorded before that head was read.
     pub fn join(&self, applied: u64) -> Result<(Grant, u64), LeaseError> {
+        self.ended.store(false, Ordering::Release);
         let sql = format!(
             "SET LOCAL synchronous_commit = on;
              WITH joined AS (
@@ -244,7 +251,12 @@ impl Lease {
     /// holder must allow nothing from now on (a dropped or closed ledger).
     /// Best effort, bounded by the connection's and the statement's
     /// timeouts: a lease not ended is waited out by the next removal.
+    /// Asked once: a second call (the drop's, after a closed ledger ended
+    /// it) does nothing until the lease is joined again.
     pub fn end(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let sql = format!(
             "SET LOCAL synchronous_commit = off;
              DELETE FROM tokenledger_leases WHERE replica = {id};
