@@ -51,16 +51,27 @@ pub fn prepare(event: &NewEvent) -> Result<EncodedEvent, AppendError> {
     let record = encoded
         .place(0, Timestamp::EPOCH)
         .map_err(AppendError::Encode)?;
-    let meant = tokenledger_events::Envelope {
-        position: 0,
-        event_id: event.event_id,
-        recorded_at: Timestamp::EPOCH,
-        actor: event.actor,
-        company: event.company,
-        event: event.event.clone(),
-    };
     // Pair assertion: what is written must read back as what was meant.
-    if decode_envelope(&record).as_ref() != Ok(&meant) {
+    // Field by field, not against an envelope built for it, which cost a
+    // clone of every appended event; destructured, so that a field added
+    // to the envelope must be compared here before this compiles.
+    let read_back = decode_envelope(&record).is_ok_and(|read| {
+        let Envelope {
+            position,
+            event_id,
+            recorded_at,
+            actor,
+            company,
+            event: decoded,
+        } = read;
+        position == 0
+            && recorded_at == Timestamp::EPOCH
+            && event_id == event.event_id
+            && actor == event.actor
+            && company == event.company
+            && decoded == event.event
+    });
+    if !read_back {
         return Err(AppendError::Encode(
             tokenledger_events::CodecError::Encode {
                 detail: "the record does not decode to the event it encodes".to_owned(),
