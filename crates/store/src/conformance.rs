@@ -60,9 +60,11 @@ pub trait Backend {
     fn tamper(&self, log: Self::Log, tamper: Tamper) -> (Self::Log, u64);
 }
 
-const COMPANY: CompanyId = CompanyId::from_u128(1);
+/// The company of the suite's events.
+pub const COMPANY: CompanyId = CompanyId::from_u128(1);
 
-fn event(id: u128) -> NewEvent {
+/// A teammate's addition to [`COMPANY`], with event id `id`.
+pub fn event(id: u128) -> NewEvent {
     NewEvent {
         event_id: EventId::from_u128(id),
         actor: Actor::System,
@@ -75,7 +77,8 @@ fn event(id: u128) -> NewEvent {
     }
 }
 
-fn token_event(id: u128, token: TokenId) -> NewEvent {
+/// A reveal of `token`, with event id `id`.
+pub fn token_event(id: u128, token: TokenId) -> NewEvent {
     NewEvent {
         event_id: EventId::from_u128(id),
         actor: Actor::Teammate(TeammateId::from_u128(99)),
@@ -84,7 +87,8 @@ fn token_event(id: u128, token: TokenId) -> NewEvent {
     }
 }
 
-fn positions_in(log: &dyn EventLog, stream: Stream) -> Vec<u64> {
+/// The positions of `stream`'s events in `log`.
+pub fn positions_in(log: &dyn EventLog, stream: Stream) -> Vec<u64> {
     let events = log.read_stream(stream, 1, usize::MAX).unwrap();
     events.iter().map(|e| e.envelope.position).collect()
 }

@@ -15,31 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokenledger_events::*;
+use tokenledger_store::conformance::{COMPANY, event, positions_in, token_event};
 use tokenledger_store::*;
-
-const COMPANY: CompanyId = CompanyId::from_u128(1);
-
-fn event(id: u128) -> NewEvent {
-    NewEvent {
-        event_id: EventId::from_u128(id),
-        actor: Actor::System,
-        company: COMPANY,
-        event: Event::TeammateAdded {
-            teammate: TeammateId::from_u128(id),
-            name: Name::new("Someone").unwrap(),
-            role: Role::Member,
-        },
-    }
-}
-
-fn token_event(id: u128, token: TokenId) -> NewEvent {
-    NewEvent {
-        event_id: EventId::from_u128(id),
-        actor: Actor::Teammate(TeammateId::from_u128(99)),
-        company: COMPANY,
-        event: Event::TokenRevealed { token },
-    }
-}
 
 mod common;
 
@@ -226,11 +203,6 @@ fn a_tokens_stream_read_while_settles_move_its_entries_finds_each_event_once() {
     drop(log);
     let log = open(dir.path());
     assert_eq!(positions_in(&log, Stream::Token(token)), all);
-}
-
-fn positions_in(log: &SledLog, stream: Stream) -> Vec<u64> {
-    let events = log.read_stream(stream, 1, usize::MAX).unwrap();
-    events.iter().map(|e| e.envelope.position).collect()
 }
 
 #[test]
