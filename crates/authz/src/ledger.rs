@@ -652,13 +652,8 @@ impl Ledger {
         }
     }
 
-    /// Applies what other processes appended, up to the log's head now.
-    #[cfg(feature = "postgres")]
-    fn catch_up_now(&self) -> Result<(), LedgerError> {
-        while self.catch_up()? < self.log.head().position {}
-        Ok(())
-    }
-
+    /// One process to a log: nothing appended by another to catch up with
+    /// (on PostgreSQL, `ledger/follower.rs`).
     #[cfg(not(feature = "postgres"))]
     fn catch_up_now(&self) -> Result<(), LedgerError> {
         Ok(())

@@ -153,14 +153,16 @@ impl Ledger {
         ledger.append_checked(file, checked, progress)
     }
 
-    /// Applies what the log holds past the state, up to [`CHUNK`] events,
-    /// and publishes it; returns the position applied.
-    pub(crate) fn catch_up(&self) -> Result<u64, LedgerError> {
-        self.catch_up_to(self.log.head().position)
+    /// Applies what other processes appended, up to the log's head now (one
+    /// read of it: on PostgreSQL each is a query).
+    pub(crate) fn catch_up_now(&self) -> Result<(), LedgerError> {
+        let head = self.log.head().position;
+        while self.catch_up_to(head)? < head {}
+        Ok(())
     }
 
-    /// As [`Ledger::catch_up`], up to `head` (the follower's, from the
-    /// log's tail, which spares reading the head again).
+    /// Applies what the log holds past the state up to `head`, at most
+    /// [`CHUNK`] events, and publishes it; returns the position applied.
     fn catch_up_to(&self, head: u64) -> Result<u64, LedgerError> {
         // Nothing to apply (this process's own commands, say): the desk,
         // which a command may hold for a whole append, is not waited for.
