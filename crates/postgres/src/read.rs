@@ -51,7 +51,7 @@ pub(crate) fn read_as<T>(
         return Ok(());
     }
     let rows = pool
-        .with(|client| {
+        .reading(|client| {
             client.query(
                 "SELECT position, record FROM tokenledger_events
                  WHERE position >= $1 ORDER BY position LIMIT $2",
@@ -81,7 +81,7 @@ pub(crate) fn read_stream(
     count: usize,
 ) -> Result<Vec<StoredEvent>, Damage> {
     let rows = pool
-        .with(|client| {
+        .reading(|client| {
             client.query(
                 "SELECT s.position, e.record FROM tokenledger_streams s
                  LEFT JOIN tokenledger_events e ON e.position = s.position
@@ -108,7 +108,7 @@ pub(crate) fn read_stream(
 /// The position of the stream `key`'s last event, 0 if none.
 pub(crate) fn stream_head(pool: &Pool, key: &StreamKey) -> Result<u64, Damage> {
     let position: i64 = pool
-        .with(|client| {
+        .reading(|client| {
             client
                 .query_one(
                     "SELECT coalesce(max(position), 0) FROM tokenledger_streams WHERE stream = $1",
@@ -124,7 +124,7 @@ pub(crate) fn stream_head(pool: &Pool, key: &StreamKey) -> Result<u64, Damage> {
 /// column and its entries in the stream index, and the head row against
 /// the last record.
 pub(crate) fn verify(pool: &Pool, progress: &mut dyn FnMut(u64)) -> Result<Verified, Damage> {
-    pool.with(|client| walk(client, progress))
+    pool.reading(|client| walk(client, progress))
         .map_err(storage(0))?
 }
 
