@@ -1,12 +1,16 @@
 //! `serve/healthz` and `serve/check`: `tokenledger serve`'s routes over
-//! loopback, under a load generator on the same machine (a hyper client,
-//! 16 connections kept alive, in the same process). `serve/healthz` is the
-//! HTTP stack's own floor; `serve/check` a check by secret, allowed, with
-//! `SERVE_TOKENS` tokens in the ledger (default 10,000). Prints requests per
-//! second and the 99th percentile latency of each, in alternating rounds.
+//! loopback, under a load generator on the same machine, 16 connections
+//! kept alive: wrk (`apt-get install wrk`, 2 threads, in a process of its
+//! own, as cedar-agent's figures in issue 31 were measured) when it is
+//! installed, else a hyper client in the same process. `serve/healthz` is
+//! the HTTP stack's own floor; `serve/check` a check by secret, allowed,
+//! with `SERVE_TOKENS` tokens in the ledger (default 10,000). Prints
+//! requests per second and the 99th percentile latency of each, in
+//! alternating rounds.
 //!
 //! `cargo bench -p tokenledger-benches --bench serve`; set `SERVE_SECONDS`
-//! (default 5) for the length of each round.
+//! (default 5) for the length of each round, and `SERVE_CLIENT=hyper` to
+//! use the in-process client with wrk installed.
 
 #![allow(
     clippy::expect_used,
@@ -31,7 +35,10 @@ use tokenledger_events::{
 };
 use tokenledger_serve::{Limits, Server, ServiceKeys};
 
+mod wrk;
+
 const CONNECTIONS: usize = 16;
+const WRK_THREADS: usize = 2;
 const ROUNDS: usize = 3;
 const CHECK_KEY: &str = "bench-check-key-0123456789";
 const ADMIN_KEY: &str = "bench-admin-key-0123456789";
@@ -150,6 +157,25 @@ async fn load(
     (latencies.len() as f64 / elapsed.as_secs_f64(), p99)
 }
 
+/// What wrk measures of `load` at `addr` over `seconds`, once one request
+/// sent in process is seen answered 200 with `check` in its body.
+async fn load_wrk(
+    addr: SocketAddr,
+    request: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>,
+    load: wrk::Load,
+    seconds: Duration,
+    check: &'static str,
+) -> (f64, Duration) {
+    self::load(addr, request, Duration::from_millis(10), check).await;
+    let measured = tokio::task::spawn_blocking(move || {
+        wrk::run(addr, &load, seconds, WRK_THREADS, CONNECTIONS)
+    })
+    .await
+    .expect("wrk's thread")
+    .expect("wrk measured");
+    (measured.per_second, measured.p99)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
     // then this only checks that it runs.
@@ -193,6 +219,7 @@ fn main() {
                                        "location": {"global": company.to_string()}}))
             .expect("a body"),
         );
+        let wrk_body = body.to_vec();
         let check: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync> = Arc::new(move || {
             Request::post("/v1/check")
                 .header("authorization", format!("Bearer {CHECK_KEY}"))
@@ -200,23 +227,65 @@ fn main() {
                 .body(Full::new(body.clone()))
                 .expect("a request")
         });
+        let use_wrk = benching
+            && std::env::var("SERVE_CLIENT").as_deref() != Ok("hyper")
+            && wrk::available();
+        let healthz_load = || wrk::Load {
+            method: "GET",
+            path: "/healthz".to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let check_load = || wrk::Load {
+            method: "POST",
+            path: "/v1/check".to_owned(),
+            headers: vec![
+                ("Authorization", format!("Bearer {CHECK_KEY}")),
+                ("Content-Type", "application/json".to_owned()),
+            ],
+            body: wrk_body.clone(),
+        };
         let (mut floor, mut checks) = (Vec::new(), Vec::new());
-        for _ in 0..if benching { ROUNDS } else { 1 } {
-            floor.push(load(addr, healthz.clone(), seconds, "ok").await);
-            checks.push(load(addr, check.clone(), seconds, "\"allowed\":true").await);
+        for round in 1..=if benching { ROUNDS } else { 1 } {
+            let (healthz_rate, check_rate) = if use_wrk {
+                (
+                    load_wrk(addr, healthz.clone(), healthz_load(), seconds, "ok").await,
+                    load_wrk(addr, check.clone(), check_load(), seconds, "\"allowed\":true").await,
+                )
+            } else {
+                (
+                    load(addr, healthz.clone(), seconds, "ok").await,
+                    load(addr, check.clone(), seconds, "\"allowed\":true").await,
+                )
+            };
+            if benching {
+                eprintln!(
+                    "serve round {round}: healthz {:.0} req/s, check {:.0} req/s ({:.1}%)",
+                    healthz_rate.0,
+                    check_rate.0,
+                    100.0 * check_rate.0 / healthz_rate.0
+                );
+            }
+            floor.push(healthz_rate);
+            checks.push(check_rate);
         }
+        let client = if use_wrk {
+            format!("wrk -t{WRK_THREADS} -c{CONNECTIONS}")
+        } else {
+            format!("an in-process client, {CONNECTIONS} connections")
+        };
         let median = |figures: &mut Vec<(f64, Duration)>| {
             figures.sort_by(|a, b| a.0.total_cmp(&b.0));
             figures[figures.len() / 2]
         };
         let (floor, check) = (median(&mut floor), median(&mut checks));
         println!(
-            "serve/healthz: {CONNECTIONS} connections, {:.0} req/s, p99 {:.2} ms",
+            "serve/healthz: {client}, {:.0} req/s, p99 {:.2} ms",
             floor.0,
             floor.1.as_secs_f64() * 1e3
         );
         println!(
-            "serve/check: {CONNECTIONS} connections, {tokens} tokens, {:.0} req/s ({:.1}% of the floor), p99 {:.2} ms",
+            "serve/check: {client}, {tokens} tokens, {:.0} req/s ({:.1}% of the floor), p99 {:.2} ms",
             check.0,
             100.0 * check.0 / floor.0,
             check.1.as_secs_f64() * 1e3
