@@ -21,8 +21,17 @@
 //! compaction's two renames and once its copy is in place; each once
 //! dropping what was not synced and once keeping it.
 //!
-//! 40 random crash points and 24 at fault points by default (under a
-//! minute in a debug build);
+//! Before all that, on a log of their own, the moments where only
+//! some syncs matter (`first_steps`): a new log crashed at its first and
+//! second settle, a frame write that fails once its bytes went out (the
+//! undo must be synced: the child says which batch failed, and the check
+//! asserts it is gone), saved states of the ledger (`StateFiles`), and a
+//! journal of format 3 converted at open. `AllButLast` loses each file's
+//! last unsynced write only: an undo's zeros, or sled's configuration
+//! file's checksum.
+//!
+//! 40 random crash points and 31 at fault points and failed writes by
+//! default (under a minute in a debug build);
 //! `TOKENLEDGER_POWER_LOSS_ITERATIONS` asks for more random ones,
 //! `TOKENLEDGER_POWER_LOSS_SEED` repeats a run's choices (not its
 //! timing) and `TOKENLEDGER_POWER_LOSS_KEEP=1` keeps its directory and
@@ -574,7 +583,9 @@ fn crash(model: &mut Model, shim_log: &Path, loss: Loss, rng: &mut Rng) -> usize
 /// purpose. A new log crashed once its open's settle has synced sled and
 /// before the journal's next header is written: the journal's first
 /// header and sled's configuration file must be whole (each file's last
-/// write lost, `AllButLast`, tears sled's). A frame write that fails after
+/// write lost, `AllButLast`, tears sled's). The same log crashed at its
+/// second settle, once it holds records: the signed head its open wrote,
+/// the only one there is, must be there. A frame write that fails after
 /// its bytes went out: the undo's zeros must be synced before the append
 /// fails, or a crash keeping the frame and losing the zeros brings back a
 /// batch reported as never written. A checkpoint of the state, saved
@@ -586,11 +597,15 @@ fn crash(model: &mut Model, shim_log: &Path, loss: Loss, rng: &mut Rng) -> usize
 fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mut usize) -> usize {
     let first = children.watched.join("first");
     let mut syncs = 0;
-    for loss in [Loss::Drop, Loss::AllButLast] {
+    for (point, loss) in [
+        ("FilesSynced:1", Loss::Drop),
+        ("FilesSynced:1", Loss::AllButLast),
+        ("HeaderCopied:3", Loss::Drop),
+    ] {
         let _ = std::fs::remove_dir_all(&first);
         *model = Model::snapshot(&children.watched);
-        children.until_abort(&first, &[(CRASH_AT, "FilesSynced:1".to_owned())]);
-        println!("crash point new log, FilesSynced:1: {loss:?}");
+        children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
+        println!("crash point new log, {point}: {loss:?}");
         syncs += crash(model, &children.log, loss, rng);
         check_with(&first, signed(), &BTreeMap::new(), *steps);
         *steps += 1;
