@@ -21,8 +21,17 @@
 //! compaction's two renames and once its copy is in place; each once
 //! dropping what was not synced and once keeping it.
 //!
-//! 40 random crash points and 24 at fault points by default (under a
-//! minute in a debug build);
+//! Before all that, on a log of their own, the moments where only
+//! some syncs matter (`first_steps`): a new log crashed at its first and
+//! second settle, a frame write that fails once its bytes went out (the
+//! undo must be synced: the child says which batch failed, and the check
+//! asserts it is gone), saved states of the ledger (`StateFiles`), and a
+//! journal of format 3 converted at open. `AllButLast` loses each file's
+//! last unsynced write only: an undo's zeros, or sled's configuration
+//! file's checksum.
+//!
+//! 40 random crash points and 31 at fault points and failed writes by
+//! default (under a minute in a debug build);
 //! `TOKENLEDGER_POWER_LOSS_ITERATIONS` asks for more random ones,
 //! `TOKENLEDGER_POWER_LOSS_SEED` repeats a run's choices (not its
 //! timing) and `TOKENLEDGER_POWER_LOSS_KEEP=1` keeps its directory and
@@ -75,8 +84,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::crash::{
-    CHILD, COMPACT, JOURNAL_BYTES, Rng, SIGNED, acknowledge, check_with, checkpoint_key, child,
-    new_batch, nonce, read_child, signed_if_asked,
+    CHILD, COMPACT, JOURNAL_BYTES, Rng, SIGNED, acknowledge, batch_of, check_with, checkpoint_key,
+    child, new_batch, nonce, read_child, signed_if_asked,
 };
 use model::{Loss, Model};
 use tokenledger_store::*;
@@ -99,6 +108,18 @@ const REOPEN: &str = "TOKENLEDGER_POWER_LOSS_REOPEN";
 /// Set to `POINT:N`, the child crashes (aborts) the Nth time the log
 /// reaches the fault point POINT (`fault_point`).
 const CRASH_AT: &str = "TOKENLEDGER_POWER_LOSS_CRASH_AT";
+
+/// Set to `N`, the child's Nth frame write fails once its bytes are
+/// written (`FaultPoint::Write`): the journal wipes the frame out, the
+/// append fails with nothing written, and the child says which batch
+/// (`failed <first event id>`) and crashes.
+const FAIL_WRITE: &str = "TOKENLEDGER_POWER_LOSS_FAIL_WRITE";
+
+/// Set to `N`, the child appends from one thread and saves a checkpoint
+/// of the state (`StateFiles`, as the ledger does) at the head after each
+/// batch, saying so once it is saved (`state <position>`), and crashes
+/// once it has saved N.
+const STATE: &str = "TOKENLEDGER_POWER_LOSS_STATE";
 
 /// The narrow windows random kills rarely hit, each crashed in on its
 /// Nth passage: after a frame's write (before its sync) and after its
@@ -138,6 +159,8 @@ fn fault_point(name: &str) -> FaultPoint {
 fn main() {
     match std::env::var_os(CHILD) {
         Some(dir) if std::env::var_os(CRASH_AT).is_some() => child_crashing(Path::new(&dir)),
+        Some(dir) if std::env::var_os(FAIL_WRITE).is_some() => child_failing(Path::new(&dir)),
+        Some(dir) if std::env::var_os(STATE).is_some() => child_saving_state(Path::new(&dir)),
         Some(dir) if std::env::var_os(REOPEN).is_some() => child_reopening(Path::new(&dir)),
         Some(dir) => child(Path::new(&dir)),
         None => parent(),
@@ -216,6 +239,71 @@ fn child_crashing(dir: &Path) {
     }
 }
 
+/// Appends from one thread until the write `FAIL_WRITE` names fails;
+/// says which batch failed, and crashes right after its undo.
+fn child_failing(dir: &Path) {
+    let nth: u32 = std::env::var(FAIL_WRITE).unwrap().parse().unwrap();
+    let passed = Arc::new(AtomicU32::new(0));
+    let options = Options {
+        checkpoint_key: Some(checkpoint_key()),
+        faults: Some(Arc::new(move |reached| {
+            if reached == FaultPoint::Write && passed.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+                return Err(std::io::Error::other(
+                    "the power-loss test fails this write",
+                ));
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let log = SledLog::open(dir, options).unwrap();
+    println!("open");
+    let nonce = nonce();
+    for batch in 0.. {
+        let events = new_batch(nonce, 0, batch);
+        let first = events[0].event_id;
+        match log.append(events, Expectation::Any) {
+            Ok(positions) => acknowledge(first, positions[0]),
+            Err(AppendError::Io(_)) => {
+                println!("failed {}", first.as_u128());
+                std::process::abort();
+            }
+            Err(error) => panic!("power loss: the failed write ended as {error}"),
+        }
+    }
+}
+
+/// What the state child saves at `position`: bytes that say where.
+fn state_payload(position: u64) -> Vec<u8> {
+    position.to_be_bytes().repeat(512)
+}
+
+/// Appends from one thread, saving a checkpoint of the state after each
+/// batch, until it has saved `STATE` of them.
+fn child_saving_state(dir: &Path) {
+    let saves: u64 = std::env::var(STATE).unwrap().parse().unwrap();
+    let options = Options {
+        checkpoint_key: Some(checkpoint_key()),
+        ..Options::default()
+    };
+    let states = StateFiles::new(dir, options.checkpoint_key.clone());
+    let log = SledLog::open(dir, options).unwrap();
+    println!("open");
+    let nonce = nonce();
+    for batch in 0..saves {
+        let events = new_batch(nonce, 0, u128::from(batch));
+        let first = events[0].event_id;
+        let positions = log.append(events, Expectation::Any).unwrap();
+        acknowledge(first, positions[0]);
+        let head = log.head();
+        states
+            .write(head, &state_payload(head.position), 2)
+            .unwrap();
+        println!("state {}", head.position);
+    }
+    std::process::abort();
+}
+
 /// How the parent opens the log: with the key, so that a signed head
 /// lost or torn by the crash is refused.
 fn signed() -> Options {
@@ -289,8 +377,17 @@ fn parent() {
     let mut acknowledged: BTreeMap<u128, u64> = BTreeMap::new();
     let mut losses: BTreeMap<String, usize> = BTreeMap::new();
     let (mut syncs, mut failed, mut compactions) = (0, 0, 0);
+    let children = Children {
+        exe: exe.clone(),
+        shim: shim.clone(),
+        watched: watched.clone(),
+        log: shim_log.clone(),
+    };
     let mut model = Model::snapshot(&watched);
     let started = Instant::now();
+    let mut deterministic = 0;
+    syncs += first_steps(&children, &mut model, &mut rng, &mut deterministic);
+    model = Model::snapshot(&watched);
     for iteration in 0..iterations {
         let compacting = iteration % 4 == 3;
         let reopening = failed_sync && !compacting && iteration % 2 == 0;
@@ -299,6 +396,7 @@ fn parent() {
         if compacting {
             command.env(COMPACT, "1");
         }
+
         if reopening {
             command
                 .env(REOPEN, "1")
@@ -389,47 +487,12 @@ fn parent() {
         // What the check's open wrote, through no shim, is durable.
         model = Model::snapshot(&watched);
     }
-    let mut deterministic = 0;
     for (name, nth) in CRASH_POINTS {
         for loss in [Loss::Drop, Loss::KeepAll] {
-            let _ = std::fs::remove_file(&shim_log);
-            let mut child = Command::new(&exe)
-                .env(CHILD, &dir)
-                .env(SIGNED, "1")
-                .env(CRASH_AT, format!("{name}:{nth}"))
-                .env("LD_PRELOAD", &shim)
-                .env("TL_SHIM_DIR", &watched)
-                .env("TL_SHIM_LOG", &shim_log)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let (lines, _) = std::sync::mpsc::channel();
-            let reader = std::thread::spawn(move || read_child(stdout, lines));
-            let started = Instant::now();
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "crash point {name}:{nth}: never reached"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            // Aborted at the point, not ended otherwise.
-            assert_eq!(
-                status.signal(),
-                Some(6),
-                "crash point {name}:{nth}: the child did not crash there: {status}"
-            );
-            let (acks, _) = reader.join().unwrap();
+            let (acks, _) = children.until_abort(&dir, &[(CRASH_AT, format!("{name}:{nth}"))]);
             acknowledged.extend(acks);
-            model.replay(&std::fs::read(&shim_log).unwrap_or_default());
-            syncs += model.syncs;
             println!("crash point {name}:{nth}: {loss:?}");
-            model.crash(loss, &mut rng);
+            syncs += crash(&mut model, &shim_log, loss, &mut rng);
             check_with(&dir, signed(), &acknowledged, iterations + deterministic);
             model = Model::snapshot(&watched);
             deterministic += 1;
@@ -445,9 +508,206 @@ fn parent() {
     );
     println!(
         "power loss: {iterations} random crash points ({losses:?}) and {deterministic} at \
-         fault points, {} acknowledged batches checked, 0 lost, 0 half batches; {syncs} syncs \
+         fault points and failed writes, {} acknowledged batches checked, 0 lost, 0 half batches; {syncs} syncs \
          seen, {failed} failed on purpose, {compactions} compactions finished, in {:.1} s",
         acknowledged.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Starts the children, under the shim, each logging its I/O afresh.
+struct Children {
+    exe: PathBuf,
+    shim: PathBuf,
+    watched: PathBuf,
+    log: PathBuf,
+}
+
+impl Children {
+    /// Runs a child on `dir` with `env` until it crashes where it was told
+    /// to (aborts): its acknowledgements and other lines.
+    fn until_abort(
+        &self,
+        dir: &Path,
+        env: &[(&str, String)],
+    ) -> (Vec<(u128, u64)>, BTreeMap<String, usize>) {
+        let _ = std::fs::remove_file(&self.log);
+        let mut command = Command::new(&self.exe);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .env(CHILD, dir)
+            .env("LD_PRELOAD", &self.shim)
+            .env("TL_SHIM_DIR", &self.watched)
+            .env("TL_SHIM_LOG", &self.log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines, _) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || read_child(stdout, lines));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "crash point {env:?}: never reached"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Aborted at the point, not ended otherwise.
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "crash point {env:?}: the child did not crash there: {status}"
+        );
+        reader.join().unwrap()
+    }
+}
+
+/// Takes in the last child's I/O and crashes with `loss`: the syncs it
+/// saw.
+fn crash(model: &mut Model, shim_log: &Path, loss: Loss, rng: &mut Rng) -> usize {
+    model.replay(&std::fs::read(shim_log).unwrap_or_default());
+    let syncs = model.syncs;
+    model.crash(loss, rng);
+    syncs
+}
+
+/// Before the random crashes, on a log of their own (`first`, removed
+/// after): the moments the loss of a sync shows only in, crashed in on
+/// purpose. A new log crashed once its open's settle has synced sled and
+/// before the journal's next header is written: the journal's first
+/// header and sled's configuration file must be whole (each file's last
+/// write lost, `AllButLast`, tears sled's). The same log crashed at its
+/// second settle, once it holds records: the signed head its open wrote,
+/// the only one there is, must be there. A frame write that fails after
+/// its bytes went out: the undo's zeros must be synced before the append
+/// fails, or a crash keeping the frame and losing the zeros brings back a
+/// batch reported as never written. A checkpoint of the state, saved
+/// three times and crashed in right after: the last must read back whole.
+/// A journal of format 3 converted at
+/// open, crashed before the first append's sync and at the first settle's
+/// first header copy: the converted file and its name must be durable.
+/// Returns the syncs seen; counts the crashes in `steps`.
+fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mut usize) -> usize {
+    let first = children.watched.join("first");
+    let mut syncs = 0;
+    for (point, loss) in [
+        ("FilesSynced:1", Loss::Drop),
+        ("FilesSynced:1", Loss::AllButLast),
+        ("HeaderCopied:3", Loss::Drop),
+    ] {
+        let _ = std::fs::remove_dir_all(&first);
+        *model = Model::snapshot(&children.watched);
+        children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
+        println!("crash point new log, {point}: {loss:?}");
+        syncs += crash(model, &children.log, loss, rng);
+        check_with(&first, signed(), &BTreeMap::new(), *steps);
+        *steps += 1;
+    }
+    *model = Model::snapshot(&children.watched);
+    let (acks, others) = children.until_abort(&first, &[(FAIL_WRITE, "3".to_owned())]);
+    let failed: Vec<u128> = others
+        .keys()
+        .filter_map(|line| line.strip_prefix("failed "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the failed write was not reported: {others:?}"
+    );
+    let mut acknowledged: BTreeMap<u128, u64> = acks.into_iter().collect();
+    println!("crash point a failed write: AllButLast");
+    syncs += crash(model, &children.log, Loss::AllButLast, rng);
+    check_with(&first, signed(), &acknowledged, *steps);
+    check_gone(&first, &failed, *steps);
+    *steps += 1;
+    *model = Model::snapshot(&children.watched);
+    let (acks, others) = children.until_abort(&first, &[(STATE, "3".to_owned())]);
+    acknowledged.extend(acks);
+    let saved = others
+        .keys()
+        .filter_map(|line| line.strip_prefix("state "))
+        .map(|position| position.parse::<u64>().unwrap())
+        .max()
+        .expect("the state child saved no state");
+    println!("crash point a state saved: Drop");
+    syncs += crash(model, &children.log, Loss::Drop, rng);
+    check_with(&first, signed(), &acknowledged, *steps);
+    check_state(&first, saved, *steps);
+    *steps += 1;
+    for point in ["Sync:1", "HeaderCopied:1"] {
+        to_format_3(&first);
+        *model = Model::snapshot(&children.watched);
+        let (acks, _) = children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
+        acknowledged.extend(acks);
+        println!("crash point a journal of format 3, {point}: Drop");
+        syncs += crash(model, &children.log, Loss::Drop, rng);
+        check_with(&first, signed(), &acknowledged, *steps);
+        *steps += 1;
+    }
+    std::fs::remove_dir_all(&first).unwrap();
+    syncs
+}
+
+/// Checks that no event of a batch whose first event id is in `failed`
+/// is in the log in `dir`: its append failed, with nothing written.
+fn check_gone(dir: &Path, failed: &[u128], step: usize) {
+    let log = SledLog::open(dir, signed()).unwrap();
+    for event in log.read(1, usize::MAX).unwrap() {
+        let id = event.envelope.event_id.as_u128();
+        assert!(
+            !failed.iter().any(|first| batch_of(*first) == batch_of(id)),
+            "crash point {step}: event {id}, of a batch whose append failed, is in the log"
+        );
+    }
+    drop(log);
+    SledLog::wait_closed(dir).unwrap();
+}
+
+/// Checks that the state checkpoint the child said it saved at `position`
+/// reads back whole in `dir`.
+fn check_state(dir: &Path, position: u64, iteration: usize) {
+    let states = StateFiles::new(dir, Some(checkpoint_key()));
+    let file = states
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|file| file.position == position)
+        .unwrap_or_else(|| {
+            panic!("crash point {iteration}: the state saved at {position} is gone")
+        });
+    let (head, payload) = states
+        .read_with(&file, <[u8]>::to_vec)
+        .unwrap_or_else(|e| panic!("crash point {iteration}: the state saved at {position}: {e}"));
+    assert_eq!(head.position, position);
+    assert_eq!(
+        payload,
+        state_payload(position),
+        "crash point {iteration}: the state saved at {position}"
+    );
+}
+
+/// Makes the closed log in `dir` look as the version before left it: a
+/// journal of format 3 (`journal_v3.rs`) holding no frame, and no journal
+/// generation recorded in sled (`G`, which that version did not write).
+fn to_format_3(dir: &Path) {
+    common::through_sled(dir, |events| events.remove([b'G']).unwrap());
+    SledLog::wait_closed(dir).unwrap();
+    let mut header = b"TLJH".to_vec();
+    header.extend_from_slice(&0u64.to_be_bytes());
+    header.extend_from_slice(&[9; 32]);
+    let digest = blake3::hash(&header);
+    header.extend_from_slice(digest.as_bytes());
+    let mut journal = vec![0; 4096];
+    for at in [0, 512] {
+        journal[at..at + header.len()].copy_from_slice(&header);
+    }
+    std::fs::write(dir.join("journal"), journal).unwrap();
 }

@@ -36,11 +36,17 @@ pub enum Loss {
     /// [`Loss::Garbled`] for the journal, [`Loss::Drop`] for every other
     /// file: the journal's own defences, apart from sled's.
     GarbledJournal,
+    /// Each file's writes kept but its last one, and the changes of names
+    /// but the last: a drive that wrote back in order and lost power
+    /// before the end. One subset of [`Loss::Subset`]'s, chosen every time
+    /// (an undo's zeros lost, the frame it wiped out kept; a file's bytes
+    /// kept without what ends them).
+    AllButLast,
 }
 
 impl Loss {
-    /// `keep`, `drop`, `subset`, `torn512`, `torn4096`, `garbled` or
-    /// `garbled-journal`.
+    /// `keep`, `drop`, `subset`, `torn512`, `torn4096`, `garbled`,
+    /// `garbled-journal` or `all-but-last`.
     pub fn parse(name: &str) -> Loss {
         match name {
             "keep" => Loss::KeepAll,
@@ -50,6 +56,7 @@ impl Loss {
             "torn4096" => Loss::Torn(4096),
             "garbled" => Loss::Garbled,
             "garbled-journal" => Loss::GarbledJournal,
+            "all-but-last" => Loss::AllButLast,
             other => panic!("power loss: no loss mode `{other}`"),
         }
     }
@@ -233,6 +240,7 @@ impl Model {
         let mut kept = match loss {
             Loss::KeepAll => pending,
             Loss::Drop => 0,
+            Loss::AllButLast => pending.saturating_sub(1),
             _ => (rng.next() % (pending as u64 + 1)) as usize,
         };
         let mut names = self.names.clone();
@@ -257,7 +265,11 @@ impl Model {
                         Loss::GarbledJournal => Loss::Drop,
                         other => other,
                     };
-                    for op in std::mem::take(&mut file.pending) {
+                    let mut pending = std::mem::take(&mut file.pending);
+                    if loss == Loss::AllButLast {
+                        pending.pop();
+                    }
+                    for op in pending {
                         lose(&mut bytes, op, loss, rng);
                     }
                     fs::write(path, &bytes).unwrap();
@@ -333,7 +345,7 @@ fn write_at(bytes: &mut Vec<u8>, at: u64, data: &[u8]) {
 /// Applies what `loss` keeps of one pending operation.
 fn lose(bytes: &mut Vec<u8>, op: Op, loss: Loss, rng: &mut Rng) {
     match (loss, op) {
-        (Loss::KeepAll, op) => apply(bytes, &op),
+        (Loss::KeepAll | Loss::AllButLast, op) => apply(bytes, &op),
         (Loss::Drop, _) => {}
         (Loss::Subset, op) => {
             if rng.next().is_multiple_of(2) {
