@@ -784,7 +784,10 @@ impl Ledger {
         key: Option<IdempotencyKey>,
     ) -> Result<Receipt, LedgerError> {
         let start = Instant::now();
-        let outcome = self.replicated(self.submit_again_on_conflict(actor, command, key));
+        let submitted = self
+            .submit_again_on_conflict(actor, command, key)
+            .and_then(|receipt| self.applied_through(receipt));
+        let outcome = self.replicated(submitted);
         observe::command(&outcome, start.elapsed());
         outcome
     }

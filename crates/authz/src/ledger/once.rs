@@ -144,6 +144,16 @@ impl Ledger {
         }))
     }
 
+    /// `receipt`, once the state readers see has applied it, as a command's
+    /// own receipt is: a replayed one may name events another process
+    /// recorded, which this one's follower has not applied yet.
+    pub(super) fn applied_through(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
+        if self.applied.get() < receipt.position() {
+            self.catch_up_now()?;
+        }
+        Ok(receipt)
+    }
+
     /// A keyed group that met another process's events under its keys:
     /// nothing of it was written. Its events leave the writer copy, and
     /// its commands get a conflict, so that they catch up and are
