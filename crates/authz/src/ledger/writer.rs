@@ -21,7 +21,9 @@
 //! append fails with nothing written, the group's events are discarded
 //! ([`Projection::discard`]) and every command of the group gets the
 //! error; if its outcome is unknown, or the log does not give the events
-//! back as appended, the ledger closes, as it did for a single command.
+//! back as appended, the ledger closes, as it did for a single command
+//! (unless, on a log shared with other processes, another recorded the
+//! group's idempotency keys first, and the log wrote nothing: `once.rs`).
 //!
 //! The time is the one part of an event the log picks (it stamps each
 //! append with its clock, never earlier than the last record's time). The
