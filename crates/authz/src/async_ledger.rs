@@ -18,6 +18,7 @@ use crate::authorizer::Authorizer;
 use crate::command::Command;
 use crate::decision::Location;
 use crate::history::HistoryQuery;
+use crate::idempotency::IdempotencyKey;
 use crate::investigate::{Timeline, WhoCan};
 use crate::ledger::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
 use crate::transfer::TransferError;
@@ -77,6 +78,28 @@ impl AsyncLedger {
         new: NewToken,
     ) -> Result<CreatedToken, LedgerError> {
         self.blocking(move |ledger| ledger.create_token(actor, new))
+            .await?
+    }
+
+    /// [`Ledger::execute_once`].
+    pub async fn execute_once(
+        &self,
+        actor: Actor,
+        command: Command,
+        key: IdempotencyKey,
+    ) -> Result<Receipt, LedgerError> {
+        self.blocking(move |ledger| ledger.execute_once(actor, command, key))
+            .await?
+    }
+
+    /// [`Ledger::create_token_once`].
+    pub async fn create_token_once(
+        &self,
+        actor: Actor,
+        new: NewToken,
+        key: IdempotencyKey,
+    ) -> Result<CreatedToken, LedgerError> {
+        self.blocking(move |ledger| ledger.create_token_once(actor, new, key))
             .await?
     }
 

@@ -591,6 +591,9 @@ mod tests {
         fn read_stream(&self, _: Stream, _: u64, _: usize) -> Result<Vec<StoredEvent>, Damage> {
             Ok(Vec::new())
         }
+        fn position_of(&self, _: EventId) -> Result<Option<u64>, Damage> {
+            Ok(None)
+        }
         fn stream_head(&self, _: Stream) -> Result<u64, Damage> {
             Ok(0)
         }

@@ -25,6 +25,7 @@ use crate::decision::Location;
 use crate::fresh::{self, RandomError};
 use crate::gate::Gate;
 use crate::history::replay;
+use crate::idempotency::IdempotencyKey;
 use crate::observe;
 use crate::readback;
 use crate::sealing::{self, Binding, SealingError, SealingKey};
@@ -32,6 +33,7 @@ use crate::sealing::{self, Binding, SealingError, SealingKey};
 #[cfg(feature = "postgres")]
 mod follower;
 mod health;
+mod once;
 mod writer;
 
 use health::Applied;
@@ -154,6 +156,25 @@ pub enum LedgerError {
     /// This ledger keeps no sealing key, so secrets are shown only once,
     /// at creation, and cannot be revealed.
     SecretNotKept(TokenId),
+    /// A token's creation sent again with the same idempotency key
+    /// ([`Ledger::create_token_once`]) found the token created by the
+    /// first: nothing was created, and its secret, shown once then,
+    /// cannot be shown again, since this ledger keeps no sealing key
+    /// (or kept none when the token was created).
+    SecretShownOnce {
+        /// The token the first creation made.
+        token: TokenId,
+        /// The log position of its creation.
+        position: u64,
+    },
+    /// A command's idempotency key names events in the log that another
+    /// actor caused, or that are not what the command makes (a token's
+    /// creation that finds no token created): the key was used for
+    /// another request. Nothing was decided or recorded.
+    KeyReused {
+        /// The log position of the events the key names.
+        position: u64,
+    },
     /// A checkpoint of the state could not be written.
     Checkpoint(CheckpointWriteError),
     /// A position past the end of the log was asked for.
@@ -254,6 +275,14 @@ impl fmt::Display for LedgerError {
                 f,
                 "the secret of `{token}` cannot be revealed: this ledger has no sealing key, so secrets are shown once, at creation"
             ),
+            LedgerError::SecretShownOnce { token, position } => write!(
+                f,
+                "`{token}` was created at log position {position} by an earlier request with this idempotency key, and its secret was shown once, then; it cannot be shown again without the sealing key (reveal needs it)"
+            ),
+            LedgerError::KeyReused { position } => write!(
+                f,
+                "this idempotency key was used for another request, recorded at log position {position}; use a new key for a new request"
+            ),
         }
     }
 }
@@ -304,6 +333,10 @@ impl fmt::Display for Missing {
 pub struct Receipt {
     /// The events as they stand in the log, with positions and times.
     pub events: Vec<Envelope>,
+    /// Whether the events were recorded by an earlier command with the
+    /// same idempotency key ([`Ledger::execute_once`]), and this one
+    /// decided nothing: they are that command's, as the log holds them.
+    pub replayed: bool,
 }
 
 impl Receipt {
@@ -627,17 +660,22 @@ impl Ledger {
     /// the log, a command that found the head moved (a conflict: nothing
     /// was written) catches up and is decided again against the new
     /// state, at most [`DECIDE_AGAIN`] times.
+    ///
+    /// A keyed command that met another process's append of the same key
+    /// gets a conflict too (`ledger/once.rs`): decided again, it finds
+    /// the events that process recorded.
     fn submit_again_on_conflict(
         &self,
         actor: Actor,
         command: Command,
+        key: Option<IdempotencyKey>,
     ) -> Result<Receipt, LedgerError> {
         if !self.follows {
-            return self.submit(actor, command);
+            return self.submit(actor, command, key);
         }
         let mut again = 0;
         loop {
-            match self.submit(actor, command.clone()) {
+            match self.submit(actor, command.clone(), key) {
                 Err(LedgerError::Append(AppendError::Conflict { .. })) if again < DECIDE_AGAIN => {
                     again += 1;
                     // Processes that keep meeting each other's appends
@@ -735,8 +773,21 @@ impl Ledger {
     /// replica allows what it removed from then on; so does a refusal
     /// that says the removal was made already (a retried delete).
     pub fn execute(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
+        self.execute_keyed(actor, command, None)
+    }
+
+    /// [`Ledger::execute`], with or without an idempotency key.
+    fn execute_keyed(
+        &self,
+        actor: Actor,
+        command: Command,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Receipt, LedgerError> {
         let start = Instant::now();
-        let outcome = self.replicated(self.submit_again_on_conflict(actor, command));
+        let submitted = self
+            .submit_again_on_conflict(actor, command, key)
+            .and_then(|receipt| self.applied_through(receipt));
+        let outcome = self.replicated(submitted);
         observe::command(&outcome, start.elapsed());
         outcome
     }
@@ -798,6 +849,18 @@ impl Ledger {
     /// ledger has a sealing key, and records it. The secret is returned
     /// only here (and by [`Ledger::reveal`] when sealed).
     pub fn create_token(&self, actor: Actor, new: NewToken) -> Result<CreatedToken, LedgerError> {
+        let (token, secret, command) = self.token_to_create(new)?;
+        let receipt = self.execute(actor, command)?;
+        Ok(CreatedToken {
+            token,
+            secret,
+            receipt,
+        })
+    }
+
+    /// A new token's id and secret, drawn, and the command that creates
+    /// it, its secret sealed when the ledger has a sealing key.
+    fn token_to_create(&self, new: NewToken) -> Result<(TokenId, Secret, Command), LedgerError> {
         let token = fresh::token_id().map_err(LedgerError::Random)?;
         let secret = fresh::secret().map_err(LedgerError::Random)?;
         let sealed_secret = match &self.sealing_key {
@@ -816,12 +879,7 @@ impl Ledger {
             sealed_secret,
             expires_at: new.expires_at,
         };
-        let receipt = self.execute(actor, command)?;
-        Ok(CreatedToken {
-            token,
-            secret,
-            receipt,
-        })
+        Ok((token, secret, command))
     }
 
     /// Shows a token's secret again to an admin. The reveal is recorded

@@ -73,6 +73,7 @@ mod decision;
 pub mod fresh;
 mod gate;
 mod history;
+mod idempotency;
 mod investigate;
 mod json;
 mod ledger;
@@ -92,6 +93,7 @@ pub use decision::{
     authorize, decide_request,
 };
 pub use history::{HistoryQuery, describe_event};
+pub use idempotency::IdempotencyKey;
 pub use investigate::{
     Allowed, Change, Explanation, Interval, Reach, Timeline, WhoCan, location_label, who,
 };

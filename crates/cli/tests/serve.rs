@@ -293,3 +293,88 @@ fn a_consistency_token_holds_across_two_servers_on_postgres() {
         assert_eq!(child.0.wait().unwrap().code(), Some(0));
     }
 }
+
+/// Two `serve` processes on one PostgreSQL database: a token's creation
+/// sent with one `Idempotency-Key` to both, one after the other and at
+/// once, makes one token a round; the server that did not make it answers
+/// from the log, naming the same token (a 409: neither keeps a sealing
+/// key to show its secret again).
+#[test]
+fn a_keyed_creation_retried_on_another_server_on_postgres_makes_no_second_token() {
+    let Some(database) = tokenledger_postgres::testing::Database::fresh() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Given {
+        company,
+        ada,
+        check,
+        admin,
+    } = given(&database.url, dir.path());
+    let (mut one, one_addr, _one_err) = start(&database.url, &check, &admin);
+    let (mut two, two_addr, _two_err) = start(&database.url, &check, &admin);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rounds = 10;
+    runtime.block_on(async {
+        let (one, two) = (client::Api::new(one_addr), client::Api::new(two_addr));
+        for round in 0..rounds {
+            let body = json!({"company": company, "name": format!("T{round}"), "actor": ada,
+                              "features": ["resources"], "global": true, "scopes": ["tags:read"]});
+            let key = format!("create-{round}");
+            let headers = [("idempotency-key", key.as_str())];
+            // Even rounds one after the other, odd ones at once.
+            let (a, b) = if round % 2 == 0 {
+                let a = one
+                    .send("POST", "/v1/tokens", Some(ADMIN), &headers, Some(&body))
+                    .await
+                    .unwrap();
+                let b = two
+                    .send("POST", "/v1/tokens", Some(ADMIN), &headers, Some(&body))
+                    .await
+                    .unwrap();
+                (a, b)
+            } else {
+                let (a, b) = tokio::join!(
+                    one.send("POST", "/v1/tokens", Some(ADMIN), &headers, Some(&body)),
+                    two.send("POST", "/v1/tokens", Some(ADMIN), &headers, Some(&body)),
+                );
+                (a.unwrap(), b.unwrap())
+            };
+            let mut statuses = [a.status, b.status];
+            statuses.sort_unstable();
+            assert_eq!(statuses, [200, 409], "{} / {}", a.text(), b.text());
+            let (made, replayed) = if a.status == 200 { (a, b) } else { (b, a) };
+            assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+            let token = made.json()["token"].as_str().unwrap().to_owned();
+            let message = replayed.json()["_error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(message.contains(&token), "{message}");
+        }
+        let listed = one
+            .send(
+                "GET",
+                &format!("/v1/companies/{company}/tokens"),
+                Some(ADMIN),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.status, 200, "{}", listed.text());
+        assert_eq!(listed.json().as_array().unwrap().len(), rounds);
+    });
+    for child in [&mut one, &mut two] {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    }
+}

@@ -58,6 +58,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use tokenledger_events::EventId;
 use tokenledger_store::backend::{self, Appending, check_batch_size};
 use tokenledger_store::{
     AppendError, Clock, Damage, EventLog, Expectation, Head, NewEvent, StoredEvent, StoredRecord,
@@ -328,6 +329,12 @@ impl EventLog for PgLog {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Damage> {
         read::read_stream(&self.pool, &backend::stream_key(stream), from, limit)
+    }
+
+    /// One query on the events' `event_id` column, which is unique, so
+    /// indexed.
+    fn position_of(&self, id: EventId) -> Result<Option<u64>, Damage> {
+        read::position_of(&self.pool, id)
     }
 
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use postgres::{Client, IsolationLevel};
+use tokenledger_events::EventId;
 use tokenledger_store::backend::{self, ChainCheck, StreamKey, event_of_stream, stored_event};
 use tokenledger_store::{Damage, Head, Problem, StoredEvent, Verified};
 
@@ -103,6 +104,32 @@ pub(crate) fn read_stream(
         events.push(event_of_stream(position, bytes, key)?);
     }
     Ok(events)
+}
+
+/// The position of the event `id`, checked against the record there (a
+/// keyed command is answered with the events it finds there), if the log
+/// holds it.
+pub(crate) fn position_of(pool: &Pool, id: EventId) -> Result<Option<u64>, Damage> {
+    let row = pool
+        .reading(|client| {
+            client.query_opt(
+                "SELECT position, record FROM tokenledger_events WHERE event_id = $1",
+                &[&id.as_u128().to_be_bytes().as_slice()],
+            )
+        })
+        .map_err(storage(0))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let position = stored_position(row.get(0), 0)?;
+    let event = stored_event(position, row.get(1))?;
+    if event.envelope.event_id != id {
+        return Err(Damage {
+            position,
+            problem: Problem::IndexDisagrees("its event id column is not the record's"),
+        });
+    }
+    Ok(Some(position))
 }
 
 /// The position of the stream `key`'s last event, 0 if none.

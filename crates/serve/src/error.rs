@@ -110,6 +110,11 @@ fn ledger_status(error: &LedgerError) -> StatusCode {
         LedgerError::NotFound(_) => StatusCode::NOT_FOUND,
         LedgerError::BeyondHead { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::SecretNotKept(_) => StatusCode::CONFLICT,
+        // A creation answered from the log: the token exists, its secret
+        // was shown once.
+        LedgerError::SecretShownOnce { .. } => StatusCode::CONFLICT,
+        // As this process answers a key it remembers with another request.
+        LedgerError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::Append(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }

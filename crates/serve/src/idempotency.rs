@@ -3,12 +3,26 @@
 //! a client that lost the reply to a token's creation can retry without
 //! making a second token.
 //!
+//! Two layers. In this process, replies are kept in memory (the reply to
+//! a create holds its secret: wiped when dropped), at most [`MAX_KEPT`] of
+//! them, for [`KEPT_FOR`]: a retry gets the very reply, secret included,
+//! and the same key with another request is a 422. A reply of the 5xx
+//! class is not kept: the command may be retried. Below that, every
+//! command carries the key and a fingerprint of its request down to the
+//! ledger (`tokenledger_authz::IdempotencyKey`), which gives its events
+//! ids derived from the two and looks for them before deciding it: so a
+//! retry after a restart, or sent to another replica sharing the log, is
+//! answered from the log (the same status and body, ids read from the
+//! recorded events), not run again. Such a reply cannot hold a token's
+//! secret unless the server has the sealing key to reveal it again
+//! (recorded as a reveal); without one it is a 409 naming the token. The
+//! ledger cannot tell the same key sent with another request after a
+//! restart: the fingerprint is part of the derivation, so that request
+//! runs as a new command.
+//!
 //! The command runs on a task of its own, not in the request, so it is
 //! finished and its reply kept even when the client goes away or the
-//! request times out. Replies are kept in memory (the reply to a create
-//! holds its secret: wiped when dropped), at most [`MAX_KEPT`] of them, for
-//! [`KEPT_FOR`]; a restart forgets them. A reply of the 5xx class is not
-//! kept: the command may be retried.
+//! request times out.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,6 +34,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use parking_lot::Mutex;
+use tokenledger_authz::IdempotencyKey;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -41,6 +56,16 @@ const MAX_KEY_LEN: usize = 255;
 struct Reply {
     status: StatusCode,
     body: Arc<Zeroizing<Vec<u8>>>,
+    /// Answered from the log: the command was recorded before.
+    replayed: bool,
+}
+
+/// A command's reply: its status, its body, and whether the ledger
+/// answered it from the log, having recorded it before under its key.
+pub(crate) struct Replied {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Vec<u8>,
+    pub(crate) replayed: bool,
 }
 
 struct Slot {
@@ -72,11 +97,13 @@ impl Kept {
     }
 }
 
-/// A command's reply as JSON, or its error's envelope.
+/// A command's reply as JSON, or its error's envelope; `replayed` if the
+/// ledger answered it from the log.
 pub(crate) fn json_reply<T: serde::Serialize>(
     outcome: Result<T, ApiError>,
-) -> (StatusCode, Vec<u8>) {
-    match outcome.and_then(|value| {
+    replayed: bool,
+) -> Replied {
+    let (status, body) = match outcome.and_then(|value| {
         serde_json::to_vec(&value)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }) {
@@ -86,26 +113,37 @@ pub(crate) fn json_reply<T: serde::Serialize>(
             let body = serde_json::to_vec(&error.envelope()).unwrap_or_default();
             (status, body)
         }
+    };
+    Replied {
+        status,
+        body,
+        replayed,
     }
 }
 
 impl Idempotency {
     /// Runs `command` once per idempotency key (when the request has one)
     /// and answers with its reply. `fingerprint` names the request: the
-    /// same key with another request is a 422.
-    pub(crate) async fn run<F>(
+    /// same key with another request is a 422. `command` is handed the
+    /// key for the ledger, made of the two, to run its command once with.
+    pub(crate) async fn run<C, F>(
         self: &Arc<Self>,
         headers: &HeaderMap,
         fingerprint: [u8; 32],
-        command: F,
+        command: C,
     ) -> Response
     where
-        F: Future<Output = (StatusCode, Vec<u8>)> + Send + 'static,
+        C: FnOnce(Option<IdempotencyKey>) -> F,
+        F: Future<Output = Replied> + Send + 'static,
     {
         let key = match key(headers) {
             Ok(key) => key,
             Err(error) => return error.into_response(),
         };
+        let once = key
+            .as_ref()
+            .map(|key| IdempotencyKey::new(key.as_bytes(), &fingerprint));
+        let command = command(once);
         let (sender, receiver) = watch::channel(None);
         let mut replayed = false;
         let mut reply = match &key {
@@ -144,15 +182,16 @@ impl Idempotency {
             let this = Arc::clone(self);
             let key = key.clone();
             tokio::spawn(async move {
-                let (status, body) = command.await;
-                if status.is_server_error()
+                let replied = command.await;
+                if replied.status.is_server_error()
                     && let Some(key) = key
                 {
                     this.kept.lock().slots.remove(&key);
                 }
                 let _ = sender.send(Some(Reply {
-                    status,
-                    body: Arc::new(Zeroizing::new(body)),
+                    status: replied.status,
+                    body: Arc::new(Zeroizing::new(replied.body)),
+                    replayed: replied.replayed,
                 }));
             });
         }
@@ -163,7 +202,7 @@ impl Idempotency {
                     (reply.status, Bytes::copy_from_slice(&reply.body)).into_response();
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                if replayed {
+                if replayed || reply.replayed {
                     headers.insert(REPLAYED, HeaderValue::from_static("true"));
                 }
                 response

@@ -1,7 +1,8 @@
 //! The `EventLog` tests every backend must pass (feature `conformance`):
-//! positions and batches, reopening, expectations, retries, streams,
-//! reads from anywhere, subscriptions, time, concurrent appenders, copies
-//! of sealed records, `verify`, and tampering found at its position.
+//! positions and batches, reopening, expectations, retries, lookups by
+//! event id, streams, reads from anywhere, subscriptions, time, concurrent
+//! appenders, copies of sealed records, `verify`, and tampering found at
+//! its position.
 //!
 //! A backend's tests implement [`Backend`] and call
 //! [`conformance_tests!`](crate::conformance_tests) with an expression
@@ -204,6 +205,32 @@ pub fn a_retried_append_returns_its_original_positions(backend: &impl Backend) {
     let log = backend.reopen(log);
     assert_eq!(log.append(batch, Expectation::Any).unwrap(), vec![1, 2]);
     assert_eq!(log.head().position, 3);
+}
+
+/// An event is found by its id, before and after a reopen, among a few
+/// hundred (more than one chunk of an index); an id the log lacks is not.
+pub fn an_event_is_found_by_its_id(backend: &impl Backend) {
+    let log = backend.fresh(None);
+    let id = EventId::from_u128;
+    assert_eq!(log.position_of(id(1)).unwrap(), None);
+    for first in (1..=300).step_by(30) {
+        let batch = (first..first + 30).map(event).collect();
+        log.append(batch, Expectation::Any).unwrap();
+    }
+    let found = |log: &dyn EventLog| {
+        for n in [1, 2, 29, 30, 31, 128, 129, 257, 300] {
+            assert_eq!(log.position_of(id(n)).unwrap(), Some(n as u64), "{n}");
+        }
+        for n in [0, 301, 1 << 100] {
+            assert_eq!(log.position_of(id(n)).unwrap(), None, "{n}");
+        }
+    };
+    found(&log);
+    let log = backend.reopen(log);
+    found(&log);
+    log.append(vec![event(1000)], Expectation::Any).unwrap();
+    assert_eq!(log.position_of(id(1000)).unwrap(), Some(301));
+    found(&log);
 }
 
 /// Streams hold the events of one token, teammate, company or actor.
@@ -510,6 +537,7 @@ macro_rules! conformance_tests {
             the_log_survives_reopening,
             a_failed_expectation_writes_nothing_and_says_what_it_found,
             a_retried_append_returns_its_original_positions,
+            an_event_is_found_by_its_id,
             streams_hold_the_events_of_one_token_teammate_company_or_actor,
             reads_from_any_position_agree_with_the_whole_log,
             a_subscription_delivers_events_as_they_land,

@@ -489,6 +489,11 @@ pub trait EventLog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Damage>;
 
+    /// The position of the event whose id is `id`, if the log holds it (as
+    /// far as reads see: up to the durable head). A command keyed by an
+    /// idempotency key asks it whether it was recorded already.
+    fn position_of(&self, id: EventId) -> Result<Option<u64>, Damage>;
+
     /// The log position of `stream`'s last event, 0 if it has none.
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage>;
 

@@ -842,6 +842,39 @@ impl Prepared {
     }
 }
 
+/// The position of the event `id`, at or below `head`, as the index of
+/// event ids gives it; checked against the record there, since a retry
+/// is answered with that position as where its events are, and a keyed
+/// command with the events there: an index entry edited to name another
+/// record must not pass.
+fn indexed_position(shared: &Shared, id: EventId, head: u64) -> Result<Option<u64>, Damage> {
+    let events = &shared.trees.events;
+    let found = shared
+        .indexes
+        .read()
+        .ids
+        .positions(events, id.as_u128())
+        .map_err(|problem| Damage {
+            position: 0,
+            problem,
+        })?;
+    let Some(position) = found.into_iter().find(|position| *position <= head) else {
+        return Ok(None);
+    };
+    let record = record_bytes(events, position)?.ok_or(Damage {
+        position,
+        problem: Problem::Missing,
+    })?;
+    let event = stored_event(position, &record)?;
+    if event.envelope.event_id != id {
+        return Err(Damage {
+            position,
+            problem: Problem::IndexDisagrees("it does not hold the event id looked up"),
+        });
+    }
+    Ok(Some(position))
+}
+
 /// What recovering will make of sled, worked out before it changes
 /// anything ([`Writer::plan_recovery`]).
 struct Recovery {
@@ -1248,34 +1281,10 @@ impl Writer {
         if !self.known_ids.may_hold(id.as_u128()) {
             return Ok(None);
         }
-        let io = |damage: Damage| AppendError::Io(damage.to_string());
-        let events = &self.shared.trees.events;
-        let found = self
-            .shared
-            .indexes
-            .read()
-            .ids
-            .positions(events, id.as_u128())
-            .map_err(|problem| AppendError::Io(problem.to_string()))?;
-        let Some(position) = found.first().copied() else {
-            return Ok(None);
-        };
-        // A retry is answered with this position as where its events are:
-        // an index entry edited to name another record must not pass.
-        let record = record_bytes(events, position).map_err(io)?.ok_or_else(|| {
-            io(Damage {
-                position,
-                problem: Problem::Missing,
-            })
-        })?;
-        let event = stored_event(position, &record).map_err(io)?;
-        if event.envelope.event_id != id {
-            return Err(io(Damage {
-                position,
-                problem: Problem::IndexDisagrees("it does not hold the event id a retry looked up"),
-            }));
-        }
-        Ok(Some(position))
+        // Every group is in sled, and in the index, before the next is
+        // planned: whatever the index holds is below the group.
+        indexed_position(&self.shared, id, u64::MAX)
+            .map_err(|damage| AppendError::Io(damage.to_string()))
     }
 
     /// Checks one append against the state the group has reached and, if it
@@ -1680,6 +1689,15 @@ impl EventLog for SledLog {
         Ok(events)
     }
 
+    /// Asks the index of event ids: its segments' filters first, then a
+    /// chunk of each segment that may hold `id`. The writer's filter of
+    /// every id (`known_ids.rs`) is its own, on its thread: a lookup here
+    /// does not wait for the writer.
+    fn position_of(&self, id: EventId) -> Result<Option<u64>, Damage> {
+        let durable = self.head().position;
+        indexed_position(&self.shared, id, durable)
+    }
+
     fn stream_head(&self, stream: Stream) -> Result<u64, Damage> {
         let durable = self.head().position;
         head_of(&self.shared, &stream_key(stream), durable).map_err(|problem| Damage {
@@ -1900,7 +1918,7 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_the_index_of_event_ids_names_at_another_record_is_refused() {
+    fn a_retry_or_look_the_index_of_event_ids_names_at_another_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let log = SledLog::open(dir.path(), Options::default()).unwrap();
         log.append(vec![event(1)], Expectation::Any).unwrap();
@@ -1910,9 +1928,12 @@ mod tests {
         let refused = log.append(vec![event(3)], Expectation::Any).unwrap_err();
         let expected = Damage {
             position: 1,
-            problem: Problem::IndexDisagrees("it does not hold the event id a retry looked up"),
+            problem: Problem::IndexDisagrees("it does not hold the event id looked up"),
         };
         assert_eq!(refused, AppendError::Io(expected.to_string()));
+        // Nor does a keyed command's look for it.
+        let id = tokenledger_events::EventId::from_u128(3);
+        assert_eq!(log.position_of(id), Err(expected));
         assert_eq!(log.head().position, 2);
         // A true retry still gets its position back.
         assert_eq!(log.append(vec![event(2)], Expectation::Any), Ok(vec![2]));

@@ -21,13 +21,21 @@
 //! append fails with nothing written, the group's events are discarded
 //! ([`Projection::discard`]) and every command of the group gets the
 //! error; if its outcome is unknown, or the log does not give the events
-//! back as appended, the ledger closes, as it did for a single command.
+//! back as appended, the ledger closes, as it did for a single command
+//! (unless, on a log shared with other processes, another recorded the
+//! group's idempotency keys first, and the log wrote nothing: `once.rs`).
 //!
 //! The time is the one part of an event the log picks (it stamps each
 //! append with its clock, never earlier than the last record's time). The
 //! ledger gives the log that clock, so it reads the time first and knows
 //! what the log will stamp. Should the events read back carry another time
 //! anyway, the writer copy is rebuilt from what the log holds.
+//!
+//! # Keyed commands
+//!
+//! A command with an idempotency key is looked for in the log before it
+//! is decided, and answered from there if found (`once.rs`); a second
+//! command with the same key in one group waits for the next.
 //!
 //! # No request is left waiting
 //!
@@ -57,6 +65,7 @@ use tokenledger_store::{AppendError, Clock, Expectation, MAX_BATCH, NewEvent};
 use super::{Ledger, LedgerError, Receipt};
 use crate::command::{Command, decide};
 use crate::fresh;
+use crate::idempotency::IdempotencyKey;
 use crate::observe;
 use crate::readback::{self, Mismatch};
 
@@ -74,6 +83,9 @@ struct Request {
     id: u64,
     actor: Actor,
     command: Command,
+    /// Its idempotency key: its events' ids are derived from it, and it is
+    /// looked for in the log before it is decided (`once.rs`).
+    key: Option<IdempotencyKey>,
     reply: Sender<Answer>,
 }
 
@@ -214,7 +226,12 @@ impl Ledger {
 
     /// Hands `command` to the writer and waits for its outcome, leading
     /// when the desk is free.
-    pub(crate) fn submit(&self, actor: Actor, command: Command) -> Result<Receipt, LedgerError> {
+    pub(crate) fn submit(
+        &self,
+        actor: Actor,
+        command: Command,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Receipt, LedgerError> {
         let writer = &self.writer;
         let _entered = Appending::enter(&writer.entered);
         let id = writer.next_id.fetch_add(1, Ordering::Relaxed);
@@ -228,6 +245,7 @@ impl Ledger {
                 id,
                 actor,
                 command,
+                key,
                 reply,
             })
             .is_err()
@@ -356,7 +374,30 @@ impl Ledger {
         let mut held: Vec<(u64, Sender<Answer>, LedgerError)> = Vec::new();
         let mut requests = group.into_iter();
         let mut deferred = Vec::new();
+        // The keys of the group's commands decided: a second command with
+        // one of them waits for the next group, where it finds the first
+        // recorded (or not, if it failed).
+        let mut keys = Vec::new();
         for request in requests.by_ref() {
+            if let Some(key) = request.key {
+                if keys.contains(&key) {
+                    deferred.push(request);
+                    continue;
+                }
+                // Found: answered from the log, whatever becomes of the
+                // group, and not decided again.
+                match self.recorded_before(request.actor, &key) {
+                    Ok(None) => keys.push(key),
+                    Ok(Some(receipt)) => {
+                        reply(request.id, &request.reply, Ok(receipt));
+                        continue;
+                    }
+                    Err(error) => {
+                        reply(request.id, &request.reply, Err(error));
+                        continue;
+                    }
+                }
+            }
             let events = match group_events(&desk.projection, &request, now) {
                 Ok(events) => events,
                 Err(error) if batch.is_empty() => {
@@ -401,7 +442,8 @@ impl Ledger {
         if batch.is_empty() {
             return deferred;
         }
-        let recorded = self.append_group(desk, batch, seen, raw, &applied);
+        let keyed = !keys.is_empty();
+        let recorded = self.append_group(desk, batch, seen, raw, &applied, keyed);
         match &recorded {
             Ok(events) => {
                 let applied = seen + events.len() as u64;
@@ -415,6 +457,7 @@ impl Ledger {
                     let mine = events.get(member.from..member.to).unwrap_or_default();
                     let receipt = Receipt {
                         events: mine.to_vec(),
+                        replayed: false,
                     };
                     reply(id, &member.reply, Ok(receipt));
                 }
@@ -443,6 +486,11 @@ impl Ledger {
     /// applied to the writer copy as `applied`; confirms it and publishes
     /// it. Returns the events as the log holds them. On an error, the
     /// group's events are gone from the writer copy, or the ledger closed.
+    ///
+    /// A `keyed` group on a log other processes append to may meet one of
+    /// them recording the same key between the look and the append: the
+    /// log then takes the append for a retry and writes nothing. That is
+    /// a conflict, not a reason to close (`once.rs`).
     fn append_group(
         &self,
         desk: &mut Desk,
@@ -450,7 +498,9 @@ impl Ledger {
         seen: u64,
         raw: Timestamp,
         applied: &[Envelope],
+        keyed: bool,
     ) -> Result<Vec<Envelope>, LedgerError> {
+        let raced = keyed && self.follows;
         let count = batch.len();
         // Kept to compare with what the log gives back.
         let appended = batch.clone();
@@ -463,6 +513,9 @@ impl Ledger {
             Err(error @ (AppendError::Poisoned(_) | AppendError::Closed)) => {
                 return Err(self.close(&mut desk.projection, LedgerError::Append(error)));
             }
+            Err(AppendError::PartialRetry(_)) if raced => {
+                return Err(self.lost_race(&mut desk.projection, seen));
+            }
             Err(error) => {
                 desk.projection.discard();
                 self.applied.recording(0);
@@ -470,6 +523,9 @@ impl Ledger {
             }
         };
         let first = positions.first().copied().unwrap_or(seen + 1);
+        if raced && first != seen + 1 {
+            return Err(self.lost_race(&mut desk.projection, seen));
+        }
         let stored = match self.log.read(first, count) {
             Ok(stored) => stored,
             Err(damage) => {
@@ -482,6 +538,11 @@ impl Ledger {
             read_back,
         }) = readback::confirm(&appended, &positions, &events)
         {
+            // The same ids where they were acknowledged, holding other
+            // events: another process's, recorded under the same keys.
+            if raced && appended == read_back {
+                return Err(self.lost_race(&mut desk.projection, seen));
+            }
             let error = LedgerError::Unconfirmed {
                 appended,
                 read_back,
@@ -508,8 +569,9 @@ impl Ledger {
 }
 
 /// The events `request` causes, decided against the writer copy at `now`,
-/// each with a fresh id and checked to encode: a command the log could not
-/// take fails alone, not with the group it arrived in.
+/// each with a fresh id (or one derived from its idempotency key) and
+/// checked to encode: a command the log could not take fails alone, not
+/// with the group it arrived in.
 fn group_events(
     projection: &Projection,
     request: &Request,
@@ -528,8 +590,11 @@ fn group_events(
         }));
     }
     let mut events = Vec::with_capacity(count);
-    for event in decided.events {
-        let event_id = fresh::event_id().map_err(LedgerError::Random)?;
+    for (index, event) in (0..).zip(decided.events) {
+        let event_id = match &request.key {
+            Some(key) => key.event_id(index),
+            None => fresh::event_id().map_err(LedgerError::Random)?,
+        };
         EncodedEvent::new(event_id, request.actor, decided.company, &event)
             .map_err(|error| LedgerError::Append(AppendError::Encode(error)))?;
         events.push(NewEvent {
@@ -733,7 +798,7 @@ mod tests {
         desk.projection.apply(foreseen.clone());
         let raw = Timestamp::from_micros(5_000_000);
         let events = ledger
-            .append_group(&mut desk, vec![new], 0, raw, &[foreseen])
+            .append_group(&mut desk, vec![new], 0, raw, &[foreseen], false)
             .unwrap();
         assert_eq!(events[0].recorded_at, raw);
         let mut expected = State::new();

@@ -1,13 +1,16 @@
 //! The commands, each with the actor the caller names. Every field is
 //! parsed before anything is asked of the ledger, so bad input writes
-//! nothing; each runs once per `Idempotency-Key` (`idempotency.rs`).
+//! nothing; each runs once per `Idempotency-Key` (`idempotency.rs`), in
+//! this process and, through the ledger, across restarts and replicas:
+//! an id in a reply is read from the events recorded, never from what the
+//! handler drew, which a replayed command did not use.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
 use http::HeaderMap;
 use serde::Serialize;
-use tokenledger_authz::{Command, NewToken, fresh};
-use tokenledger_events::{Actor, Name, Role, TokenKind};
+use tokenledger_authz::{Command, LedgerError, NewToken, Receipt, fresh};
+use tokenledger_events::{Actor, Event, Name, Role, TokenKind};
 
 use crate::admin::bodies::{
     ByActor, NewCompany, NewRole, NewTeammate, NewTokenBody, NewWorkspace, PrivateAccess, Recorded,
@@ -36,37 +39,49 @@ fn random<T>(drawn: Result<T, tokenledger_authz::fresh::RandomError>) -> Result<
 }
 
 /// Runs `command` as `actor` once per idempotency key, answering the
-/// position it reached and `id`.
+/// position it reached and, for a command that `creates` something, the
+/// id of what its recorded events made.
 async fn execute(
     app: App,
     headers: &HeaderMap,
     fingerprint: [u8; 32],
     actor: Actor,
     command: Command,
-    id: Option<String>,
+    creates: bool,
 ) -> Response {
     let ledger = app.ledger.clone();
     app.idempotency
-        .run(headers, fingerprint, async move {
-            json_reply(
-                ledger
-                    .execute(actor, command)
-                    .await
-                    .map(|receipt| Recorded {
-                        id,
-                        position: receipt.position(),
-                    })
-                    .map_err(ApiError::from),
-            )
+        .run(headers, fingerprint, |key| async move {
+            let outcome = match key {
+                Some(key) => ledger.execute_once(actor, command, key).await,
+                None => ledger.execute(actor, command).await,
+            };
+            let replayed = outcome.as_ref().is_ok_and(|receipt| receipt.replayed);
+            let recorded = outcome.map(|receipt| Recorded {
+                id: creates.then(|| made(&receipt)).flatten(),
+                position: receipt.position(),
+            });
+            json_reply(recorded.map_err(ApiError::from), replayed)
         })
         .await
+}
+
+/// The id of the company, teammate or workspace a command's first event
+/// made, if it made one.
+fn made(receipt: &Receipt) -> Option<String> {
+    match &receipt.events.first()?.event {
+        Event::CompanyCreated { company, .. } => Some(company.to_string()),
+        Event::TeammateAdded { teammate, .. } => Some(teammate.to_string()),
+        Event::WorkspaceCreated { workspace, .. } => Some(workspace.to_string()),
+        _ => None,
+    }
 }
 
 /// Creates a company.
 #[utoipa::path(post, path = "/v1/companies", tag = "commands",
     security(("service_key" = [])),
     request_body = NewCompany,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -85,22 +100,14 @@ pub(crate) async fn create_company(
     let company = random(fresh::company_id())?;
     let print = fingerprint("create_company", "", &body);
     let command = Command::CreateCompany { company, name };
-    Ok(execute(
-        app,
-        &headers,
-        print,
-        Actor::System,
-        command,
-        Some(company.to_string()),
-    )
-    .await)
+    Ok(execute(app, &headers, print, Actor::System, command, true).await)
 }
 
 /// Adds a teammate to a company.
 #[utoipa::path(post, path = "/v1/teammates", tag = "commands",
     security(("service_key" = [])),
     request_body = NewTeammate,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -131,22 +138,14 @@ pub(crate) async fn add_teammate(
         name,
         role,
     };
-    Ok(execute(
-        app,
-        &headers,
-        print,
-        actor,
-        command,
-        Some(teammate.to_string()),
-    )
-    .await)
+    Ok(execute(app, &headers, print, actor, command, true).await)
 }
 
 /// Changes a teammate's role.
 #[utoipa::path(put, path = "/v1/teammates/{{teammate}}/role", tag = "commands",
     security(("service_key" = [])),
     request_body = NewRole,
-    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -171,14 +170,14 @@ pub(crate) async fn change_role(
     let actor = parse("actor", &body.actor)?;
     let print = fingerprint("change_role", &teammate, &body);
     let command = Command::ChangeRole { teammate: id, role };
-    Ok(execute(app, &headers, print, actor, command, None).await)
+    Ok(execute(app, &headers, print, actor, command, false).await)
 }
 
 /// Deactivates a teammate, for good.
 #[utoipa::path(post, path = "/v1/teammates/{{teammate}}/deactivate", tag = "commands",
     security(("service_key" = [])),
     request_body = ByActor,
-    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -198,14 +197,14 @@ pub(crate) async fn deactivate_teammate(
     let actor = parse("actor", &body.actor)?;
     let print = fingerprint("deactivate_teammate", &teammate, &body);
     let command = Command::DeactivateTeammate { teammate: id };
-    Ok(execute(app, &headers, print, actor, command, None).await)
+    Ok(execute(app, &headers, print, actor, command, false).await)
 }
 
 /// Sets a teammate's "Allow access to my individual resources via the API".
 #[utoipa::path(put, path = "/v1/teammates/{{teammate}}/private-api-access", tag = "commands",
     security(("service_key" = [])),
     request_body = PrivateAccess,
-    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("teammate" = String, Path, description = "tea_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -228,14 +227,14 @@ pub(crate) async fn set_private_access(
         teammate: id,
         allowed: body.allowed,
     };
-    Ok(execute(app, &headers, print, actor, command, None).await)
+    Ok(execute(app, &headers, print, actor, command, false).await)
 }
 
 /// Sets every teammate's private API access in a company.
 #[utoipa::path(put, path = "/v1/companies/{{company}}/private-api-access", tag = "commands",
     security(("service_key" = [])),
     request_body = PrivateAccess,
-    params(("company" = String, Path, description = "cmp_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("company" = String, Path, description = "cmp_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -258,14 +257,14 @@ pub(crate) async fn set_private_access_for_all(
         company: id,
         allowed: body.allowed,
     };
-    Ok(execute(app, &headers, print, actor, command, None).await)
+    Ok(execute(app, &headers, print, actor, command, false).await)
 }
 
 /// Creates a shared workspace.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "commands",
     security(("service_key" = [])),
     request_body = NewWorkspace,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -290,29 +289,25 @@ pub(crate) async fn create_workspace(
         workspace,
         name,
     };
-    Ok(execute(
-        app,
-        &headers,
-        print,
-        actor,
-        command,
-        Some(workspace.to_string()),
-    )
-    .await)
+    Ok(execute(app, &headers, print, actor, command, true).await)
 }
 
 /// Creates a token; its secret is in the reply, which a retry with the
-/// same `Idempotency-Key` repeats rather than making a second token.
+/// same `Idempotency-Key` repeats rather than making a second token. After
+/// a restart, or on another replica, the retry is answered from the log:
+/// with the server's sealing key, the first token and its secret (recorded
+/// as a reveal); without one, a 409 naming the token and its position,
+/// since its secret was shown once.
 #[utoipa::path(post, path = "/v1/tokens", tag = "commands",
     security(("service_key" = [])),
     request_body = NewTokenBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = SecretReply),
         (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "Refused as a conflict; or a creation retried with its key after a restart, or on another replica, without the sealing key: the token exists, and its secret was shown once"),
         (status = 413, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
@@ -348,18 +343,21 @@ pub(crate) async fn create_token(
     let ledger = app.ledger.clone();
     Ok(app
         .idempotency
-        .run(&headers, print, async move {
-            json_reply(
-                ledger
-                    .create_token(actor, new)
-                    .await
-                    .map(|created| SecretReply {
-                        token: created.token.to_string(),
-                        secret: created.secret.expose().to_owned(),
-                        position: created.receipt.position(),
-                    })
-                    .map_err(ApiError::from),
-            )
+        .run(&headers, print, |key| async move {
+            let outcome = match key {
+                Some(key) => ledger.create_token_once(actor, new, key).await,
+                None => ledger.create_token(actor, new).await,
+            };
+            let replayed = match &outcome {
+                Ok(created) => created.receipt.replayed,
+                Err(error) => matches!(error, LedgerError::SecretShownOnce { .. }),
+            };
+            let reply = outcome.map(|created| SecretReply {
+                token: created.token.to_string(),
+                secret: created.secret.expose().to_owned(),
+                position: created.receipt.position(),
+            });
+            json_reply(reply.map_err(ApiError::from), replayed)
         })
         .await)
 }
@@ -369,7 +367,7 @@ pub(crate) async fn create_token(
 #[utoipa::path(post, path = "/v1/tokens/{{token}}/reveal", tag = "commands",
     security(("service_key" = [])),
     request_body = ByActor,
-    params(("token" = String, Path, description = "tok_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+    params(("token" = String, Path, description = "tok_…"), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and reveals nothing again; after a restart, or on another replica, it is a reveal of its own, recorded")),
     responses(
         (status = 200, body = SecretReply),
         (status = 400, body = ErrorEnvelope),
@@ -389,20 +387,18 @@ pub(crate) async fn reveal_token(
     let actor = parse("actor", &body.actor)?;
     let print = fingerprint("reveal_token", &token, &body);
     let ledger = app.ledger.clone();
+    // Not keyed in the ledger: each reveal that shows the secret is
+    // recorded, a retry after a restart too, so the history says who saw
+    // it how often.
     Ok(app
         .idempotency
-        .run(&headers, print, async move {
-            json_reply(
-                ledger
-                    .reveal(actor, id)
-                    .await
-                    .map(|secret| SecretReply {
-                        token: id.to_string(),
-                        secret: secret.expose().to_owned(),
-                        position: 0,
-                    })
-                    .map_err(ApiError::from),
-            )
+        .run(&headers, print, |_| async move {
+            let reply = ledger.reveal(actor, id).await.map(|secret| SecretReply {
+                token: id.to_string(),
+                secret: secret.expose().to_owned(),
+                position: 0,
+            });
+            json_reply(reply.map_err(ApiError::from), false)
         })
         .await)
 }
@@ -411,7 +407,7 @@ pub(crate) async fn reveal_token(
 #[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "commands",
     security(("service_key" = [])),
     params(("token" = String, Path, description = "tok_…"), ByActor,
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply, and runs nothing again")),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key repeats the reply (marked `idempotent-replayed: true`) and runs nothing again, also after a restart or on another replica sharing the log")),
     responses(
         (status = 200, body = Recorded),
         (status = 400, body = ErrorEnvelope),
@@ -431,5 +427,5 @@ pub(crate) async fn delete_token(
     let actor = parse("actor", &query.actor)?;
     let print = fingerprint("delete_token", &token, &query);
     let command = Command::DeleteToken { token: id };
-    Ok(execute(app, &headers, print, actor, command, None).await)
+    Ok(execute(app, &headers, print, actor, command, false).await)
 }

@@ -31,6 +31,8 @@ pub struct Running {
     pub api: Api,
     pub ledger: Arc<Ledger>,
     pub dir: tempfile::TempDir,
+    limits: Limits,
+    options: LedgerOptions,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<bool>>,
 }
@@ -55,8 +57,43 @@ impl Running {
 
     pub async fn start_full(limits: Limits, options: LedgerOptions) -> Running {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let ledger =
-            Arc::new(Ledger::open_with(&dir.path().join("data"), options).expect("a ledger"));
+        Running::start_in(dir, limits, options).await
+    }
+
+    /// Stops the server, closes its ledger, and starts both again on the
+    /// same data directory, on another port: what the process knew in
+    /// memory is gone.
+    pub async fn restart(mut self) -> Running {
+        assert!(self.stop().await, "the server stopped with work in flight");
+        let Running {
+            ledger,
+            dir,
+            limits,
+            options,
+            ..
+        } = self;
+        // The last handle closes the log; tasks the server ran may hold
+        // one for a moment after it stopped.
+        let mut ledger = ledger;
+        for _ in 0..1000 {
+            match Arc::try_unwrap(ledger) {
+                Ok(closed) => {
+                    drop(closed);
+                    return Running::start_in(dir, limits, options).await;
+                }
+                Err(shared) => {
+                    ledger = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        panic!("the ledger is still held 10 s after the server stopped");
+    }
+
+    async fn start_in(dir: tempfile::TempDir, limits: Limits, options: LedgerOptions) -> Running {
+        let ledger = Arc::new(
+            Ledger::open_with(&dir.path().join("data"), options.clone()).expect("a ledger"),
+        );
         let keys = ServiceKeys::new(CHECK_KEY.as_bytes(), ADMIN_KEY.as_bytes()).expect("keys");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         let server = Server::bind(addr, Arc::clone(&ledger), keys, limits, None)
@@ -71,6 +108,8 @@ impl Running {
             api,
             ledger,
             dir,
+            limits,
+            options,
             stop: Some(stop),
             served: Some(served),
         }

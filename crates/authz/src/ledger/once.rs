@@ -1,0 +1,180 @@
+//! Commands run once per idempotency key, across restarts and processes.
+//!
+//! A keyed command's events get ids derived from its key
+//! ([`IdempotencyKey::event_id`]), so the log recognises them. Before
+//! deciding a keyed command, the writer looks for its first id in the log
+//! ([`EventLog::position_of`](tokenledger_store::EventLog::position_of)):
+//! found, the command is not decided again, and is answered with the
+//! events recorded then, as a replayed receipt. Two commands with one key
+//! in one group: the second waits for the next group, where it finds the
+//! first recorded.
+//!
+//! On a log shared with other processes, one of them may record the same
+//! key between this process's look and its append. The log then takes the
+//! append for a retry: it writes nothing and answers the original
+//! positions (every id of the group recorded), or refuses a partial retry
+//! (the group held other commands too). Either way nothing of the group
+//! was written, so its events are discarded from the writer copy and each
+//! of its commands gets a conflict, which `submit_again_on_conflict`
+//! catches: it catches up and submits again, and the look finds the key.
+//! Where one process owns the log (sled), the look is made with the
+//! writer's desk held and nothing else appends, so this cannot happen; if
+//! the log answered so anyway, the ledger closes, as for any append not
+//! given back as made.
+
+use tokenledger_events::{Actor, CompanyId, Envelope, Event, TokenId};
+use tokenledger_projection::Projection;
+use tokenledger_store::{AppendError, Damage, Expectation, MAX_BATCH, Problem};
+
+use super::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
+use crate::command::Command;
+use crate::idempotency::IdempotencyKey;
+
+/// Events read at once when gathering a replayed command's events.
+const CHUNK: usize = 64;
+
+impl Ledger {
+    /// As [`Ledger::execute`], once per `key`: if a command with this key
+    /// was recorded (by this process, before a restart, or by another
+    /// process sharing the log), `command` is not decided, and the receipt
+    /// holds the events recorded then, with [`Receipt::replayed`] set. The
+    /// key must be made with a fingerprint of the whole request
+    /// ([`IdempotencyKey`]): the same key with another fingerprint runs
+    /// as a new command. A key that names events another actor caused is
+    /// refused ([`LedgerError::KeyReused`]).
+    ///
+    /// A command that draws ids of its own (a company's, say) is decided
+    /// with them only the first time: on a replay, read the ids from the
+    /// receipt's events, never from the command.
+    pub fn execute_once(
+        &self,
+        actor: Actor,
+        command: Command,
+        key: IdempotencyKey,
+    ) -> Result<Receipt, LedgerError> {
+        self.execute_keyed(actor, command, Some(key))
+    }
+
+    /// As [`Ledger::create_token`], once per `key` (see
+    /// [`Ledger::execute_once`]). A creation sent again finds the token
+    /// the first made, and answers its id, never the one drawn for this
+    /// call (whose secret is dropped unseen): with a sealing key, its
+    /// secret, unsealed from the creation and shown through
+    /// [`Ledger::reveal`], so the history records who saw it again; without
+    /// one, [`LedgerError::SecretShownOnce`]. The receipt is the
+    /// creation's, replayed.
+    pub fn create_token_once(
+        &self,
+        actor: Actor,
+        new: NewToken,
+        key: IdempotencyKey,
+    ) -> Result<CreatedToken, LedgerError> {
+        let company = new.company;
+        let (token, secret, command) = self.token_to_create(new)?;
+        let receipt = self.execute_once(actor, command, key)?;
+        if !receipt.replayed {
+            return Ok(CreatedToken {
+                token,
+                secret,
+                receipt,
+            });
+        }
+        drop(secret);
+        let position = receipt.position();
+        let token = created_token(&receipt.events, company).ok_or(LedgerError::KeyReused {
+            position: receipt.events.first().map_or(position, |e| e.position),
+        })?;
+        match self.reveal(actor, token) {
+            Ok(secret) => Ok(CreatedToken {
+                token,
+                secret,
+                receipt,
+            }),
+            Err(LedgerError::SecretNotKept(_)) => {
+                Err(LedgerError::SecretShownOnce { token, position })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The events a command keyed by `key` recorded, as a replayed
+    /// receipt, if the log holds them: from the position of the first
+    /// derived id, those that carry the derived ids in order (one
+    /// command's events are appended together, so they lie together).
+    /// Refused if `actor` did not cause them.
+    pub(super) fn recorded_before(
+        &self,
+        actor: Actor,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, LedgerError> {
+        let Some(first) = self
+            .log
+            .position_of(key.event_id(0))
+            .map_err(LedgerError::Damaged)?
+        else {
+            return Ok(None);
+        };
+        let mut events: Vec<Envelope> = Vec::new();
+        'read: while events.len() < MAX_BATCH {
+            let from = first + events.len() as u64;
+            let read = self.log.read(from, CHUNK).map_err(LedgerError::Damaged)?;
+            let whole = read.len() == CHUNK;
+            for stored in read {
+                if stored.envelope.event_id != key.event_id(events.len() as u64) {
+                    break 'read;
+                }
+                events.push(stored.envelope);
+            }
+            if !whole {
+                break;
+            }
+        }
+        if events.is_empty() {
+            return Err(LedgerError::Damaged(Damage {
+                position: first,
+                problem: Problem::Missing,
+            }));
+        }
+        if events.iter().any(|event| event.actor != actor) {
+            return Err(LedgerError::KeyReused { position: first });
+        }
+        Ok(Some(Receipt {
+            events,
+            replayed: true,
+        }))
+    }
+
+    /// `receipt`, once the state readers see has applied it, as a command's
+    /// own receipt is: a replayed one may name events another process
+    /// recorded, which this one's follower has not applied yet.
+    pub(super) fn applied_through(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
+        if self.applied.get() < receipt.position() {
+            self.catch_up_now()?;
+        }
+        Ok(receipt)
+    }
+
+    /// A keyed group that met another process's events under its keys:
+    /// nothing of it was written. Its events leave the writer copy, and
+    /// its commands get a conflict, so that they catch up and are
+    /// submitted again.
+    pub(super) fn lost_race(&self, projection: &mut Projection, seen: u64) -> LedgerError {
+        projection.discard();
+        self.applied.recording(0);
+        LedgerError::Append(AppendError::Conflict {
+            expected: Expectation::Head(seen),
+            found: self.log.head().position,
+        })
+    }
+}
+
+/// The token whose creation in `company` `events` record, if they do.
+fn created_token(events: &[Envelope], company: CompanyId) -> Option<TokenId> {
+    match events {
+        [created] if created.company == company => match created.event {
+            Event::TokenCreated { token, .. } => Some(token),
+            _ => None,
+        },
+        _ => None,
+    }
+}
