@@ -19,7 +19,9 @@
 //! points (`FaultPoint`): after a frame's write and after its sync, after
 //! a settle's batch, after sled's flush, after the files' sync, between
 //! compaction's two renames and once its copy is in place; each once
-//! dropping what was not synced and once keeping it.
+//! dropping what was not synced and once keeping it. And twice after a
+//! settle of records of about 48 KiB (`LARGE`), where sled has written
+//! leaves to files of their own (blobs), which only the store syncs.
 //!
 //! Before all that, on a log of their own, the moments where only
 //! some syncs matter (`first_steps`): a new log crashed at its first and
@@ -30,7 +32,7 @@
 //! last unsynced write only: an undo's zeros, or sled's configuration
 //! file's checksum.
 //!
-//! 40 random crash points and 31 at fault points and failed writes by
+//! 40 random crash points and 35 at fault points and failed writes by
 //! default (under a minute in a debug build);
 //! `TOKENLEDGER_POWER_LOSS_ITERATIONS` asks for more random ones,
 //! `TOKENLEDGER_POWER_LOSS_SEED` repeats a run's choices (not its
@@ -75,7 +77,7 @@ mod common;
 #[path = "power_loss/model.rs"]
 mod model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,6 +90,7 @@ use common::crash::{
     child, new_batch, nonce, read_child, signed_if_asked,
 };
 use model::{Loss, Model};
+use tokenledger_events::*;
 use tokenledger_store::*;
 
 /// What crashes do to what was not synced, by default: everything the
@@ -141,6 +144,23 @@ const CRASH_POINTS: [(&str, u32); 12] = [
     ("Swap", 1),
     ("Swapped", 1),
 ];
+
+/// Set, the crashing child's batches each hold a record of about 48 KiB
+/// (`large_batch`): a page of the log is then one such record, and a leaf
+/// of sled holding three of them passes the size (a quarter of a 512 KiB
+/// segment) over which sled writes the leaf to a file of its own, in
+/// `blobs/`. Only `DurableFiles::sync` makes those files durable.
+const LARGE: &str = "TOKENLEDGER_POWER_LOSS_LARGE";
+
+/// Workspaces in the scope of `large_batch`'s token: 16 bytes each.
+const LARGE_SCOPE: u128 = 3_000;
+
+/// Crash points of the child with large records (`LARGE`), each once
+/// dropping what was not synced and once keeping it: after the journal
+/// was emptied at the 14th and 20th settles, when sled has written leaves
+/// to blob files (it consolidates a leaf every ten changes, and splits it
+/// at seventeen keys) and the journal no longer holds their records.
+const LARGE_CRASH_POINTS: [(&str, u32); 2] = [("HeaderCopied", 28), ("HeaderCopied", 40)];
 
 fn fault_point(name: &str) -> FaultPoint {
     match name {
@@ -228,15 +248,46 @@ fn child_crashing(dir: &Path) {
             println!("compacted");
         }
     }
+    let large = std::env::var_os(LARGE).is_some();
     let log = SledLog::open(dir, options).unwrap();
     println!("open");
     let nonce = nonce();
     for batch in 0.. {
-        let events = new_batch(nonce, 0, batch);
+        let events = if large {
+            large_batch(nonce, batch)
+        } else {
+            new_batch(nonce, 0, batch)
+        };
         let first = events[0].event_id;
         let positions = log.append(events, Expectation::Any).unwrap();
         acknowledge(first, positions[0]);
     }
+}
+
+/// `new_batch`'s batch of thread 0, its token's event a `TokenCreated`
+/// whose scope names [`LARGE_SCOPE`] workspaces: a record of about 48 KiB,
+/// in the same streams.
+fn large_batch(nonce: u128, batch: u128) -> Vec<NewEvent> {
+    let mut events = new_batch(nonce, 0, batch);
+    let token = events[1].event.token().unwrap();
+    let workspaces = (1..=LARGE_SCOPE).map(WorkspaceId::from_u128).collect();
+    events[1].event = Event::TokenCreated {
+        token,
+        name: Name::new("power loss").unwrap(),
+        kind: TokenKind::ApiToken,
+        scope: TokenScope {
+            features: BTreeSet::new(),
+            namespaces: Namespaces {
+                shared: SharedNamespace::Workspaces(workspaces),
+                ..Namespaces::none()
+            },
+            grants: Grants::NONE,
+        },
+        secret_digest: SecretDigest::from_bytes([1; 32]),
+        sealed_secret: None,
+        expires_at: None,
+    };
+    events
 }
 
 /// Appends from one thread until the write `FAIL_WRITE` names fails;
@@ -487,13 +538,31 @@ fn parent() {
         // What the check's open wrote, through no shim, is durable.
         model = Model::snapshot(&watched);
     }
-    for (name, nth) in CRASH_POINTS {
+    let points = CRASH_POINTS
+        .iter()
+        .map(|point| (point, false))
+        .chain(LARGE_CRASH_POINTS.iter().map(|point| (point, true)));
+    for ((name, nth), large) in points {
         for loss in [Loss::Drop, Loss::KeepAll] {
-            let (acks, _) = children.until_abort(&dir, &[(CRASH_AT, format!("{name}:{nth}"))]);
+            let mut env = vec![(CRASH_AT, format!("{name}:{nth}"))];
+            if large {
+                env.push((LARGE, "1".to_owned()));
+            }
+            let (acks, _) = children.until_abort(&dir, &env);
             acknowledged.extend(acks);
-            println!("crash point {name}:{nth}: {loss:?}");
+            // The point of the large records: sled wrote leaves to blobs.
+            let io = std::fs::read(&shim_log).unwrap_or_default();
+            assert!(
+                !large || io.windows(7).any(|name| name == b"/blobs/"),
+                "crash point {name}:{nth} with large records: sled wrote no blob"
+            );
+            let point = format!(
+                "{name}:{nth}{}, {loss:?}",
+                if large { " with large records" } else { "" }
+            );
+            println!("crash point {point}");
             syncs += crash(&mut model, &shim_log, loss, &mut rng);
-            check_with(&dir, signed(), &acknowledged, iterations + deterministic);
+            check_with(&dir, signed(), &acknowledged, &point);
             model = Model::snapshot(&watched);
             deterministic += 1;
         }
@@ -585,7 +654,9 @@ fn crash(model: &mut Model, shim_log: &Path, loss: Loss, rng: &mut Rng) -> usize
 /// header and sled's configuration file must be whole (each file's last
 /// write lost, `AllButLast`, tears sled's). The same log crashed at its
 /// second settle, once it holds records: the signed head its open wrote,
-/// the only one there is, must be there. A frame write that fails after
+/// the only one there is, must be there, and so must the records, now in
+/// sled alone (whose files' names only the open's sync of its directory
+/// made durable: sled writes no snapshot for a new database). A frame write that fails after
 /// its bytes went out: the undo's zeros must be synced before the append
 /// fails, or a crash keeping the frame and losing the zeros brings back a
 /// batch reported as never written. A checkpoint of the state, saved
@@ -604,10 +675,11 @@ fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mu
     ] {
         let _ = std::fs::remove_dir_all(&first);
         *model = Model::snapshot(&children.watched);
-        children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
-        println!("crash point new log, {point}: {loss:?}");
+        let (acks, _) = children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
+        let point = format!("new log, {point}, {loss:?}");
+        println!("crash point {point}");
         syncs += crash(model, &children.log, loss, rng);
-        check_with(&first, signed(), &BTreeMap::new(), *steps);
+        check_with(&first, signed(), &acks.into_iter().collect(), &point);
         *steps += 1;
     }
     *model = Model::snapshot(&children.watched);
@@ -623,10 +695,11 @@ fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mu
         "the failed write was not reported: {others:?}"
     );
     let mut acknowledged: BTreeMap<u128, u64> = acks.into_iter().collect();
-    println!("crash point a failed write: AllButLast");
+    let point = "a failed write, AllButLast";
+    println!("crash point {point}");
     syncs += crash(model, &children.log, Loss::AllButLast, rng);
-    check_with(&first, signed(), &acknowledged, *steps);
-    check_gone(&first, &failed, *steps);
+    check_with(&first, signed(), &acknowledged, point);
+    check_gone(&first, &failed, point);
     *steps += 1;
     *model = Model::snapshot(&children.watched);
     let (acks, others) = children.until_abort(&first, &[(STATE, "3".to_owned())]);
@@ -637,19 +710,21 @@ fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mu
         .map(|position| position.parse::<u64>().unwrap())
         .max()
         .expect("the state child saved no state");
-    println!("crash point a state saved: Drop");
+    let point = "a state saved, Drop";
+    println!("crash point {point}");
     syncs += crash(model, &children.log, Loss::Drop, rng);
-    check_with(&first, signed(), &acknowledged, *steps);
-    check_state(&first, saved, *steps);
+    check_with(&first, signed(), &acknowledged, point);
+    check_state(&first, saved, point);
     *steps += 1;
     for point in ["Sync:1", "HeaderCopied:1"] {
         to_format_3(&first);
         *model = Model::snapshot(&children.watched);
         let (acks, _) = children.until_abort(&first, &[(CRASH_AT, point.to_owned())]);
         acknowledged.extend(acks);
-        println!("crash point a journal of format 3, {point}: Drop");
+        let point = format!("a journal of format 3, {point}, Drop");
+        println!("crash point {point}");
         syncs += crash(model, &children.log, Loss::Drop, rng);
-        check_with(&first, signed(), &acknowledged, *steps);
+        check_with(&first, signed(), &acknowledged, &point);
         *steps += 1;
     }
     std::fs::remove_dir_all(&first).unwrap();
@@ -658,13 +733,13 @@ fn first_steps(children: &Children, model: &mut Model, rng: &mut Rng, steps: &mu
 
 /// Checks that no event of a batch whose first event id is in `failed`
 /// is in the log in `dir`: its append failed, with nothing written.
-fn check_gone(dir: &Path, failed: &[u128], step: usize) {
+fn check_gone(dir: &Path, failed: &[u128], point: &str) {
     let log = SledLog::open(dir, signed()).unwrap();
     for event in log.read(1, usize::MAX).unwrap() {
         let id = event.envelope.event_id.as_u128();
         assert!(
             !failed.iter().any(|first| batch_of(*first) == batch_of(id)),
-            "crash point {step}: event {id}, of a batch whose append failed, is in the log"
+            "kill point {point}: event {id}, of a batch whose append failed, is in the log"
         );
     }
     drop(log);
@@ -673,24 +748,22 @@ fn check_gone(dir: &Path, failed: &[u128], step: usize) {
 
 /// Checks that the state checkpoint the child said it saved at `position`
 /// reads back whole in `dir`.
-fn check_state(dir: &Path, position: u64, iteration: usize) {
+fn check_state(dir: &Path, position: u64, point: &str) {
     let states = StateFiles::new(dir, Some(checkpoint_key()));
     let file = states
         .list()
         .unwrap()
         .into_iter()
         .find(|file| file.position == position)
-        .unwrap_or_else(|| {
-            panic!("crash point {iteration}: the state saved at {position} is gone")
-        });
+        .unwrap_or_else(|| panic!("kill point {point}: the state saved at {position} is gone"));
     let (head, payload) = states
         .read_with(&file, <[u8]>::to_vec)
-        .unwrap_or_else(|e| panic!("crash point {iteration}: the state saved at {position}: {e}"));
+        .unwrap_or_else(|e| panic!("kill point {point}: the state saved at {position}: {e}"));
     assert_eq!(head.position, position);
     assert_eq!(
         payload,
         state_payload(position),
-        "crash point {iteration}: the state saved at {position}"
+        "kill point {point}: the state saved at {position}"
     );
 }
 

@@ -155,8 +155,10 @@ impl Rng {
     }
 }
 
-pub fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, iteration: usize) {
-    check_with(dir, Options::default(), acknowledged, iteration);
+/// Checks the log in `dir` against every acknowledged batch; a failure
+/// names the kill point `point`.
+pub fn check(dir: &Path, acknowledged: &BTreeMap<u128, u64>, point: impl std::fmt::Display) {
+    check_with(dir, Options::default(), acknowledged, point);
 }
 
 /// [`check`], opening the log with `options`.
@@ -164,13 +166,13 @@ pub fn check_with(
     dir: &Path,
     options: Options,
     acknowledged: &BTreeMap<u128, u64>,
-    iteration: usize,
+    point: impl std::fmt::Display,
 ) {
     let log = SledLog::open(dir, options)
-        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not reopen: {e}"));
+        .unwrap_or_else(|e| panic!("kill point {point}: the log does not reopen: {e}"));
     let verified = log
         .verify()
-        .unwrap_or_else(|e| panic!("kill point {iteration}: the log does not verify: {e}"));
+        .unwrap_or_else(|e| panic!("kill point {point}: the log does not verify: {e}"));
     let events = log.read(1, usize::MAX).unwrap();
     assert_eq!(events.len() as u64, verified.records);
     let by_position: BTreeMap<u64, u128> = events
@@ -181,7 +183,7 @@ pub fn check_with(
         assert_eq!(
             by_position.get(position),
             Some(id),
-            "kill point {iteration}: acknowledged event {id} is not at position {position}"
+            "kill point {point}: acknowledged event {id} is not at position {position}"
         );
     }
     // Each company's stream and each token's holds exactly its events,
@@ -202,15 +204,15 @@ pub fn check_with(
                 .collect();
             let found: Vec<u64> = log
                 .read_stream(stream, 1, usize::MAX)
-                .unwrap_or_else(|e| panic!("kill point {iteration}: {stream} does not read: {e}"))
+                .unwrap_or_else(|e| panic!("kill point {point}: {stream} does not read: {e}"))
                 .iter()
                 .map(|e| e.envelope.position)
                 .collect();
-            assert_eq!(found, expected, "kill point {iteration}: {stream}");
+            assert_eq!(found, expected, "kill point {point}: {stream}");
             assert_eq!(
                 log.stream_head(stream).unwrap(),
                 expected.last().copied().unwrap_or(0),
-                "kill point {iteration}: the head of {stream}"
+                "kill point {point}: the head of {stream}"
             );
         }
     }
@@ -227,7 +229,7 @@ pub fn check_with(
         assert_eq!(
             positions,
             (first..first + BATCH as u64).collect::<Vec<_>>(),
-            "kill point {iteration}: batch {batch} is partly there"
+            "kill point {point}: batch {batch} is partly there"
         );
     }
     // sled's threads finish closing in the background: what they write
