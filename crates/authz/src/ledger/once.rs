@@ -17,6 +17,12 @@
 //! was written, so its events are discarded from the writer copy and each
 //! of its commands gets a conflict, which `submit_again_on_conflict`
 //! catches: it catches up and submits again, and the look finds the key.
+//! The original positions need not be contiguous (the other process may
+//! have recorded the keys in separate groups); a write under the head
+//! lands at exactly the positions after it, so any other answer is a
+//! retry's. Only a group whose every command placed in it is keyed can be
+//! answered so by a race: a random id no other process holds, so a group
+//! with one whose ids the log answers as all found closes the ledger.
 //! Where one process owns the log (sled), the look is made with the
 //! writer's desk held and nothing else appends, so this cannot happen; if
 //! the log answered so anyway, the ledger closes, as for any append not
