@@ -112,7 +112,7 @@ fn ledger_status(error: &LedgerError) -> StatusCode {
         LedgerError::BeyondHead { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::SecretNotKept(_) => StatusCode::CONFLICT,
         // A creation answered from the log: the token exists, its secret
-        // was shown once.
+        // was in the first reply.
         LedgerError::SecretShownOnce { .. } => StatusCode::CONFLICT,
         // As this process answers a key it remembers with another request.
         LedgerError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -33,7 +33,7 @@ use tokenledger_projection::Projection;
 use tokenledger_store::{AppendError, Damage, Expectation, MAX_BATCH, Problem};
 
 use super::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
-use crate::command::Command;
+use crate::command::{Command, CommandError};
 use crate::idempotency::IdempotencyKey;
 
 /// Events read at once when gathering a replayed command's events.
@@ -67,8 +67,10 @@ impl Ledger {
     /// call (whose secret is dropped unseen): with a sealing key, its
     /// secret, unsealed from the creation and shown through
     /// [`Ledger::reveal`], so the history records who saw it again; without
-    /// one, [`LedgerError::SecretShownOnce`]. The receipt is the
-    /// creation's, replayed.
+    /// one, or if the token has since been deleted or has expired (so the
+    /// reveal is refused), [`LedgerError::SecretShownOnce`], naming the
+    /// token: not a refusal about a token the client may never have
+    /// learned of. The receipt is the creation's, replayed.
     pub fn create_token_once(
         &self,
         actor: Actor,
@@ -96,9 +98,12 @@ impl Ledger {
                 secret,
                 receipt,
             }),
-            Err(LedgerError::SecretNotKept(_)) => {
-                Err(LedgerError::SecretShownOnce { token, position })
-            }
+            Err(
+                LedgerError::SecretNotKept(_)
+                | LedgerError::Refused(
+                    CommandError::TokenDeleted { .. } | CommandError::TokenExpired { .. },
+                ),
+            ) => Err(LedgerError::SecretShownOnce { token, position }),
             Err(error) => Err(error),
         }
     }
