@@ -158,9 +158,12 @@ pub enum LedgerError {
     SecretNotKept(TokenId),
     /// A token's creation sent again with the same idempotency key
     /// ([`Ledger::create_token_once`]) found the token created by the
-    /// first: nothing was created, and its secret, shown once then,
-    /// cannot be shown again, since this ledger keeps no sealing key
-    /// (or kept none when the token was created).
+    /// first: nothing was created. Its secret was in the reply to the
+    /// first (which the client may never have received, after a crash
+    /// between the append and the reply) and is not kept in plain text: it
+    /// cannot be shown again, since this ledger keeps no sealing key (or
+    /// kept none when the token was created), or the token has since been
+    /// deleted or has expired, so a reveal is refused.
     SecretShownOnce {
         /// The token the first creation made.
         token: TokenId,
@@ -277,7 +280,7 @@ impl fmt::Display for LedgerError {
             ),
             LedgerError::SecretShownOnce { token, position } => write!(
                 f,
-                "`{token}` was created at log position {position} by an earlier request with this idempotency key, and its secret was shown once, then; it cannot be shown again without the sealing key (reveal needs it)"
+                "`{token}` was created at log position {position} by an earlier request with this idempotency key; its secret was in the reply to that request and is not kept in plain text, so it can be shown again only by a reveal, which needs the sealing key and a token neither deleted nor expired"
             ),
             LedgerError::KeyReused { position } => write!(
                 f,

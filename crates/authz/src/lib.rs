@@ -108,7 +108,7 @@ pub use tokenledger_projection::{
     decode_checkpoint, encode_checkpoint,
 };
 pub use tokenledger_store::{
-    CheckpointKey, Compacted, Damage, Head, OpenError, Options, ParseHeadError, StoredEvent,
-    Verified, hex,
+    AppendError, CheckpointKey, Compacted, Damage, Expectation, Head, OpenError, Options,
+    ParseHeadError, StoredEvent, Verified, hex,
 };
 pub use transfer::TransferError;

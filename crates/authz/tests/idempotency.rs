@@ -123,7 +123,7 @@ fn a_token_created_again_with_its_key_and_a_sealing_key_shows_the_original_and_r
 }
 
 #[test]
-fn a_token_created_again_with_its_key_and_no_sealing_key_says_its_secret_was_shown_once() {
+fn a_token_created_again_with_its_key_and_no_sealing_key_names_it_and_shows_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let (company, admin) = a_company(&ledger);
@@ -146,6 +146,40 @@ fn a_token_created_again_with_its_key_and_no_sealing_key_says_its_secret_was_sho
     }
     assert_eq!(ledger.head(), head, "nothing recorded");
     assert_eq!(tokens(&ledger, company), 1);
+}
+
+#[test]
+fn a_token_created_again_with_its_key_after_its_deletion_names_it_and_reveals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), with_sealing_key()).unwrap();
+    let (company, admin) = a_company(&ledger);
+    let by = Actor::Teammate(admin);
+    let key = IdempotencyKey::new(b"create-1", b"POST /v1/tokens {...}");
+    let created = ledger
+        .create_token_once(by, new_tags_token(company), key)
+        .unwrap();
+    let delete = Command::DeleteToken {
+        token: created.token,
+    };
+    ledger.execute(by, delete).unwrap();
+    let head = ledger.head();
+    let again = ledger
+        .create_token_once(by, new_tags_token(company), key)
+        .unwrap_err();
+    match &again {
+        LedgerError::SecretShownOnce { token, position } => {
+            assert_eq!(*token, created.token);
+            assert_eq!(*position, created.receipt.position());
+        }
+        other => panic!("{other}"),
+    }
+    let message = again.to_string();
+    assert!(
+        message.contains("in the reply to that request"),
+        "{message}"
+    );
+    assert!(message.contains("not kept in plain text"), "{message}");
+    assert_eq!(ledger.head(), head, "nothing recorded");
 }
 
 #[test]

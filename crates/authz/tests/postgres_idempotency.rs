@@ -35,7 +35,7 @@ fn replica(database: &Database, sealed: bool) -> Arc<Ledger> {
 
 /// The token a keyed creation answers, and its secret if shown: without
 /// a sealing key, a creation sent again says the token exists and its
-/// secret was shown once.
+/// secret was in the first reply.
 fn created_once(
     ledger: &Ledger,
     by: Actor,

@@ -10,8 +10,9 @@
 //!
 //! INVARIANT (ack-after-commit): an append is answered `Ok` only once
 //! `COMMIT` has returned, or, when the connection failed during `COMMIT`,
-//! once a new connection has found the group's events; otherwise it
-//! fails, saying whether anything may have been written.
+//! once a new connection has found the group's first record, byte for
+//! byte, where the group put it; otherwise it fails, saying whether
+//! anything may have been written.
 //!
 //! Requests that arrive while a group commits form the next group: one
 //! commit, and one wait for the WAL's flush, covers them all.
@@ -99,13 +100,24 @@ enum Failure {
     /// Before `COMMIT`: nothing was written.
     Before(postgres::Error),
     /// `COMMIT` failed: written or not, to be found out by looking for
-    /// `first_new`; if written, the outcomes and head are as planned.
+    /// `first`; if written, the outcomes and head are as planned.
     Commit {
         error: postgres::Error,
-        first_new: EventId,
+        first: First,
         outcomes: Outcomes,
         head: Head,
     },
+}
+
+/// The first record a group planned, and where: what only this group's
+/// transaction writes. Its event id is not: a keyed command's id is
+/// derived from its idempotency key, and another process may commit the
+/// same id meanwhile, in a group of its own. The record's bytes hold the
+/// chain hash before it, its time and its event, so the record another
+/// group wrote at that position differs.
+struct First {
+    position: u64,
+    record: Vec<u8>,
 }
 
 impl From<postgres::Error> for Failure {
@@ -190,12 +202,12 @@ impl Writer {
             Err(Failure::Before(error)) => everyone(self.io(&describe(&error))),
             Err(Failure::Commit {
                 error,
-                first_new,
+                first,
                 outcomes,
                 head,
             }) => {
                 self.client = None;
-                match self.resolve(first_new) {
+                match self.resolve(&first) {
                     Ok(true) => {
                         self.known.advance(head);
                         outcomes
@@ -211,16 +223,16 @@ impl Writer {
         }
     }
 
-    /// Whether an event of a group whose `COMMIT` failed is in the log.
-    /// A server that is restarting (the usual reason a `COMMIT` fails) is
-    /// asked again for up to [`RESOLVE_FOR`], so that the append fails
-    /// cleanly or succeeds rather than leaving its outcome unknown, which
-    /// closes the ledger.
-    fn resolve(&mut self, id: EventId) -> Result<bool, String> {
+    /// Whether the group whose `COMMIT` failed, and whose first record is
+    /// `first`, is in the log. A server that is restarting (the usual
+    /// reason a `COMMIT` fails) is asked again for up to [`RESOLVE_FOR`],
+    /// so that the append fails cleanly or succeeds rather than leaving
+    /// its outcome unknown, which closes the ledger.
+    fn resolve(&mut self, first: &First) -> Result<bool, String> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.look_for(id) {
+            match self.look_for(first) {
                 Ok(found) => return Ok(found),
                 Err(error) if started.elapsed() + pause > RESOLVE_FOR => return Err(error),
                 Err(_) => {
@@ -231,17 +243,23 @@ impl Writer {
         }
     }
 
-    fn look_for(&mut self, id: EventId) -> Result<bool, String> {
+    fn look_for(&mut self, first: &First) -> Result<bool, String> {
         let mut client = self.server.connect().map_err(|e| e.to_string())?;
-        let row = client
-            .query_opt(
-                "SELECT position FROM tokenledger_events WHERE event_id = $1",
-                &[&id.as_u128().to_be_bytes().as_slice()],
-            )
-            .map_err(|e| describe(&e))?;
+        let found = committed(&mut client, first).map_err(|e| describe(&e))?;
         self.client = Some(client);
-        Ok(row.is_some())
+        Ok(found)
     }
+}
+
+/// Whether the log holds `first` where it was planned, byte for byte: the
+/// group was written. Nothing there, or another record (another process's
+/// group, which may hold the same event id), and it was not.
+fn committed(client: &mut Client, first: &First) -> Result<bool, postgres::Error> {
+    let row = client.query_opt(
+        "SELECT record FROM tokenledger_events WHERE position = $1",
+        &[&sql(first.position)],
+    )?;
+    Ok(row.is_some_and(|row| row.get::<_, &[u8]>(0) == first.record.as_slice()))
 }
 
 /// One group as one transaction: the head locked, each job planned
@@ -304,13 +322,16 @@ fn transact(
         transaction.rollback()?;
         return Ok((outcomes, head));
     };
-    let first_new = first.event_id;
+    let first = First {
+        position: first.position,
+        record: first.record.clone(),
+    };
     write(&mut transaction, &pending, head, last_time)?;
     match transaction.commit() {
         Ok(()) => Ok((outcomes, head)),
         Err(error) => Err(Failure::Commit {
             error,
-            first_new,
+            first,
             outcomes,
             head,
         }),
@@ -532,4 +553,62 @@ fn plan_records(
     *head = chain.head();
     *last_time = chain.last_time();
     Ok(Ok(pending.add(planned)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails loudly"
+    )]
+
+    use postgres::NoTls;
+    use tokenledger_events::{Actor, CompanyId, Event, Name};
+    use tokenledger_store::{EventLog, NewEvent};
+
+    use super::*;
+    use crate::testing::Database;
+    use crate::{Options, PgLog};
+
+    /// The first record of a one-event group, appended to `database`.
+    fn first(database: &Database, id: EventId, name: &str) -> First {
+        let log = PgLog::open(&database.url, Options::default()).unwrap();
+        let company = CompanyId::from_u128(1);
+        let new = NewEvent {
+            event_id: id,
+            actor: Actor::System,
+            company,
+            event: Event::CompanyCreated {
+                company,
+                name: Name::new(name).unwrap(),
+            },
+        };
+        let position = log.append(vec![new], Expectation::Head(0)).unwrap()[0];
+        let record = log.read_records(position, 1).unwrap().remove(0).bytes;
+        First { position, record }
+    }
+
+    /// A `COMMIT` that failed while another process committed the same
+    /// event id (derived from the same idempotency key) at the position
+    /// planned: the group was not written, though the id is in the log.
+    #[test]
+    fn a_failed_commit_is_resolved_by_its_first_record_not_its_event_id() {
+        let (Some(ours), Some(theirs)) = (Database::fresh(), Database::fresh()) else {
+            return;
+        };
+        let id = EventId::from_u128(7);
+        // What our group planned, as it would have stood in the log.
+        let planned = first(&ours, id, "Ours");
+        let recorded = first(&theirs, id, "Theirs");
+        assert_eq!(planned.position, recorded.position);
+        let mut client = Client::connect(&theirs.url, NoTls).unwrap();
+        assert!(!committed(&mut client, &planned).unwrap());
+        assert!(committed(&mut client, &recorded).unwrap());
+        let further = First {
+            position: 2,
+            record: recorded.record.clone(),
+        };
+        assert!(!committed(&mut client, &further).unwrap());
+    }
 }

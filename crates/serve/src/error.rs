@@ -1,7 +1,8 @@
 //! Every error as Front sends one, `{"_error": {status, title, message}}`,
 //! and the one mapping from the ledger's errors to statuses: bad input
 //! 400 (malformed) or 422 (well formed, but naming what does not exist),
-//! refused 401/403, conflict 409, unavailable 503.
+//! refused 401/403, conflict 409, unavailable 503 (an append that wrote
+//! nothing and may succeed when sent again among them).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -13,7 +14,7 @@ use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokenledger_authz::{CommandError, LedgerError, TransferError};
+use tokenledger_authz::{AppendError, CommandError, LedgerError, TransferError};
 use utoipa::ToSchema;
 
 /// Front's error envelope.
@@ -111,11 +112,28 @@ fn ledger_status(error: &LedgerError) -> StatusCode {
         LedgerError::BeyondHead { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::SecretNotKept(_) => StatusCode::CONFLICT,
         // A creation answered from the log: the token exists, its secret
-        // was shown once.
+        // was in the first reply.
         LedgerError::SecretShownOnce { .. } => StatusCode::CONFLICT,
         // As this process answers a key it remembers with another request.
         LedgerError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        LedgerError::Append(_) => StatusCode::CONFLICT,
+        LedgerError::Append(append) => append_status(append),
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A batch the log cannot take as the request made it is a 409, as the
+/// caller would get it again. Any other append wrote nothing, or its
+/// outcome is unknown (the ledger closed), and may succeed when sent
+/// again (another replica appended first, storage failed, the log
+/// closed): a 503, which an `Idempotency-Key` does not keep, so a retry
+/// with the same key runs the command (or finds it in the log).
+fn append_status(error: &AppendError) -> StatusCode {
+    match error {
+        AppendError::Empty
+        | AppendError::TooManyEvents { .. }
+        | AppendError::DuplicateEventId(_)
+        | AppendError::Encode(_)
+        | AppendError::Rejected(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -278,6 +296,34 @@ mod tests {
             answer(ours, label, body).await,
             answer(axums, label, body).await,
         ]
+    }
+
+    #[test]
+    fn an_append_that_may_succeed_again_is_a_503_and_one_refused_for_its_batch_a_409() {
+        let conflict = AppendError::Conflict {
+            expected: tokenledger_authz::Expectation::Head(3),
+            found: 4,
+        };
+        let again = [
+            conflict,
+            AppendError::Io("gone".to_owned()),
+            AppendError::PartialRetry(tokenledger_events::EventId::from_u128(1)),
+            AppendError::Poisoned("gone".to_owned()),
+            AppendError::Closed,
+        ];
+        for error in again {
+            let status = ledger_status(&LedgerError::Append(error.clone()));
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        }
+        let refused = [
+            AppendError::Empty,
+            AppendError::TooManyEvents { events: 10_001 },
+            AppendError::DuplicateEventId(tokenledger_events::EventId::from_u128(1)),
+        ];
+        for error in refused {
+            let status = ledger_status(&LedgerError::Append(error.clone()));
+            assert_eq!(status, StatusCode::CONFLICT, "{error}");
+        }
     }
 
     #[tokio::test]

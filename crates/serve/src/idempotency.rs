@@ -235,3 +235,49 @@ fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokenledger_authz::{AppendError, Expectation, LedgerError};
+
+    use super::*;
+
+    /// The status of the reply to a command sent with the key `retry-1`,
+    /// which answers `outcome` if it runs; `runs` counts its runs.
+    async fn send(
+        idempotency: &Arc<Idempotency>,
+        runs: &Arc<AtomicUsize>,
+        outcome: Result<u8, LedgerError>,
+    ) -> StatusCode {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("retry-1"));
+        let runs = Arc::clone(runs);
+        let command = move |_| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            json_reply(outcome.map_err(ApiError::from), false)
+        };
+        idempotency.run(&headers, [1; 32], command).await.status()
+    }
+
+    #[tokio::test]
+    async fn an_append_that_wrote_nothing_is_a_503_and_its_retry_runs_the_command() {
+        let idempotency = Arc::new(Idempotency::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        // Another replica appended first, and the command gave up.
+        let conflict = LedgerError::Append(AppendError::Conflict {
+            expected: Expectation::Head(3),
+            found: 4,
+        });
+        let status = send(&idempotency, &runs, Err(conflict)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(send(&idempotency, &runs, Ok(1)).await, StatusCode::OK);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A reply that holds is kept.
+        assert_eq!(send(&idempotency, &runs, Ok(2)).await, StatusCode::OK);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+}

@@ -84,7 +84,7 @@ async fn a_token_created_again_after_a_restart_without_a_sealing_key_is_a_confli
         message.contains(&format!("position {position}")),
         "{message}"
     );
-    assert!(message.contains("shown once"), "{message}");
+    assert!(message.contains("not kept in plain text"), "{message}");
     assert!(
         !again.text().contains("tlk_"),
         "no secret: {}",

@@ -17,6 +17,12 @@
 //! was written, so its events are discarded from the writer copy and each
 //! of its commands gets a conflict, which `submit_again_on_conflict`
 //! catches: it catches up and submits again, and the look finds the key.
+//! The original positions need not be contiguous (the other process may
+//! have recorded the keys in separate groups); a write under the head
+//! lands at exactly the positions after it, so any other answer is a
+//! retry's. Only a group whose every command placed in it is keyed can be
+//! answered so by a race: a random id no other process holds, so a group
+//! with one whose ids the log answers as all found closes the ledger.
 //! Where one process owns the log (sled), the look is made with the
 //! writer's desk held and nothing else appends, so this cannot happen; if
 //! the log answered so anyway, the ledger closes, as for any append not
@@ -27,7 +33,7 @@ use tokenledger_projection::Projection;
 use tokenledger_store::{AppendError, Damage, Expectation, MAX_BATCH, Problem};
 
 use super::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
-use crate::command::Command;
+use crate::command::{Command, CommandError};
 use crate::idempotency::IdempotencyKey;
 
 /// Events read at once when gathering a replayed command's events.
@@ -61,8 +67,10 @@ impl Ledger {
     /// call (whose secret is dropped unseen): with a sealing key, its
     /// secret, unsealed from the creation and shown through
     /// [`Ledger::reveal`], so the history records who saw it again; without
-    /// one, [`LedgerError::SecretShownOnce`]. The receipt is the
-    /// creation's, replayed.
+    /// one, or if the token has since been deleted or has expired (so the
+    /// reveal is refused), [`LedgerError::SecretShownOnce`], naming the
+    /// token: not a refusal about a token the client may never have
+    /// learned of. The receipt is the creation's, replayed.
     pub fn create_token_once(
         &self,
         actor: Actor,
@@ -90,9 +98,12 @@ impl Ledger {
                 secret,
                 receipt,
             }),
-            Err(LedgerError::SecretNotKept(_)) => {
-                Err(LedgerError::SecretShownOnce { token, position })
-            }
+            Err(
+                LedgerError::SecretNotKept(_)
+                | LedgerError::Refused(
+                    CommandError::TokenDeleted { .. } | CommandError::TokenExpired { .. },
+                ),
+            ) => Err(LedgerError::SecretShownOnce { token, position }),
             Err(error) => Err(error),
         }
     }

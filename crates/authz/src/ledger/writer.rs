@@ -378,6 +378,10 @@ impl Ledger {
         // one of them waits for the next group, where it finds the first
         // recorded (or not, if it failed).
         let mut keys = Vec::new();
+        // Those of the commands placed in the batch, not of those refused,
+        // held or deferred: whether the log can hold another process's
+        // events under the batch's ids depends on these alone.
+        let mut keyed_members = 0;
         for request in requests.by_ref() {
             if let Some(key) = request.key {
                 if keys.contains(&key) {
@@ -429,6 +433,7 @@ impl Ledger {
                 applied.push(envelope);
                 batch.push(new);
             }
+            keyed_members += usize::from(request.key.is_some());
             members.push((
                 request.id,
                 Member {
@@ -442,7 +447,11 @@ impl Ledger {
         if batch.is_empty() {
             return deferred;
         }
-        let keyed = !keys.is_empty();
+        let keyed = match keyed_members {
+            0 => Keyed::None,
+            all if all == members.len() => Keyed::All,
+            _ => Keyed::Some,
+        };
         let recorded = self.append_group(desk, batch, seen, raw, &applied, keyed);
         match &recorded {
             Ok(events) => {
@@ -490,7 +499,10 @@ impl Ledger {
     /// A `keyed` group on a log other processes append to may meet one of
     /// them recording the same key between the look and the append: the
     /// log then takes the append for a retry and writes nothing. That is
-    /// a conflict, not a reason to close (`once.rs`).
+    /// a conflict, not a reason to close (`once.rs`). Only ids derived
+    /// from keys can be another process's: a group holding any event with
+    /// a random id that the log answers as all found is not a race, and
+    /// closes the ledger.
     fn append_group(
         &self,
         desk: &mut Desk,
@@ -498,9 +510,13 @@ impl Ledger {
         seen: u64,
         raw: Timestamp,
         applied: &[Envelope],
-        keyed: bool,
+        keyed: Keyed,
     ) -> Result<Vec<Envelope>, LedgerError> {
-        let raced = keyed && self.follows;
+        // Some of the group's ids may be another process's: a partial
+        // retry (the log wrote nothing) is a lost race.
+        let raced = keyed != Keyed::None && self.follows;
+        // All of them may be: an answer as a retry is a lost race.
+        let retried = keyed == Keyed::All && self.follows;
         let count = batch.len();
         // Kept to compare with what the log gives back.
         let appended = batch.clone();
@@ -522,11 +538,19 @@ impl Ledger {
                 return Err(LedgerError::Append(error));
             }
         };
-        let first = positions.first().copied().unwrap_or(seen + 1);
-        if raced && first != seen + 1 {
+        // INVARIANT (fresh-at-head): a batch written under
+        // `Expectation::Head(seen)` lands at exactly `seen + 1..=seen +
+        // count`. Any other answer is the log's answer to a retry: every
+        // id was in the log already, at those positions, and nothing was
+        // written. Read back from where a write lands, so that such an
+        // answer never passes the check below, even where the events the
+        // log found hold what this group decided: applying them would
+        // move the state back to what they recorded then.
+        let fresh = positions.iter().copied().eq(seen + 1..=seen + count as u64);
+        if retried && !fresh {
             return Err(self.lost_race(&mut desk.projection, seen));
         }
-        let stored = match self.log.read(first, count) {
+        let stored = match self.log.read(seen + 1, count) {
             Ok(stored) => stored,
             Err(damage) => {
                 return Err(self.close(&mut desk.projection, LedgerError::Damaged(damage)));
@@ -540,7 +564,7 @@ impl Ledger {
         {
             // The same ids where they were acknowledged, holding other
             // events: another process's, recorded under the same keys.
-            if raced && appended == read_back {
+            if retried && appended == read_back {
                 return Err(self.lost_race(&mut desk.projection, seen));
             }
             let error = LedgerError::Unconfirmed {
@@ -566,6 +590,18 @@ impl Ledger {
         self.applied.set(applied);
         Ok(events)
     }
+}
+
+/// Which of a group's commands carry an idempotency key, and so which of
+/// its events have ids derived from one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyed {
+    /// None: every id is drawn at random, and no other process holds one.
+    None,
+    /// Some, not all.
+    Some,
+    /// Every one.
+    All,
 }
 
 /// The events `request` causes, decided against the writer copy at `now`,
@@ -709,6 +745,9 @@ fn clone_error(error: &LedgerError) -> LedgerError {
 }
 
 #[cfg(test)]
+mod races;
+
+#[cfg(test)]
 mod tests {
     #![allow(
         clippy::unwrap_used,
@@ -798,7 +837,7 @@ mod tests {
         desk.projection.apply(foreseen.clone());
         let raw = Timestamp::from_micros(5_000_000);
         let events = ledger
-            .append_group(&mut desk, vec![new], 0, raw, &[foreseen], false)
+            .append_group(&mut desk, vec![new], 0, raw, &[foreseen], Keyed::None)
             .unwrap();
         assert_eq!(events[0].recorded_at, raw);
         let mut expected = State::new();

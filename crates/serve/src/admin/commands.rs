@@ -296,8 +296,9 @@ pub(crate) async fn create_workspace(
 /// same `Idempotency-Key` repeats rather than making a second token. After
 /// a restart, or on another replica, the retry is answered from the log:
 /// with the server's sealing key, the first token and its secret (recorded
-/// as a reveal); without one, a 409 naming the token and its position,
-/// since its secret was shown once.
+/// as a reveal); without one, or once the token is deleted or expired, a
+/// 409 naming the token and its position: its secret was in the first
+/// reply, and is not kept in plain text.
 #[utoipa::path(post, path = "/v1/tokens", tag = "commands",
     security(("service_key" = [])),
     request_body = NewTokenBody,
@@ -307,7 +308,7 @@ pub(crate) async fn create_workspace(
         (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope, description = "Refused as a conflict; or a creation retried with its key after a restart, or on another replica, without the sealing key: the token exists, and its secret was shown once"),
+        (status = 409, body = ErrorEnvelope, description = "Refused as a conflict; or a creation retried with its key after a restart, or on another replica, without the sealing key, or after the token was deleted or expired: the token exists, and its secret was in the first reply and is not kept in plain text"),
         (status = 413, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
