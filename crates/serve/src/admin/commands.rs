@@ -430,3 +430,48 @@ pub(crate) async fn delete_token(
     let command = Command::DeleteToken { token: id };
     Ok(execute(app, &headers, print, actor, command, false).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: [u8; 32]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A request's fingerprint gives its events' ids in the log
+    /// (`IdempotencyKey`): should it change, a retry that straddles an
+    /// upgrade would not find what the first attempt recorded, and would
+    /// run again (a second token). A change to these bodies' fields or to
+    /// how they serialize must keep these, or say in the release notes
+    /// that keys from before it are not honoured.
+    #[test]
+    fn the_fingerprints_of_parsed_bodies_are_pinned() {
+        let token: NewTokenBody = serde_json::from_str(
+            r#"{"company": "cmp_1", "name": "Plugin", "actor": "tea_1",
+                "features": ["resources"], "private": true, "scopes": ["conversations:read"]}"#,
+        )
+        .unwrap();
+        // Defaults are filled in before the fingerprint: a field left out
+        // and the same field given its default are the same request.
+        let spelled_out: NewTokenBody = serde_json::from_str(
+            r#"{"company": "cmp_1", "name": "Plugin", "actor": "tea_1", "oauth": false,
+                "features": ["resources"], "global": false, "shared": [], "private": true,
+                "scopes": ["conversations:read"], "expires_at": null}"#,
+        )
+        .unwrap();
+        let print = fingerprint("create_token", "", &token);
+        assert_eq!(print, fingerprint("create_token", "", &spelled_out));
+        assert_eq!(
+            hex(print),
+            "cd49806726ee4fb99708fbc44ae86153c90306b8a38df59f2a7a34a8ff4fb320"
+        );
+        let company = NewCompany {
+            name: "Acme".to_owned(),
+        };
+        assert_eq!(
+            hex(fingerprint("create_company", "", &company)),
+            "fda22ffef8f2b53b2d3a12fcf38fbeee5649b13b116d63b6e920f80c4d721bf5"
+        );
+    }
+}
