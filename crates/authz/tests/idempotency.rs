@@ -95,6 +95,43 @@ fn a_key_that_names_another_actors_events_is_refused() {
 }
 
 #[test]
+fn a_key_that_names_another_commands_events_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let (company, admin) = a_company(&ledger);
+    let by = Actor::Teammate(admin);
+    // A fingerprint that leaves the request's body out.
+    let key = IdempotencyKey::new(b"k", b"POST /v1/teammates");
+    let first = ledger.execute_once(by, add(company, "Bob"), key).unwrap();
+    let head = ledger.head();
+    for other in [
+        add(company, "Cy"),
+        Command::AddTeammate {
+            company,
+            teammate: fresh::teammate_id().unwrap(),
+            name: name("Bob"),
+            role: Role::Admin,
+        },
+        Command::CreateWorkspace {
+            company,
+            workspace: fresh::workspace_id().unwrap(),
+            name: name("Bob"),
+        },
+    ] {
+        let refused = ledger.execute_once(by, other, key).unwrap_err();
+        assert!(
+            matches!(refused, LedgerError::KeyReused { position } if position == first.position()),
+            "{refused}"
+        );
+    }
+    assert_eq!(ledger.head(), head);
+    // The command itself, sent again, is still answered from the log.
+    let again = ledger.execute_once(by, add(company, "Bob"), key).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.events, first.events);
+}
+
+#[test]
 fn a_token_created_again_with_its_key_and_a_sealing_key_shows_the_original_and_records_a_reveal() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), with_sealing_key()).unwrap();

@@ -116,6 +116,7 @@ impl Ledger {
     pub(super) fn recorded_before(
         &self,
         actor: Actor,
+        command: &Command,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, LedgerError> {
         let Some(first) = self
@@ -146,7 +147,14 @@ impl Ledger {
                 problem: Problem::Missing,
             }));
         }
-        if events.iter().any(|event| event.actor != actor) {
+        // A key made with a fingerprint that leaves part of the request
+        // out could name another command's events: a replay answers only
+        // for what this command would have recorded.
+        let same = match events.as_slice() {
+            [recorded] => recorded.actor == actor && records(command, recorded),
+            _ => false,
+        };
+        if !same {
             return Err(LedgerError::KeyReused { position: first });
         }
         Ok(Some(Receipt {
@@ -187,5 +195,91 @@ fn created_token(events: &[Envelope], company: CompanyId) -> Option<TokenId> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Whether `recorded` is the event `command` records, but for the ids a
+/// command that creates something draws afresh each time it is sent (a
+/// company's, a teammate's, a workspace's, a token's, and a token's
+/// secret): each command records exactly one event (`decide`).
+fn records(command: &Command, recorded: &Envelope) -> bool {
+    let company = recorded.company;
+    match (command, &recorded.event) {
+        (Command::CreateCompany { name, .. }, Event::CompanyCreated { name: was, .. }) => {
+            name == was
+        }
+        (
+            Command::AddTeammate {
+                company: c,
+                name,
+                role,
+                ..
+            },
+            Event::TeammateAdded {
+                name: was,
+                role: role_was,
+                ..
+            },
+        ) => *c == company && name == was && role == role_was,
+        (
+            Command::ChangeRole { teammate, role },
+            Event::TeammateRoleChanged {
+                teammate: was,
+                role: role_was,
+            },
+        ) => teammate == was && role == role_was,
+        (
+            Command::DeactivateTeammate { teammate },
+            Event::TeammateDeactivated { teammate: was },
+        ) => teammate == was,
+        (
+            Command::CreateWorkspace {
+                company: c, name, ..
+            },
+            Event::WorkspaceCreated { name: was, .. },
+        ) => *c == company && name == was,
+        (Command::DeleteWorkspace { workspace }, Event::WorkspaceDeleted { workspace: was }) => {
+            workspace == was
+        }
+        (
+            Command::CreateToken {
+                company: c,
+                name,
+                kind,
+                scope,
+                expires_at,
+                ..
+            },
+            Event::TokenCreated {
+                name: name_was,
+                kind: kind_was,
+                scope: scope_was,
+                expires_at: expires_was,
+                ..
+            },
+        ) => {
+            *c == company
+                && name == name_was
+                && kind == kind_was
+                && scope == scope_was
+                && expires_at == expires_was
+        }
+        (Command::RevealToken { token }, Event::TokenRevealed { token: was })
+        | (Command::DeleteToken { token }, Event::TokenDeleted { token: was }) => token == was,
+        (
+            Command::SetPrivateApiAccess { teammate, allowed },
+            Event::PrivateApiAccessChanged {
+                teammate: was,
+                allowed: allowed_was,
+            },
+        ) => teammate == was && allowed == allowed_was,
+        (
+            Command::SetPrivateApiAccessForAll {
+                company: c,
+                allowed,
+            },
+            Event::PrivateApiAccessSetForAll { allowed: was },
+        ) => *c == company && allowed == was,
+        _ => false,
     }
 }

@@ -390,7 +390,7 @@ impl Ledger {
                 }
                 // Found: answered from the log, whatever becomes of the
                 // group, and not decided again.
-                match self.recorded_before(request.actor, &key) {
+                match self.recorded_before(request.actor, &request.command, &key) {
                     Ok(None) => keys.push(key),
                     Ok(Some(receipt)) => {
                         reply(request.id, &request.reply, Ok(receipt));

@@ -193,9 +193,9 @@ mod shared {
         );
         *log.meanwhile.lock() = Some(Box::new(move |log, _| {
             let theirs = vec![
-                by_system(k1.event_id(0), company(11, "Theirs one")),
+                by_system(k1.event_id(0), company(11, "Ours one")),
                 by_system(fresh::event_id().unwrap(), company(12, "Unkeyed")),
-                by_system(k2.event_id(0), company(13, "Theirs two")),
+                by_system(k2.event_id(0), company(13, "Ours two")),
             ];
             log.append(theirs, Expectation::Any).unwrap();
         }));
