@@ -6,6 +6,9 @@
 //!
 //! The command is a token's creation, as an admin would make it: a new id
 //! and secret drawn, the rules applied, one event appended.
+//! `execute_once_single` is the same with an idempotency key, new each
+//! time, as `tokenledger serve` sends one: what the look for the key in
+//! the log costs beside `execute_single`.
 
 #![allow(
     clippy::expect_used,
@@ -16,7 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokenledger_authz::{Command, Ledger, NewToken, fresh};
+use tokenledger_authz::{Command, IdempotencyKey, Ledger, NewToken, fresh};
 use tokenledger_events::{
     Actor, CompanyId, Feature, Name, Namespaces, Role, TeammateId, TokenKind, TokenScope,
 };
@@ -53,7 +56,24 @@ fn given(ledger: &Ledger) -> (CompanyId, TeammateId) {
 }
 
 fn create(ledger: &Ledger, company: CompanyId, admin: TeammateId) {
-    let new = NewToken {
+    black_box(
+        ledger
+            .create_token(Actor::Teammate(admin), new_token(company))
+            .expect("the token"),
+    );
+}
+
+fn create_once(ledger: &Ledger, company: CompanyId, admin: TeammateId, n: u64) {
+    let key = IdempotencyKey::new(&n.to_be_bytes(), b"POST /v1/tokens");
+    black_box(
+        ledger
+            .create_token_once(Actor::Teammate(admin), new_token(company), key)
+            .expect("the token"),
+    );
+}
+
+fn new_token(company: CompanyId) -> NewToken {
+    NewToken {
         company,
         name: name("Tag sync"),
         kind: TokenKind::ApiToken,
@@ -68,12 +88,7 @@ fn create(ledger: &Ledger, company: CompanyId, admin: TeammateId) {
                 .collect(),
         },
         expires_at: None,
-    };
-    black_box(
-        ledger
-            .create_token(Actor::Teammate(admin), new)
-            .expect("the token"),
-    );
+    }
 }
 
 fn ledger(c: &mut Criterion) {
@@ -88,6 +103,14 @@ fn ledger(c: &mut Criterion) {
 
     group.bench_function("execute_single", |b| {
         b.iter(|| create(&ledger, company, admin))
+    });
+
+    let mut n = 0u64;
+    group.bench_function("execute_once_single", |b| {
+        b.iter(|| {
+            n += 1;
+            create_once(&ledger, company, admin, n);
+        })
     });
 
     group.bench_function("execute_8", |b| {
