@@ -2,6 +2,7 @@
 //! or SIGINT, lets the requests in flight finish, and closes the ledger.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokenledger_serve::{Limits, Server, ServiceKeys, acceptor, shutdown_signal};
 
@@ -56,7 +57,7 @@ pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
     // Tasks still holding the ledger (a command past the grace period)
     // end with the runtime; then the ledger is the last copy, closed here.
     runtime.shutdown_timeout(limits.shutdown_grace);
-    match Arc::try_unwrap(ledger) {
+    match last_copy(ledger, LAST_COPY_WAIT) {
         Ok(ledger) => drop(ledger),
         Err(_) => {
             return Err(Failure::Refused(
@@ -72,4 +73,53 @@ pub fn run(context: &Context, args: ServeArgs) -> Result<u8, Failure> {
     }
     eprintln!("tokenledger: stopped; the ledger is closed");
     Ok(0)
+}
+
+/// How long the follower may still hold the ledger once the runtime is
+/// down: on PostgreSQL its thread holds it, briefly, while it applies what
+/// other processes appended or renews the lease (a synchronous `COMMIT`),
+/// and lets it go when done; it never holds it longer than one of those.
+const LAST_COPY_WAIT: Duration = Duration::from_secs(5);
+
+/// `shared` itself once no other copy of it is left, waiting up to
+/// `within` for the others to go; else `shared` back.
+fn last_copy<T>(mut shared: Arc<T>, within: Duration) -> Result<T, Arc<T>> {
+    let deadline = Instant::now() + within;
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(last) => return Ok(last),
+            Err(still) if Instant::now() < deadline => {
+                shared = still;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(still) => return Err(still),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_copy_is_taken_once_a_brief_holder_lets_go() {
+        let shared = Arc::new(7);
+        let held = Arc::clone(&shared);
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        assert_eq!(last_copy(shared, Duration::from_secs(5)), Ok(7));
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_copy_held_past_the_wait_is_given_back() {
+        let shared = Arc::new(7);
+        let _held = Arc::clone(&shared);
+        let started = Instant::now();
+        let back = last_copy(shared, Duration::from_millis(40)).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert_eq!(Arc::strong_count(&back), 2);
+    }
 }

@@ -311,8 +311,8 @@ fn a_keyed_creation_retried_on_another_server_on_postgres_makes_no_second_token(
         check,
         admin,
     } = given(&database.url, dir.path());
-    let (mut one, one_addr, _one_err) = start(&database.url, &check, &admin);
-    let (mut two, two_addr, _two_err) = start(&database.url, &check, &admin);
+    let (mut one, one_addr, one_err) = start(&database.url, &check, &admin);
+    let (mut two, two_addr, two_err) = start(&database.url, &check, &admin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -369,12 +369,15 @@ fn a_keyed_creation_retried_on_another_server_on_postgres_makes_no_second_token(
         assert_eq!(listed.status, 200, "{}", listed.text());
         assert_eq!(listed.json().as_array().unwrap().len(), rounds);
     });
-    for child in [&mut one, &mut two] {
+    for (child, mut stderr) in [(&mut one, one_err), (&mut two, two_err)] {
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        assert_eq!(child.0.wait().unwrap().code(), Some(0));
+        let status = child.0.wait().unwrap();
+        let mut said = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+        assert_eq!(status.code(), Some(0), "serve ended with {status}: {said}");
     }
 }
