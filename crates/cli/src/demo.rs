@@ -21,9 +21,10 @@ use tokenledger_events::{
 };
 
 use crate::Failure;
+use crate::investigate::history_rows;
 use crate::keyfiles;
 use crate::output::{self, table};
-use crate::run::{failure, history_rows, now};
+use crate::run::{failure, now};
 
 /// The data directory for the demo: the one given, if it is empty, else
 /// the first of `./tokenledger-demo`, `./tokenledger-demo-2`, … that does

@@ -15,6 +15,7 @@ mod demo;
 mod files;
 mod guard;
 mod harden;
+mod investigate;
 mod keyfiles;
 mod output;
 mod progress;
