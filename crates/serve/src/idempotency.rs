@@ -69,6 +69,9 @@ pub(crate) struct Replied {
 }
 
 struct Slot {
+    /// Which entry of [`Kept::order`] is this slot's: a key forgotten and
+    /// taken again has a new slot, which the old entry must not remove.
+    entry: u64,
     fingerprint: [u8; 32],
     reply: watch::Receiver<Option<Reply>>,
 }
@@ -82,17 +85,49 @@ pub(crate) struct Idempotency {
 #[derive(Default)]
 struct Kept {
     slots: HashMap<String, Slot>,
-    order: VecDeque<(String, Instant)>,
+    /// The slots in the order they were taken: key, entry, when.
+    order: VecDeque<(String, u64, Instant)>,
+    next_entry: u64,
 }
 
 impl Kept {
-    fn forget_old(&mut self, now: Instant) {
-        while let Some((key, at)) = self.order.front() {
-            if self.order.len() < MAX_KEPT && now.duration_since(*at) < KEPT_FOR {
+    /// Forgets the oldest slots past `most` or older than `kept_for`.
+    fn forget_old(&mut self, now: Instant, most: usize, kept_for: Duration) {
+        while let Some((key, entry, at)) = self.order.front() {
+            if self.order.len() < most && now.duration_since(*at) < kept_for {
                 break;
             }
-            self.slots.remove(key);
+            self.forget(&key.clone(), *entry);
             self.order.pop_front();
+        }
+    }
+
+    /// Takes a slot for `key`.
+    fn take(
+        &mut self,
+        key: &str,
+        fingerprint: [u8; 32],
+        reply: watch::Receiver<Option<Reply>>,
+        now: Instant,
+    ) -> u64 {
+        let entry = self.next_entry;
+        self.next_entry += 1;
+        self.slots.insert(
+            key.to_owned(),
+            Slot {
+                entry,
+                fingerprint,
+                reply,
+            },
+        );
+        self.order.push_back((key.to_owned(), entry, now));
+        entry
+    }
+
+    /// Forgets `key`'s slot if it is still the one taken as `entry`.
+    fn forget(&mut self, key: &str, entry: u64) {
+        if self.slots.get(key).is_some_and(|slot| slot.entry == entry) {
+            self.slots.remove(key);
         }
     }
 }
@@ -146,12 +181,13 @@ impl Idempotency {
         let command = command(once);
         let (sender, receiver) = watch::channel(None);
         let mut replayed = false;
+        let mut taken = None;
         let mut reply = match &key {
             None => receiver,
             Some(key) => {
                 let mut kept = self.kept.lock();
                 let now = Instant::now();
-                kept.forget_old(now);
+                kept.forget_old(now, MAX_KEPT, KEPT_FOR);
                 match kept.slots.get(key) {
                     Some(slot) if slot.fingerprint != fingerprint => {
                         return ApiError::new(
@@ -165,14 +201,7 @@ impl Idempotency {
                         slot.reply.clone()
                     }
                     None => {
-                        kept.slots.insert(
-                            key.clone(),
-                            Slot {
-                                fingerprint,
-                                reply: receiver.clone(),
-                            },
-                        );
-                        kept.order.push_back((key.clone(), now));
+                        taken = Some(kept.take(key, fingerprint, receiver.clone(), now));
                         receiver
                     }
                 }
@@ -184,9 +213,9 @@ impl Idempotency {
             tokio::spawn(async move {
                 let replied = command.await;
                 if replied.status.is_server_error()
-                    && let Some(key) = key
+                    && let (Some(key), Some(entry)) = (key, taken)
                 {
-                    this.kept.lock().slots.remove(&key);
+                    this.kept.lock().forget(&key, entry);
                 }
                 let _ = sender.send(Some(Reply {
                     status: replied.status,
@@ -202,7 +231,9 @@ impl Idempotency {
                     (reply.status, Bytes::copy_from_slice(&reply.body)).into_response();
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                if replayed || reply.replayed {
+                // A failure repeated to a caller that waited on the same
+                // key is no replay of a recorded command.
+                if (replayed || reply.replayed) && !reply.status.is_server_error() {
                     headers.insert(REPLAYED, HeaderValue::from_static("true"));
                 }
                 response
@@ -279,5 +310,26 @@ mod tests {
         // A reply that holds is kept.
         assert_eq!(send(&idempotency, &runs, Ok(2)).await, StatusCode::OK);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// A key whose command failed is taken again by its retry: the first
+    /// slot's place in the order, once it comes to be forgotten, must not
+    /// take the retry's slot with it, nor count as a slot kept.
+    #[test]
+    fn a_slot_forgotten_after_a_failure_leaves_its_retry_kept() {
+        let mut kept = Kept::default();
+        let now = Instant::now();
+        let (_sender, receiver) = watch::channel(None);
+        let first = kept.take("k", [1; 32], receiver.clone(), now);
+        kept.forget("k", first);
+        let retry = kept.take("k", [1; 32], receiver.clone(), now);
+        kept.take("other", [2; 32], receiver, now);
+        // Room for two: the failed slot's entry is the one to go.
+        kept.forget_old(now, 3, KEPT_FOR);
+        assert_eq!(kept.slots.get("k").map(|slot| slot.entry), Some(retry));
+        assert!(kept.slots.contains_key("other"));
+        // A stale entry forgets nothing that is not its own.
+        kept.forget("k", first);
+        assert!(kept.slots.contains_key("k"));
     }
 }
