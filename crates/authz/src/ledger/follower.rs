@@ -156,8 +156,14 @@ impl Ledger {
     /// Applies what other processes appended, up to the log's head now (one
     /// read of it: on PostgreSQL each is a query).
     pub(crate) fn catch_up_now(&self) -> Result<(), LedgerError> {
-        let head = self.log.head().position;
-        while self.catch_up_to(head)? < head {}
+        self.catch_up_through(self.log.head().position)
+    }
+
+    /// Applies what the log holds until the state has applied `position`;
+    /// an error if it cannot (the log does not give it back): never less
+    /// than asked for, whatever the head as last read.
+    pub(crate) fn catch_up_through(&self, position: u64) -> Result<(), LedgerError> {
+        while self.catch_up_to(position)? < position {}
         Ok(())
     }
 

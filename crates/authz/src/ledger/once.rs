@@ -30,14 +30,11 @@
 
 use tokenledger_events::{Actor, CompanyId, Envelope, Event, TokenId};
 use tokenledger_projection::Projection;
-use tokenledger_store::{AppendError, Damage, Expectation, MAX_BATCH, Problem};
+use tokenledger_store::{AppendError, Damage, Expectation, Problem};
 
 use super::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
 use crate::command::{Command, CommandError};
 use crate::idempotency::IdempotencyKey;
-
-/// Events read at once when gathering a replayed command's events.
-const CHUNK: usize = 64;
 
 impl Ledger {
     /// As [`Ledger::execute`], once per `key`: if a command with this key
@@ -46,8 +43,9 @@ impl Ledger {
     /// holds the events recorded then, with [`Receipt::replayed`] set. The
     /// key must be made with a fingerprint of the whole request
     /// ([`IdempotencyKey`]): the same key with another fingerprint runs
-    /// as a new command. A key that names events another actor caused is
-    /// refused ([`LedgerError::KeyReused`]).
+    /// as a new command. A key that names an event another actor caused,
+    /// or another command than this one, is refused
+    /// ([`LedgerError::KeyReused`]).
     ///
     /// A command that draws ids of its own (a company's, say) is decided
     /// with them only the first time: on a replay, read the ids from the
@@ -108,11 +106,9 @@ impl Ledger {
         }
     }
 
-    /// The events a command keyed by `key` recorded, as a replayed
-    /// receipt, if the log holds them: from the position of the first
-    /// derived id, those that carry the derived ids in order (one
-    /// command's events are appended together, so they lie together).
-    /// Refused if `actor` did not cause them.
+    /// The event a command keyed by `key` recorded, as a replayed receipt,
+    /// if the log holds it: at the position of the first derived id.
+    /// Refused unless it is what `command`, by `actor`, records.
     pub(super) fn recorded_before(
         &self,
         actor: Actor,
@@ -126,37 +122,31 @@ impl Ledger {
         else {
             return Ok(None);
         };
-        let mut events: Vec<Envelope> = Vec::new();
-        'read: while events.len() < MAX_BATCH {
-            let from = first + events.len() as u64;
-            let read = self.log.read(from, CHUNK).map_err(LedgerError::Damaged)?;
-            let whole = read.len() == CHUNK;
-            for stored in read {
-                if stored.envelope.event_id != key.event_id(events.len() as u64) {
-                    break 'read;
-                }
-                events.push(stored.envelope);
+        // Every command records one event (`decide`): the one at `first`,
+        // and no second under the key after it. One read of both.
+        let read = self.log.read(first, 2).map_err(LedgerError::Damaged)?;
+        let (recorded, next) = match read.as_slice() {
+            [recorded, rest @ ..] if recorded.envelope.position == first => {
+                (&recorded.envelope, rest.first())
             }
-            if !whole {
-                break;
+            _ => {
+                return Err(LedgerError::Damaged(Damage {
+                    position: first,
+                    problem: Problem::Missing,
+                }));
             }
-        }
-        if events.is_empty() {
-            return Err(LedgerError::Damaged(Damage {
-                position: first,
-                problem: Problem::Missing,
-            }));
-        }
+        };
         // A key made with a fingerprint that leaves part of the request
         // out could name another command's events: a replay answers only
         // for what this command would have recorded.
-        let same = match events.as_slice() {
-            [recorded] => recorded.actor == actor && records(command, recorded),
-            _ => false,
-        };
+        let same = recorded.event_id == key.event_id(0)
+            && next.is_none_or(|next| next.envelope.event_id != key.event_id(1))
+            && recorded.actor == actor
+            && records(command, recorded);
         if !same {
             return Err(LedgerError::KeyReused { position: first });
         }
+        let events = vec![recorded.clone()];
         Ok(Some(Receipt {
             events,
             replayed: true,
@@ -165,11 +155,11 @@ impl Ledger {
 
     /// `receipt`, once the state readers see has applied it, as a command's
     /// own receipt is: a replayed one may name events another process
-    /// recorded, which this one's follower has not applied yet.
+    /// recorded, which this one's follower has not applied yet. Caught up
+    /// to the receipt's own position, not to the head as last read, which
+    /// a failed read of it on PostgreSQL leaves behind.
     pub(super) fn applied_through(&self, receipt: Receipt) -> Result<Receipt, LedgerError> {
-        if self.applied.get() < receipt.position() {
-            self.catch_up_now()?;
-        }
+        self.catch_up_through(receipt.position())?;
         Ok(receipt)
     }
 

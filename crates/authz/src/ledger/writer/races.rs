@@ -281,6 +281,29 @@ mod shared {
         assert!(ledger.health().closed.is_some());
         assert_eq!(ledger.head().position, 1);
     }
+
+    /// A command records one event: a key whose second derived id follows
+    /// its first in the log names no command this one could have been, and
+    /// is refused rather than answered with the first event alone.
+    #[test]
+    fn a_key_whose_events_run_on_past_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, log) = ledger(dir.path(), true, false);
+        let key = IdempotencyKey::new(b"k1", b"request");
+        let theirs = vec![
+            by_system(key.event_id(0), company(11, "Acme")),
+            by_system(key.event_id(1), company(12, "Acme")),
+        ];
+        log.inner.append(theirs, Expectation::Any).unwrap();
+        let refused = ledger
+            .execute_keyed(Actor::System, create(1, "Acme"), Some(key))
+            .unwrap_err();
+        assert!(
+            matches!(refused, LedgerError::KeyReused { position: 1 }),
+            "{refused}"
+        );
+        assert_eq!(ledger.head().position, 2);
+    }
 }
 
 /// On a log this process owns, an answer at positions other than those a
