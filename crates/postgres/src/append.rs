@@ -100,22 +100,26 @@ enum Failure {
     /// Before `COMMIT`: nothing was written.
     Before(postgres::Error),
     /// `COMMIT` failed: written or not, to be found out by looking for
-    /// `first`; if written, the outcomes and head are as planned.
+    /// `last`; if written, the outcomes and head are as planned.
     Commit {
         error: postgres::Error,
-        first: First,
+        last: Last,
         outcomes: Outcomes,
         head: Head,
     },
 }
 
-/// The first record a group planned, and where: what only this group's
+/// The last record a group planned, and where: what only this group's
 /// transaction writes. Its event id is not: a keyed command's id is
 /// derived from its idempotency key, and another process may commit the
 /// same id meanwhile, in a group of its own. The record's bytes hold the
 /// chain hash before it, its time and its event, so the record another
-/// group wrote at that position differs.
-struct First {
+/// group wrote at that position differs; and, holding the hash of all
+/// before it, found byte for byte it vouches for the whole group, where
+/// the first would not for the records after it (the same request's
+/// record, by another process at the same place in the chain, can be the
+/// same bytes).
+struct Last {
     position: u64,
     record: Vec<u8>,
 }
@@ -202,12 +206,12 @@ impl Writer {
             Err(Failure::Before(error)) => everyone(self.io(&describe(&error))),
             Err(Failure::Commit {
                 error,
-                first,
+                last,
                 outcomes,
                 head,
             }) => {
                 self.client = None;
-                match self.resolve(&first) {
+                match self.resolve(&last) {
                     Ok(true) => {
                         self.known.advance(head);
                         outcomes
@@ -223,16 +227,16 @@ impl Writer {
         }
     }
 
-    /// Whether the group whose `COMMIT` failed, and whose first record is
-    /// `first`, is in the log. A server that is restarting (the usual
+    /// Whether the group whose `COMMIT` failed, and whose last record is
+    /// `last`, is in the log. A server that is restarting (the usual
     /// reason a `COMMIT` fails) is asked again for up to [`RESOLVE_FOR`],
     /// so that the append fails cleanly or succeeds rather than leaving
     /// its outcome unknown, which closes the ledger.
-    fn resolve(&mut self, first: &First) -> Result<bool, String> {
+    fn resolve(&mut self, last: &Last) -> Result<bool, String> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.look_for(first) {
+            match self.look_for(last) {
                 Ok(found) => return Ok(found),
                 Err(error) if started.elapsed() + pause > RESOLVE_FOR => return Err(error),
                 Err(_) => {
@@ -243,23 +247,34 @@ impl Writer {
         }
     }
 
-    fn look_for(&mut self, first: &First) -> Result<bool, String> {
+    fn look_for(&mut self, last: &Last) -> Result<bool, String> {
         let mut client = self.server.connect().map_err(|e| e.to_string())?;
-        let found = committed(&mut client, first).map_err(|e| describe(&e))?;
+        let found = committed(&mut client, last).map_err(|e| describe(&e))?;
         self.client = Some(client);
         Ok(found)
     }
 }
 
-/// Whether the log holds `first` where it was planned, byte for byte: the
+/// Whether the log holds `last` where it was planned, byte for byte: the
 /// group was written. Nothing there, or another record (another process's
-/// group, which may hold the same event id), and it was not.
-fn committed(client: &mut Client, first: &First) -> Result<bool, postgres::Error> {
-    let row = client.query_opt(
-        "SELECT record FROM tokenledger_events WHERE position = $1",
-        &[&sql(first.position)],
+/// group, which may hold the same event id), and it was not. Asked with
+/// the head's lock held: a `COMMIT` that failed on this side of the
+/// connection may still be finishing on the server (flushing, or waiting
+/// for a synchronous standby), holding that lock until it ends, so what
+/// is found then is final, never "not written" before it lands.
+fn committed(client: &mut Client, last: &Last) -> Result<bool, postgres::Error> {
+    let mut transaction = client.transaction()?;
+    transaction.query_one(
+        "SELECT position FROM tokenledger_head WHERE id = 0 FOR UPDATE",
+        &[],
     )?;
-    Ok(row.is_some_and(|row| row.get::<_, &[u8]>(0) == first.record.as_slice()))
+    let row = transaction.query_opt(
+        "SELECT record FROM tokenledger_events WHERE position = $1",
+        &[&sql(last.position)],
+    )?;
+    let found = row.is_some_and(|row| row.get::<_, &[u8]>(0) == last.record.as_slice());
+    transaction.rollback()?;
+    Ok(found)
 }
 
 /// One group as one transaction: the head locked, each job planned
@@ -318,20 +333,20 @@ fn transact(
         };
         outcomes.push(outcome);
     }
-    let Some(first) = pending.events.first() else {
+    let Some(last) = pending.events.last() else {
         transaction.rollback()?;
         return Ok((outcomes, head));
     };
-    let first = First {
-        position: first.position,
-        record: first.record.clone(),
+    let last = Last {
+        position: last.position,
+        record: last.record.clone(),
     };
     write(&mut transaction, &pending, head, last_time)?;
     match transaction.commit() {
         Ok(()) => Ok((outcomes, head)),
         Err(error) => Err(Failure::Commit {
             error,
-            first,
+            last,
             outcomes,
             head,
         }),
@@ -571,8 +586,8 @@ mod tests {
     use crate::testing::Database;
     use crate::{Options, PgLog};
 
-    /// The first record of a one-event group, appended to `database`.
-    fn first(database: &Database, id: EventId, name: &str) -> First {
+    /// The record of a one-event group, appended to `database`.
+    fn recorded(database: &Database, id: EventId, name: &str) -> Last {
         let log = PgLog::open(&database.url, Options::default()).unwrap();
         let company = CompanyId::from_u128(1);
         let new = NewEvent {
@@ -586,29 +601,59 @@ mod tests {
         };
         let position = log.append(vec![new], Expectation::Head(0)).unwrap()[0];
         let record = log.read_records(position, 1).unwrap().remove(0).bytes;
-        First { position, record }
+        Last { position, record }
     }
 
     /// A `COMMIT` that failed while another process committed the same
     /// event id (derived from the same idempotency key) at the position
     /// planned: the group was not written, though the id is in the log.
     #[test]
-    fn a_failed_commit_is_resolved_by_its_first_record_not_its_event_id() {
+    fn a_failed_commit_is_resolved_by_its_last_record_not_its_event_id() {
         let (Some(ours), Some(theirs)) = (Database::fresh(), Database::fresh()) else {
             return;
         };
         let id = EventId::from_u128(7);
         // What our group planned, as it would have stood in the log.
-        let planned = first(&ours, id, "Ours");
-        let recorded = first(&theirs, id, "Theirs");
+        let planned = self::recorded(&ours, id, "Ours");
+        let recorded = self::recorded(&theirs, id, "Theirs");
         assert_eq!(planned.position, recorded.position);
         let mut client = Client::connect(&theirs.url, NoTls).unwrap();
         assert!(!committed(&mut client, &planned).unwrap());
         assert!(committed(&mut client, &recorded).unwrap());
-        let further = First {
+        let further = Last {
             position: 2,
             record: recorded.record.clone(),
         };
         assert!(!committed(&mut client, &further).unwrap());
+    }
+
+    /// The look waits for a transaction that holds the head's lock (a
+    /// `COMMIT` the server is still finishing), so what it finds is final.
+    #[test]
+    fn a_failed_commit_is_looked_for_once_the_head_is_free() {
+        let Some(database) = Database::fresh() else {
+            return;
+        };
+        let planned = recorded(&database, EventId::from_u128(7), "Ours");
+        let mut holder = Client::connect(&database.url, NoTls).unwrap();
+        let mut finishing = holder.transaction().unwrap();
+        finishing
+            .query_one(
+                "SELECT position FROM tokenledger_head WHERE id = 0 FOR UPDATE",
+                &[],
+            )
+            .unwrap();
+        let url = database.url.clone();
+        let look = std::thread::spawn(move || {
+            let mut client = Client::connect(&url, NoTls).unwrap();
+            let started = Instant::now();
+            let found = committed(&mut client, &planned).unwrap();
+            (found, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        finishing.rollback().unwrap();
+        let (found, waited) = look.join().unwrap();
+        assert!(found);
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
     }
 }
