@@ -28,9 +28,9 @@ use tokenledger_events::{EncodedEvent, EventId, Timestamp};
 use tokenledger_store::backend::{self, ChainCheck, StreamKey};
 use tokenledger_store::{AppendError, Clock, Damage, Expectation, Head, Problem};
 
-use crate::connect::{Server, describe};
+use crate::connect::{Fault, Server, describe};
 use crate::read::sql;
-use crate::watch::{CHANNEL, Known};
+use crate::watch::{CHANNEL, Known, head_of};
 
 /// The most requests committed together.
 const MAX_GROUP: usize = 64;
@@ -99,6 +99,8 @@ impl Pending {
 enum Failure {
     /// Before `COMMIT`: nothing was written.
     Before(postgres::Error),
+    /// The head row did not convert: nothing was written.
+    Head(Fault),
     /// `COMMIT` failed: written or not, to be found out by looking for
     /// `last`; if written, the outcomes and head are as planned.
     Commit {
@@ -204,6 +206,7 @@ impl Writer {
                 outcomes
             }
             Err(Failure::Before(error)) => everyone(self.io(&describe(&error))),
+            Err(Failure::Head(fault)) => everyone(self.io(&fault.describe())),
             Err(Failure::Commit {
                 error,
                 last,
@@ -292,14 +295,15 @@ fn transact(
         "SELECT position, hash, recorded_at FROM tokenledger_head WHERE id = 0 FOR UPDATE",
         &[],
     )?;
-    let position: i64 = row.get(0);
-    let hash: &[u8] = row.get(1);
+    // A head that does not convert is refused, never taken for 0 or a
+    // zero hash: the group would be chained onto it and acknowledged.
+    let mut head = head_of(&row).map_err(Failure::Head)?;
     let recorded_at: i64 = row.get(2);
-    let mut head = Head {
-        position: u64::try_from(position).unwrap_or(0),
-        hash: hash.try_into().unwrap_or_default(),
-    };
-    let mut last_time = Timestamp::from_micros(u64::try_from(recorded_at).unwrap_or(0));
+    let mut last_time = Timestamp::from_micros(u64::try_from(recorded_at).map_err(|_| {
+        Failure::Head(Fault::Malformed(format!(
+            "the head row's time is {recorded_at}"
+        )))
+    })?);
     let mut pending = Pending::default();
     // Which of the group's new events' ids the log holds: one query for
     // the group, not one per append.

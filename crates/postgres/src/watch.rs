@@ -98,6 +98,12 @@ pub(crate) fn read_head(client: &mut Client) -> Result<Head, Fault> {
         "SELECT position, hash FROM tokenledger_head WHERE id = 0",
         &[],
     )?;
+    head_of(&row)
+}
+
+/// The head a row of `tokenledger_head` holds (its position and hash
+/// first), refused if they do not convert.
+pub(crate) fn head_of(row: &postgres::Row) -> Result<Head, Fault> {
     let position: i64 = row.try_get(0)?;
     let hash: &[u8] = row.try_get(1)?;
     Ok(Head {

@@ -195,11 +195,21 @@ fn a_head_row_that_does_not_convert_is_refused_not_read_as_another_head() {
             .query_one("SELECT position, hash FROM tokenledger_head", &[])
             .unwrap();
         let (position, hash): (i64, Vec<u8>) = (saved.get(0), saved.get(1));
+        let log = open(&database, Duration::from_millis(50));
         client.execute(edit, &[]).unwrap();
         let error = PgLog::open(&database.url, Options::default())
             .err()
             .unwrap();
         assert!(error.to_string().contains(named), "{error}");
+        // An append is not chained onto it either: refused, nothing written.
+        let refused = log.append(vec![event(1)], Expectation::Any).unwrap_err();
+        assert!(refused.to_string().contains(named), "{refused}");
+        let events: i64 = client
+            .query_one("SELECT count(*) FROM tokenledger_events", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(events, 0);
+        drop(log);
         client
             .execute(
                 "UPDATE tokenledger_head SET position = $1, hash = $2",
