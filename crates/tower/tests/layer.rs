@@ -356,8 +356,11 @@ async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() 
     }
 }
 
-/// `Tags`, but its answer waits for one turn of the runtime, as a query
-/// to the service's database would.
+/// `Tags`, but its answer waits for a timer, as a query to the service's
+/// database waits for its socket: it is ready only once the runtime wakes
+/// the task that polled it (a yield would be ready on any next poll, woken
+/// or not). A decision polled with another waker than the task's is never
+/// finished, and the test below never ends.
 struct SlowTags(Tags);
 
 impl Locator for SlowTags {
@@ -367,7 +370,7 @@ impl Locator for SlowTags {
     ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
         let found = self.0.locate(target);
         async move {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             found.await
         }
     }
