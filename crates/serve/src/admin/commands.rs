@@ -21,13 +21,17 @@ use crate::error::{ApiError, Body, ErrorEnvelope, Query, parse};
 use crate::idempotency::json_reply;
 use crate::routes::App;
 
-fn fingerprint(route: &str, path: &str, body: &impl Serialize) -> [u8; 32] {
+/// The request as its idempotency key's events are derived from it. A
+/// body that does not serialize is refused: hashed as nothing, every such
+/// request of a route would share one fingerprint, and one another's ids.
+fn fingerprint(route: &str, path: &str, body: &impl Serialize) -> Result<[u8; 32], ApiError> {
+    let body = serde_json::to_vec(body)
+        .map_err(|e| ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut hasher = blake3::Hasher::new();
-    for part in [route.as_bytes(), b"\0", path.as_bytes(), b"\0"] {
+    for part in [route.as_bytes(), b"\0", path.as_bytes(), b"\0", &body] {
         hasher.update(part);
     }
-    hasher.update(&serde_json::to_vec(body).unwrap_or_default());
-    *hasher.finalize().as_bytes()
+    Ok(*hasher.finalize().as_bytes())
 }
 
 fn name(field: &str, text: &str) -> Result<Name, ApiError> {
@@ -57,11 +61,24 @@ async fn execute(
                 None => ledger.execute(actor, command).await,
             };
             let replayed = outcome.as_ref().is_ok_and(|receipt| receipt.replayed);
-            let recorded = outcome.map(|receipt| Recorded {
-                id: creates.then(|| made(&receipt)).flatten(),
-                position: receipt.position(),
+            let recorded = outcome.map_err(ApiError::from).and_then(|receipt| {
+                // A creation whose receipt names nothing made is no success
+                // to answer without the id.
+                let id = match creates {
+                    true => Some(made(&receipt).ok_or_else(|| {
+                        ApiError::new(
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "the command was recorded, but its events name nothing made",
+                        )
+                    })?),
+                    false => None,
+                };
+                Ok(Recorded {
+                    id,
+                    position: receipt.position(),
+                })
             });
-            json_reply(recorded.map_err(ApiError::from), replayed)
+            json_reply(recorded, replayed)
         })
         .await
 }
@@ -98,7 +115,7 @@ pub(crate) async fn create_company(
 ) -> Result<Response, ApiError> {
     let name = name("name", &body.name)?;
     let company = random(fresh::company_id())?;
-    let print = fingerprint("create_company", "", &body);
+    let print = fingerprint("create_company", "", &body)?;
     let command = Command::CreateCompany { company, name };
     Ok(execute(app, &headers, print, Actor::System, command, true).await)
 }
@@ -131,7 +148,7 @@ pub(crate) async fn add_teammate(
     } else {
         Role::Member
     };
-    let print = fingerprint("add_teammate", "", &body);
+    let print = fingerprint("add_teammate", "", &body)?;
     let command = Command::AddTeammate {
         company,
         teammate,
@@ -168,7 +185,7 @@ pub(crate) async fn change_role(
         _ => return Err(ApiError::field("role", "must be `admin` or `member`")),
     };
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("change_role", &teammate, &body);
+    let print = fingerprint("change_role", &teammate, &body)?;
     let command = Command::ChangeRole { teammate: id, role };
     Ok(execute(app, &headers, print, actor, command, false).await)
 }
@@ -195,7 +212,7 @@ pub(crate) async fn deactivate_teammate(
 ) -> Result<Response, ApiError> {
     let id = parse("teammate", &teammate)?;
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("deactivate_teammate", &teammate, &body);
+    let print = fingerprint("deactivate_teammate", &teammate, &body)?;
     let command = Command::DeactivateTeammate { teammate: id };
     Ok(execute(app, &headers, print, actor, command, false).await)
 }
@@ -222,7 +239,7 @@ pub(crate) async fn set_private_access(
 ) -> Result<Response, ApiError> {
     let id = parse("teammate", &teammate)?;
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("set_private_access", &teammate, &body);
+    let print = fingerprint("set_private_access", &teammate, &body)?;
     let command = Command::SetPrivateApiAccess {
         teammate: id,
         allowed: body.allowed,
@@ -252,7 +269,7 @@ pub(crate) async fn set_private_access_for_all(
 ) -> Result<Response, ApiError> {
     let id = parse("company", &company)?;
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("set_private_access_for_all", &company, &body);
+    let print = fingerprint("set_private_access_for_all", &company, &body)?;
     let command = Command::SetPrivateApiAccessForAll {
         company: id,
         allowed: body.allowed,
@@ -283,7 +300,7 @@ pub(crate) async fn create_workspace(
     let name = name("name", &body.name)?;
     let actor = parse("actor", &body.actor)?;
     let workspace = random(fresh::workspace_id())?;
-    let print = fingerprint("create_workspace", "", &body);
+    let print = fingerprint("create_workspace", "", &body)?;
     let command = Command::CreateWorkspace {
         company,
         workspace,
@@ -340,7 +357,7 @@ pub(crate) async fn create_token(
             .transpose()?,
     };
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("create_token", "", &body);
+    let print = fingerprint("create_token", "", &body)?;
     let ledger = app.ledger.clone();
     Ok(app
         .idempotency
@@ -386,7 +403,7 @@ pub(crate) async fn reveal_token(
 ) -> Result<Response, ApiError> {
     let id = parse("token", &token)?;
     let actor = parse("actor", &body.actor)?;
-    let print = fingerprint("reveal_token", &token, &body);
+    let print = fingerprint("reveal_token", &token, &body)?;
     let ledger = app.ledger.clone();
     // Not keyed in the ledger: each reveal that shows the secret is
     // recorded, a retry after a restart too, so the history says who saw
@@ -426,7 +443,7 @@ pub(crate) async fn delete_token(
 ) -> Result<Response, ApiError> {
     let id = parse("token", &token)?;
     let actor = parse("actor", &query.actor)?;
-    let print = fingerprint("delete_token", &token, &query);
+    let print = fingerprint("delete_token", &token, &query)?;
     let command = Command::DeleteToken { token: id };
     Ok(execute(app, &headers, print, actor, command, false).await)
 }
@@ -460,8 +477,11 @@ mod tests {
                 "scopes": ["conversations:read"], "expires_at": null}"#,
         )
         .unwrap();
-        let print = fingerprint("create_token", "", &token);
-        assert_eq!(print, fingerprint("create_token", "", &spelled_out));
+        let print = fingerprint("create_token", "", &token).unwrap();
+        assert_eq!(
+            print,
+            fingerprint("create_token", "", &spelled_out).unwrap()
+        );
         assert_eq!(
             hex(print),
             "cd49806726ee4fb99708fbc44ae86153c90306b8a38df59f2a7a34a8ff4fb320"
@@ -470,7 +490,7 @@ mod tests {
             name: "Acme".to_owned(),
         };
         assert_eq!(
-            hex(fingerprint("create_company", "", &company)),
+            hex(fingerprint("create_company", "", &company).unwrap()),
             "fda22ffef8f2b53b2d3a12fcf38fbeee5649b13b116d63b6e920f80c4d721bf5"
         );
     }
