@@ -22,8 +22,10 @@ const DOMAIN: &str = "tokenledger idempotency v1";
 /// another request derives other ids, and runs as a new command. Only
 /// something that remembers both (the HTTP service, for as long as it
 /// keeps a key's reply in memory) can refuse such a reuse. The
-/// fingerprint must name everything the request asks, including who asks,
-/// or two different requests under one key would be taken for one.
+/// fingerprint should name everything the request asks, including who
+/// asks: a replay is refused if the event found is another actor's or
+/// another command's, but two requests that differ only in what the
+/// command does not record would be taken for one.
 ///
 /// Nothing here is secret: the ids derived are recorded in the log, in
 /// the clear, and the key and fingerprint are not kept, only a BLAKE3

@@ -167,9 +167,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         // The usual label, exactly: parsed here without the path to each
         // field, which only an error needs (axum's `Json` keeps it for
-        // every field of every body: about a third of the parse). Any other
-        // label, and every body that does not parse, goes through `Json`,
-        // which says what was wrong where.
+        // every field of every body). Any other label, and every body that
+        // does not parse, goes through `Json`, which says what was wrong
+        // where. Measured together with one `Arc` for the handlers' state
+        // (75951fa): `serve/check` +6% under wrk.
         if request
             .headers()
             .get(CONTENT_TYPE)
