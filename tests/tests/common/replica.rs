@@ -133,9 +133,17 @@ impl Replicas for Processes {
             wait.unwrap_or(0)
         ));
         let mut words = answer.split(' ');
-        let (verdict, position) = (words.next().unwrap(), words.next().unwrap());
+        let (verdict, position, status) = (
+            words.next().unwrap(),
+            words.next().unwrap(),
+            words.next().unwrap(),
+        );
         let verdict: u8 = verdict.parse().unwrap();
-        let verdict = if verdict == 0 { Ok(()) } else { Err(verdict) };
+        let verdict = match (verdict, status) {
+            (_, "503") => Err(UNAVAILABLE),
+            (0, _) => Ok(()),
+            (rule, _) => Err(rule),
+        };
         (verdict, position.parse().unwrap())
     }
 }
