@@ -115,4 +115,12 @@ fn appends_through_a_postgres_restart_fail_cleanly_or_hold_and_the_replicas_catc
         .verify()
         .expect("the chain verifies after the restart");
     assert_eq!(verified.records, fresh.head().position);
+    // And those that failed left nothing: each command records one event,
+    // the first company's and the acknowledged ones are all there is.
+    assert_eq!(
+        fresh.head().position,
+        1 + recorded.len() as u64,
+        "a command reported failed ({} of them: {kinds:?}) was recorded",
+        failed.len()
+    );
 }
