@@ -110,6 +110,21 @@ fn start(
     (Serving(child), addr, stderr)
 }
 
+/// Sends SIGTERM to a server `start` started and waits for it: it must
+/// exit 0; returns the rest of its standard error, shown if it does not.
+fn stopped(mut child: Serving, mut stderr: BufReader<std::process::ChildStderr>) -> String {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.0.wait().unwrap();
+    let mut said = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+    assert_eq!(status.code(), Some(0), "serve ended with {status}: {said}");
+    said
+}
+
 #[test]
 fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,7 +137,7 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
         admin,
     } = given(&data_arg, dir.path());
 
-    let (mut child, addr, mut stderr) = start(&data_arg, &check, &admin);
+    let (child, addr, stderr) = start(&data_arg, &check, &admin);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -157,15 +172,9 @@ fn sigterm_during_load_loses_nothing_and_answers_nothing_twice() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
+        let rest = tokio::task::spawn_blocking(move || stopped(child, stderr))
+            .await
             .unwrap();
-        assert!(killed.success());
-        let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap()).await.unwrap();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        assert_eq!(status.code(), Some(0), "serve ended with {status}: {rest}");
         assert!(rest.contains("the ledger is closed"), "{rest}");
         stop.store(true, Ordering::Relaxed);
         let mut answered = Vec::new();
@@ -259,8 +268,8 @@ fn a_consistency_token_holds_across_two_servers_on_postgres() {
         check,
         admin,
     } = given(&database.url, dir.path());
-    let (mut one, one_addr, _one_err) = start(&database.url, &check, &admin);
-    let (mut two, two_addr, _two_err) = start(&database.url, &check, &admin);
+    let (one, one_addr, one_err) = start(&database.url, &check, &admin);
+    let (two, two_addr, two_err) = start(&database.url, &check, &admin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -284,14 +293,8 @@ fn a_consistency_token_holds_across_two_servers_on_postgres() {
             assert!(answer["position"].as_u64() >= created["position"].as_u64());
         }
     });
-    for child in [&mut one, &mut two] {
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        assert_eq!(child.0.wait().unwrap().code(), Some(0));
-    }
+    stopped(one, one_err);
+    stopped(two, two_err);
 }
 
 /// Two `serve` processes on one PostgreSQL database: a token's creation
@@ -311,8 +314,8 @@ fn a_keyed_creation_retried_on_another_server_on_postgres_makes_no_second_token(
         check,
         admin,
     } = given(&database.url, dir.path());
-    let (mut one, one_addr, one_err) = start(&database.url, &check, &admin);
-    let (mut two, two_addr, two_err) = start(&database.url, &check, &admin);
+    let (one, one_addr, one_err) = start(&database.url, &check, &admin);
+    let (two, two_addr, two_err) = start(&database.url, &check, &admin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -369,15 +372,6 @@ fn a_keyed_creation_retried_on_another_server_on_postgres_makes_no_second_token(
         assert_eq!(listed.status, 200, "{}", listed.text());
         assert_eq!(listed.json().as_array().unwrap().len(), rounds);
     });
-    for (child, mut stderr) in [(&mut one, one_err), (&mut two, two_err)] {
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = child.0.wait().unwrap();
-        let mut said = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
-        assert_eq!(status.code(), Some(0), "serve ended with {status}: {said}");
-    }
+    stopped(one, one_err);
+    stopped(two, two_err);
 }
