@@ -19,46 +19,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokenledger_authz::{Command, IdempotencyKey, Ledger, NewToken, fresh};
-use tokenledger_events::{
-    Actor, CompanyId, Feature, Name, Namespaces, Role, TeammateId, TokenKind, TokenScope,
-};
-
-fn name(text: &str) -> Name {
-    Name::new(text).expect("a valid name")
-}
-
-/// A company and its admin, in a new ledger.
-fn given(ledger: &Ledger) -> (CompanyId, TeammateId) {
-    let company = fresh::company_id().expect("an id");
-    let admin = fresh::teammate_id().expect("an id");
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .expect("the company");
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: name("Ada"),
-                role: Role::Admin,
-            },
-        )
-        .expect("the admin");
-    (company, admin)
-}
+use tokenledger_authz::{IdempotencyKey, Ledger};
+use tokenledger_benches::{company_and_admin, tags_token};
+use tokenledger_events::{Actor, CompanyId, TeammateId};
 
 fn create(ledger: &Ledger, company: CompanyId, admin: TeammateId) {
     black_box(
         ledger
-            .create_token(Actor::Teammate(admin), new_token(company))
+            .create_token(Actor::Teammate(admin), tags_token(company))
             .expect("the token"),
     );
 }
@@ -67,28 +35,9 @@ fn create_once(ledger: &Ledger, company: CompanyId, admin: TeammateId, n: u64) {
     let key = IdempotencyKey::new(&n.to_be_bytes(), b"POST /v1/tokens");
     black_box(
         ledger
-            .create_token_once(Actor::Teammate(admin), new_token(company), key)
+            .create_token_once(Actor::Teammate(admin), tags_token(company), key)
             .expect("the token"),
     );
-}
-
-fn new_token(company: CompanyId) -> NewToken {
-    NewToken {
-        company,
-        name: name("Tag sync"),
-        kind: TokenKind::ApiToken,
-        scope: TokenScope {
-            features: [Feature::Resources].into(),
-            namespaces: Namespaces {
-                global: true,
-                ..Namespaces::none()
-            },
-            grants: ["tags:read".parse().expect("a scope")]
-                .into_iter()
-                .collect(),
-        },
-        expires_at: None,
-    }
 }
 
 fn ledger(c: &mut Criterion) {
@@ -99,7 +48,7 @@ fn ledger(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let ledger = Ledger::open(dir.path()).expect("the ledger opens");
-    let (company, admin) = given(&ledger);
+    let (company, admin) = company_and_admin(&ledger);
 
     group.bench_function("execute_single", |b| {
         b.iter(|| create(&ledger, company, admin))

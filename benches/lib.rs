@@ -10,13 +10,70 @@
 
 pub mod generate;
 
-use tokenledger_authz::{Ledger, Location, Request, TokenHandle};
+use tokenledger_authz::{Command, Ledger, Location, NewToken, Request, TokenHandle, fresh};
 use tokenledger_events::{
     Actor, CompanyId, Envelope, Event, EventId, Feature, Method, Name, Namespaces, Requirement,
     Role, Scope, Secret, SharedNamespace, TeammateId, Timestamp, TokenId, TokenKind, TokenScope,
     WorkspaceId, encode_envelope,
 };
 use tokenledger_store::{EventLog, Expectation, NewEvent, Options, SledLog};
+
+/// A company and its admin, made through `ledger`: what the ledger and
+/// HTTP benches issue tokens in.
+#[expect(
+    clippy::expect_used,
+    reason = "a benchmark whose setup fails should stop at once"
+)]
+pub fn company_and_admin(ledger: &Ledger) -> (CompanyId, TeammateId) {
+    let company = fresh::company_id().expect("an id");
+    let admin = fresh::teammate_id().expect("an id");
+    ledger
+        .execute(
+            Actor::System,
+            Command::CreateCompany {
+                company,
+                name: Name::new("Acme").expect("a name"),
+            },
+        )
+        .expect("the company");
+    ledger
+        .execute(
+            Actor::System,
+            Command::AddTeammate {
+                company,
+                teammate: admin,
+                name: Name::new("Ada").expect("a name"),
+                role: Role::Admin,
+            },
+        )
+        .expect("the admin");
+    (company, admin)
+}
+
+/// A token an admin of `company` would make: company-level resources,
+/// `tags:read`.
+#[expect(
+    clippy::expect_used,
+    reason = "a benchmark whose setup fails should stop at once"
+)]
+pub fn tags_token(company: CompanyId) -> NewToken {
+    NewToken {
+        company,
+        name: Name::new("Plugin").expect("a name"),
+        kind: TokenKind::ApiToken,
+        scope: TokenScope {
+            features: [Feature::Resources].into(),
+            namespaces: Namespaces {
+                global: true,
+                ..Namespaces::none()
+            },
+            grants: ["tags:read".parse().expect("a scope")]
+                .into_iter()
+                .collect(),
+        },
+        expires_at: None,
+    }
+}
 
 /// A typical small event (an admin revealing a token), with a distinct id.
 ///

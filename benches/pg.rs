@@ -29,13 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, NewToken, Request, fresh};
+use tokenledger_authz::{Command, Ledger, LedgerOptions, Location, Request, fresh};
 use tokenledger_benches::generate::{ONE_MILLION, generated};
-use tokenledger_benches::reveal;
-use tokenledger_events::{
-    Actor, CompanyId, Feature, Name, Namespaces, Requirement, Role, TeammateId, Timestamp,
-    TokenKind, TokenScope,
-};
+use tokenledger_benches::{company_and_admin, reveal, tags_token};
+use tokenledger_events::{Actor, Name, Requirement, Timestamp};
 use tokenledger_postgres::testing::Database;
 use tokenledger_postgres::{Options, PgLog};
 use tokenledger_store::{EventLog, Expectation, SledLog};
@@ -99,52 +96,6 @@ fn pg(c: &mut Criterion) {
     group.finish();
 }
 
-/// A company and its admin, made through `ledger`.
-fn company(ledger: &Ledger) -> (CompanyId, TeammateId) {
-    let company = fresh::company_id().expect("an id");
-    let admin = fresh::teammate_id().expect("an id");
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").expect("a name"),
-            },
-        )
-        .expect("the company");
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").expect("a name"),
-                role: Role::Admin,
-            },
-        )
-        .expect("the admin");
-    (company, admin)
-}
-
-fn new_token(company: CompanyId) -> NewToken {
-    NewToken {
-        company,
-        name: Name::new("Plugin").expect("a name"),
-        kind: TokenKind::ApiToken,
-        scope: TokenScope {
-            features: [Feature::Resources].into(),
-            namespaces: Namespaces {
-                global: true,
-                ..Namespaces::none()
-            },
-            grants: ["tags:read".parse().expect("a scope")]
-                .into_iter()
-                .collect(),
-        },
-        expires_at: None,
-    }
-}
-
 /// The median and 99th percentile of `samples`.
 fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort_unstable();
@@ -166,7 +117,7 @@ fn replicas(c: &mut Criterion) {
             .expect("a replica opens")
     };
     let (a, b, third) = (open(), open(), open());
-    let (company, admin) = company(&a);
+    let (company, admin) = company_and_admin(&a);
     let mut group = c.benchmark_group("pg");
     group
         .sample_size(20)
@@ -205,7 +156,7 @@ fn replicas(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
                 let created = a
-                    .create_token(Actor::Teammate(admin), new_token(company))
+                    .create_token(Actor::Teammate(admin), tags_token(company))
                     .expect("the token");
                 for replica in [&b, &third] {
                     replica
@@ -229,7 +180,7 @@ fn replicas(c: &mut Criterion) {
     });
 
     let created = a
-        .create_token(Actor::Teammate(admin), new_token(company))
+        .create_token(Actor::Teammate(admin), tags_token(company))
         .expect("the token");
     b.wait_for_position(created.receipt.position(), Duration::from_secs(10))
         .expect("applied");

@@ -29,10 +29,9 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokenledger_authz::{Command, Ledger, NewToken, fresh};
-use tokenledger_events::{
-    Actor, CompanyId, Feature, Name, Namespaces, Role, TeammateId, TokenKind, TokenScope,
-};
+use tokenledger_authz::Ledger;
+use tokenledger_benches::{company_and_admin, tags_token};
+use tokenledger_events::{Actor, CompanyId};
 use tokenledger_serve::{Limits, Server, ServiceKeys};
 
 mod wrk;
@@ -46,45 +45,8 @@ const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 /// A ledger with `tokens` tokens of one company; the secret of the last.
 fn ledger(dir: &std::path::Path, tokens: usize) -> (Arc<Ledger>, CompanyId, String) {
     let ledger = Arc::new(Ledger::open(dir).expect("a ledger"));
-    let company = fresh::company_id().expect("an id");
-    let admin: TeammateId = fresh::teammate_id().expect("an id");
-    let name = |text: &str| Name::new(text).expect("a name");
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: name("Acme"),
-            },
-        )
-        .expect("a company");
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: name("Ada"),
-                role: Role::Admin,
-            },
-        )
-        .expect("an admin");
-    let new = || NewToken {
-        company,
-        name: name("Plugin"),
-        kind: TokenKind::ApiToken,
-        scope: TokenScope {
-            features: [Feature::Resources].into(),
-            namespaces: Namespaces {
-                global: true,
-                ..Namespaces::none()
-            },
-            grants: ["tags:read".parse().expect("a scope")]
-                .into_iter()
-                .collect(),
-        },
-        expires_at: None,
-    };
+    let (company, admin) = company_and_admin(&ledger);
+    let new = || tags_token(company);
     // Eight callers at once share the log's syncs.
     let threads = 8;
     std::thread::scope(|scope| {
