@@ -273,3 +273,267 @@ fn records(command: &Command, recorded: &Envelope) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use tokenledger_events::{
+        EventId, Name, Namespaces, Role, Secret, TeammateId, Timestamp, TokenKind, TokenScope,
+        WorkspaceId,
+    };
+
+    use super::*;
+
+    fn envelope(company: u128, event: Event) -> Envelope {
+        Envelope {
+            position: 1,
+            event_id: EventId::from_u128(1),
+            recorded_at: Timestamp::EPOCH,
+            actor: Actor::System,
+            company: CompanyId::from_u128(company),
+            event,
+        }
+    }
+
+    fn name(text: &str) -> Name {
+        Name::new(text).unwrap()
+    }
+
+    fn token_command(company: u128, token: u128, name_: &str, expires: Option<u64>) -> Command {
+        Command::CreateToken {
+            company: CompanyId::from_u128(company),
+            token: TokenId::from_u128(token),
+            name: name(name_),
+            kind: TokenKind::ApiToken,
+            scope: TokenScope {
+                features: Default::default(),
+                namespaces: Namespaces::none(),
+                grants: Default::default(),
+            },
+            secret_digest: Secret::from_random([token as u8; 32]).digest(),
+            sealed_secret: None,
+            expires_at: expires.map(Timestamp::from_micros),
+        }
+    }
+
+    /// Each command against the event it records, and the same command
+    /// with one recorded value changed: the first answers for it, the
+    /// second does not; ids drawn afresh (and the secret) do not count.
+    #[test]
+    fn a_recorded_event_answers_only_for_the_command_that_records_it() {
+        let t = TeammateId::from_u128;
+        let w = WorkspaceId::from_u128;
+        let token = TokenId::from_u128;
+        let company = |id| CompanyId::from_u128(id);
+        let created = |c| {
+            let Command::CreateToken {
+                token,
+                name,
+                kind,
+                scope,
+                secret_digest,
+                sealed_secret,
+                expires_at,
+                ..
+            } = token_command(c, 9, "Plugin", Some(5))
+            else {
+                unreachable!()
+            };
+            Event::TokenCreated {
+                token,
+                name,
+                kind,
+                scope,
+                secret_digest,
+                sealed_secret,
+                expires_at,
+            }
+        };
+        let cases: Vec<(Event, Command, Vec<Command>)> = vec![
+            (
+                Event::CompanyCreated {
+                    company: company(1),
+                    name: name("Acme"),
+                },
+                Command::CreateCompany {
+                    company: company(2),
+                    name: name("Acme"),
+                },
+                vec![Command::CreateCompany {
+                    company: company(1),
+                    name: name("Other"),
+                }],
+            ),
+            (
+                Event::TeammateAdded {
+                    teammate: t(1),
+                    name: name("Ada"),
+                    role: Role::Admin,
+                },
+                Command::AddTeammate {
+                    company: company(1),
+                    teammate: t(2),
+                    name: name("Ada"),
+                    role: Role::Admin,
+                },
+                vec![
+                    Command::AddTeammate {
+                        company: company(3),
+                        teammate: t(1),
+                        name: name("Ada"),
+                        role: Role::Admin,
+                    },
+                    Command::AddTeammate {
+                        company: company(1),
+                        teammate: t(1),
+                        name: name("Bob"),
+                        role: Role::Admin,
+                    },
+                    Command::AddTeammate {
+                        company: company(1),
+                        teammate: t(1),
+                        name: name("Ada"),
+                        role: Role::Member,
+                    },
+                ],
+            ),
+            (
+                Event::TeammateRoleChanged {
+                    teammate: t(1),
+                    role: Role::Admin,
+                },
+                Command::ChangeRole {
+                    teammate: t(1),
+                    role: Role::Admin,
+                },
+                vec![
+                    Command::ChangeRole {
+                        teammate: t(2),
+                        role: Role::Admin,
+                    },
+                    Command::ChangeRole {
+                        teammate: t(1),
+                        role: Role::Member,
+                    },
+                ],
+            ),
+            (
+                Event::TeammateDeactivated { teammate: t(1) },
+                Command::DeactivateTeammate { teammate: t(1) },
+                vec![Command::DeactivateTeammate { teammate: t(2) }],
+            ),
+            (
+                Event::WorkspaceCreated {
+                    workspace: w(1),
+                    name: name("Support"),
+                },
+                Command::CreateWorkspace {
+                    company: company(1),
+                    workspace: w(2),
+                    name: name("Support"),
+                },
+                vec![
+                    Command::CreateWorkspace {
+                        company: company(3),
+                        workspace: w(1),
+                        name: name("Support"),
+                    },
+                    Command::CreateWorkspace {
+                        company: company(1),
+                        workspace: w(1),
+                        name: name("Sales"),
+                    },
+                ],
+            ),
+            (
+                Event::WorkspaceDeleted { workspace: w(1) },
+                Command::DeleteWorkspace { workspace: w(1) },
+                vec![Command::DeleteWorkspace { workspace: w(2) }],
+            ),
+            (
+                created(1),
+                token_command(1, 7, "Plugin", Some(5)),
+                vec![
+                    token_command(3, 9, "Plugin", Some(5)),
+                    token_command(1, 9, "Other", Some(5)),
+                    token_command(1, 9, "Plugin", None),
+                    {
+                        let mut oauth = token_command(1, 9, "Plugin", Some(5));
+                        if let Command::CreateToken { kind, .. } = &mut oauth {
+                            *kind = TokenKind::OAuthGrant;
+                        }
+                        oauth
+                    },
+                    {
+                        let mut wider = token_command(1, 9, "Plugin", Some(5));
+                        if let Command::CreateToken { scope, .. } = &mut wider {
+                            scope.namespaces.global = true;
+                        }
+                        wider
+                    },
+                ],
+            ),
+            (
+                Event::TokenRevealed { token: token(1) },
+                Command::RevealToken { token: token(1) },
+                vec![
+                    Command::RevealToken { token: token(2) },
+                    Command::DeleteToken { token: token(1) },
+                ],
+            ),
+            (
+                Event::TokenDeleted { token: token(1) },
+                Command::DeleteToken { token: token(1) },
+                vec![
+                    Command::DeleteToken { token: token(2) },
+                    Command::RevealToken { token: token(1) },
+                ],
+            ),
+            (
+                Event::PrivateApiAccessChanged {
+                    teammate: t(1),
+                    allowed: false,
+                },
+                Command::SetPrivateApiAccess {
+                    teammate: t(1),
+                    allowed: false,
+                },
+                vec![
+                    Command::SetPrivateApiAccess {
+                        teammate: t(2),
+                        allowed: false,
+                    },
+                    Command::SetPrivateApiAccess {
+                        teammate: t(1),
+                        allowed: true,
+                    },
+                ],
+            ),
+            (
+                Event::PrivateApiAccessSetForAll { allowed: true },
+                Command::SetPrivateApiAccessForAll {
+                    company: company(1),
+                    allowed: true,
+                },
+                vec![
+                    Command::SetPrivateApiAccessForAll {
+                        company: company(3),
+                        allowed: true,
+                    },
+                    Command::SetPrivateApiAccessForAll {
+                        company: company(1),
+                        allowed: false,
+                    },
+                ],
+            ),
+        ];
+        for (event, same, others) in cases {
+            let recorded = envelope(1, event);
+            assert!(records(&same, &recorded), "{same:?} for {recorded:?}");
+            for other in others {
+                assert!(!records(&other, &recorded), "{other:?} for {recorded:?}");
+            }
+        }
+    }
+}
