@@ -27,34 +27,31 @@
 //! So an event and its index entries are there together or not at all
 //! once the log is open, without the cost of a `sled::Batch` per group.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokenledger_events::{EncodedEvent, EventId, Timestamp};
 
-use crate::backend::{
-    self, Appending, check_batch_size, event_of_stream, stream_key, stream_keys, streams,
-};
+use crate::backend::{self, Appending, check_batch_size, event_of_stream, stream_key, streams};
 use crate::checkpoint::{Checkpoint, CheckpointKey};
 use crate::dirs::{create_private_dir, private_file, sync_dir};
-use crate::journal::{AppendFailed, Entry, Journal, JournalError, Recovered};
+use crate::journal::{Journal, JournalError};
 use crate::known_ids::KnownIds;
 use crate::log::{
-    AppendError, Damage, EventLog, Expectation, Hash, Head, MAX_BATCH, NewEvent, Problem,
-    StoredEvent, StoredRecord, Stream, Verified,
+    AppendError, Damage, EventLog, Expectation, Hash, Head, NewEvent, Problem, StoredEvent,
+    StoredRecord, Stream, Verified,
 };
-use crate::page::{self, Page};
+use crate::page::Page;
 use crate::record::{self, ChainCheck, stored_event};
 use crate::reply::{self, Reply};
-use crate::segments::{EVENT_IDS, Index, Segment, TOKENS};
+use crate::segments::{EVENT_IDS, Index, TOKENS};
 use crate::settle_record;
 use crate::signed_head::{self, Signer};
 use crate::state_files::StateFiles;
@@ -65,9 +62,7 @@ mod writer;
 
 use writer::{Pending, Writer, insert};
 
-use crate::sled_options::{
-    Clock, FaultInjector, FaultPoint, JOURNAL_BYTES, OpenError, Options, inject,
-};
+use crate::sled_options::{FaultPoint, JOURNAL_BYTES, OpenError, Options, inject};
 
 const LOG: u8 = b'L';
 /// The key of the position sled last settled at (see [`Writer::settle`]).
@@ -1148,6 +1143,8 @@ mod tests {
         clippy::unwrap_used,
         reason = "a test fails loudly at the first surprise"
     )]
+
+    use std::time::Instant;
 
     use super::writer::gather;
     use super::*;

@@ -3,7 +3,34 @@
 //! sled beside the sync (`insert`), settles sled, and recovers the log at
 //! open. [`super::SledLog`] hands it requests and reads what it left.
 
-use super::*;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Receiver;
+use parking_lot::RwLock;
+use tokenledger_events::{EventId, Timestamp};
+
+use super::{
+    DurableFiles, Indexes, Job, Prepared, Request, SETTLED, Shared, hash_at, head_of,
+    indexed_position, log_key, open_storage, record_at, remove_above,
+};
+use crate::backend::{self, check_batch_size, stream_key, stream_keys};
+use crate::journal::{AppendFailed, Entry, Journal, Recovered};
+use crate::known_ids::KnownIds;
+use crate::log::{AppendError, Damage, Expectation, Hash, Head, MAX_BATCH, Problem};
+use crate::page;
+use crate::record::{self, ChainCheck};
+use crate::reply::Reply;
+use crate::segments::Segment;
+use crate::settle_record;
+use crate::signed_head::Signer;
+use crate::sled_options::{Clock, FaultInjector, FaultPoint, OpenError, inject};
+use crate::stream_index::{self, Tails};
+use crate::worker::Worker;
 
 /// The thread that writes: it takes every append waiting, checks them in
 /// order against the head it keeps, writes them to the journal as one
