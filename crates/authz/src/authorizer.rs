@@ -64,11 +64,29 @@ pub struct Authorizer {
     readers: Readers,
     /// The replica's lease, on a ledger shared with other processes.
     gate: Option<Arc<Gate>>,
+    /// The applied position as the ledger publishes it, for waits that
+    /// hold no thread.
+    #[cfg(feature = "tokio")]
+    applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Authorizer {
     pub(crate) fn new(readers: Readers, gate: Option<Arc<Gate>>) -> Authorizer {
-        Authorizer { readers, gate }
+        Authorizer {
+            readers,
+            gate,
+            #[cfg(feature = "tokio")]
+            applied: None,
+        }
+    }
+
+    /// The same, told of each position the ledger publishes.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn watching(self, applied: tokio::sync::watch::Receiver<u64>) -> Authorizer {
+        Authorizer {
+            applied: Some(applied),
+            ..self
+        }
     }
 
     /// Whether this replica cannot vouch for its state now: its lease
@@ -151,6 +169,30 @@ impl Authorizer {
     /// state before the change.
     pub fn position(&self) -> Option<u64> {
         self.readers.read(|state| Some(state.position()), || None)
+    }
+
+    /// Waits until the state decisions are made against has applied
+    /// `position` (a consistency token), for at most `timeout`, holding no
+    /// thread while it waits; returns [`Authorizer::position`] then: at
+    /// least `position` unless the wait timed out, `None` once the ledger
+    /// has closed.
+    #[cfg(feature = "tokio")]
+    pub async fn wait_for_position(
+        &self,
+        position: u64,
+        timeout: std::time::Duration,
+    ) -> Option<u64> {
+        let reached = |now: Option<u64>| now.is_none_or(|now| now >= position);
+        if let Some(applied) = &self.applied
+            && !reached(self.position())
+        {
+            let mut applied = applied.clone();
+            // Woken by every publish and by the ledger closing; ended at
+            // once if the ledger is gone. The answer is read afresh below.
+            let wait = applied.wait_for(|_| reached(self.position()));
+            let _ = tokio::time::timeout(timeout, wait).await;
+        }
+        self.position()
     }
 
     /// The company a token belongs to, which never changes once it is

@@ -735,7 +735,10 @@ impl Ledger {
 
     /// The handle for the hot path: cheap to clone, `Send` and `Sync`.
     pub fn authorizer(&self) -> Authorizer {
-        Authorizer::new(self.readers.clone(), self.gate())
+        let authorizer = Authorizer::new(self.readers.clone(), self.gate());
+        #[cfg(feature = "tokio")]
+        let authorizer = authorizer.watching(self.applied_watch());
+        authorizer
     }
 
     /// The log's durable head.

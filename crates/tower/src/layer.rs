@@ -3,9 +3,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -35,17 +35,24 @@ pub const POSITION_HEADER: HeaderName = HeaderName::from_static("x-tokenledger-p
 /// `X-Accepted-GitHub-Permissions` says which permissions would have worked.
 pub const ACCEPTED_SCOPE_HEADER: HeaderName =
     HeaderName::from_static("x-tokenledger-accepted-scope");
-/// The request id, taken from the client when usable and echoed on refusals.
+/// The request id: the one the layer made, in its record and on refusals.
+/// The client's own, when it sends a usable one, is kept beside it
+/// ([`DecisionRecord::client_request_id`]): a client that could pick the
+/// record's id could give its requests the ids of others'.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How long a request waits for its consistency token by default.
 pub const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many requests may wait for their consistency tokens at once by
+/// default; more are refused (503) at once.
+pub const DEFAULT_MAX_WAITING: usize = 1024;
+
 /// What the layer decided for an allowed request, in its extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Authorized {
-    /// The request's id, as its decision record has it.
+    /// The request's id, as its decision record has it: one the layer made.
     pub request_id: String,
     /// The token the bearer's secret named.
     pub token: TokenId,
@@ -69,6 +76,9 @@ struct Shared<L> {
     dropped: AtomicU64,
     unguarded: Vec<(http::Method, String)>,
     consistency_timeout: Duration,
+    /// Requests waiting for their consistency tokens, and how many may.
+    waiting: AtomicUsize,
+    max_waiting: usize,
     /// Request ids the layer makes: the process's start and id, then a
     /// count, so two processes' ids do not meet.
     id_prefix: String,
@@ -101,6 +111,15 @@ impl<L: Locator> LedgerLayerBuilder<L> {
     /// ([`DEFAULT_CONSISTENCY_TIMEOUT`] unless set).
     pub fn consistency_timeout(mut self, timeout: Duration) -> Self {
         self.shared.consistency_timeout = timeout;
+        self
+    }
+
+    /// How many requests may wait for their consistency tokens at once
+    /// ([`DEFAULT_MAX_WAITING`] unless set); more are refused (503) at
+    /// once. Anyone can send a well-formed secret with a position the log
+    /// has not reached, so without a bound, waiting requests would pile up.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.shared.max_waiting = max;
         self
     }
 
@@ -144,6 +163,8 @@ impl<L: Locator> LedgerLayer<L> {
                 dropped: AtomicU64::new(0),
                 unguarded: Vec::new(),
                 consistency_timeout: DEFAULT_CONSISTENCY_TIMEOUT,
+                waiting: AtomicUsize::new(0),
+                max_waiting: DEFAULT_MAX_WAITING,
                 id_prefix: format!("{started:x}-{:x}", std::process::id()),
                 next_id: AtomicU64::new(1),
             },
@@ -284,10 +305,11 @@ impl<L: Locator> Shared<L> {
     /// as the answer to send.
     async fn decide(&self, parts: &Parts) -> Result<Authorized, Answer> {
         let headers = Read::from(&parts.headers);
-        let mut record = DecisionRecord::new(
-            self.request_id(headers.request_id),
-            Timestamp::from_system_time(SystemTime::now()),
-        );
+        let mut record = DecisionRecord::new(self.request_id(), now());
+        // Only a record that goes to a sink needs the client's id.
+        if self.sink.is_some() {
+            record.client_request_id = client_request_id(headers.request_id);
+        }
         let decided = self.decide_recording(parts, &headers, &mut record).await;
         match decided {
             Ok(mut authorized) => {
@@ -351,6 +373,9 @@ impl<L: Locator> Shared<L> {
             && Secret::digest_of(secret).is_ok()
         {
             self.wait_for(wanted).await?;
+            // Decided now, against the state waited for: a token that
+            // expired meanwhile is expired.
+            record.at = now();
         }
         let authorizer = &self.authorizer;
         // Rules 1 and 2 in full (deleted, expired) before the locator is
@@ -383,12 +408,22 @@ impl<L: Locator> Shared<L> {
         let endpoint = resolve_endpoint(method, path).map_err(Rejection::Endpoint)?;
         record.operation = Some(endpoint.operation);
         record.requirement = Some(endpoint.requirement);
-        let located = self
-            .locator
-            .locate(Target::new(endpoint, path))
-            .await
-            .map_err(Rejection::Locator)?
-            .ok_or(Rejection::NotFound)?;
+        let mut locating =
+            std::pin::pin!(self.locator.locate(Target::new(endpoint, path, company)));
+        let mut waited = false;
+        let located = std::future::poll_fn(|cx| {
+            let polled = locating.as_mut().poll(cx);
+            waited |= polled.is_pending();
+            polled
+        })
+        .await
+        .map_err(Rejection::Locator)?
+        .ok_or(Rejection::NotFound)?;
+        // A locator that kept the request waiting (a query) moves the
+        // decision's time on: rules 2 and 8 are checked when it is made.
+        if waited {
+            record.at = now();
+        }
         // Without a sink the record is dropped unread: no copy for it.
         if self.sink.is_some() {
             record.resource = Some(located.resource.clone());
@@ -401,13 +436,16 @@ impl<L: Locator> Shared<L> {
             at: record.at,
         };
         let decision = authorizer.authorize(handle, &request);
-        record.position = Some(decision.position);
         if let Some(refusal) = decision.refusal {
+            // A ledger that closed (or a lease that lapsed) while the
+            // locator was asked decided at no position.
+            record.position = (refusal.reason != Reason::LedgerClosed).then_some(decision.position);
             return Err(Rejection::Refused {
                 refusal,
                 request: Some(Box::new(request)),
             });
         }
+        record.position = Some(decision.position);
         Ok(Authorized {
             // Filled in by `decide`, which knows whether the record needs it.
             request_id: String::new(),
@@ -421,20 +459,24 @@ impl<L: Locator> Shared<L> {
     }
 
     /// Waits, without holding a runtime worker, until the ledger has
-    /// applied `wanted`. The projection publishes no signal to wait on,
-    /// so the position is polled every millisecond; only requests that
-    /// carry a token ahead of the state wait at all.
+    /// applied `wanted`, woken by its publishes. Only requests that carry a
+    /// token ahead of the state wait at all, and no more than
+    /// `max_waiting` of them at once.
     async fn wait_for(&self, wanted: u64) -> Result<(), Rejection> {
-        let deadline = Instant::now() + self.consistency_timeout;
-        loop {
-            let applied = self.authorizer.position();
-            match applied {
-                Some(applied) if applied >= wanted => return Ok(()),
-                Some(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                _ => return Err(Rejection::NotYetApplied { wanted, applied }),
-            }
+        let applied = self.authorizer.position();
+        if applied.is_some_and(|applied| applied >= wanted) {
+            return Ok(());
+        }
+        let Some(_slot) = Slot::take(&self.waiting, self.max_waiting) else {
+            return Err(Rejection::TooManyWaiting);
+        };
+        let applied = self
+            .authorizer
+            .wait_for_position(wanted, self.consistency_timeout)
+            .await;
+        match applied {
+            Some(applied) if applied >= wanted => Ok(()),
+            _ => Err(Rejection::NotYetApplied { wanted, applied }),
         }
     }
 
@@ -454,15 +496,8 @@ impl<L: Locator> Shared<L> {
         }
     }
 
-    /// The client's `x-request-id` when there is exactly one, of 1 to 128
-    /// visible ASCII characters; else one made here.
-    fn request_id(&self, given: Once<'_>) -> String {
-        if let Once::One(value) = given {
-            let bytes = value.as_bytes();
-            if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
-                return String::from_utf8_lossy(bytes).into_owned();
-            }
-        }
+    /// A request id of the layer's own.
+    fn request_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Written by hand: `format!` cost a tenth of the layer's time.
         let mut id = String::with_capacity(self.id_prefix.len() + 17);
@@ -471,6 +506,42 @@ impl<L: Locator> Shared<L> {
         push_hex(&mut id, n);
         id
     }
+}
+
+/// One of the waits [`Shared::wait_for`] allows at once, given back on drop.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(waiting: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < max).then_some(now + 1)
+            })
+            .ok()
+            .map(|_| Slot(waiting))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The time a decision is made at.
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+/// The client's `x-request-id` when there is exactly one, of 1 to 128
+/// visible ASCII characters.
+fn client_request_id(given: Once<'_>) -> Option<String> {
+    let Once::One(value) = given else {
+        return None;
+    };
+    let bytes = value.as_bytes();
+    ((1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic))
+        .then(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// Appends `n` in lower-case hexadecimal, without leading zeros.

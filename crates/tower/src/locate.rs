@@ -5,23 +5,42 @@
 //! company). That usually means reading the service's own database, so the
 //! question is asynchronous.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 
 use tokenledger_authz::Location;
-use tokenledger_events::{Endpoint, ResourceId};
+use tokenledger_events::{CompanyId, Endpoint, ResourceId};
 
-/// The request being located: its endpoint in the catalog and its path.
+/// The request being located: its endpoint in the catalog, its path and
+/// the company of the token it carries.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     endpoint: &'static Endpoint,
     path: &'a str,
+    company: CompanyId,
 }
 
 impl<'a> Target<'a> {
-    pub(crate) fn new(endpoint: &'static Endpoint, path: &'a str) -> Target<'a> {
-        Target { endpoint, path }
+    pub(crate) fn new(
+        endpoint: &'static Endpoint,
+        path: &'a str,
+        company: CompanyId,
+    ) -> Target<'a> {
+        Target {
+            endpoint,
+            path,
+            company,
+        }
+    }
+
+    /// The company of the request's token (authenticated, live). A locator
+    /// that answers `None` for another company's resources gives them the
+    /// 404 of a resource that does not exist: otherwise a token learns
+    /// which ids exist elsewhere from a 403 (rule 3) where others get 404.
+    pub fn company(&self) -> CompanyId {
+        self.company
     }
 
     /// The operation the catalog resolved the method and path to.
@@ -35,10 +54,13 @@ impl<'a> Target<'a> {
     }
 
     /// The path's parameters in order: for `/conversations/cnv_1/messages`
-    /// (`/conversations/{conversation_id}/messages`), `cnv_1`. The catalog
-    /// checked every segment before the locator is asked, so a parameter
-    /// holds only the characters ids use.
-    pub fn parameters(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+    /// (`/conversations/{conversation_id}/messages`), `cnv_1`. Escapes are
+    /// decoded, as axum's `Path` decodes them for the handler, so that the
+    /// locator places the very resource the handler is given
+    /// (`cnv_%66orum` is `cnv_forum` to both). The catalog checked every
+    /// segment before the locator is asked, so a parameter holds only the
+    /// characters ids use, raw or escaped, and decodes to them.
+    pub fn parameters(&self) -> impl Iterator<Item = Cow<'a, str>> + use<'a> {
         let path = self.path.trim_end_matches('/');
         self.endpoint
             .template
@@ -46,11 +68,17 @@ impl<'a> Target<'a> {
             .split('/')
             .zip(path.split('/'))
             .filter(|(template, _)| template.starts_with('{'))
-            .map(|(_, given)| given)
+            .map(|(_, given)| decoded(given))
     }
 
-    /// The first parameter: the resource most operations are about.
-    pub fn first_parameter(&self) -> Option<&'a str> {
+    /// The first parameter, decoded: the resource most operations are
+    /// about.
+    pub fn first_parameter(&self) -> Option<Cow<'a, str>> {
+        self.first_segment_parameter().map(decoded)
+    }
+
+    /// The first parameter as the path has it.
+    fn first_segment_parameter(&self) -> Option<&'a str> {
         // Loops over the bytes rather than `parameters`, `str::find` or
         // iterator chains: it is asked on every request, the template's
         // literals before it were matched, and the strings are short.
@@ -78,6 +106,41 @@ impl<'a> Target<'a> {
         let rest = self.path.get(start?..)?;
         let given = rest.get(..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len()))?;
         (!given.is_empty()).then_some(given)
+    }
+}
+
+/// `segment` with its escapes decoded; borrowed when it has none (most
+/// ids). An escape that does not decode is kept as it is, as axum's `Path`
+/// keeps it; the catalog refuses such paths before any locator sees them.
+fn decoded(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(value) => {
+                out.push(value);
+                at += 3;
+            }
+            None => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(text) => Cow::Owned(text),
+        // Bytes above 0x7f that are not UTF-8: the catalog refuses them,
+        // and axum's `Path` would refuse the request.
+        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
     }
 }
 
@@ -150,9 +213,36 @@ pub trait Locator: Send + Sync + 'static {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
-    use tokenledger_events::endpoints;
+    use tokenledger_events::{CompanyId, endpoints};
 
     use super::Target;
+
+    /// Escapes are decoded as axum's `Path` decodes them (percent-encoding's
+    /// `percent_decode`), so the locator and the handler name one resource.
+    #[test]
+    fn parameters_are_decoded_as_the_handler_gets_them() {
+        let endpoint = endpoints()
+            .unwrap()
+            .find(|e| e.template == "/conversations/{conversation_id}/messages")
+            .unwrap();
+        let company = CompanyId::from_u128(1);
+        for (path, want) in [
+            ("/conversations/cnv_1/messages", "cnv_1"),
+            ("/conversations/cnv_%66orum/messages", "cnv_forum"),
+            (
+                "/conversations/alt:email:a%2Bb@x.com/messages",
+                "alt:email:a+b@x.com",
+            ),
+            ("/conversations/%7e%7E/messages", "~~"),
+            // Not an escape: kept, as `percent_decode` keeps it.
+            ("/conversations/a%2/messages", "a%2"),
+            ("/conversations/a%zz/messages", "a%zz"),
+        ] {
+            let target = Target::new(endpoint, path, company);
+            assert_eq!(target.first_parameter().as_deref(), Some(want), "{path}");
+            assert_eq!(target.parameters().next().as_deref(), Some(want), "{path}");
+        }
+    }
 
     /// The fast path finds what walking every segment finds, for every
     /// operation of the catalog, with and without a trailing slash.
@@ -174,7 +264,7 @@ mod tests {
                 .collect();
             let path = path.join("/");
             for path in [path.clone(), format!("{path}/")] {
-                let target = Target::new(endpoint, &path);
+                let target = Target::new(endpoint, &path, CompanyId::from_u128(1));
                 assert_eq!(
                     target.first_parameter(),
                     target.parameters().next(),

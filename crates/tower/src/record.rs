@@ -39,9 +39,12 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecisionRecord {
-    /// The request's id: the client's `x-request-id` when it sent a usable
-    /// one, else one the layer made.
+    /// The request's id, made by the layer: unique to the request.
     pub request_id: String,
+    /// The client's own `x-request-id`, when it sent one (1 to 128 visible
+    /// ASCII characters), to join with the client's logs. The client picks
+    /// it: two requests may carry the same.
+    pub client_request_id: Option<String>,
     /// When the request was decided (the time the rules were checked at).
     pub at: Timestamp,
     /// The method, when it is one the Core API uses.
@@ -78,6 +81,7 @@ impl DecisionRecord {
     pub fn new(request_id: String, at: Timestamp) -> DecisionRecord {
         DecisionRecord {
             request_id,
+            client_request_id: None,
             at,
             method: None,
             operation: None,
@@ -100,6 +104,7 @@ impl DecisionRecord {
         let text = |value: Option<String>| value.map_or(Value::Null, Value::String);
         json!({
             "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
             "at_micros": self.at.as_micros(),
             "method": self.method.map(Method::as_str),
             "operation": self.operation,

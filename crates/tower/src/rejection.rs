@@ -26,6 +26,7 @@ use crate::record::SinkError;
 /// | [`Rejection::Locator`] | 503 |
 /// | [`Rejection::BadConsistencyToken`] | 400 |
 /// | [`Rejection::NotYetApplied`] | 503 |
+/// | [`Rejection::TooManyWaiting`] | 503 |
 /// | [`Rejection::RecordUnavailable`] | 503 |
 ///
 /// Every body has Front's shape, `{"_error":{"status":…,"title":…,"message":…}}`;
@@ -59,6 +60,9 @@ pub enum Rejection {
         /// The position applied when the wait gave up.
         applied: Option<u64>,
     },
+    /// The request carried a consistency token ahead of the state while
+    /// the most requests the layer lets wait were waiting.
+    TooManyWaiting,
     /// The decision could not be recorded, and the layer refuses what it
     /// cannot record ([`crate::Overflow::Refuse`]).
     RecordUnavailable(SinkError),
@@ -82,6 +86,7 @@ impl Rejection {
             Rejection::Endpoint(_) | Rejection::BadConsistencyToken => StatusCode::BAD_REQUEST,
             Rejection::Locator(_)
             | Rejection::NotYetApplied { .. }
+            | Rejection::TooManyWaiting
             | Rejection::RecordUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -99,6 +104,7 @@ impl Rejection {
             Rejection::Locator(_) => "locator_failed",
             Rejection::BadConsistencyToken => "bad_consistency_token",
             Rejection::NotYetApplied { .. } => "not_yet_applied",
+            Rejection::TooManyWaiting => "too_many_waiting",
             Rejection::RecordUnavailable(_) => "record_unavailable",
         }
     }
@@ -162,6 +168,9 @@ impl fmt::Display for Rejection {
                 ),
                 None => write!(f, "the ledger closed before applying position {wanted}"),
             },
+            Rejection::TooManyWaiting => {
+                f.write_str("too many requests were waiting for their consistency tokens")
+            }
             Rejection::RecordUnavailable(_) => f.write_str("the decision could not be recorded"),
         }
     }

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
@@ -23,14 +24,28 @@ enum Message {
 /// disk. When the queue is full, or once a write has failed (the first
 /// error is kept and every later record refused), [`DecisionSink::record`]
 /// says so and the layer applies its [`crate::Overflow`] policy.
+///
+/// A record taken is lost only if writing fails after it was taken: those
+/// queued behind a failed write, and those in the thread's buffer when a
+/// write or flush fails. [`JsonLinesSink::lost`] counts them (all the
+/// records since the last flush, when the buffer may have written some);
+/// the layer counts only the records the sink did not take.
 pub struct JsonLinesSink {
     queue: SyncSender<Message>,
     failed: Arc<OnceLock<String>>,
+    lost: Arc<AtomicU64>,
 }
 
 impl JsonLinesSink {
-    /// Opens `path` for appending and starts the writing thread.
+    /// Opens `path` for appending and starts the writing thread. A
+    /// `capacity` of 0 is refused: no record could wait for the thread.
     pub fn open(path: &Path, capacity: usize) -> io::Result<JsonLinesSink> {
+        if capacity == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a decision record queue holds at least one record",
+            ));
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -38,11 +53,26 @@ impl JsonLinesSink {
             .open(path)?;
         let (queue, receiver) = mpsc::sync_channel(capacity);
         let failed = Arc::new(OnceLock::new());
-        let failure = Arc::clone(&failed);
+        let lost = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            out: BufWriter::new(file),
+            failed: Arc::clone(&failed),
+            lost: Arc::clone(&lost),
+            unflushed: 0,
+        };
         std::thread::Builder::new()
             .name("decision-records".to_owned())
-            .spawn(move || write_records(receiver, BufWriter::new(file), &failure))?;
-        Ok(JsonLinesSink { queue, failed })
+            .spawn(move || writer.run(&receiver))?;
+        Ok(JsonLinesSink {
+            queue,
+            failed,
+            lost,
+        })
+    }
+
+    /// How many records this sink took and then failed to write.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Waits until every record taken so far is written and synced to the
@@ -59,41 +89,73 @@ impl JsonLinesSink {
     }
 }
 
-fn write_records(receiver: Receiver<Message>, mut out: BufWriter<File>, failed: &OnceLock<String>) {
-    let fail = |error: io::Error| {
-        // The first failure is the one to report; later ones follow from it.
-        let _ = failed.set(error.to_string());
-    };
-    while let Ok(message) = receiver.recv() {
-        let mut next = Some(message);
-        // Write what is queued, then flush once: one write to the file per
-        // burst rather than per record.
-        while let Some(message) = next.take() {
-            match message {
-                Message::Record(record) => {
-                    if failed.get().is_none()
-                        && let Err(error) = serde_json::to_writer(&mut out, &record.to_json())
-                            .map_err(io::Error::from)
-                            .and_then(|()| out.write_all(b"\n"))
-                    {
-                        fail(error);
+/// The writing thread's side.
+struct Writer {
+    out: BufWriter<File>,
+    failed: Arc<OnceLock<String>>,
+    lost: Arc<AtomicU64>,
+    /// Records in `out`'s buffer, not yet flushed to the file.
+    unflushed: u64,
+}
+
+impl Writer {
+    fn run(mut self, receiver: &Receiver<Message>) {
+        while let Ok(message) = receiver.recv() {
+            let mut next = Some(message);
+            // Write what is queued, then flush once: one write to the file
+            // per burst rather than per record.
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(record) => self.write(&record),
+                    Message::Sync(reply) => {
+                        let synced = self.flush().and_then(|()| self.out.get_ref().sync_data());
+                        let _ = reply.send(synced);
                     }
                 }
-                Message::Sync(reply) => {
-                    let synced = match failed.get() {
-                        Some(cause) => Err(io::Error::other(cause.clone())),
-                        None => out.flush().and_then(|()| out.get_ref().sync_data()),
-                    };
-                    let _ = reply.send(synced);
-                }
+                next = receiver.try_recv().ok();
             }
-            next = receiver.try_recv().ok();
+            let _ = self.flush();
         }
-        if failed.get().is_none()
-            && let Err(error) = out.flush()
-        {
-            fail(error);
+    }
+
+    fn write(&mut self, record: &DecisionRecord) {
+        if self.failed.get().is_some() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        let written = serde_json::to_writer(&mut self.out, &record.to_json())
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match written {
+            Ok(()) => self.unflushed += 1,
+            // What the buffer held may be lost with it.
+            Err(error) => self.fail(&error, 1),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(cause) = self.failed.get() {
+            return Err(io::Error::other(cause.clone()));
+        }
+        match self.out.flush() {
+            Ok(()) => {
+                self.unflushed = 0;
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(&error, 0);
+                Err(error)
+            }
+        }
+    }
+
+    /// Keeps the first failure (later ones follow from it), and counts
+    /// `also` records and those the buffer held as lost.
+    fn fail(&mut self, error: &io::Error, also: u64) {
+        let _ = self.failed.set(error.to_string());
+        self.lost
+            .fetch_add(self.unflushed + also, Ordering::Relaxed);
+        self.unflushed = 0;
     }
 }
 
@@ -128,6 +190,7 @@ impl DecisionSink for TracingSink {
         tracing::info!(
             target: "tokenledger::decision",
             request_id = %record.request_id,
+            client_request_id = record.client_request_id.as_deref(),
             at_micros = record.at.as_micros(),
             method = record.method.map(|m| m.as_str()),
             operation = record.operation,

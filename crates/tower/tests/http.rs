@@ -181,6 +181,23 @@ async fn what_the_catalog_or_locator_does_not_know_never_reaches_a_handler() {
     assert_eq!((health.status.as_u16(), health.body.as_str()), (200, "ok"));
 }
 
+/// An escaped id names, to the layer, the very conversation the handler is
+/// given (axum's `Path` decodes escapes): the forum's conversation spelt
+/// with an escape is refused as itself, and the shared one served as
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escaped_id_is_decided_as_the_handler_reads_it() {
+    let served = serve(None, Duration::from_secs(2)).await;
+    let refused = served.get("/conversations/cnv_%66orum").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body, FORUM_403);
+    assert_eq!(served.inboxes.handled(), 0);
+    let shared = served.get("/conversations/cnv_%73upport").await;
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    let body: Value = serde_json::from_str(&shared.body).unwrap();
+    assert_eq!(body["id"], "cnv_support");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consistency_token_waits_for_its_position() {
     let served = Arc::new(serve(None, Duration::from_secs(5)).await);

@@ -17,102 +17,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use tokenledger_authz::{Command, Ledger, Location, NewToken, fresh};
-use tokenledger_events::{
-    Actor, CompanyId, Feature, Name, Namespaces, Role, Secret, TokenKind, TokenScope,
-};
+use http_body_util::Full;
 use tokenledger_tower::{
     DecisionRecord, DecisionSink, LedgerLayer, LocateError, Located, Locator, Overflow, SinkError,
     Target,
 };
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
-/// A company with one token that may read tags everywhere global.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    ledger: Ledger,
-    company: CompanyId,
-    secret: Secret,
-}
+mod common;
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let company = fresh::company_id().unwrap();
-    let admin = fresh::teammate_id().unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::CreateCompany {
-                company,
-                name: Name::new("Acme").unwrap(),
-            },
-        )
-        .unwrap();
-    ledger
-        .execute(
-            Actor::System,
-            Command::AddTeammate {
-                company,
-                teammate: admin,
-                name: Name::new("Ada").unwrap(),
-                role: Role::Admin,
-            },
-        )
-        .unwrap();
-    let created = ledger
-        .create_token(
-            Actor::Teammate(admin),
-            NewToken {
-                company,
-                name: Name::new("Reader").unwrap(),
-                kind: TokenKind::ApiToken,
-                scope: TokenScope {
-                    features: [Feature::Resources].into(),
-                    namespaces: Namespaces {
-                        global: true,
-                        ..Namespaces::none()
-                    },
-                    grants: ["tags:read".parse().unwrap()].into_iter().collect(),
-                },
-                expires_at: None,
-            },
-        )
-        .unwrap();
-    Fixture {
-        _dir: dir,
-        ledger,
-        company,
-        secret: created.secret,
-    }
-}
-
-/// Every tag is the company's; or the locator's database is down.
-struct Tags {
-    company: CompanyId,
-    down: bool,
-}
-
-impl Locator for Tags {
-    fn locate(
-        &self,
-        target: Target<'_>,
-    ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
-        let found = if self.down {
-            Err(LocateError::caused_by(
-                "the tags database is down",
-                std::io::Error::other("connection refused"),
-            ))
-        } else {
-            Ok(target.first_parameter().map(|id| Located {
-                resource: id.parse().unwrap(),
-                location: Location::Global(self.company),
-            }))
-        };
-        async move { found }
-    }
-}
+use common::{Kept, Tags, answer, fixture, get_tag, inner};
 
 /// A sink that has fallen behind and takes nothing.
 struct Full_;
@@ -121,33 +35,6 @@ impl DecisionSink for Full_ {
     fn record(&self, _: DecisionRecord) -> Result<(), SinkError> {
         Err(SinkError::Full)
     }
-}
-
-type Inner = tower::util::BoxCloneSyncService<Request<()>, Response<Full<Bytes>>, Infallible>;
-
-/// The inner service, counting its calls.
-fn inner(calls: Arc<AtomicU64>) -> Inner {
-    tower::util::BoxCloneSyncService::new(tower::service_fn(move |_: Request<()>| {
-        calls.fetch_add(1, Ordering::Relaxed);
-        async { Ok(Response::new(Full::new(Bytes::from_static(b"served")))) }
-    }))
-}
-
-fn get_tag(secret: &Secret) -> Request<()> {
-    Request::get("/tags/tag_1")
-        .header("authorization", format!("Bearer {}", secret.expose()))
-        .body(())
-        .unwrap()
-}
-
-async fn answer(
-    service: impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible>,
-    request: Request<()>,
-) -> (StatusCode, String) {
-    let response = service.oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[tokio::test]
@@ -240,7 +127,9 @@ async fn an_allowed_request_carries_the_decision_to_the_service() {
     let authorized = seen.lock().unwrap().take().unwrap();
     assert_eq!(authorized.company, fixture.company);
     assert_eq!(authorized.position, fixture.ledger.head().position);
-    assert_eq!(authorized.request_id, "req-42");
+    // The layer's own id, not the client's.
+    assert!(!authorized.request_id.is_empty());
+    assert_ne!(authorized.request_id, "req-42");
     assert_eq!(authorized.endpoint.operation, "get-tag");
     assert_eq!(authorized.resource.as_str(), "tag_1");
 }
@@ -270,20 +159,10 @@ async fn a_handler_reached_without_the_layer_answers_500() {
     assert_eq!(calls.load(Ordering::Relaxed), 0);
 }
 
-/// A sink that keeps every record.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Vec<DecisionRecord>>>);
-
-impl DecisionSink for Kept {
-    fn record(&self, record: DecisionRecord) -> Result<(), SinkError> {
-        self.0.lock().unwrap().push(record);
-        Ok(())
-    }
-}
-
-/// The id is the client's when it sent one, else one the layer made; with
-/// a sink or without, the service (an allow) or the answer's header (a
-/// refusal) and the record carry the same one.
+/// The id is one the layer made, whatever the client sent, and never one
+/// given before; with a sink or without, the service (an allow) or the
+/// answer's header (a refusal) and the record carry the same one. The
+/// client's own id is kept beside it in the record.
 #[tokio::test]
 async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() {
     let fixture = fixture();
@@ -312,6 +191,7 @@ async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() 
                 async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
             }
         }));
+        let mut ids = std::collections::HashSet::new();
         let bearers = [
             format!("Bearer {}", fixture.secret.expose()),
             "Bearer not-a-secret".to_owned(),
@@ -344,12 +224,12 @@ async fn a_request_id_is_the_same_in_the_record_the_extensions_and_the_answer() 
                 }
             };
             assert!(!id.is_empty());
-            if let Some(given) = given {
-                assert_eq!(id, given);
-            }
+            assert_ne!(Some(id.as_str()), given);
+            assert!(ids.insert(id.clone()), "{id} was given twice");
             if with_sink {
                 let record = kept.0.lock().unwrap().pop().unwrap();
                 assert_eq!(record.request_id, id);
+                assert_eq!(record.client_request_id.as_deref(), given);
             }
         }
         assert_eq!(kept.0.lock().unwrap().len(), 0);

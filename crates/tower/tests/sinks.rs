@@ -39,6 +39,18 @@ fn a_failed_write_is_reported_and_nothing_more_is_taken() {
             other => panic!("still taking records: {other:?}"),
         }
     }
+    // Taken, then lost with the write: counted; refused later: not.
+    assert_eq!(sink.lost(), 1);
+}
+
+#[test]
+fn a_queue_of_no_records_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = JsonLinesSink::open(&dir.path().join("records.jsonl"), 0);
+    assert_eq!(
+        refused.err().map(|error| error.kind()),
+        Some(std::io::ErrorKind::InvalidInput)
+    );
 }
 
 #[test]

@@ -111,7 +111,7 @@ impl ConversationLocator {
         let Some(id) = target.first_parameter() else {
             return Ok(None);
         };
-        let Some(home) = self.0.home(id)? else {
+        let Some(home) = self.0.home(&id)? else {
             return Ok(None);
         };
         let resource: ResourceId = id
