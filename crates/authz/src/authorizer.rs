@@ -89,24 +89,34 @@ impl Authorizer {
         }
     }
 
-    /// Whether this replica cannot vouch for its state now: its lease
-    /// lapsed.
+    /// The lease a decision begins under (0 on a ledger no other process
+    /// shares), or `None` when this replica cannot vouch for its state
+    /// now: its lease lapsed.
     #[inline]
-    fn unavailable(&self) -> bool {
-        self.gate.as_ref().is_some_and(|gate| !gate.allows())
+    fn lease(&self) -> Option<u64> {
+        match &self.gate {
+            Some(gate) => gate.lease(),
+            None => Some(0),
+        }
+    }
+
+    /// Whether the lease a decision began under still holds.
+    #[inline]
+    fn holds(&self, lease: u64) -> bool {
+        self.gate.as_ref().is_none_or(|gate| gate.still(lease))
     }
 
     /// Rules 1 and 2 (as far as the secret goes): the token the secret names.
     pub fn authenticate(&self, secret: &str) -> Result<TokenHandle, Refusal> {
-        if self.unavailable() {
+        let Some(lease) = self.lease() else {
             return Err(closed());
-        }
+        };
         let handle = self.readers.read(
             |state| decision::authenticate(state, secret),
             || Err(closed()),
         )?;
         // Checked again, as `vouched` does for a decision.
-        if self.unavailable() {
+        if !self.holds(lease) {
             return Err(closed());
         }
         Ok(handle)
@@ -126,9 +136,9 @@ impl Authorizer {
         secret: &str,
         at: Timestamp,
     ) -> Result<(TokenHandle, CompanyId), Decision> {
-        if self.unavailable() {
+        let Some(lease) = self.lease() else {
             return Err(refused(None));
-        }
+        };
         let live = self.readers.read(
             |state| {
                 decision::authenticate_live(state, secret, at).map_err(|(token, refusal)| {
@@ -142,7 +152,7 @@ impl Authorizer {
             || Err(refused(None)),
         )?;
         // Checked again, as `vouched` does for a decision.
-        if self.unavailable() {
+        if !self.holds(lease) {
             return Err(refused(None));
         }
         Ok(live)
@@ -152,14 +162,14 @@ impl Authorizer {
     /// [`Authorizer::authenticate`] gave, or by a bare [`TokenId`].
     pub fn authorize(&self, token: impl Into<TokenHandle>, request: &Request) -> Decision {
         let handle = token.into();
-        if self.unavailable() {
+        let Some(lease) = self.lease() else {
             return refused(Some(handle.id()));
-        }
+        };
         let decision = self.readers.read(
             |state| decision::authorize(state, handle, request),
             || refused(Some(handle.id())),
         );
-        self.vouched(decision, Some(handle.id()))
+        self.vouched(decision, lease, Some(handle.id()))
     }
 
     /// The log position of the state decisions are made against now, or
@@ -210,24 +220,24 @@ impl Authorizer {
     /// Rules 1 to 8: authenticates the secret and authorizes the request,
     /// against one state.
     pub fn check(&self, secret: &str, request: &Request) -> Decision {
-        if self.unavailable() {
+        let Some(lease) = self.lease() else {
             return refused(None);
-        }
+        };
         let decision = self.readers.read(
             |state| decision::decide_request(state, secret, request),
             || refused(None),
         );
-        self.vouched(decision, None)
+        self.vouched(decision, lease, None)
     }
 
-    /// `decision`, made with the lease held, unless it allows and the
-    /// lease has lapsed since: a thread paused mid-decision past the
-    /// lease's end (preempted, or the process stopped) may have decided on
-    /// a state that lacks a removal which, the lease over, returned
-    /// elsewhere meanwhile.
+    /// `decision`, made under `lease`, unless it allows and that lease has
+    /// lapsed since (even if another was taken meanwhile): a thread paused
+    /// mid-decision past the lease's end (preempted, or the process
+    /// stopped) may have decided on a state that lacks a removal which,
+    /// the lease over, returned elsewhere meanwhile.
     #[inline]
-    fn vouched(&self, decision: Decision, token: Option<TokenId>) -> Decision {
-        if decision.is_allowed() && self.unavailable() {
+    fn vouched(&self, decision: Decision, lease: u64, token: Option<TokenId>) -> Decision {
+        if decision.is_allowed() && !self.holds(lease) {
             return refused(token);
         }
         decision
@@ -269,16 +279,23 @@ mod tests {
             token: None,
             refusal: None,
         };
-        assert!(authorizer.vouched(allowed(), None).is_allowed());
+        let lease = authorizer.lease().unwrap();
+        assert!(authorizer.vouched(allowed(), lease, None).is_allowed());
         // The lease lapsed while the decision was being made.
         gate.close();
-        let decision = authorizer.vouched(allowed(), None);
+        let decision = authorizer.vouched(allowed(), lease, None);
         assert_eq!(
             decision.refusal.map(|refusal| refusal.reason),
             Some(Reason::LedgerClosed)
         );
         let refused = refused(None);
-        assert_eq!(authorizer.vouched(refused.clone(), None), refused);
+        assert_eq!(authorizer.vouched(refused.clone(), lease, None), refused);
+        // And a new lease taken before the decision ends does not vouch
+        // for it: its state was read under the one that lapsed.
+        gate.open_anew(Instant::now() + Duration::from_secs(60));
+        assert!(!authorizer.vouched(allowed(), lease, None).is_allowed());
+        let now = authorizer.lease().unwrap();
+        assert!(authorizer.vouched(allowed(), now, None).is_allowed());
     }
 
     #[test]

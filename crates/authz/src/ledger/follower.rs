@@ -337,7 +337,7 @@ impl Ledger {
         tending.held = true;
         tending.renewed = Some(sent);
         tending.reported = applied;
-        replica.gate.open_until(until);
+        replica.gate.open_anew(until);
         true
     }
 
