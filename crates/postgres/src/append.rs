@@ -29,7 +29,7 @@ use tokenledger_store::backend::{self, ChainCheck, StreamKey};
 use tokenledger_store::{AppendError, Clock, Damage, Expectation, Head, Problem};
 
 use crate::connect::{Fault, Server, describe};
-use crate::read::sql;
+use crate::read::{self, sql};
 use crate::watch::{CHANNEL, Known, head_of};
 
 /// The most requests committed together.
@@ -74,8 +74,9 @@ struct Planned {
 /// What the group has planned so far.
 #[derive(Default)]
 struct Pending {
-    /// Event ids of the group's appends found in the log as it began.
-    in_log: HashMap<EventId, u64>,
+    /// Event ids of the group's appends found in the log as it began, or
+    /// the damage found where the log's index says one is.
+    in_log: HashMap<EventId, Result<u64, Damage>>,
     events: Vec<Planned>,
     stream_heads: HashMap<StreamKey, u64>,
     event_ids: HashMap<EventId, u64>,
@@ -405,42 +406,49 @@ fn write(
     Ok(())
 }
 
-/// The positions of those of `ids` already in the log, or in the group.
+/// The positions of those of `ids` already in the log, or in the group;
+/// the damage where the log's index names a record that does not hold its
+/// id.
 fn taken(
     transaction: &mut Transaction<'_>,
     ids: &[EventId],
     pending: &Pending,
-) -> Result<HashMap<EventId, u64>, postgres::Error> {
-    let mut found = in_log(transaction, ids)?;
+) -> Result<Result<HashMap<EventId, u64>, Damage>, postgres::Error> {
+    let mut found = HashMap::new();
+    for (id, at) in in_log(transaction, ids)? {
+        match at {
+            Ok(position) => found.insert(id, position),
+            Err(damage) => return Ok(Err(damage)),
+        };
+    }
     found.extend(
         ids.iter()
             .filter_map(|id| pending.event_ids.get(id).map(|p| (*id, *p))),
     );
-    Ok(found)
+    Ok(Ok(found))
 }
 
-/// The positions of those of `ids` in the log.
+/// The positions of those of `ids` in the log, each checked against the
+/// record there ([`read::checked_position`]). Only ids the log holds (a
+/// retry's) bring their records back: a new append's cost nothing more.
 fn in_log(
     transaction: &mut Transaction<'_>,
     ids: &[EventId],
-) -> Result<HashMap<EventId, u64>, postgres::Error> {
+) -> Result<HashMap<EventId, Result<u64, Damage>>, postgres::Error> {
     let mut found = HashMap::new();
     if ids.is_empty() {
         return Ok(found);
     }
     let wanted: Vec<Vec<u8>> = ids.iter().map(|id| id_bytes(*id)).collect();
     let rows = transaction.query(
-        "SELECT event_id, position FROM tokenledger_events WHERE event_id = ANY($1)",
+        "SELECT event_id, position, record FROM tokenledger_events WHERE event_id = ANY($1)",
         &[&wanted],
     )?;
     for row in rows {
         let id: &[u8] = row.get(0);
-        let position: i64 = row.get(1);
         if let Ok(id) = <[u8; 16]>::try_from(id) {
-            found.insert(
-                EventId::from_u128(u128::from_be_bytes(id)),
-                u64::try_from(position).unwrap_or(0),
-            );
+            let id = EventId::from_u128(u128::from_be_bytes(id));
+            found.insert(id, read::checked_position(id, row.get(1), row.get(2)));
         }
     }
     Ok(found)
@@ -479,13 +487,16 @@ fn plan(
     if let Some(id) = ids.iter().find(|id| !seen.insert(**id)) {
         return Ok(Err(AppendError::DuplicateEventId(*id)));
     }
-    let found: HashMap<EventId, u64> = ids
-        .iter()
-        .filter_map(|id| {
-            let at = pending.event_ids.get(id).or_else(|| pending.in_log.get(id));
-            at.map(|p| (*id, *p))
-        })
-        .collect();
+    let mut found: HashMap<EventId, u64> = HashMap::with_capacity(ids.len());
+    for id in &ids {
+        let at = match (pending.event_ids.get(id), pending.in_log.get(id)) {
+            (Some(position), _) | (None, Some(Ok(position))) => *position,
+            // Refused as sled refuses it: an index to mend, not a retry.
+            (None, Some(Err(damage))) => return Ok(Err(AppendError::Io(damage.to_string()))),
+            (None, None) => continue,
+        };
+        found.insert(*id, at);
+    }
     if ids.iter().all(|id| found.contains_key(id)) {
         return Ok(Ok(ids
             .iter()
@@ -559,7 +570,10 @@ fn plan_records(
         });
     }
     let ids: Vec<EventId> = planned.iter().map(|p| p.event_id).collect();
-    let found = taken(transaction, &ids, pending)?;
+    let found = match taken(transaction, &ids, pending)? {
+        Ok(found) => found,
+        Err(damage) => return Ok(Err(AppendError::Rejected(damage))),
+    };
     let mut seen = HashSet::with_capacity(ids.len());
     for event in &planned {
         if found.contains_key(&event.event_id) || !seen.insert(event.event_id) {

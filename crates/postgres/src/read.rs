@@ -121,15 +121,22 @@ pub(crate) fn position_of(pool: &Pool, id: EventId) -> Result<Option<u64>, Damag
     let Some(row) = row else {
         return Ok(None);
     };
-    let position = stored_position(row.get(0), 0)?;
-    let event = stored_event(position, row.get(1))?;
+    checked_position(id, row.get(0), row.get(1)).map(Some)
+}
+
+/// The position of the row the event id column says holds `id`, once its
+/// record is seen to hold it: an edited column must not have a look or a
+/// retry answered with another event's record.
+pub(crate) fn checked_position(id: EventId, position: i64, record: &[u8]) -> Result<u64, Damage> {
+    let position = stored_position(position, 0)?;
+    let event = stored_event(position, record)?;
     if event.envelope.event_id != id {
         return Err(Damage {
             position,
             problem: Problem::IndexDisagrees("its event id column is not the record's"),
         });
     }
-    Ok(Some(position))
+    Ok(position)
 }
 
 /// The position of the stream `key`'s last event, 0 if none.

@@ -264,6 +264,39 @@ fn connection_errors_name_the_server_never_the_password_and_do_not_hang() {
     );
 }
 
+/// A keyed command looks for its event ids before it is decided, and
+/// answers from the record it finds: a row whose id column was edited to
+/// name another event must be refused, by the look and by an append
+/// that would take it for a retry, never answered with another's record.
+#[test]
+fn an_event_id_column_naming_another_record_is_refused_by_a_look_or_a_retry() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let database = Database::create(&server);
+    let log = open(&database, Duration::from_millis(50));
+    for id in 1..=3 {
+        log.append(vec![event(id)], Expectation::Any).unwrap();
+    }
+    database
+        .client()
+        .batch_execute(&format!(
+            "UPDATE tokenledger_events SET event_id = '\\x{:032x}' WHERE position = 2",
+            99
+        ))
+        .unwrap();
+    let expected = Damage {
+        position: 2,
+        problem: Problem::IndexDisagrees("its event id column is not the record's"),
+    };
+    assert_eq!(log.position_of(EventId::from_u128(99)), Err(expected));
+    let appended = log.append(vec![event(99)], Expectation::Any);
+    assert!(appended.is_err(), "{appended:?}");
+    assert_eq!(log.head().position, 3);
+    // A true retry still gets its position back.
+    assert_eq!(log.append(vec![event(3)], Expectation::Any), Ok(vec![3]));
+}
+
 #[test]
 fn edits_to_the_indexes_or_the_head_are_found_by_verify() {
     let Some(server) = common::server() else {
