@@ -455,11 +455,14 @@ impl Ledger {
         let recorded = self.append_group(desk, batch, seen, raw, &applied, keyed);
         match &recorded {
             Ok(events) => {
-                let applied = seen + events.len() as u64;
+                // The head the group reached: its append expected the head
+                // at `seen`. Not read from the log, where it may be a query
+                // (PostgreSQL) that every member would wait for.
+                let reached = seen + events.len() as u64;
                 observe::group(
                     members.len(),
-                    self.log.head().position,
-                    applied,
+                    reached,
+                    reached,
                     self.last_checkpoint.load(Ordering::Relaxed),
                 );
                 for (id, member) in members {
