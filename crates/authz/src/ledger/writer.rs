@@ -28,8 +28,10 @@
 //! The time is the one part of an event the log picks (it stamps each
 //! append with its clock, never earlier than the last record's time). The
 //! ledger gives the log that clock, so it reads the time first and knows
-//! what the log will stamp. Should the events read back carry another time
-//! anyway, the writer copy is rebuilt from what the log holds.
+//! what the log will stamp, and decides each command at that time, so
+//! that a command's events are valid at the time they carry. Should the
+//! events read back carry another time anyway, the writer copy is rebuilt
+//! from what the log holds.
 //!
 //! # Keyed commands
 //!
@@ -357,10 +359,12 @@ impl Ledger {
             }
             return Vec::new();
         }
-        let now = Timestamp::from_system_time(SystemTime::now());
         let raw = self.writer.now();
         // What the log will stamp: its clock reads `raw`, and it never
-        // goes back before its last record.
+        // goes back before its last record. Commands are decided at this
+        // time too: one decided at another (an expiry checked at the
+        // clock, the events stamped later) could record what its
+        // re-decision at the events' time refuses (`rules_replay.rs`).
         let stamp = raw.max(desk.last_time);
         let seen = desk.projection.read(|state| state.position());
         let mut batch: Vec<NewEvent> = Vec::new();
@@ -402,7 +406,7 @@ impl Ledger {
                     }
                 }
             }
-            let events = match group_events(&desk.projection, &request, now) {
+            let events = match group_events(&desk.projection, &request, stamp) {
                 Ok(events) => events,
                 Err(error) if batch.is_empty() => {
                     reply(request.id, &request.reply, Err(error));
@@ -607,7 +611,8 @@ enum Keyed {
     All,
 }
 
-/// The events `request` causes, decided against the writer copy at `now`,
+/// The events `request` causes, decided against the writer copy at `now`
+/// (the time they will be recorded at),
 /// each with a fresh id (or one derived from its idempotency key) and
 /// checked to encode: a command the log could not take fails alone, not
 /// with the group it arrived in.
