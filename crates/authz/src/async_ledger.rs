@@ -20,7 +20,7 @@ use crate::decision::Location;
 use crate::history::HistoryQuery;
 use crate::idempotency::IdempotencyKey;
 use crate::investigate::{Timeline, WhoCan};
-use crate::ledger::{CreatedToken, Ledger, LedgerError, NewToken, Receipt};
+use crate::ledger::{CreatedToken, Health, Ledger, LedgerError, NewToken, Receipt};
 use crate::transfer::TransferError;
 
 /// A [`Ledger`] shared by the tasks of a tokio runtime; cheap to clone.
@@ -39,7 +39,11 @@ impl AsyncLedger {
         AsyncLedger { ledger }
     }
 
-    /// The ledger, for what never blocks long (its head, its health).
+    /// The ledger itself, for what never blocks (its state, whether it is
+    /// closed) and to hand to the blocking pool. Not for its head or its
+    /// health, nor anything else that reads the log: on PostgreSQL each
+    /// is a query through a blocking client, which must not run on a
+    /// runtime worker ([`AsyncLedger::health`]).
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }
@@ -63,6 +67,11 @@ impl AsyncLedger {
                 "the runtime stopped before the call ran: {error}"
             ))),
         }
+    }
+
+    /// [`Ledger::health`]: it reads the log's head.
+    pub async fn health(&self) -> Result<Health, LedgerError> {
+        self.blocking(Ledger::health).await
     }
 
     /// [`Ledger::execute`].

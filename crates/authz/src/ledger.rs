@@ -710,12 +710,15 @@ impl Ledger {
     /// last. A failure is a warning, not an error: the log is the truth,
     /// and the next open replays more of it.
     fn checkpoint_if_due(&self, projection: &Projection) {
-        let head = self.log.head().position;
+        if self.checkpoint_every == 0 || !self.checkpoints.trusted() {
+            return;
+        }
+        // The state's position, which a checkpoint saves, rather than the
+        // log's head: on PostgreSQL the head is a query, and the leader of
+        // a group, whose own command has its answer, would wait for it.
+        let position = projection.read(State::position);
         let last = self.last_checkpoint.load(Ordering::Relaxed);
-        if self.checkpoint_every == 0
-            || !self.checkpoints.trusted()
-            || head - last.min(head) < self.checkpoint_every
-        {
+        if position - last.min(position) < self.checkpoint_every {
             return;
         }
         if let Err(error) = self.write_checkpoint(projection) {

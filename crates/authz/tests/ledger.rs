@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 mod common;
 
-use common::ledger::{a_company, add_teammate, create_tags_token, failing_at, read_tag};
+use common::ledger::{
+    a_company, add_teammate, create_tags_token, failing_at, new_tags_token, read_tag,
+};
 use tokenledger_authz::*;
 use tokenledger_events::*;
 use tokenledger_store::FaultPoint;
@@ -380,4 +382,46 @@ fn a_closed_ledger_allows_nothing() {
     drop(g);
     let decision = authorizer.check(created.secret.expose(), &read_tag(company));
     assert_eq!(decision.status(), 503, "{decision:?}");
+}
+
+/// Commands are decided at the time their events will carry. Here the
+/// ledger's clock went back behind the last record, which the log stamps
+/// no later record before: a token whose expiry lies between the clock
+/// and that record would be recorded expired, and an import, deciding
+/// each event again at its time, would refuse the log.
+#[test]
+fn a_command_is_decided_at_the_time_its_events_are_recorded_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::from_system_time(std::time::SystemTime::now()).as_micros();
+    let hour = 3_600_000_000;
+    let clock_at = Arc::new(AtomicU64::new(now + hour));
+    let options = LedgerOptions {
+        log: Options {
+            clock: Some({
+                let clock_at = Arc::clone(&clock_at);
+                Arc::new(move || Timestamp::from_micros(clock_at.load(Ordering::SeqCst)))
+            }),
+            ..Options::default()
+        },
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open_with(dir.path(), options).unwrap();
+    let (company, admin) = a_company(&ledger);
+    clock_at.store(now, Ordering::SeqCst);
+    let expires_at = Timestamp::from_micros(now + hour / 2);
+    let created = ledger.create_token(
+        Actor::Teammate(admin),
+        NewToken {
+            expires_at: Some(expires_at),
+            ..new_tags_token(company)
+        },
+    );
+    assert!(
+        matches!(
+            created,
+            Err(LedgerError::Refused(CommandError::ExpiryNotInFuture { now: at, .. }))
+                if at == Timestamp::from_micros(now + hour)
+        ),
+        "{created:?}"
+    );
 }

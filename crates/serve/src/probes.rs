@@ -61,7 +61,10 @@ pub(crate) async fn healthz() -> Json<Alive> {
 #[utoipa::path(get, path = "/readyz", tag = "probes",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(app): State<App>) -> Response {
-    let health = app.ledger.ledger().health();
+    let health = match app.ledger.health().await {
+        Ok(health) => health,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
     let status = if health.ready {
         StatusCode::OK
     } else {

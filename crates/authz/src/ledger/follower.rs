@@ -30,6 +30,7 @@
 //! it, or that lease has ended (`Ledger::replicated`).
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ use crate::checkpoints::Checkpoints;
 use crate::command::CommandError;
 use crate::gate::Gate;
 use crate::history::replay;
+use crate::observe;
 use crate::transfer::{TransferError, check_file};
 
 /// The most events applied in one hold of the writer's desk, so that
@@ -202,6 +204,8 @@ impl Ledger {
         projection.publish();
         self.applied.set(to);
         self.checkpoint_if_due(&projection);
+        // With the head as last read: no query for a metric.
+        observe::positions(head, to, self.last_checkpoint.load(Ordering::Relaxed));
         Ok(to)
     }
 }

@@ -108,6 +108,12 @@ impl Ledger {
         }
     }
 
+    /// Why the ledger closed, if it has (as [`Health::closed`]), without
+    /// reading the log: it never blocks.
+    pub fn why_closed(&self) -> Option<&str> {
+        self.closed.get().map(String::as_str)
+    }
+
     /// A watch of the position readers see, for async waits.
     #[cfg(feature = "tokio")]
     pub(crate) fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -28,8 +28,10 @@
 //! The time is the one part of an event the log picks (it stamps each
 //! append with its clock, never earlier than the last record's time). The
 //! ledger gives the log that clock, so it reads the time first and knows
-//! what the log will stamp. Should the events read back carry another time
-//! anyway, the writer copy is rebuilt from what the log holds.
+//! what the log will stamp, and decides each command at that time, so
+//! that a command's events are valid at the time they carry. Should the
+//! events read back carry another time anyway, the writer copy is rebuilt
+//! from what the log holds.
 //!
 //! # Keyed commands
 //!
@@ -47,7 +49,10 @@
 //! count of requests sent, after a fence that orders it against the
 //! senders' own fence, and serves again if one arrived. Every holder lets
 //! go through [`Ledger::lead`], those who only read the state included
-//! ([`WriterGuard`]).
+//! ([`WriterGuard`]), and a leader that unwinds too ([`Leading`]): it hands
+//! the desk on in the same way, serving nothing, and drops its own request
+//! (its caller is unwinding). The requests of the group it held are
+//! dropped unanswered: their callers' wait ends with an error.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -283,36 +288,44 @@ impl Ledger {
     /// Serves with the desk held: groups until the request `mine` is
     /// answered (one group for a holder without one), then hands the desk
     /// to the first request waiting, or lets it go and serves again if a
-    /// request arrived as it did.
-    fn lead<'a>(&'a self, mut desk: MutexGuard<'a, Desk>, mut mine: Option<u64>) {
-        loop {
+    /// request arrived as it did. Should serving unwind, [`Leading`] lets
+    /// the desk go as well.
+    fn lead<'a>(&'a self, desk: MutexGuard<'a, Desk>, mine: Option<u64>) {
+        let mut leading = Leading {
+            ledger: self,
+            desk: Some(desk),
+            mine,
+        };
+        while let Some(desk) = leading.desk.as_deref_mut() {
             loop {
-                let (served, answered) = self.serve_group(&mut desk, mine);
-                if !served || mine.is_none() || answered {
+                let (served, answered) = self.serve_group(desk, leading.mine);
+                if !served || leading.mine.is_none() || answered {
                     break;
                 }
             }
-            if let Some(next) = next_waiting(&mut desk, &self.writer.queued) {
-                drop(desk);
-                // A caller gone would have been answered: nothing to hand.
-                let _ = next.send(Answer::Lead);
-                return;
-            }
-            drop(desk);
-            // INVARIANT (someone-serves): pairs with the fence in `submit`.
-            fence(Ordering::SeqCst);
-            if self.writer.queued.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            match self.writer.desk.try_lock() {
-                Some(again) => {
-                    desk = again;
-                    mine = None;
-                }
-                // Its holder serves on letting it go.
-                None => return,
-            }
+            leading.desk = leading.desk.take().and_then(|desk| self.let_go(desk));
+            leading.mine = None;
         }
+    }
+
+    /// Hands the desk to the first request waiting; if none waits, lets
+    /// it go, and returns it held again if a request arrived as it did
+    /// and no one else took the desk: its holder serves.
+    fn let_go<'a>(&'a self, mut desk: MutexGuard<'a, Desk>) -> Option<MutexGuard<'a, Desk>> {
+        if let Some(next) = next_waiting(&mut desk, &self.writer.queued) {
+            drop(desk);
+            // A caller gone would have been answered: nothing to hand.
+            let _ = next.send(Answer::Lead);
+            return None;
+        }
+        drop(desk);
+        // INVARIANT (someone-serves): pairs with the fence in `submit`.
+        fence(Ordering::SeqCst);
+        if self.writer.queued.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        // Taken by someone else: its holder serves on letting it go.
+        self.writer.desk.try_lock()
     }
 
     /// Gathers a group, decides, records and answers it. Returns whether
@@ -357,10 +370,12 @@ impl Ledger {
             }
             return Vec::new();
         }
-        let now = Timestamp::from_system_time(SystemTime::now());
         let raw = self.writer.now();
         // What the log will stamp: its clock reads `raw`, and it never
-        // goes back before its last record.
+        // goes back before its last record. Commands are decided at this
+        // time too: one decided at another (an expiry checked at the
+        // clock, the events stamped later) could record what its
+        // re-decision at the events' time refuses (`rules_replay.rs`).
         let stamp = raw.max(desk.last_time);
         let seen = desk.projection.read(|state| state.position());
         let mut batch: Vec<NewEvent> = Vec::new();
@@ -402,7 +417,7 @@ impl Ledger {
                     }
                 }
             }
-            let events = match group_events(&desk.projection, &request, now) {
+            let events = match group_events(&desk.projection, &request, stamp) {
                 Ok(events) => events,
                 Err(error) if batch.is_empty() => {
                     reply(request.id, &request.reply, Err(error));
@@ -455,11 +470,14 @@ impl Ledger {
         let recorded = self.append_group(desk, batch, seen, raw, &applied, keyed);
         match &recorded {
             Ok(events) => {
-                let applied = seen + events.len() as u64;
+                // The head the group reached: its append expected the head
+                // at `seen`. Not read from the log, where it may be a query
+                // (PostgreSQL) that every member would wait for.
+                let reached = seen + events.len() as u64;
                 observe::group(
                     members.len(),
-                    self.log.head().position,
-                    applied,
+                    reached,
+                    reached,
                     self.last_checkpoint.load(Ordering::Relaxed),
                 );
                 for (id, member) in members {
@@ -604,7 +622,8 @@ enum Keyed {
     All,
 }
 
-/// The events `request` causes, decided against the writer copy at `now`,
+/// The events `request` causes, decided against the writer copy at `now`
+/// (the time they will be recorded at),
 /// each with a fresh id (or one derived from its idempotency key) and
 /// checked to encode: a command the log could not take fails alone, not
 /// with the group it arrived in.
@@ -672,6 +691,39 @@ impl Drop for CloseOnUnwind<'_> {
             let why = "the writer panicked while recording a group".to_owned();
             self.ledger
                 .close(&mut self.desk.projection, LedgerError::Closed(why));
+        }
+    }
+}
+
+/// The desk in [`Ledger::lead`], which takes it out on letting it go. A
+/// leader that unwinds with it (a panic in a metrics recorder, or in a
+/// checkpoint's write) serves nothing more: dropped, this drops the
+/// leader's own request, whose caller is unwinding and would never act on
+/// a turn to lead, and lets the desk go as `lead` does (INVARIANT
+/// someone-serves).
+struct Leading<'a> {
+    ledger: &'a Ledger,
+    desk: Option<MutexGuard<'a, Desk>>,
+    mine: Option<u64>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let Some(mut desk) = self.desk.take() else {
+            return;
+        };
+        if let Some(mine) = self.mine {
+            // Sent before its caller took the desk: in the inbox if not
+            // taken from it.
+            while let Ok(request) = desk.inbox.try_recv() {
+                self.ledger.writer.queued.fetch_sub(1, Ordering::SeqCst);
+                desk.deferred.push_back(request);
+            }
+            desk.deferred.retain(|request| request.id != mine);
+        }
+        let mut held = Some(desk);
+        while let Some(desk) = held {
+            held = self.ledger.let_go(desk);
         }
     }
 }
@@ -755,6 +807,7 @@ mod tests {
         reason = "a test fails loudly"
     )]
 
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
     use tokenledger_events::{CompanyId, Event, Name};
     use tokenledger_projection::{State, encode_checkpoint};
 
@@ -808,6 +861,114 @@ mod tests {
         }));
         assert!(unwound.is_err());
         assert!(ledger.health().closed.is_none());
+    }
+
+    /// A metrics recorder that fails on a group's size, which the leader
+    /// records after the group is published and before it answers.
+    struct FailsOnGroups;
+
+    impl metrics::Recorder for FailsOnGroups {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            assert_ne!(
+                key.name(),
+                observe::COMMAND_GROUP_SIZE,
+                "the recorder failed"
+            );
+            Histogram::noop()
+        }
+    }
+
+    fn create(id: usize) -> Command {
+        Command::CreateCompany {
+            company: CompanyId::from_u128(id as u128 + 1),
+            name: Name::new("Acme").unwrap(),
+        }
+    }
+
+    /// Sends `count` creations to the writer, each from a thread of its
+    /// own, in order, while the desk is held; each tells `done` its id
+    /// and whether it was recorded.
+    fn send_while_held(ledger: &Arc<Ledger>, count: usize, done: &Sender<(usize, bool)>) {
+        for id in 0..count {
+            let (sender, done) = (Arc::clone(ledger), done.clone());
+            std::thread::spawn(move || {
+                let _ = done.send((id, sender.execute(Actor::System, create(id)).is_ok()));
+            });
+            while ledger.writer.queued.load(Ordering::SeqCst) <= id {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The ids of the `count` callers of `outcomes` whose command was
+    /// recorded; fails if one is left waiting.
+    fn recorded(outcomes: &Receiver<(usize, bool)>, count: usize) -> Vec<usize> {
+        let mut recorded = Vec::new();
+        for _ in 0..count {
+            let (id, ok) = outcomes
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a request left waiting");
+            if ok {
+                recorded.push(id);
+            }
+        }
+        recorded.sort_unstable();
+        recorded
+    }
+
+    #[test]
+    fn a_leader_that_panics_hands_the_desk_to_the_requests_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(dir.path()).unwrap());
+        // One more than a group: the last waits in the inbox while the
+        // first group is recorded, and its leader panics.
+        let desk = ledger.writer();
+        let (done, outcomes) = mpsc::channel();
+        send_while_held(&ledger, MAX_GROUP + 1, &done);
+        // This thread leads as it lets the desk go, with the recorder.
+        let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            metrics::with_local_recorder(&FailsOnGroups, || drop(desk));
+        }));
+        assert!(led.is_err());
+        // The panicking group's callers get an error (their events were
+        // published before the panic); the one left over is served by its
+        // own caller, handed the desk.
+        assert_eq!(recorded(&outcomes, MAX_GROUP + 1), vec![MAX_GROUP]);
+        assert_eq!(ledger.head().position, MAX_GROUP as u64 + 1);
+        assert!(ledger.health().closed.is_none());
+    }
+
+    #[test]
+    fn a_leader_that_panics_before_its_own_turn_drops_its_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(dir.path()).unwrap());
+        // Left waiting, with no one to serve them, as a leader's own
+        // request can be: behind a group and one more.
+        let desk = ledger.writer.desk.lock();
+        let (done, outcomes) = mpsc::channel();
+        send_while_held(&ledger, MAX_GROUP + 1, &done);
+        drop(desk);
+        let mine = MAX_GROUP + 1;
+        let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            metrics::with_local_recorder(&FailsOnGroups, || {
+                ledger.execute(Actor::System, create(mine))
+            })
+        }));
+        assert!(led.is_err());
+        assert_eq!(recorded(&outcomes, MAX_GROUP + 1), vec![MAX_GROUP]);
+        // The panicking caller's command was not run after it.
+        assert_eq!(ledger.head().position, MAX_GROUP as u64 + 1);
+        let company = CompanyId::from_u128(mine as u128 + 1);
+        assert!(ledger.with_state(|state| state.company(company).is_none()));
     }
 
     #[test]

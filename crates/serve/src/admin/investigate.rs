@@ -299,7 +299,7 @@ pub(crate) async fn verify(State(app): State<App>) -> Result<Json<Verification>,
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub(crate) async fn export(State(app): State<App>) -> Result<Response, ApiError> {
-    if let Some(why) = app.ledger.ledger().health().closed {
+    if let Some(why) = app.ledger.ledger().why_closed() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the ledger is closed: {why}"),

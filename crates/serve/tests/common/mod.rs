@@ -94,6 +94,17 @@ impl Running {
         let ledger = Arc::new(
             Ledger::open_with(&dir.path().join("data"), options.clone()).expect("a ledger"),
         );
+        Running::serve(ledger, dir, limits, options).await
+    }
+
+    /// Serves `ledger`, opened already (on PostgreSQL, say); `dir` and
+    /// `options` are what a restart would open it with again.
+    pub async fn serve(
+        ledger: Arc<Ledger>,
+        dir: tempfile::TempDir,
+        limits: Limits,
+        options: LedgerOptions,
+    ) -> Running {
         let keys = ServiceKeys::new(CHECK_KEY.as_bytes(), ADMIN_KEY.as_bytes()).expect("keys");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         let server = Server::bind(addr, Arc::clone(&ledger), keys, limits, None)

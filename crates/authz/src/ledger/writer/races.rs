@@ -2,7 +2,8 @@
 //! under its ids: made deterministic by a log that, on its first append,
 //! first appends what "another process" recorded, then the group. Which
 //! answers are lost races (decided again, and answered from the log),
-//! and which close the ledger.
+//! and which close the ledger. The same log counts the reads of its head,
+//! which on PostgreSQL are queries.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,7 @@
 )]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -30,11 +32,13 @@ use crate::ledger::{LedgerOptions, Opened};
 type Meanwhile = Box<dyn FnOnce(&dyn EventLog, &[NewEvent]) + Send>;
 
 /// A sled log that runs `meanwhile` before its first append, and whose
-/// index of event ids, if `forgets`, finds nothing.
+/// index of event ids, if `forgets`, finds nothing; it counts the reads
+/// of its head in `heads`.
 struct Racing {
     inner: SledLog,
     meanwhile: Mutex<Option<Meanwhile>>,
     forgets: bool,
+    heads: AtomicUsize,
 }
 
 impl EventLog for Racing {
@@ -49,6 +53,7 @@ impl EventLog for Racing {
         self.inner.append(batch, expectation)
     }
     fn head(&self) -> Head {
+        self.heads.fetch_add(1, Ordering::SeqCst);
         self.inner.head()
     }
     fn read(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Damage> {
@@ -97,6 +102,7 @@ fn ledger(dir: &std::path::Path, follows: bool, forgets: bool) -> (Ledger, Arc<R
         inner: SledLog::open(dir, options).unwrap(),
         meanwhile: Mutex::new(None),
         forgets,
+        heads: AtomicUsize::new(0),
     });
     let opened = Opened {
         log: Arc::clone(&log) as Arc<dyn EventLog>,
@@ -123,9 +129,10 @@ fn create(id: u128, name: &str) -> Command {
 /// ledger built to share its log does.
 #[cfg(feature = "postgres")]
 mod shared {
-    use std::sync::atomic::Ordering;
     use std::thread::JoinHandle;
 
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     use tokenledger_events::Event;
 
     use super::*;
@@ -282,6 +289,32 @@ mod shared {
         assert_eq!(ledger.head().position, 1);
     }
 
+    /// What another process appended, caught up with, moves the head and
+    /// applied gauges, which a replica's own commands may never do.
+    #[test]
+    fn catching_up_records_the_positions_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, log) = ledger(dir.path(), true, false);
+        let theirs = vec![by_system(fresh::event_id().unwrap(), company(11, "Acme"))];
+        log.inner.append(theirs, Expectation::Any).unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || ledger.catch_up_now().unwrap());
+        let snapshot = snapshotter.snapshot().into_vec();
+        let gauge = |name| {
+            snapshot
+                .iter()
+                .find_map(|(key, _, _, value)| match (key.kind(), value) {
+                    (MetricKind::Gauge, DebugValue::Gauge(g)) if key.key().name() == name => {
+                        Some(g.into_inner())
+                    }
+                    _ => None,
+                })
+        };
+        assert_eq!(gauge(observe::HEAD_POSITION), Some(1.0));
+        assert_eq!(gauge(observe::APPLIED_POSITION), Some(1.0));
+    }
+
     /// A command records one event: a key whose second derived id follows
     /// its first in the log names no command this one could have been, and
     /// is refused rather than answered with the first event alone.
@@ -344,4 +377,16 @@ fn an_answer_at_older_positions_closes_a_ledger_the_log_is_not_shared_by() {
     assert!(ledger.health().closed.is_some());
     assert_eq!(first.position(), 4);
     assert_eq!(ledger.head().position, 5);
+}
+
+/// Recording a group asks the log for nothing but the append and its read
+/// back: on PostgreSQL the head is a query, which every member of the
+/// group, the leader's caller too, would wait for.
+#[test]
+fn a_command_reads_no_head_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, log) = ledger(dir.path(), false, false);
+    log.heads.store(0, Ordering::SeqCst);
+    ledger.execute(Actor::System, create(1, "Acme")).unwrap();
+    assert_eq!(log.heads.load(Ordering::SeqCst), 0);
 }
