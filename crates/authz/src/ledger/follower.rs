@@ -186,7 +186,9 @@ impl Ledger {
         if to <= from {
             return Ok(from);
         }
+        let mut last_time = None;
         let replayed = replay(&*self.log, from, to, |stored| {
+            last_time = Some(stored.envelope.recorded_at);
             projection.apply(stored.envelope.clone());
         });
         if let Err(error) = replayed {
@@ -199,6 +201,9 @@ impl Ledger {
                 }
                 _ => error,
             });
+        }
+        if let Some(at) = last_time {
+            projection.recorded_through(at);
         }
         // INVARIANT (publish-before-return): see tokenledger-projection.
         projection.publish();

@@ -197,6 +197,17 @@ impl DerefMut for WriterGuard<'_> {
     }
 }
 
+impl WriterGuard<'_> {
+    /// Events another process recorded were applied, the last stamped
+    /// `at`: the log stamps nothing earlier from now on, so the writer
+    /// must not foresee (and decide at) an earlier time either.
+    pub(crate) fn recorded_through(&mut self, at: Timestamp) {
+        if let Some(desk) = &mut self.desk {
+            desk.last_time = desk.last_time.max(at);
+        }
+    }
+}
+
 /// The guard holds the desk from its making to its drop.
 #[expect(clippy::panic, reason = "a guard without its desk is a bug here")]
 fn unreachable_desk() -> ! {

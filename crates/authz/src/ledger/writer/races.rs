@@ -315,6 +315,61 @@ mod shared {
         assert_eq!(gauge(observe::APPLIED_POSITION), Some(1.0));
     }
 
+    /// Another process's clock runs an hour ahead: once its events are
+    /// caught up with, this process's commands are decided at the time
+    /// the log will stamp them with (never before the last record's), not
+    /// at its own clock's. Decided at its own, a token expiring in half an
+    /// hour was created, and recorded half an hour after its expiry.
+    #[test]
+    fn commands_after_another_process_s_later_events_are_decided_at_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, log) = ledger(dir.path(), true, false);
+        let (company_id, admin) = (CompanyId::from_u128(1), TeammateId::from_u128(2));
+        ledger.execute(Actor::System, create(1, "Acme")).unwrap();
+        let add = Command::AddTeammate {
+            company: company_id,
+            teammate: admin,
+            name: Name::new("Ada").unwrap(),
+            role: Role::Admin,
+        };
+        ledger.execute(Actor::System, add).unwrap();
+        let now = Timestamp::from_system_time(SystemTime::now());
+        let hour = 3_600_000_000;
+        // Stamped by the log with the clock it was given: an hour ahead.
+        *ledger.writer.stamp.lock() = Timestamp::from_micros(now.as_micros() + hour);
+        let theirs = vec![by_system(fresh::event_id().unwrap(), company(11, "Ahead"))];
+        log.inner.append(theirs, Expectation::Any).unwrap();
+        ledger.catch_up_now().unwrap();
+
+        let expires_at = Timestamp::from_micros(now.as_micros() + hour / 2);
+        let new = crate::NewToken {
+            company: company_id,
+            name: Name::new("Plugin").unwrap(),
+            kind: tokenledger_events::TokenKind::ApiToken,
+            scope: tokenledger_events::TokenScope {
+                features: [tokenledger_events::Feature::Resources].into(),
+                namespaces: tokenledger_events::Namespaces {
+                    global: true,
+                    ..tokenledger_events::Namespaces::none()
+                },
+                grants: ["tags:read".parse().unwrap()].into_iter().collect(),
+            },
+            expires_at: Some(expires_at),
+        };
+        let refused = ledger
+            .create_token(Actor::Teammate(admin), new)
+            .map(|created| created.receipt.events[0].recorded_at);
+        assert!(
+            matches!(
+                refused,
+                Err(LedgerError::Refused(
+                    crate::CommandError::ExpiryNotInFuture { .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+    }
+
     /// A command records one event: a key whose second derived id follows
     /// its first in the log names no command this one could have been, and
     /// is refused rather than answered with the first event alone.
