@@ -63,7 +63,7 @@ impl AsyncLedger {
         match tokio::task::spawn_blocking(move || work(&ledger)).await {
             Ok(answer) => Ok(answer),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(LedgerError::Closed(format!(
+            Err(error) => Err(LedgerError::Unanswered(format!(
                 "the runtime stopped before the call ran: {error}"
             ))),
         }

@@ -208,6 +208,12 @@ pub enum LedgerError {
     /// still walks the log: it checks the chain the log holds, whose head
     /// may lack what was acknowledged.
     Closed(String),
+    /// The call went unanswered, the ledger perhaps still open: the async
+    /// runtime stopped before the call ran (nothing was done), or the
+    /// writer unwound (a bug) with the command taken and not answered
+    /// (whether it was recorded, the log says; the ledger closes if its
+    /// events may be recorded and were not published).
+    Unanswered(String),
     /// [`Ledger::wait_for_position`] timed out before the state readers
     /// see applied the position.
     NotApplied {
@@ -266,6 +272,7 @@ impl fmt::Display for LedgerError {
                 f,
                 "the ledger is closed until it is reopened, after a command whose outcome is unknown: {why}"
             ),
+            LedgerError::Unanswered(why) => write!(f, "the call went unanswered: {why}"),
             LedgerError::NotApplied { position, applied } => write!(
                 f,
                 "log position {position} is not applied yet: the state is at {applied}"

@@ -52,7 +52,8 @@
 //! ([`WriterGuard`]), and a leader that unwinds too ([`Leading`]): it hands
 //! the desk on in the same way, serving nothing, and drops its own request
 //! (its caller is unwinding). The requests of the group it held are
-//! dropped unanswered: their callers' wait ends with an error.
+//! dropped unanswered: their callers' wait ends with
+//! [`LedgerError::Unanswered`].
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -268,7 +269,7 @@ impl Ledger {
         {
             // The inbox lives as long as the ledger: not reached.
             writer.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(LedgerError::Closed("the writer is gone".to_owned()));
+            return Err(LedgerError::Unanswered("the writer is gone".to_owned()));
         }
         // INVARIANT (someone-serves): pairs with the fence in `lead`.
         fence(Ordering::SeqCst);
@@ -288,8 +289,8 @@ impl Ledger {
                 Ok(Answer::Lead) => {}
                 // Every request is answered before its sender is dropped.
                 Err(mpsc::RecvError) => {
-                    return Err(LedgerError::Closed(
-                        "the writer dropped a command unanswered".to_owned(),
+                    return Err(LedgerError::Unanswered(
+                        "the writer unwound with the command taken".to_owned(),
                     ));
                 }
             }
@@ -907,12 +908,13 @@ mod tests {
 
     /// Sends `count` creations to the writer, each from a thread of its
     /// own, in order, while the desk is held; each tells `done` its id
-    /// and whether it was recorded.
-    fn send_while_held(ledger: &Arc<Ledger>, count: usize, done: &Sender<(usize, bool)>) {
+    /// and its outcome.
+    fn send_while_held(ledger: &Arc<Ledger>, count: usize, done: &Sender<(usize, Outcome)>) {
         for id in 0..count {
             let (sender, done) = (Arc::clone(ledger), done.clone());
             std::thread::spawn(move || {
-                let _ = done.send((id, sender.execute(Actor::System, create(id)).is_ok()));
+                let outcome = sender.execute(Actor::System, create(id)).map(|_| ());
+                let _ = done.send((id, outcome));
             });
             while ledger.writer.queued.load(Ordering::SeqCst) <= id {
                 std::thread::yield_now();
@@ -920,16 +922,21 @@ mod tests {
         }
     }
 
+    type Outcome = Result<(), LedgerError>;
+
     /// The ids of the `count` callers of `outcomes` whose command was
-    /// recorded; fails if one is left waiting.
-    fn recorded(outcomes: &Receiver<(usize, bool)>, count: usize) -> Vec<usize> {
+    /// recorded; fails if one is left waiting, or told anything but that
+    /// its call went unanswered.
+    fn recorded(outcomes: &Receiver<(usize, Outcome)>, count: usize) -> Vec<usize> {
         let mut recorded = Vec::new();
         for _ in 0..count {
-            let (id, ok) = outcomes
+            let (id, outcome) = outcomes
                 .recv_timeout(Duration::from_secs(30))
                 .expect("a request left waiting");
-            if ok {
-                recorded.push(id);
+            match outcome {
+                Ok(()) => recorded.push(id),
+                Err(LedgerError::Unanswered(_)) => {}
+                Err(other) => panic!("{id}: {other}"),
             }
         }
         recorded.sort_unstable();
