@@ -61,21 +61,33 @@ pub(crate) async fn healthz() -> Json<Alive> {
 #[utoipa::path(get, path = "/readyz", tag = "probes",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(app): State<App>) -> Response {
-    let health = match app.ledger.health().await {
-        Ok(health) => health,
-        Err(error) => return ApiError::from(error).into_response(),
+    let body = match app.ledger.health().await {
+        Ok(health) => Readiness {
+            ready: health.ready,
+            head: health.head,
+            applied: health.applied,
+            last_checkpoint: health.last_checkpoint,
+            closed: health.closed,
+        },
+        // The runtime is stopping: not ready, answered in the document's
+        // shape with what is known without reading the log (its head is
+        // not, so the applied position stands for it).
+        Err(_) => {
+            let ledger = app.ledger.ledger();
+            let applied = ledger.applied_position();
+            Readiness {
+                ready: false,
+                head: applied,
+                applied,
+                last_checkpoint: ledger.last_checkpoint(),
+                closed: ledger.why_closed().map(str::to_owned),
+            }
+        }
     };
-    let status = if health.ready {
+    let status = if body.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Readiness {
-        ready: health.ready,
-        head: health.head,
-        applied: health.applied,
-        last_checkpoint: health.last_checkpoint,
-        closed: health.closed,
     };
     (status, Json(body)).into_response()
 }

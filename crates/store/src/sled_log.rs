@@ -1327,6 +1327,9 @@ mod tests {
         let log = SledLog::open(dir.path(), Options::default()).unwrap();
         log.append((1..=4).map(event).collect(), Expectation::Any)
             .unwrap();
+        // The answer can come before the group is in sled; the head waits
+        // for it (`SledLog::head`), and the tree is read directly below.
+        assert_eq!(log.head().position, 4);
         let events = &log.shared.trees.events;
         let stream = stream_key(Stream::Company(event(1).company));
         let run = stream_index::key(&stream, 1);

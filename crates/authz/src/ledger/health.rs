@@ -103,7 +103,7 @@ impl Ledger {
                 && (applied >= head || recording >= head),
             head,
             applied,
-            last_checkpoint: self.last_checkpoint.load(Ordering::Relaxed),
+            last_checkpoint: self.last_checkpoint(),
             closed,
         }
     }
@@ -123,6 +123,12 @@ impl Ledger {
     /// The position of the state readers see.
     pub fn applied_position(&self) -> u64 {
         self.applied.get()
+    }
+
+    /// The newest checkpoint's position (0: none), as
+    /// [`Health::last_checkpoint`], without reading the log.
+    pub fn last_checkpoint(&self) -> u64 {
+        self.last_checkpoint.load(Ordering::Relaxed)
     }
 
     /// Waits until the state readers see has applied `position` (a

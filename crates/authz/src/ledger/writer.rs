@@ -202,6 +202,7 @@ impl WriterGuard<'_> {
     /// Events another process recorded were applied, the last stamped
     /// `at`: the log stamps nothing earlier from now on, so the writer
     /// must not foresee (and decide at) an earlier time either.
+    #[cfg(feature = "postgres")]
     pub(crate) fn recorded_through(&mut self, at: Timestamp) {
         if let Some(desk) = &mut self.desk {
             desk.last_time = desk.last_time.max(at);
