@@ -470,10 +470,14 @@ impl<L: Locator> Shared<L> {
         let Some(_slot) = Slot::take(&self.waiting, self.max_waiting) else {
             return Err(Rejection::TooManyWaiting);
         };
-        let applied = self
-            .authorizer
-            .wait_for_position(wanted, self.consistency_timeout)
-            .await;
+        // Boxed: only requests that wait pay for the wait's state, which
+        // would otherwise grow every request's decision (an allocation
+        // past glibc's small sizes costs a consolidation of its free lists).
+        let applied = Box::pin(
+            self.authorizer
+                .wait_for_position(wanted, self.consistency_timeout),
+        )
+        .await;
         match applied {
             Some(applied) if applied >= wanted => Ok(()),
             _ => Err(Rejection::NotYetApplied { wanted, applied }),
@@ -571,7 +575,43 @@ fn method(method: &http::Method) -> Result<Method, Rejection> {
 
 #[cfg(test)]
 mod tests {
-    use super::push_hex;
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use tokenledger_authz::Ledger;
+
+    use super::{LedgerLayer, push_hex};
+    use crate::locate::{LocateError, Located, Locator, Target};
+
+    /// Finds nothing, at once.
+    struct Nowhere;
+
+    impl Locator for Nowhere {
+        fn locate(
+            &self,
+            _: Target<'_>,
+        ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+            std::future::ready(Ok(None))
+        }
+    }
+
+    /// Every guarded request allocates its decision's future. glibc's
+    /// malloc serves up to 1,008 bytes from its small bins; a larger
+    /// request first consolidates its fast bins, which cost 90 ns a request
+    /// in `http/layer_*` when the consistency wait's state was kept in the
+    /// future (1,248 bytes; 880 with the wait boxed).
+    #[test]
+    fn a_decision_s_future_stays_a_small_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let layer = LedgerLayer::builder(ledger.authorizer(), Nowhere).build();
+        let (parts, body) = http::Request::new(()).into_parts();
+        let decision = Arc::clone(&layer.shared).admit(parts, body);
+        let size = std::mem::size_of_val(&decision);
+        assert!(size <= 1008 - 64, "{size} bytes");
+    }
 
     #[test]
     fn hexadecimal_is_written_as_format_writes_it() {
