@@ -209,7 +209,9 @@ impl Ledger {
         projection.publish();
         self.applied.set(to);
         self.checkpoint_if_due(&projection);
-        // With the head as last read: no query for a metric.
+        drop(projection);
+        // With the head as last read: no query for a metric, and with the
+        // desk let go.
         observe::positions(head, to, self.last_checkpoint.load(Ordering::Relaxed));
         Ok(to)
     }

@@ -49,9 +49,9 @@
 //! count of requests sent, after a fence that orders it against the
 //! senders' own fence, and serves again if one arrived. Every holder lets
 //! go through [`Ledger::lead`], those who only read the state included
-//! ([`WriterGuard`]), and a leader that unwinds too ([`Leading`]): it hands
-//! the desk on in the same way, serving nothing, and drops its own request
-//! (its caller is unwinding). The requests of the group it held are
+//! ([`WriterGuard`]); a holder that unwinds, a leader ([`Leading`]) or not,
+//! hands the desk on in the same way, serving nothing, and a leader drops
+//! its own request (its caller is unwinding). The requests of the group it held are
 //! dropped unanswered: their callers' wait ends with
 //! [`LedgerError::Unanswered`].
 
@@ -218,7 +218,15 @@ fn unreachable_desk() -> ! {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        if let Some(desk) = self.desk.take() {
+        let Some(desk) = self.desk.take() else {
+            return;
+        };
+        // Unwinding (a panic under the guard): serving here could panic
+        // again, which aborts the process; the desk is handed on instead,
+        // as a leader that unwinds hands it on.
+        if std::thread::panicking() {
+            self.ledger.hand_on(desk);
+        } else {
             self.ledger.lead(desk, None);
         }
     }
@@ -318,6 +326,15 @@ impl Ledger {
             }
             leading.desk = leading.desk.take().and_then(|desk| self.let_go(desk));
             leading.mine = None;
+        }
+    }
+
+    /// Lets the desk go without serving, as many times as `let_go` gives
+    /// it back: for a holder that unwinds.
+    fn hand_on<'a>(&'a self, desk: MutexGuard<'a, Desk>) {
+        let mut held = Some(desk);
+        while let Some(desk) = held {
+            held = self.let_go(desk);
         }
     }
 
@@ -734,10 +751,7 @@ impl Drop for Leading<'_> {
             }
             desk.deferred.retain(|request| request.id != mine);
         }
-        let mut held = Some(desk);
-        while let Some(desk) = held {
-            held = self.ledger.let_go(desk);
-        }
+        self.ledger.hand_on(desk);
     }
 }
 
@@ -942,6 +956,29 @@ mod tests {
         }
         recorded.sort_unstable();
         recorded
+    }
+
+    /// A panic under a guard that only reads (a follower's catch-up, a
+    /// `with_state` closure) with commands waiting: the guard hands the
+    /// desk on rather than serve them on the unwinding thread, where a
+    /// second panic (here the recorder's) would abort the process.
+    #[test]
+    fn a_guard_dropped_by_a_panic_hands_the_desk_on_serving_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(dir.path()).unwrap());
+        let desk = ledger.writer();
+        let (done, outcomes) = mpsc::channel();
+        send_while_held(&ledger, 3, &done);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            metrics::with_local_recorder(&FailsOnGroups, || {
+                let _held = desk;
+                panic!("a bug under the guard");
+            })
+        }));
+        assert!(unwound.is_err());
+        // Served by their own callers, with the recorder of their threads.
+        assert_eq!(recorded(&outcomes, 3), vec![0, 1, 2]);
+        assert!(ledger.health().closed.is_none());
     }
 
     #[test]
