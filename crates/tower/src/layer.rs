@@ -408,22 +408,15 @@ impl<L: Locator> Shared<L> {
         let endpoint = resolve_endpoint(method, path).map_err(Rejection::Endpoint)?;
         record.operation = Some(endpoint.operation);
         record.requirement = Some(endpoint.requirement);
-        let mut locating =
-            std::pin::pin!(self.locator.locate(Target::new(endpoint, path, company)));
-        let mut waited = false;
-        let located = std::future::poll_fn(|cx| {
-            let polled = locating.as_mut().poll(cx);
-            waited |= polled.is_pending();
-            polled
-        })
-        .await
-        .map_err(Rejection::Locator)?
-        .ok_or(Rejection::NotFound)?;
-        // A locator that kept the request waiting (a query) moves the
-        // decision's time on: rules 2 and 8 are checked when it is made.
-        if waited {
-            record.at = now();
-        }
+        let located = self
+            .locator
+            .locate(Target::new(endpoint, path, company))
+            .await
+            .map_err(Rejection::Locator)?
+            .ok_or(Rejection::NotFound)?;
+        // The locator may have taken a while (a query, awaited or not):
+        // rules 2 and 8 are checked at the time the decision is made.
+        record.at = now();
         // Without a sink the record is dropped unread: no copy for it.
         if self.sink.is_some() {
             record.resource = Some(located.resource.clone());

@@ -178,3 +178,61 @@ async fn a_ledger_closed_while_locating_decides_at_no_position() {
     assert_eq!(record.reason, "ledger_closed");
     assert_eq!(record.position, None);
 }
+
+/// Tags, found after `delay` spent in the call itself (a blocking client)
+/// or in the future (an async query).
+struct Slow {
+    company: CompanyId,
+    delay: Duration,
+    blocking: bool,
+}
+
+impl Locator for Slow {
+    fn locate(
+        &self,
+        target: Target<'_>,
+    ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+        if self.blocking {
+            std::thread::sleep(self.delay);
+        }
+        let found = target.first_parameter().map(|id| Located {
+            resource: id.parse().unwrap(),
+            location: Location::Global(self.company),
+        });
+        let wait = (!self.blocking).then_some(self.delay);
+        async move {
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// The decision is made when the locator has answered, however it took
+/// its time: a token that expired meanwhile is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_while_the_locator_looks_is_refused() {
+    for blocking in [false, true] {
+        let expires = SystemTime::now() + Duration::from_millis(300);
+        let fixture = fixture_expiring(Some(Timestamp::from_system_time(expires)));
+        let locator = Slow {
+            company: fixture.company,
+            delay: Duration::from_millis(600),
+            blocking,
+        };
+        let layer = LedgerLayer::builder(fixture.ledger.authorizer(), locator).build();
+        let calls = Arc::new(AtomicU64::new(0));
+        let (status, body) = answer(
+            layer.layer(inner(calls.clone())),
+            common::get_tag(&fixture.secret),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "blocking: {blocking}: {body}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
