@@ -6,9 +6,10 @@
 //! to end. So once the lease may have ended, this replica's state may lack
 //! a removal that has returned elsewhere, and it refuses everything as a
 //! closed ledger does (503) until it holds a lease again and has caught up.
-//! The check is one atomic load and one read of the monotonic clock: the
-//! deadline is checked by the decision itself, not by a thread that might
-//! be paused with the rest of the process and wake after the requests.
+//! The check is two atomic loads (the lease and its end) and one read of
+//! the monotonic clock: the deadline is checked by the decision itself,
+//! not by a thread that might be paused with the rest of the process and
+//! wake after the requests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
