@@ -222,7 +222,14 @@ async fn a_consistency_token_waits_for_its_position() {
         allowed: true,
     });
     assert_eq!(changed, wanted);
+    let changed_at = Instant::now();
     let answer = asking.await.unwrap();
+    // Woken by the publish, not by the end of its 5 s wait.
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        changed_at.elapsed()
+    );
     assert_eq!(answer.status, 200, "{}", answer.body);
     let body: Value = serde_json::from_str(&answer.body).unwrap();
     assert!(body["decided_at"].as_u64().unwrap() >= wanted);

@@ -103,6 +103,8 @@ impl Locator for Tags {
         &self,
         target: Target<'_>,
     ) -> impl Future<Output = Result<Option<Located>, LocateError>> + Send {
+        // Asked only for a live token, and told its company.
+        assert_eq!(target.company(), self.company);
         let found = if self.down {
             Err(LocateError::caused_by(
                 "the tags database is down",
